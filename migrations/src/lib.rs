@@ -1,0 +1,19 @@
+//! Fleetplane's database schema.
+//!
+//! One ordered list of migrations, written with sea-query's schema builder so the same
+//! definition produces the right DDL for SQLite (the embedded default) and PostgreSQL.
+//! Migrations only ever move forward: a released migration is never edited, a new one is added.
+
+pub use sea_orm_migration::MigratorTrait;
+use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_foundation;
+
+/// Applies Fleetplane's migrations in order; `fleetplane migrate` and `fleetplane serve` run it.
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_foundation::Migration)]
+    }
+}

@@ -1,0 +1,102 @@
+//! The audit trail: who did what, when, from which address.
+//!
+//! Account events (sign-in, password change, tokens) have no organization; an organization's
+//! log shows its own events plus the account events of its current members.
+
+use std::net::IpAddr;
+
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, sea_query::Query,
+};
+use uuid::Uuid;
+
+use crate::entity::{audit_events, memberships, users};
+
+/// One event to record; build with [`Event::new`] and the setters.
+pub struct Event {
+    action: &'static str,
+    ip: Option<IpAddr>,
+    org_id: Option<Uuid>,
+    actor_id: Option<Uuid>,
+    actor_name: Option<String>,
+    target: Option<String>,
+    details: Option<serde_json::Value>,
+}
+
+impl Event {
+    pub fn new(action: &'static str, ip: Option<IpAddr>) -> Self {
+        Self { action, ip, org_id: None, actor_id: None, actor_name: None, target: None, details: None }
+    }
+
+    pub fn actor(mut self, user: &users::Model) -> Self {
+        self.actor_id = Some(user.id);
+        self.actor_name = Some(user.username.clone());
+        self
+    }
+
+    /// For events with no account behind them (a sign-in attempt for an unknown email).
+    pub fn actor_name(mut self, name: impl Into<String>) -> Self {
+        self.actor_name = Some(name.into());
+        self
+    }
+
+    pub fn org(mut self, org_id: Uuid) -> Self {
+        self.org_id = Some(org_id);
+        self
+    }
+
+    pub fn target(mut self, target: impl Into<String>) -> Self {
+        self.target = Some(target.into());
+        self
+    }
+
+    pub fn details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    /// Stores the event, inside the caller's transaction when given one.
+    pub async fn record(self, conn: &impl ConnectionTrait) -> Result<(), DbErr> {
+        audit_events::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            org_id: Set(self.org_id),
+            actor_id: Set(self.actor_id),
+            actor_name: Set(self.actor_name),
+            action: Set(self.action.to_owned()),
+            target: Set(self.target),
+            ip: Set(self.ip.map(|ip| ip.to_string())),
+            details: Set(self.details),
+            created_at: Set(Utc::now()),
+        }
+        .insert(conn)
+        .await
+        .map(drop)
+    }
+}
+
+/// A page of `org_id`'s log, newest first, strictly older than `before` when given.
+pub async fn list_for_org(
+    conn: &impl ConnectionTrait,
+    org_id: Uuid,
+    before: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<audit_events::Model>, DbErr> {
+    let members = Query::select()
+        .column(memberships::Column::UserId)
+        .from(memberships::Entity)
+        .and_where(memberships::Column::OrgId.eq(org_id))
+        .to_owned();
+    let mut query = audit_events::Entity::find().filter(
+        Condition::any().add(audit_events::Column::OrgId.eq(org_id)).add(
+            Condition::all()
+                .add(audit_events::Column::OrgId.is_null())
+                .add(audit_events::Column::ActorId.in_subquery(members)),
+        ),
+    );
+    if let Some(before) = before {
+        query = query.filter(audit_events::Column::Id.lt(before));
+    }
+    query.order_by_desc(audit_events::Column::Id).limit(limit).all(conn).await
+}

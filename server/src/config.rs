@@ -1,0 +1,406 @@
+//! Typed configuration: built-in defaults, then an optional TOML file, then the environment.
+//!
+//! Every setting has a default that runs with nothing configured (SQLite and keys in
+//! `./data`, mail to the log). The documented environment variables override the file.
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// A configuration value that must never be printed: `Debug` and `Display` show `[redacted]`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The plaintext, for the one place that needs it (a connection, a key derivation).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("[redacted]")
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignupMode {
+    Open,
+    Closed,
+}
+
+/// A limit of `max` requests per `window_secs`, counted per client IP or per account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Limit {
+    pub max: u32,
+    pub window_secs: u64,
+}
+
+impl Limit {
+    pub const fn new(max: u32, window_secs: u64) -> Self {
+        Self { max, window_secs }
+    }
+
+    pub fn window(&self) -> Duration {
+        Duration::from_secs(self.window_secs)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimits {
+    /// `false` turns every limit off (load tests); `FLEETPLANE_RATE_LIMITS=off` does the same.
+    pub enabled: bool,
+    pub login_per_ip: Limit,
+    pub login_per_account: Limit,
+    pub signup_per_ip: Limit,
+    pub resend_per_ip: Limit,
+    pub resend_per_account: Limit,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            login_per_ip: Limit::new(30, 60),
+            login_per_account: Limit::new(10, 60),
+            signup_per_ip: Limit::new(20, 3600),
+            resend_per_ip: Limit::new(10, 3600),
+            resend_per_account: Limit::new(3, 3600),
+        }
+    }
+}
+
+/// The server's configuration. See the README's "Configuration" table for every key.
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: Secret,
+    /// The address users reach the server at: links in emails, and the cookies' `Secure` flag.
+    pub public_url: Url,
+    pub smtp_url: Option<Secret>,
+    pub mail_from: String,
+    pub signup: SignupMode,
+    /// Signs session cookies. Absent: a random key is generated into the data dir on first start.
+    pub session_secret: Option<Secret>,
+    pub session_ttl: Duration,
+    /// Built UI assets (`pkg/fleetplane_web.js` and `.wasm`), produced by `cargo xtask build-ui`.
+    pub site_dir: PathBuf,
+    /// Take the client address from `X-Forwarded-For` (only behind a trusted reverse proxy).
+    pub trust_forwarded_for: bool,
+    /// How many argon2 hashes may run at once; the rest wait, so logins cannot starve the server.
+    pub password_hash_concurrency: usize,
+    pub rate_limits: RateLimits,
+}
+
+/// The TOML file's shape: every key optional, unknown keys rejected so typos are caught.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<Secret>,
+    public_url: Option<String>,
+    smtp_url: Option<Secret>,
+    mail_from: Option<String>,
+    signup: Option<SignupMode>,
+    session_secret: Option<Secret>,
+    session_ttl_hours: Option<u64>,
+    site_dir: Option<PathBuf>,
+    trust_forwarded_for: Option<bool>,
+    password_hash_concurrency: Option<usize>,
+    rate_limits: Option<RateLimits>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, message: message.into() }
+}
+
+impl Config {
+    /// Loads the configuration from an optional file and the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let file = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                toml::from_str(&text)
+                    .map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })?
+            }
+            None => FileConfig::default(),
+        };
+        Self::from_sources(file, |key| std::env::var(key).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// Defaults for everything, with the data directory (and so the SQLite file) at `data_dir`.
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        let file = FileConfig { data_dir: Some(data_dir.into()), ..FileConfig::default() };
+        Self::from_sources(file, |_| None).expect("built-in defaults are valid")
+    }
+
+    fn from_sources(file: FileConfig, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let listen_text = env("FLEETPLANE_LISTEN").or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen: SocketAddr = listen_text
+            .parse()
+            .map_err(|e| invalid("FLEETPLANE_LISTEN", format!("`{listen_text}` is not an address:port ({e})")))?;
+
+        let data_dir = env("FLEETPLANE_DATA_DIR").map(PathBuf::from).or(file.data_dir).unwrap_or_else(|| "data".into());
+
+        let database_url = env("DATABASE_URL")
+            .map(Secret::new)
+            .or(file.database_url)
+            .unwrap_or_else(|| Secret::new(format!("sqlite://{}?mode=rwc", data_dir.join("fleetplane.db").display())));
+        let scheme = database_url.expose().split(':').next().unwrap_or_default();
+        if !matches!(scheme, "sqlite" | "postgres" | "postgresql") {
+            return Err(invalid("DATABASE_URL", "must start with sqlite:// or postgres://"));
+        }
+
+        let public_url = match env("FLEETPLANE_PUBLIC_URL").or(file.public_url) {
+            Some(text) => {
+                let url = Url::parse(&text)
+                    .map_err(|e| invalid("FLEETPLANE_PUBLIC_URL", format!("`{text}` is not a URL ({e})")))?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(invalid("FLEETPLANE_PUBLIC_URL", "must be an http:// or https:// URL"));
+                }
+                url
+            }
+            None => default_public_url(listen),
+        };
+
+        let smtp_url = env("FLEETPLANE_SMTP_URL").map(Secret::new).or(file.smtp_url);
+        if let Some(url) = &smtp_url {
+            // The URL may carry a password: never echo it back.
+            let ok = Url::parse(url.expose()).is_ok_and(|u| matches!(u.scheme(), "smtp" | "smtps"));
+            if !ok {
+                return Err(invalid("FLEETPLANE_SMTP_URL", "must be an smtp:// or smtps:// URL"));
+            }
+        }
+
+        let mail_from = env("FLEETPLANE_MAIL_FROM")
+            .or(file.mail_from)
+            .unwrap_or_else(|| format!("Fleetplane <fleetplane@{}>", public_url.host_str().unwrap_or("localhost")));
+        if mail_from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(invalid("FLEETPLANE_MAIL_FROM", format!("`{mail_from}` is not a mailbox")));
+        }
+
+        let signup = match env("FLEETPLANE_SIGNUP").as_deref() {
+            Some("open") => SignupMode::Open,
+            Some("closed") => SignupMode::Closed,
+            Some(other) => {
+                return Err(invalid("FLEETPLANE_SIGNUP", format!("`{other}` is not `open` or `closed`")));
+            }
+            None => file.signup.unwrap_or(SignupMode::Open),
+        };
+
+        let session_secret = env("FLEETPLANE_SESSION_SECRET").map(Secret::new).or(file.session_secret);
+        if session_secret.as_ref().is_some_and(|s| s.expose().len() < 32) {
+            return Err(invalid("FLEETPLANE_SESSION_SECRET", "must be at least 32 characters"));
+        }
+
+        let ttl_hours = match env("FLEETPLANE_SESSION_TTL_HOURS") {
+            Some(text) => text
+                .parse()
+                .map_err(|_| invalid("FLEETPLANE_SESSION_TTL_HOURS", format!("`{text}` is not a number of hours")))?,
+            None => file.session_ttl_hours.unwrap_or(7 * 24),
+        };
+        if ttl_hours == 0 || ttl_hours > 90 * 24 {
+            return Err(invalid("FLEETPLANE_SESSION_TTL_HOURS", "must be between 1 and 2160"));
+        }
+
+        let site_dir = env("FLEETPLANE_SITE_DIR").map(PathBuf::from).or(file.site_dir).unwrap_or_else(default_site_dir);
+
+        let trust_forwarded_for = match env("FLEETPLANE_TRUST_FORWARDED_FOR") {
+            Some(text) => parse_bool("FLEETPLANE_TRUST_FORWARDED_FOR", &text)?,
+            None => file.trust_forwarded_for.unwrap_or(false),
+        };
+
+        let password_hash_concurrency = file
+            .password_hash_concurrency
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)));
+        if password_hash_concurrency == 0 {
+            return Err(invalid("password_hash_concurrency", "must be at least 1"));
+        }
+
+        let mut rate_limits = file.rate_limits.unwrap_or_default();
+        match env("FLEETPLANE_RATE_LIMITS").as_deref() {
+            Some("off") => rate_limits.enabled = false,
+            Some("on") | None => {}
+            Some(other) => {
+                return Err(invalid("FLEETPLANE_RATE_LIMITS", format!("`{other}` is not `on` or `off`")));
+            }
+        }
+
+        Ok(Self {
+            listen,
+            data_dir,
+            database_url,
+            public_url,
+            smtp_url,
+            mail_from,
+            signup,
+            session_secret,
+            session_ttl: Duration::from_secs(ttl_hours * 3600),
+            site_dir,
+            trust_forwarded_for,
+            password_hash_concurrency,
+            rate_limits,
+        })
+    }
+
+    pub fn signup_open(&self) -> bool {
+        self.signup == SignupMode::Open
+    }
+
+    /// Cookies get the `Secure` attribute exactly when users reach us over https.
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.scheme() == "https"
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.database_url.expose().starts_with("postgres")
+    }
+
+    /// The effective configuration as TOML, secrets shown as `[redacted]`.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}
+
+fn parse_bool(key: &'static str, text: &str) -> Result<bool, ConfigError> {
+    match text {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        other => Err(invalid(key, format!("`{other}` is not true or false"))),
+    }
+}
+
+fn default_public_url(listen: SocketAddr) -> Url {
+    let host = if listen.ip().is_unspecified() { "localhost".to_owned() } else { listen.ip().to_string() };
+    let host = if listen.is_ipv6() && !listen.ip().is_unspecified() { format!("[{host}]") } else { host };
+    Url::parse(&format!("http://{host}:{}/", listen.port())).expect("a host and port form a valid URL")
+}
+
+/// Where `cargo xtask build-ui` puts the UI: `<target>/site`, next to `<target>/<profile>/fleetplane`.
+fn default_site_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("site")))
+        .filter(|dir| dir.is_dir())
+        .unwrap_or_else(|| "site".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn load(file: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let file: FileConfig = toml::from_str(file).expect("test TOML parses");
+        Config::from_sources(file, |k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn runs_with_nothing_configured() {
+        let config = load("", &[]).expect("defaults are valid");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.public_url.as_str(), "http://127.0.0.1:8080/");
+        assert!(config.database_url.expose().starts_with("sqlite://data/fleetplane.db"));
+        assert!(config.signup_open());
+        assert!(!config.secure_cookies());
+        assert!(config.smtp_url.is_none());
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let config = load(
+            "listen = \"127.0.0.1:9000\"\nsignup = \"open\"\n",
+            &[("FLEETPLANE_LISTEN", "127.0.0.1:9100"), ("FLEETPLANE_SIGNUP", "closed")],
+        )
+        .expect("valid");
+        assert_eq!(config.listen.port(), 9100);
+        assert!(!config.signup_open());
+    }
+
+    #[test]
+    fn https_public_url_makes_cookies_secure() {
+        let config = load("", &[("FLEETPLANE_PUBLIC_URL", "https://fleet.example.com")]).expect("valid");
+        assert!(config.secure_cookies());
+    }
+
+    #[test]
+    fn secrets_print_redacted() {
+        let config = load(
+            "",
+            &[
+                ("DATABASE_URL", "postgres://fp:hunter2-db@localhost/fp"),
+                ("FLEETPLANE_SMTP_URL", "smtp://mail:hunter2-smtp@localhost:25"),
+                ("FLEETPLANE_SESSION_SECRET", "hunter2-session-0123456789abcdefghijkl"),
+            ],
+        )
+        .expect("valid");
+        for shown in [format!("{config:?}"), config.to_redacted_toml()] {
+            assert!(!shown.contains("hunter2"), "secret leaked in: {shown}");
+            assert!(shown.contains("[redacted]"));
+        }
+    }
+
+    #[test]
+    fn bad_values_are_named_in_the_error() {
+        let cases = [
+            ("FLEETPLANE_LISTEN", "not-an-address"),
+            ("DATABASE_URL", "mysql://x"),
+            ("FLEETPLANE_PUBLIC_URL", "ftp://x"),
+            ("FLEETPLANE_SIGNUP", "maybe"),
+            ("FLEETPLANE_SMTP_URL", "http://x"),
+            ("FLEETPLANE_SESSION_SECRET", "short"),
+            ("FLEETPLANE_SESSION_TTL_HOURS", "0"),
+            ("FLEETPLANE_RATE_LIMITS", "sometimes"),
+        ];
+        for (key, value) in cases {
+            let err = load("", &[(key, value)]).expect_err(key);
+            assert!(err.to_string().starts_with(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+    }
+}

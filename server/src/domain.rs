@@ -1,0 +1,234 @@
+//! Validated inputs: each type can only be built through `parse`, so holding one proves it valid.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Why an input was refused: a stable machine code and a sentence for people.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+/// An email address, trimmed. Deliberately simple: one `@`, a plausible local part and domain.
+/// The verification mail is the real test of an address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(input: &str) -> Result<Self, Invalid> {
+        let email = input.trim();
+        let bad = || Invalid::new("invalid", "Enter a valid email address, like name@example.com.");
+        if email.is_empty() {
+            return Err(Invalid::new("required", "Enter your email address."));
+        }
+        if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad());
+        }
+        let (local, domain) = email.rsplit_once('@').ok_or_else(bad)?;
+        let domain_ok = domain.len() >= 3
+            && domain.contains('.')
+            && domain.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+            });
+        if local.is_empty() || local.len() > 64 || local.contains('@') || !domain_ok {
+            return Err(bad());
+        }
+        Ok(Self(email.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The form used for uniqueness and look-ups.
+    pub fn normalized(&self) -> String {
+        self.0.to_lowercase()
+    }
+}
+
+/// A user name or an organization name: 3–30 of `a-z 0-9 _ -`, starting with a letter.
+/// Input is lower-cased first, so names are unique regardless of case.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Handle(String);
+
+/// A user's name (a [`Handle`]).
+pub type Username = Handle;
+/// An organization's URL name (a [`Handle`]).
+pub type OrgName = Handle;
+
+impl Handle {
+    pub const MIN: usize = 3;
+    pub const MAX: usize = 30;
+
+    pub fn parse(input: &str) -> Result<Self, Invalid> {
+        let name = input.trim().to_lowercase();
+        if name.is_empty() {
+            return Err(Invalid::new("required", "Choose a name."));
+        }
+        let len = name.chars().count();
+        if !(Self::MIN..=Self::MAX).contains(&len) {
+            return Err(Invalid::new("length", format!("Use {} to {} characters.", Self::MIN, Self::MAX)));
+        }
+        if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+            return Err(Invalid::new("invalid", "Start with a letter."));
+        }
+        if !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-') {
+            return Err(Invalid::new("invalid", "Use only letters a-z, digits, `_` and `-`."));
+        }
+        Ok(Self(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A new password that meets the policy. Never printed.
+pub struct NewPassword(String);
+
+impl NewPassword {
+    pub const MIN: usize = 8;
+    /// argon2 accepts any length; a cap keeps one request from hashing megabytes.
+    pub const MAX: usize = 256;
+
+    pub fn parse(input: &str) -> Result<Self, Invalid> {
+        let len = input.chars().count();
+        if len < Self::MIN {
+            return Err(Invalid::new("too_short", format!("Use at least {} characters.", Self::MIN)));
+        }
+        if len > Self::MAX {
+            return Err(Invalid::new("too_long", format!("Use at most {} characters.", Self::MAX)));
+        }
+        if input.trim().is_empty() {
+            return Err(Invalid::new("too_weak", "A password cannot be only spaces."));
+        }
+        Ok(Self(input.to_owned()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for NewPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NewPassword([redacted])")
+    }
+}
+
+/// A member's role in an organization, from most to least powerful.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Operator,
+    Admin,
+    Owner,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+            Role::Owner => "owner",
+        }
+    }
+
+    /// Reads a role stored by [`Role::as_str`]; the schema only ever holds these four.
+    pub fn from_db(value: &str) -> Option<Self> {
+        match value {
+            "viewer" => Some(Role::Viewer),
+            "operator" => Some(Role::Operator),
+            "admin" => Some(Role::Admin),
+            "owner" => Some(Role::Owner),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        for ok in ["a@b.co", "  Alice.Smith+ops@Example.COM ", "x@sub.domain.io"] {
+            assert!(Email::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "plain", "@example.com", "a@", "a@b", "a@-b.com", "a b@c.com", "a@b..com", "a@b@c.com"] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            Email::parse(" Alice@Example.com ").map(|e| e.normalized()).ok().as_deref(),
+            Some("alice@example.com")
+        );
+    }
+
+    #[test]
+    fn handles() {
+        for ok in ["abc", "Alice", "ops_team-2", "a23456789012345678901234567890"] {
+            assert!(Handle::parse(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(Handle::parse("Alice").map(Handle::into_string).ok().as_deref(), Some("alice"));
+        let cases = [
+            ("", "required"),
+            ("ab", "length"),
+            ("1abc", "invalid"),
+            ("ab cd", "invalid"),
+            ("abc.def", "invalid"),
+            ("a234567890123456789012345678901", "length"),
+            ("_abc", "invalid"),
+        ];
+        for (bad, code) in cases {
+            assert_eq!(Handle::parse(bad).map(|_| ()).unwrap_err().code, code, "{bad}");
+        }
+    }
+
+    #[test]
+    fn passwords() {
+        assert_eq!(NewPassword::parse("short").unwrap_err().code, "too_short");
+        assert_eq!(NewPassword::parse("        ").unwrap_err().code, "too_weak");
+        assert_eq!(NewPassword::parse(&"x".repeat(257)).unwrap_err().code, "too_long");
+        let password = NewPassword::parse("correct horse").expect("valid");
+        assert!(!format!("{password:?}").contains("horse"));
+    }
+
+    #[test]
+    fn roles_order_by_power() {
+        assert!(Role::Owner > Role::Admin && Role::Admin > Role::Operator && Role::Operator > Role::Viewer);
+        for role in [Role::Viewer, Role::Operator, Role::Admin, Role::Owner] {
+            assert_eq!(Role::from_db(role.as_str()), Some(role));
+        }
+    }
+}

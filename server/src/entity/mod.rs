@@ -1,0 +1,9 @@
+//! sea-orm entities, one module per table of `migrations/`.
+
+pub mod api_tokens;
+pub mod audit_events;
+pub mod email_verification_tokens;
+pub mod memberships;
+pub mod organizations;
+pub mod outbound_emails;
+pub mod users;

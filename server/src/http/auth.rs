@@ -1,0 +1,193 @@
+//! `/api/v1/auth`: sign-up, email verification, sign-in and sign-out.
+
+use axum::{
+    Json,
+    extract::{FromRequestParts, State},
+    http::{StatusCode, header, request::Parts},
+    response::{AppendHeaders, IntoResponse, Response},
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{
+    extract::{ApiJson, ClientIp},
+    me::UserView,
+};
+use crate::{
+    accounts::{self, NewAccount},
+    audit::Event,
+    auth::CurrentUser,
+    entity::users,
+    error::{AppError, Problem, Result},
+    state::AppState,
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(sign_up))
+        .routes(routes!(verify_email))
+        .routes(routes!(resend_verification))
+        .routes(routes!(log_in))
+        .routes(routes!(log_out))
+        .routes(routes!(log_out_everywhere))
+}
+
+/// Missing fields arrive as empty strings, so that validation reports all of them at once.
+#[derive(Default, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct SignupRequest {
+    pub email: String,
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SignupResponse {
+    pub user: UserView,
+    pub message: String,
+}
+
+#[derive(Default, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct VerifyEmailRequest {
+    pub token: String,
+}
+
+#[derive(Default, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct ResendRequest {
+    pub email: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MessageResponse {
+    pub message: String,
+}
+
+#[derive(Default, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+/// Attaches a fresh session for `user` (cookies) to `body`.
+pub fn with_session(state: &AppState, user: &users::Model, body: impl IntoResponse) -> Result<Response> {
+    let issued = state.sessions.issue(user)?;
+    let [session, csrf] = state.sessions.cookies(&issued);
+    Ok((AppendHeaders([(header::SET_COOKIE, session), (header::SET_COOKIE, csrf)]), body).into_response())
+}
+
+fn without_session(state: &AppState) -> Response {
+    let [session, csrf] = state.sessions.clear_cookies();
+    (StatusCode::NO_CONTENT, AppendHeaders([(header::SET_COOKIE, session), (header::SET_COOKIE, csrf)])).into_response()
+}
+
+/// Create an account; a verification email is sent and the account can sign in once verified.
+#[utoipa::path(post, path = "/api/v1/auth/signup", tag = "auth", request_body = SignupRequest, responses(
+    (status = 201, description = "Account created, verification email sent", body = SignupResponse),
+    (status = 403, description = "`signup_closed`", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "`email_taken` or `username_taken`", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+    (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
+))]
+async fn sign_up(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(body): ApiJson<SignupRequest>,
+) -> Result<(StatusCode, Json<SignupResponse>)> {
+    let account = NewAccount::parse(&body.email, &body.username, &body.password, false)?;
+    let user = accounts::sign_up(&state, account, ip).await?;
+    let message = format!("We sent a verification link to {}. Follow it to activate your account.", user.email);
+    Ok((StatusCode::CREATED, Json(SignupResponse { user: UserView::from(&user), message })))
+}
+
+/// Redeem the token from a verification email.
+#[utoipa::path(post, path = "/api/v1/auth/verify-email", tag = "auth", request_body = VerifyEmailRequest, responses(
+    (status = 200, description = "Email verified", body = UserView),
+    (status = 400, description = "`verification_token_invalid`, `verification_token_expired` or `verification_token_used`", body = Problem, content_type = "application/problem+json"),
+))]
+async fn verify_email(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(body): ApiJson<VerifyEmailRequest>,
+) -> Result<Json<UserView>> {
+    let user = accounts::verify_email(&state, &body.token, ip).await?;
+    Ok(Json(UserView::from(&user)))
+}
+
+/// Send a new verification link. Answers the same whether or not the address has an account.
+#[utoipa::path(post, path = "/api/v1/auth/resend-verification", tag = "auth", request_body = ResendRequest, responses(
+    (status = 202, description = "If an unverified account uses this address, a new link is on its way", body = MessageResponse),
+    (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+    (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
+))]
+async fn resend_verification(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(body): ApiJson<ResendRequest>,
+) -> Result<(StatusCode, Json<MessageResponse>)> {
+    accounts::resend_verification(&state, &body.email, ip).await?;
+    let message = "If an unverified account uses this address, we sent it a new verification link.".to_owned();
+    Ok((StatusCode::ACCEPTED, Json(MessageResponse { message })))
+}
+
+/// Sign in with email and password; sets the `fp_session` and `fp_csrf` cookies.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest, responses(
+    (status = 200, description = "Signed in; session cookies set", body = UserView),
+    (status = 401, description = "`invalid_credentials`", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "`email_not_verified`", body = Problem, content_type = "application/problem+json"),
+    (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
+))]
+async fn log_in(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(body): ApiJson<LoginRequest>,
+) -> Result<Response> {
+    let user = accounts::sign_in(&state, &body.email, &body.password, ip).await?;
+    with_session(&state, &user, Json(UserView::from(&user)))
+}
+
+/// Sign out this browser: clears the session cookies.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", responses(
+    (status = 204, description = "Signed out; cookies cleared"),
+    (status = 403, description = "`csrf_failed`", body = Problem, content_type = "application/problem+json"),
+))]
+async fn log_out(State(state): State<AppState>, ClientIp(ip): ClientIp, caller: MaybeUser) -> Result<Response> {
+    if let Some(user) = caller.0 {
+        Event::new("auth.logout", Some(ip)).actor(&user.user).record(&state.db).await?;
+    }
+    Ok(without_session(&state))
+}
+
+/// Sign out everywhere: every session of this account stops working, here and elsewhere.
+#[utoipa::path(post, path = "/api/v1/auth/logout-all", tag = "auth", responses(
+    (status = 204, description = "All sessions revoked; cookies cleared"),
+    (status = 401, description = "`unauthenticated`", body = Problem, content_type = "application/problem+json"),
+))]
+async fn log_out_everywhere(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    caller: CurrentUser,
+) -> Result<Response> {
+    accounts::revoke_sessions(&state, &caller.user, ip).await?;
+    Ok(without_session(&state))
+}
+
+/// The caller if signed in. A bad or stale session counts as signed out, but a valid session
+/// without its CSRF token is still refused.
+struct MaybeUser(Option<CurrentUser>);
+
+impl FromRequestParts<AppState> for MaybeUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        match CurrentUser::from_request_parts(parts, state).await {
+            Ok(user) => Ok(Self(Some(user))),
+            Err(e) if e.code() == Some("csrf_failed") => Err(e),
+            Err(AppError::Client { .. }) => Ok(Self(None)),
+            Err(e) => Err(e),
+        }
+    }
+}

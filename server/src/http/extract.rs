@@ -1,0 +1,184 @@
+//! Request extractors whose rejections are problem+json with stable codes, like every other
+//! error of the API.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::{
+    body::Bytes,
+    extract::{
+        ConnectInfo, FromRequest, FromRequestParts, Request,
+        rejection::{PathRejection, QueryRejection},
+    },
+    http::{StatusCode, header, request::Parts},
+};
+use serde::de::DeserializeOwned;
+use serde_json::error::Category;
+
+use crate::{
+    error::{AppError, FieldError},
+    state::AppState,
+};
+
+/// Largest request body accepted, in bytes; larger ones get 413.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// A JSON request body. Wrong content type → 415, too large → 413, not JSON → 400
+/// `malformed_json`, JSON of the wrong shape → 422 naming the field.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = AppError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, AppError> {
+        let is_json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|mime| mime.trim().to_ascii_lowercase())
+            .is_some_and(|mime| {
+                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+            });
+        if !is_json {
+            return Err(AppError::client(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Send the body as JSON, with `Content-Type: application/json`.",
+            ));
+        }
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                AppError::client(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("The request body is larger than {} KiB.", MAX_BODY / 1024),
+                )
+            } else {
+                AppError::bad_request("body_unreadable", "The request body could not be read.")
+            }
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    let malformed = |e: &serde_json::Error| {
+        AppError::bad_request("malformed_json", format!("The request body is not valid JSON: {e}."))
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        match inner.classify() {
+            Category::Data => AppError::validation(vec![field_error(&path, &inner)]),
+            Category::Syntax | Category::Eof | Category::Io => malformed(&inner),
+        }
+    })?;
+    deserializer.end().map_err(|e| malformed(&e))?;
+    Ok(value)
+}
+
+/// Names the field a serde data error is about: the path, or for a missing field the name
+/// serde quotes in its message.
+fn field_error(path: &str, error: &serde_json::Error) -> FieldError {
+    let message = error.to_string();
+    let text = message.split(" at line ").next().unwrap_or(&message);
+    if let Some(name) = text.strip_prefix("missing field `").and_then(|rest| rest.split('`').next()) {
+        let field = if path == "." { name.to_owned() } else { format!("{path}.{name}") };
+        return FieldError { field, code: "required".into(), message: "This field is required.".into() };
+    }
+    let field = if path == "." { String::new() } else { path.to_owned() };
+    FieldError { field, code: "invalid".into(), message: text.to_owned() }
+}
+
+/// Query string parameters; a malformed query is a 400 `invalid_query`.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e: QueryRejection| AppError::bad_request("invalid_query", e.body_text()))
+    }
+}
+
+/// Path parameters; an id that does not parse names nothing that exists, so it is a 404.
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|_: PathRejection| AppError::not_found("not_found", "Nothing exists at this address."))
+    }
+}
+
+/// The client's address: the connection's peer, or the first `X-Forwarded-For` entry when the
+/// server is configured to trust a reverse proxy.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        if state.config.trust_forwarded_for
+            && let Some(ip) = parts
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.trim().parse().ok())
+        {
+            return Ok(Self(ip));
+        }
+        parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| Self(info.0.ip()))
+            .ok_or_else(|| AppError::Internal(anyhow::anyhow!("no ConnectInfo: serve with connect info")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Login {
+        email: String,
+        password: String,
+    }
+
+    fn problem(body: &str) -> AppError {
+        parse_json::<Login>(body.as_bytes()).expect_err(body)
+    }
+
+    #[test]
+    fn syntax_errors_are_malformed_json() {
+        for body in ["{", "not json", "{\"email\": }", "{} trailing"] {
+            assert_eq!(problem(body).code(), Some("malformed_json"), "{body}");
+        }
+    }
+
+    #[test]
+    fn shape_errors_name_the_field() {
+        let AppError::Client { errors, status, .. } = problem(r#"{"email":"a@b.co"}"#) else { panic!() };
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!((errors[0].field.as_str(), errors[0].code.as_str()), ("password", "required"));
+
+        let AppError::Client { errors, .. } = problem(r#"{"email":5,"password":"x"}"#) else { panic!() };
+        assert_eq!((errors[0].field.as_str(), errors[0].code.as_str()), ("email", "invalid"));
+
+        assert_eq!(problem("[]").code(), Some("validation_failed"));
+    }
+}

@@ -1,0 +1,199 @@
+//! `/api/v1/me`: the signed-in account, its username and password, and its API tokens.
+
+use axum::{
+    Json,
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use super::{
+    auth::with_session,
+    extract::{ApiJson, ApiPath, ClientIp},
+};
+use crate::{
+    accounts,
+    auth::CurrentUser,
+    entity::{api_tokens, users},
+    error::{Problem, Result},
+    state::AppState,
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_me))
+        .routes(routes!(update_username))
+        .routes(routes!(update_password))
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(revoke_token))
+}
+
+/// An account as its owner sees it.
+#[derive(Serialize, ToSchema)]
+pub struct UserView {
+    pub id: Uuid,
+    pub email: String,
+    pub username: String,
+    pub email_verified: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&users::Model> for UserView {
+    fn from(user: &users::Model) -> Self {
+        Self {
+            id: user.id,
+            email: user.email.clone(),
+            username: user.username.clone(),
+            email_verified: user.email_verified_at.is_some(),
+            created_at: user.created_at,
+        }
+    }
+}
+
+#[derive(Default, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct UsernameRequest {
+    pub username: String,
+}
+
+#[derive(Default, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct PasswordRequest {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+#[derive(Default, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct CreateTokenRequest {
+    pub name: String,
+    /// Days until the token stops working (1–3650); omit for no expiry.
+    pub expires_in_days: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenView {
+    pub id: Uuid,
+    pub name: String,
+    /// The token's first characters, to tell tokens apart.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl From<&api_tokens::Model> for TokenView {
+    fn from(token: &api_tokens::Model) -> Self {
+        Self {
+            id: token.id,
+            name: token.name.clone(),
+            prefix: token.prefix.clone(),
+            created_at: token.created_at,
+            expires_at: token.expires_at,
+            last_used_at: token.last_used_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatedToken {
+    /// The token itself. Shown only in this response: store it now.
+    pub token: String,
+    #[serde(flatten)]
+    pub info: TokenView,
+}
+
+/// Re-issues the session cookie when the caller signed in with one; token callers get `body`.
+fn refresh_session(
+    state: &AppState,
+    caller: &CurrentUser,
+    user: &users::Model,
+    body: impl IntoResponse,
+) -> Result<Response> {
+    if caller.is_session() { with_session(state, user, body) } else { Ok(body.into_response()) }
+}
+
+/// The signed-in account.
+#[utoipa::path(get, path = "/api/v1/me", tag = "account", responses(
+    (status = 200, body = UserView),
+    (status = 401, description = "`unauthenticated`, `session_expired`, `session_revoked`, `invalid_token`", body = Problem, content_type = "application/problem+json"),
+))]
+async fn get_me(caller: CurrentUser) -> Json<UserView> {
+    Json(UserView::from(&*caller.user))
+}
+
+/// Change the username (3–30 of `a-z 0-9 _ -`, starting with a letter; unique regardless of case).
+#[utoipa::path(patch, path = "/api/v1/me/username", tag = "account", request_body = UsernameRequest, responses(
+    (status = 200, description = "Changed; the session cookie is re-issued", body = UserView),
+    (status = 409, description = "`username_taken`", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+))]
+async fn update_username(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    caller: CurrentUser,
+    ApiJson(body): ApiJson<UsernameRequest>,
+) -> Result<Response> {
+    let user = accounts::change_username(&state, &caller.user, &body.username, ip).await?;
+    refresh_session(&state, &caller, &user, Json(UserView::from(&user)))
+}
+
+/// Change the password. Every other session is signed out; this one gets a new cookie.
+#[utoipa::path(put, path = "/api/v1/me/password", tag = "account", request_body = PasswordRequest, responses(
+    (status = 204, description = "Changed; other sessions revoked, this one re-issued"),
+    (status = 422, description = "`validation_failed`: current password wrong, new one too short or unchanged", body = Problem, content_type = "application/problem+json"),
+    (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
+))]
+async fn update_password(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    caller: CurrentUser,
+    ApiJson(body): ApiJson<PasswordRequest>,
+) -> Result<Response> {
+    let user = accounts::change_password(&state, &caller.user, &body.current_password, &body.new_password, ip).await?;
+    refresh_session(&state, &caller, &user, StatusCode::NO_CONTENT)
+}
+
+/// The account's active API tokens, newest first.
+#[utoipa::path(get, path = "/api/v1/me/tokens", tag = "account", responses((status = 200, body = [TokenView])))]
+async fn list_tokens(State(state): State<AppState>, caller: CurrentUser) -> Result<Json<Vec<TokenView>>> {
+    let tokens = accounts::list_tokens(&state, caller.id()).await?;
+    Ok(Json(tokens.iter().map(TokenView::from).collect()))
+}
+
+/// Create a personal API token, for `Authorization: Bearer`. The token is in this response only.
+#[utoipa::path(post, path = "/api/v1/me/tokens", tag = "account", request_body = CreateTokenRequest, responses(
+    (status = 201, body = CreatedToken),
+    (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+))]
+async fn create_token(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    caller: CurrentUser,
+    ApiJson(body): ApiJson<CreateTokenRequest>,
+) -> Result<(StatusCode, Json<CreatedToken>)> {
+    let (record, token) = accounts::create_token(&state, &caller.user, &body.name, body.expires_in_days, ip).await?;
+    Ok((StatusCode::CREATED, Json(CreatedToken { token, info: TokenView::from(&record) })))
+}
+
+/// Revoke an API token; it stops working at once.
+#[utoipa::path(delete, path = "/api/v1/me/tokens/{id}", tag = "account",
+    params(("id" = Uuid, Path, description = "The token's id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "`token_not_found`", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn revoke_token(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    caller: CurrentUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<StatusCode> {
+    accounts::revoke_token(&state, &caller.user, id, ip).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,159 @@
+//! The HTTP surface: the JSON API under `/api/v1`, operations endpoints, the OpenAPI document
+//! and the web UI, assembled into one router with the shared middleware.
+
+mod auth;
+mod dev;
+pub mod extract;
+mod health;
+mod me;
+mod orgs;
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, MatchedPath, Request},
+    http::{HeaderName, HeaderValue, StatusCode, header},
+    middleware,
+    response::{IntoResponse, Response},
+    routing::{any, get},
+};
+use tower_http::{
+    set_header::SetResponseHeaderLayer,
+    trace::{DefaultOnResponse, TraceLayer},
+};
+use tracing::Level;
+use utoipa::{
+    Modify, OpenApi,
+    openapi::{
+        Content, OpenApi as OpenApiDoc, Ref, RefOr, ResponseBuilder,
+        security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme},
+    },
+};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::{auth::session::SESSION_COOKIE, error::status_problem, metrics, state::AppState};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Fleetplane API",
+        description = "Self-hosted multi-cloud control plane. Errors are `application/problem+json` with a stable `code`. \
+            Browser sessions use the `fp_session` cookie and must send the `fp_csrf` cookie's value in `X-CSRF-Token` \
+            on unsafe methods; scripts use `Authorization: Bearer <personal API token>`.",
+    ),
+    modifiers(&Conventions),
+    components(schemas(crate::error::Problem, crate::error::FieldError)),
+    tags(
+        (name = "auth", description = "Sign-up, email verification, sign-in and sign-out"),
+        (name = "account", description = "The signed-in account: username, password, API tokens"),
+        (name = "organizations", description = "Organizations, members and roles, audit log"),
+        (name = "operations", description = "Health, readiness and metrics"),
+        (name = "development", description = "Helpers for running without SMTP"),
+    )
+)]
+struct ApiDoc;
+
+/// Adds what holds for every operation: authentication schemes, and problem+json errors.
+struct Conventions;
+
+impl Modify for Conventions {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components
+            .add_security_scheme("session", SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(SESSION_COOKIE))));
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.responses.insert(
+            "Problem".to_owned(),
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description("An error, as RFC 9457 problem details with a stable `code`")
+                    .content("application/problem+json", Content::new(Some(Ref::from_schema_name("Problem"))))
+                    .build(),
+            ),
+        );
+        openapi.security = Some(vec![
+            SecurityRequirement::new("session", Vec::<String>::new()),
+            SecurityRequirement::new("token", Vec::<String>::new()),
+        ]);
+    }
+}
+
+/// Every operation's undocumented statuses are problem+json too.
+fn add_default_problem(openapi: &mut OpenApiDoc) {
+    for item in openapi.paths.paths.values_mut() {
+        let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+        for operation in operations.into_iter().flatten() {
+            operation
+                .responses
+                .responses
+                .entry("default".to_owned())
+                .or_insert_with(|| RefOr::Ref(Ref::from_response_name("Problem")));
+        }
+    }
+}
+
+/// The API routes and their OpenAPI description, built together so neither can omit a route.
+fn api() -> (Router<AppState>, OpenApiDoc) {
+    let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(auth::router())
+        .merge(me::router())
+        .merge(orgs::router())
+        .merge(dev::router())
+        .merge(health::router())
+        .split_for_parts();
+    add_default_problem(&mut openapi);
+    (router, openapi)
+}
+
+/// The OpenAPI document served at `/api/openapi.json`.
+pub fn openapi() -> OpenApiDoc {
+    api().1
+}
+
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = api();
+    let openapi = Arc::new(openapi.to_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
+    let api = api
+        .route(
+            "/api/openapi.json",
+            get(move || async move { ([(header::CONTENT_TYPE, "application/json")], openapi.as_str().to_owned()) }),
+        )
+        // Unknown API paths get a problem, not the UI's 404 page.
+        .route("/api/{*rest}", any(api_not_found))
+        .method_not_allowed_fallback(method_not_allowed);
+
+    api.merge(crate::ui::routes())
+        .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
+                    tracing::info_span!("request", method = %request.method(), route, path = %request.uri().path())
+                })
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
+        )
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            HeaderName::from_static("referrer-policy"),
+            HeaderValue::from_static("same-origin"),
+        ))
+        .with_state(state)
+}
+
+async fn api_not_found() -> Response {
+    status_problem(StatusCode::NOT_FOUND, "not_found", "Nothing exists at this address.")
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    status_problem(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "This address does not accept this method.")
+}

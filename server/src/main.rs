@@ -1,0 +1,166 @@
+//! The `fleetplane` command: `serve`, `migrate`, `config` and `admin`.
+
+use std::{io::BufRead, path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use fleetplane::{
+    accounts::{self, NewAccount},
+    config::Config,
+    error::AppError,
+    orgs,
+    state::AppState,
+};
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+/// Fleetplane: a self-hosted, multi-cloud control plane.
+///
+/// Runs with nothing configured: SQLite and generated keys in ./data, the API and web UI on
+/// http://127.0.0.1:8080, emails printed to the log. Settings come from --config and from
+/// FLEETPLANE_* environment variables (see the README).
+#[derive(Parser)]
+#[command(name = "fleetplane", version, propagate_version = true)]
+struct Cli {
+    /// A TOML configuration file; environment variables override its values.
+    #[arg(long, global = true, env = "FLEETPLANE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FLEETPLANE_LOG_FORMAT")]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: API, web UI and background work. Applies pending migrations first.
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the effective configuration, secrets shown as [redacted].
+    Config,
+    /// Administrative tasks.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a verified account (for servers with sign-up closed), with its personal organization.
+    CreateUser(CreateUser),
+}
+
+#[derive(Args)]
+struct CreateUser {
+    #[arg(long)]
+    email: String,
+    #[arg(long)]
+    username: String,
+    /// Read the password from the first line of standard input.
+    #[arg(long, required = true)]
+    password_stdin: bool,
+    /// Also make the user an owner of this organization, creating it if it does not exist.
+    #[arg(long, value_name = "ORG")]
+    org_owner: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", describe(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A message for the terminal: validation problems field by field, otherwise the error chain.
+fn describe(error: &anyhow::Error) -> String {
+    if let Some(AppError::Client { detail, errors, .. }) = error.downcast_ref::<AppError>() {
+        let mut message = detail.to_string();
+        for e in errors {
+            message.push_str(&format!("\n  --{}: {}", e.field.replace('_', "-"), e.message));
+        }
+        return message;
+    }
+    format!("{error:#}")
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn,sea_orm_migration=warn"));
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Text => registry.with(fmt::layer().with_writer(std::io::stderr)).init(),
+        LogFormat::Json => registry.with(fmt::layer().json().with_writer(std::io::stderr)).init(),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            let db = fleetplane::db::connect(&config).await?;
+            fleetplane::db::migrate(&db).await?;
+            println!("Database is up to date.");
+            Ok(())
+        }
+        Command::Config => {
+            print!("{}", config.to_redacted_toml());
+            Ok(())
+        }
+        Command::Admin(AdminCommand::CreateUser(args)) => create_user(config, args).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    tracing::info!(config = ?config, "starting Fleetplane");
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (FLEETPLANE_LISTEN)", config.listen))?;
+    let state = AppState::build(config).await?;
+    if state.mail.dev_outbox_enabled() {
+        tracing::warn!("FLEETPLANE_SMTP_URL is not set: emails are written to the log and the dev outbox, not sent");
+    }
+    if !state.config.site_dir.join("pkg").is_dir() {
+        tracing::warn!(site_dir = %state.config.site_dir.display(),
+            "the web UI's browser code is not built there: pages render, but without interactivity. Run `cargo xtask build-ui`");
+    }
+    let url = state.config.public_url.clone();
+    tracing::info!(%url, "Fleetplane is listening");
+    println!("Fleetplane is running at {url}");
+    fleetplane::launch(state, listener, fleetplane::shutdown_signal()).await
+}
+
+async fn create_user(config: Config, args: CreateUser) -> anyhow::Result<()> {
+    let mut password = String::new();
+    std::io::stdin().lock().read_line(&mut password).context("reading the password from standard input")?;
+    let password = password.trim_end_matches(['\n', '\r']);
+    let account = NewAccount::parse(&args.email, &args.username, password, true)?;
+    let state = AppState::build(config).await?;
+    let user = accounts::create_account(&state, account, None).await?;
+    println!("Created user {} <{}> (id {}).", user.username, user.email, user.id);
+    if let Some(org) = args.org_owner {
+        let org = orgs::ensure_owner(&state, &user, &org).await?;
+        println!("{} is an owner of the organization {}.", user.username, org.name);
+    }
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! The application state every handler and background task shares.
+
+use std::{ops::Deref, sync::Arc};
+
+use anyhow::Context;
+use sea_orm::DatabaseConnection;
+
+use crate::{
+    auth::{UserCache, password::PasswordHasher, rate_limit::RateLimiter, session::Sessions},
+    config::Config,
+    keyfile,
+    mail::Mailer,
+    metrics::Metrics,
+};
+
+/// Cheap to clone: one `Arc` around [`App`].
+#[derive(Clone)]
+pub struct AppState(Arc<App>);
+
+impl Deref for AppState {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+pub struct App {
+    pub config: Config,
+    pub db: DatabaseConnection,
+    /// Issues and checks session cookies.
+    pub sessions: Sessions,
+    /// argon2id, off the runtime, a bounded number at a time.
+    pub passwords: PasswordHasher,
+    /// Sign-in, sign-up and resend limits per IP and per account.
+    pub limiter: RateLimiter,
+    /// Users by id for session checks, so `GET /me` does not hit the database every time.
+    pub users: UserCache,
+    /// The outbox: mail is stored with the change that causes it, then delivered.
+    pub mail: Mailer,
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    /// Connects to the database, applies migrations and loads (or creates) the keys.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = crate::db::connect(&config).await?;
+        crate::db::migrate(&db).await?;
+        Self::with_database(config, db)
+    }
+
+    /// The state around an existing, migrated database connection.
+    pub fn with_database(config: Config, db: DatabaseConnection) -> anyhow::Result<Self> {
+        let session_secret = match &config.session_secret {
+            Some(secret) => secret.expose().as_bytes().to_vec(),
+            None => keyfile::load_or_create(&config.data_dir.join("session.key"), 32)
+                .context("loading the session signing key")?,
+        };
+        let sessions = Sessions::new(&session_secret, config.session_ttl, config.secure_cookies());
+        let passwords = PasswordHasher::new(config.password_hash_concurrency)?;
+        let mail = Mailer::new(&config, db.clone())?;
+        Ok(Self(Arc::new(App {
+            sessions,
+            passwords,
+            limiter: RateLimiter::default(),
+            users: UserCache::default(),
+            mail,
+            metrics: Metrics::default(),
+            db,
+            config,
+        })))
+    }
+}
