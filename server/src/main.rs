@@ -74,6 +74,8 @@ struct CreateUser {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Several TLS users (SQL, SMTP, HTTP clients) share rustls: settle its crypto provider once.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     init_tracing(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

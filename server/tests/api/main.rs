@@ -1,0 +1,11 @@
+//! Black-box tests of the API through the real router, against a real database (SQLite, or
+//! PostgreSQL with `FLEETPLANE_TEST_DATABASE=postgres`) and a real SMTP server.
+
+mod accounts;
+mod cli;
+mod errors;
+mod operations;
+mod orgs;
+mod sessions;
+mod support;
+mod tokens;

@@ -1,0 +1,164 @@
+//! Health, readiness, metrics, the OpenAPI document, graceful shutdown and the dev outbox.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use crate::support::{PASSWORD, TestApp};
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = TestApp::spawn().await;
+    let client = app.client();
+    assert_eq!(client.get("/healthz").await.expect_status(StatusCode::OK).json(), json!({ "status": "ok" }));
+    assert_eq!(client.get("/readyz").await.expect_status(StatusCode::OK).json(), json!({ "status": "ready" }));
+}
+
+#[tokio::test]
+async fn readiness_fails_when_the_database_is_gone() {
+    let app = TestApp::spawn().await;
+    app.db().clone().close().await.expect("close pool");
+    app.client().get("/readyz").await.expect_problem(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable");
+    app.client().get("/healthz").await.expect_status(StatusCode::OK);
+}
+
+#[tokio::test]
+async fn metrics_count_requests_and_latency_by_route_and_status() {
+    let app = TestApp::spawn().await;
+    let ada = app.user("ada").await;
+    ada.get("/api/v1/orgs/acme").await.expect_status(StatusCode::NOT_FOUND);
+    ada.get("/api/v1/orgs/ada").await.expect_status(StatusCode::OK);
+    let metrics = ada.get("/metrics").await.expect_status(StatusCode::OK);
+    assert!(metrics.headers["content-type"].to_str().expect("ascii").starts_with("text/plain"));
+    let text = metrics.text;
+    for line in [
+        r#"fleetplane_http_requests_total{method="GET",route="/api/v1/orgs/{org}",status="404"} 1"#,
+        r#"fleetplane_http_requests_total{method="GET",route="/api/v1/orgs/{org}",status="200"} 1"#,
+        r#"fleetplane_http_requests_total{method="POST",route="/api/v1/auth/signup",status="201"} 1"#,
+        r#"fleetplane_http_request_duration_seconds_count{method="POST",route="/api/v1/auth/login",status="200"} 1"#,
+        "# TYPE fleetplane_http_request_duration_seconds histogram",
+    ] {
+        assert!(text.contains(line), "missing `{line}` in:\n{text}");
+    }
+    assert!(!text.contains("route=\"/api/v1/orgs/ada\""), "raw paths would make series unbounded");
+}
+
+#[tokio::test]
+async fn the_openapi_document_covers_every_endpoint() {
+    let app = TestApp::spawn().await;
+    let doc = app.client().get("/api/openapi.json").await.expect_status(StatusCode::OK).json();
+    assert!(doc["openapi"].as_str().expect("version").starts_with("3."));
+    let expected = [
+        ("post", "/api/v1/auth/signup"),
+        ("post", "/api/v1/auth/verify-email"),
+        ("post", "/api/v1/auth/resend-verification"),
+        ("post", "/api/v1/auth/login"),
+        ("post", "/api/v1/auth/logout"),
+        ("post", "/api/v1/auth/logout-all"),
+        ("get", "/api/v1/me"),
+        ("patch", "/api/v1/me/username"),
+        ("put", "/api/v1/me/password"),
+        ("get", "/api/v1/me/tokens"),
+        ("post", "/api/v1/me/tokens"),
+        ("delete", "/api/v1/me/tokens/{id}"),
+        ("get", "/api/v1/orgs"),
+        ("post", "/api/v1/orgs"),
+        ("get", "/api/v1/orgs/{org}"),
+        ("get", "/api/v1/orgs/{org}/members"),
+        ("post", "/api/v1/orgs/{org}/members"),
+        ("patch", "/api/v1/orgs/{org}/members/{user_id}"),
+        ("delete", "/api/v1/orgs/{org}/members/{user_id}"),
+        ("get", "/api/v1/orgs/{org}/audit"),
+        ("get", "/api/v1/dev/outbox"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+    ];
+    let paths = doc["paths"].as_object().expect("paths");
+    let operations: usize = paths.values().map(|item| item.as_object().expect("item").len()).sum();
+    assert_eq!(operations, expected.len(), "an endpoint is undocumented or unexpected: {:?}", paths.keys());
+    for (method, path) in expected {
+        let operation = &doc["paths"][path][method];
+        assert!(operation.is_object(), "{method} {path} is not documented");
+        assert_eq!(operation["responses"]["default"]["$ref"], "#/components/responses/Problem", "{method} {path}");
+        if let Some(body) = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].as_str() {
+            let name = body.rsplit('/').next().expect("schema name");
+            assert!(doc["components"]["schemas"][name].is_object(), "{name} schema missing");
+        }
+    }
+    let problem: &Value = &doc["components"]["schemas"]["Problem"]["properties"];
+    for field in ["type", "title", "status", "detail", "code", "errors"] {
+        assert!(problem[field].is_object(), "Problem.{field}");
+    }
+}
+
+/// A request that is inside its handler when shutdown begins still gets its answer. The client
+/// asks for `100 Continue`, which the server only sends once the handler starts reading the
+/// body; that is the proof the request is in flight.
+#[tokio::test]
+async fn shutdown_finishes_requests_in_flight() {
+    let app = TestApp::spawn().await;
+    let addr = app.base.socket_addrs(|| None).expect("addr")[0];
+    let body = json!({ "email": "ada@example.com", "username": "ada", "password": PASSWORD }).to_string();
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST /api/v1/auth/signup HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    let mut interim = [0u8; 25];
+    stream.read_exact(&mut interim).await.expect("100 Continue");
+    assert!(String::from_utf8_lossy(&interim).starts_with("HTTP/1.1 100 Continue"));
+
+    let base = app.base.clone();
+    let stopped = tokio::spawn(app.stop());
+    stream.write_all(body.as_bytes()).await.expect("write body");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("response");
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 201 Created"), "{response}");
+    assert!(response.contains("\"username\":\"ada\""));
+
+    stopped.await.expect("join").expect("clean shutdown");
+    assert!(reqwest::get(base.join("/healthz").expect("url")).await.is_err(), "no new connections after shutdown");
+}
+
+#[tokio::test]
+async fn without_smtp_mail_goes_to_the_loopback_only_dev_outbox() {
+    let app = TestApp::spawn_with(|config| {
+        config.smtp_url = None;
+        config.trust_forwarded_for = true;
+    })
+    .await;
+    let browser = app.client();
+    browser
+        .post("/api/v1/auth/signup", json!({ "email": "ada@example.com", "username": "ada", "password": PASSWORD }))
+        .await
+        .expect_status(StatusCode::CREATED);
+    // The dispatcher writes the mail to the outbox moments after the sign-up commits.
+    let mut outbox = Value::Null;
+    for _ in 0..400 {
+        outbox = browser.get("/api/v1/dev/outbox").await.expect_status(StatusCode::OK).json();
+        if outbox.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(outbox[0]["to"], "ada@example.com");
+    let body = outbox[0]["body"].as_str().expect("body");
+    let token = body.split("token=").nth(1).expect("link").split_whitespace().next().expect("token");
+    browser.post("/api/v1/auth/verify-email", json!({ "token": token })).await.expect_status(StatusCode::OK);
+
+    let remote = browser.request(reqwest::Method::GET, "/api/v1/dev/outbox").header("x-forwarded-for", "203.0.113.9");
+    browser.send(remote).await.expect_problem(StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn with_smtp_there_is_no_dev_outbox() {
+    let app = TestApp::spawn().await;
+    app.client().get("/api/v1/dev/outbox").await.expect_problem(StatusCode::NOT_FOUND, "not_found");
+}

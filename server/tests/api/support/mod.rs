@@ -1,0 +1,284 @@
+//! Test support: a real server per test (port 0, its own database), a browser-like client, and
+//! a real SMTP server capturing the mail.
+//!
+//! The database is SQLite in a temporary directory by default. With
+//! `FLEETPLANE_TEST_DATABASE=postgres` and `FLEETPLANE_TEST_PG_URL=postgres://user@host:port`,
+//! each test gets a fresh PostgreSQL database instead; `cargo xtask test` runs the suite both ways.
+
+pub mod smtp;
+
+use std::{future::Future, sync::Arc};
+
+use fleetplane::{config::Config, state::AppState};
+use reqwest::{
+    Method, StatusCode,
+    cookie::{CookieStore, Jar},
+    header::{self, HeaderMap},
+};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, EntityTrait, PaginatorTrait};
+use serde_json::{Value, json};
+use tokio::{sync::oneshot, task::JoinHandle};
+use url::Url;
+
+pub use self::smtp::SmtpSink;
+
+pub const PASSWORD: &str = "correct horse battery";
+
+pub struct TestApp {
+    pub base: Url,
+    pub state: AppState,
+    pub smtp: SmtpSink,
+    pub dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Which database this run of the suite uses.
+pub fn backend() -> &'static str {
+    match std::env::var("FLEETPLANE_TEST_DATABASE").as_deref() {
+        Ok("postgres") => "postgres",
+        Ok("sqlite") | Err(_) => "sqlite",
+        Ok(other) => panic!("FLEETPLANE_TEST_DATABASE={other}: expected sqlite or postgres"),
+    }
+}
+
+/// A database URL for a new, empty database.
+pub async fn fresh_database_url(dir: &std::path::Path) -> String {
+    match backend() {
+        "postgres" => {
+            let admin = std::env::var("FLEETPLANE_TEST_PG_URL").expect(
+                "FLEETPLANE_TEST_PG_URL must point at a PostgreSQL server when FLEETPLANE_TEST_DATABASE=postgres",
+            );
+            let name = format!("fp_test_{}", uuid::Uuid::new_v4().simple());
+            let server = Database::connect(format!("{admin}/postgres")).await.expect("connect to PostgreSQL");
+            server.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+            server.close().await.expect("close admin connection");
+            format!("{admin}/{name}")
+        }
+        _ => format!("sqlite://{}?mode=rwc", dir.join("fleetplane.db").display()),
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Starts a server whose configuration `adjust` may change first.
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let _ = rustls_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let smtp = SmtpSink::start().await;
+        let mut config = Config::with_data_dir(dir.path());
+        config.database_url = fleetplane::config::Secret::new(fresh_database_url(dir.path()).await);
+        config.smtp_url = Some(fleetplane::config::Secret::new(smtp.url()));
+        config.site_dir = dir.path().join("site");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        config.listen = addr;
+        config.public_url = format!("http://{addr}/").parse().expect("url");
+        adjust(&mut config);
+
+        let state = AppState::build(config).await.expect("app state");
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(fleetplane::launch(state.clone(), listener, async move {
+            let _ = rx.await;
+        }));
+        Self {
+            base: format!("http://{addr}/").parse().expect("url"),
+            state,
+            smtp,
+            dir,
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.state.db
+    }
+
+    /// A new client with its own cookie jar, like a fresh browser.
+    pub fn client(&self) -> Client {
+        let jar = Arc::new(Jar::default());
+        let http = reqwest::Client::builder().cookie_provider(jar.clone()).build().expect("client");
+        Client { http, jar, base: self.base.clone() }
+    }
+
+    /// Signs up `name` (email `name@example.com`), verifies through the delivered email, and
+    /// returns a signed-in client.
+    pub async fn user(&self, name: &str) -> Client {
+        let client = self.client();
+        let email = format!("{name}@example.com");
+        client
+            .post("/api/v1/auth/signup", json!({ "email": email, "username": name, "password": PASSWORD }))
+            .await
+            .expect_status(StatusCode::CREATED);
+        let mail = self.smtp.first_to(&email).await;
+        client.post("/api/v1/auth/verify-email", json!({ "token": mail.token() })).await.expect_status(StatusCode::OK);
+        client.sign_in(&email, PASSWORD).await.expect_status(StatusCode::OK);
+        client
+    }
+
+    /// Row counts of the tables a refused request must not touch.
+    pub async fn counts(&self) -> [u64; 6] {
+        use fleetplane::entity::*;
+        let db = self.db();
+        [
+            users::Entity::find().count(db).await.expect("count"),
+            organizations::Entity::find().count(db).await.expect("count"),
+            memberships::Entity::find().count(db).await.expect("count"),
+            api_tokens::Entity::find().count(db).await.expect("count"),
+            email_verification_tokens::Entity::find().count(db).await.expect("count"),
+            outbound_emails::Entity::find().count(db).await.expect("count"),
+        ]
+    }
+
+    /// Asserts that `action` leaves every account, organization and token table as it was.
+    pub async fn assert_unchanged<F: Future<Output = ()>>(&self, action: F) {
+        let before = self.counts().await;
+        action.await;
+        assert_eq!(self.counts().await, before, "a refused request changed stored state");
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.server.take().expect("running").await.expect("server task")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// rustls may see two crypto providers in the dependency graph; pick one once per process.
+fn rustls_provider() -> bool {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+    true
+}
+
+#[derive(Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    jar: Arc<Jar>,
+    pub base: Url,
+}
+
+impl Client {
+    /// A cookie's value in this client's jar.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        let header = self.jar.cookies(&self.base)?;
+        header.to_str().ok()?.split("; ").find_map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            (key == name).then(|| value.to_owned())
+        })
+    }
+
+    pub fn set_cookie(&self, name: &str, value: &str) {
+        self.jar.add_cookie_str(&format!("{name}={value}; Path=/"), &self.base);
+    }
+
+    /// A request that echoes the CSRF cookie in `X-CSRF-Token`, as the web UI does.
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let url = self.base.join(path).expect("path");
+        let mut builder = self.http.request(method, url);
+        if let Some(csrf) = self.cookie("fp_csrf") {
+            builder = builder.header("x-csrf-token", csrf);
+        }
+        builder
+    }
+
+    pub async fn send(&self, builder: reqwest::RequestBuilder) -> Resp {
+        Resp::from(builder.send().await.expect("request reaches the server")).await
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send(self.request(Method::GET, path)).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Resp {
+        self.send(self.request(Method::POST, path).json(&body)).await
+    }
+
+    pub async fn post_empty(&self, path: &str) -> Resp {
+        self.send(self.request(Method::POST, path)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Resp {
+        self.send(self.request(Method::PATCH, path).json(&body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Resp {
+        self.send(self.request(Method::PUT, path).json(&body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.send(self.request(Method::DELETE, path)).await
+    }
+
+    pub async fn sign_in(&self, email: &str, password: &str) -> Resp {
+        self.post("/api/v1/auth/login", json!({ "email": email, "password": password })).await
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub text: String,
+}
+
+impl Resp {
+    async fn from(response: reqwest::Response) -> Self {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        Self { status, headers, text }
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+
+    #[track_caller]
+    pub fn expect_status(self, status: StatusCode) -> Self {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        self
+    }
+
+    /// Asserts a problem+json response with this status and code, and returns its body.
+    #[track_caller]
+    pub fn expect_problem(&self, status: StatusCode, code: &str) -> Value {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        let content_type = self.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        assert_eq!(content_type, "application/problem+json", "body: {}", self.text);
+        let body = self.json();
+        assert_eq!(body["code"], code, "body: {}", self.text);
+        assert_eq!(body["status"], status.as_u16());
+        assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "a problem says what is wrong");
+        body
+    }
+
+    /// The `field` names of a problem's field errors.
+    pub fn fields(&self) -> Vec<String> {
+        self.json()["errors"]
+            .as_array()
+            .map(|errors| errors.iter().filter_map(|e| e["field"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers.get_all(header::SET_COOKIE).iter().filter_map(|v| v.to_str().ok().map(str::to_owned)).collect()
+    }
+}
