@@ -348,23 +348,17 @@ pub async fn change_password(
         errors.add("current_password", Invalid::new("required", "Enter your current password."));
     }
     let new_password = errors.check("new_password", NewPassword::parse(new));
+    if has_password && !current.is_empty() {
+        // A stolen session must not become a way to guess the password.
+        rate_limit(state, &format!("password:account:{}", user.id), state.config.rate_limits.login_per_account)?;
+        if !state.passwords.verify(current, user.password_hash.as_deref()).await? {
+            errors.add("current_password", Invalid::new("incorrect", "Your current password is not correct."));
+        } else if current == new {
+            errors.add("new_password", Invalid::new("unchanged", "Choose a password different from your current one."));
+        }
+    }
     errors.finish()?;
-    let Some(new_password) = new_password else {
-        return Ok(user.clone());
-    };
-
-    // A stolen session must not become a way to guess the password.
-    rate_limit(state, &format!("password:account:{}", user.id), state.config.rate_limits.login_per_account)?;
-    if has_password && !state.passwords.verify(current, user.password_hash.as_deref()).await? {
-        return Err(AppError::invalid_field("current_password", "incorrect", "Your current password is not correct."));
-    }
-    if has_password && current == new_password.expose() {
-        return Err(AppError::invalid_field(
-            "new_password",
-            "unchanged",
-            "Choose a password different from your current one.",
-        ));
-    }
+    let Some(new_password) = new_password else { return Ok(user.clone()) };
     let hash = state.passwords.hash(new_password.expose()).await?;
     let txn = begin_write(&state.db).await?;
     let mut active = user.clone().into_active_model();

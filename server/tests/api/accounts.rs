@@ -155,6 +155,10 @@ async fn password_change_requires_the_current_one_and_signs_out_other_sessions()
     let short =
         laptop.put("/api/v1/me/password", json!({ "current_password": PASSWORD, "new_password": "short" })).await;
     assert_eq!(short.fields(), ["new_password"]);
+    let both = laptop
+        .put("/api/v1/me/password", json!({ "current_password": "not it at all", "new_password": "short" }))
+        .await;
+    assert_eq!(both.fields(), ["new_password", "current_password"], "every problem at once");
     let same =
         laptop.put("/api/v1/me/password", json!({ "current_password": PASSWORD, "new_password": PASSWORD })).await;
     assert_eq!(same.json()["errors"][0]["code"], "unchanged");
