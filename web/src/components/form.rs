@@ -1,0 +1,264 @@
+//! Forms: fields with labels and inline errors, a busy submit button, and the request state
+//! they share.
+//!
+//! Forms are real `<form>` elements with `novalidate`: the API is the one judge of what is
+//! valid, and its problem details are shown next to the fields they name.
+
+use std::future::Future;
+
+use leptos::prelude::*;
+
+use crate::api::{ApiError, ApiResult};
+use crate::components::{Alert, AlertKind};
+
+/// Whether the page is interactive yet; provided once by the app.
+#[derive(Clone, Copy)]
+pub struct Hydrated(pub ReadSignal<bool>);
+
+impl Hydrated {
+    /// A signal that turns true once the app runs in the browser (never on the server).
+    pub fn track() -> Self {
+        let (hydrated, set_hydrated) = signal(false);
+        Effect::new(move |_| set_hydrated.set(true));
+        Self(hydrated)
+    }
+}
+
+/// True once the page is interactive in the browser (never during server rendering).
+///
+/// Submit buttons stay disabled until then, so that a form is never submitted natively (which
+/// would put a password in a URL) before its handlers are attached.
+pub fn use_hydrated() -> ReadSignal<bool> {
+    use_context::<Hydrated>().unwrap_or_else(Hydrated::track).0
+}
+
+/// The state of one form's request: whether it is running and how the last one failed.
+#[derive(Clone, Copy)]
+pub struct FormState {
+    pub busy: RwSignal<bool>,
+    pub error: RwSignal<Option<ApiError>>,
+}
+
+impl Default for FormState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FormState {
+    pub fn new() -> Self {
+        Self { busy: RwSignal::new(false), error: RwSignal::new(None) }
+    }
+
+    /// Runs `request` in the browser, then `on_ok` with its value. While it runs the form is
+    /// busy; a failure is kept in [`FormState::error`]. A second submit while busy is ignored.
+    pub fn run<T, F>(self, request: F, on_ok: impl FnOnce(T) + 'static)
+    where
+        T: 'static,
+        F: Future<Output = ApiResult<T>> + 'static,
+    {
+        if self.busy.get_untracked() {
+            return;
+        }
+        self.busy.set(true);
+        self.error.set(None);
+        leptos::task::spawn_local(async move {
+            let result = request.await;
+            self.busy.try_set(false);
+            match result {
+                Ok(value) => on_ok(value),
+                Err(error) => {
+                    self.error.try_set(Some(error));
+                }
+            }
+        });
+    }
+
+    /// The API's message for `field`, for the error line under that field.
+    pub fn field_error(self, field: &'static str) -> Signal<Option<String>> {
+        Signal::derive(move || self.error.with(|error| error.as_ref().and_then(|e| e.field(field)).map(str::to_owned)))
+    }
+
+    /// The error to show as a banner: the problem's `detail` unless every field error it
+    /// carries is shown next to one of `fields`, plus any field error no field shows.
+    pub fn banner(self, fields: &'static [&'static str]) -> Signal<Option<String>> {
+        Signal::derive(move || {
+            self.error.with(|error| {
+                let error = error.as_ref()?;
+                let unplaced: Vec<&str> = error
+                    .errors
+                    .iter()
+                    .filter(|e| !fields.contains(&e.field.as_str()))
+                    .map(|e| e.message.as_str())
+                    .collect();
+                let all_placed = !error.errors.is_empty() && unplaced.is_empty();
+                if all_placed {
+                    return None;
+                }
+                let mut text = error.message().to_owned();
+                for message in unplaced {
+                    text.push(' ');
+                    text.push_str(message);
+                }
+                Some(text)
+            })
+        })
+    }
+}
+
+/// The error banner of a form (see [`FormState::banner`]).
+#[component]
+pub fn FormBanner(form: FormState, fields: &'static [&'static str]) -> impl IntoView {
+    let banner = form.banner(fields);
+    move || banner.get().map(|text| view! { <Alert kind=AlertKind::Error>{text}</Alert> })
+}
+
+/// A labelled input with an optional hint and the API's error for it underneath.
+#[component]
+pub fn TextField(
+    /// The element id, unique on the page (the label points at it).
+    id: &'static str,
+    /// The API field name; also the input's `name`.
+    name: &'static str,
+    label: &'static str,
+    value: RwSignal<String>,
+    form: FormState,
+    #[prop(default = "text")] kind: &'static str,
+    #[prop(optional)] autocomplete: Option<&'static str>,
+    #[prop(optional)] placeholder: Option<&'static str>,
+    #[prop(optional)] hint: Option<&'static str>,
+    #[prop(optional)] required: bool,
+    #[prop(optional)] autofocus: bool,
+    /// Adds "(optional)" to the label.
+    #[prop(optional)]
+    mark_optional: bool,
+) -> impl IntoView {
+    let error = form.field_error(name);
+    let hint_id = format!("{id}-hint");
+    let error_id = format!("{id}-error");
+    let described_by = {
+        let hint_id = hint_id.clone();
+        let error_id = error_id.clone();
+        move || {
+            let mut ids = Vec::new();
+            if hint.is_some() {
+                ids.push(hint_id.clone());
+            }
+            if error.with(Option::is_some) {
+                ids.push(error_id.clone());
+            }
+            (!ids.is_empty()).then(|| ids.join(" "))
+        }
+    };
+    view! {
+        <div class="field" class:field-invalid=move || error.with(Option::is_some)>
+            <label for=id class="field-label">
+                {label}
+                {mark_optional.then(|| view! { <span class="field-optional">" (optional)"</span> })}
+            </label>
+            <input
+                id=id
+                name=name
+                type=kind
+                class="input"
+                autocomplete=autocomplete
+                placeholder=placeholder
+                required=required
+                autofocus=autofocus
+                aria-invalid=move || if error.with(Option::is_some) { "true" } else { "false" }
+                aria-describedby=described_by
+                bind:value=value
+            />
+            {hint.map(|hint| view! { <p class="field-hint" id=hint_id>{hint}</p> })}
+            {move || {
+                error
+                    .get()
+                    .map(|message| {
+                        view! {
+                            <p class="field-error" id=error_id.clone() data-test="field-error" data-field=name>
+                                {message}
+                            </p>
+                        }
+                    })
+            }}
+        </div>
+    }
+}
+
+/// A labelled `<select>` over fixed options (`(value, label)` pairs).
+#[component]
+pub fn SelectField(
+    id: &'static str,
+    name: &'static str,
+    label: &'static str,
+    value: RwSignal<String>,
+    form: FormState,
+    options: Vec<(&'static str, &'static str)>,
+    #[prop(optional)] hint: Option<&'static str>,
+) -> impl IntoView {
+    let error = form.field_error(name);
+    let hint_id = format!("{id}-hint");
+    let error_id = format!("{id}-error");
+    view! {
+        <div class="field" class:field-invalid=move || error.with(Option::is_some)>
+            <label for=id class="field-label">{label}</label>
+            <select
+                id=id
+                name=name
+                class="input select"
+                aria-invalid=move || if error.with(Option::is_some) { "true" } else { "false" }
+                on:change=move |ev| value.set(event_target_value(&ev))
+                prop:value=move || value.get()
+            >
+                {options
+                    .into_iter()
+                    .map(|(option, text)| {
+                        view! {
+                            <option value=option selected=move || value.with(|v| v == option)>
+                                {text}
+                            </option>
+                        }
+                    })
+                    .collect_view()}
+            </select>
+            {hint.map(|hint| view! { <p class="field-hint" id=hint_id>{hint}</p> })}
+            {move || {
+                error
+                    .get()
+                    .map(|message| {
+                        view! {
+                            <p class="field-error" id=error_id.clone() data-test="field-error" data-field=name>
+                                {message}
+                            </p>
+                        }
+                    })
+            }}
+        </div>
+    }
+}
+
+/// A form's submit button: disabled until the page is interactive, busy while the request
+/// runs (with `aria-busy` and the `busy_label` text).
+#[component]
+pub fn SubmitButton(
+    form: FormState,
+    label: &'static str,
+    busy_label: &'static str,
+    #[prop(default = "btn btn-primary")] class: &'static str,
+    #[prop(optional)] form_id: Option<&'static str>,
+) -> impl IntoView {
+    let hydrated = use_hydrated();
+    let busy = form.busy;
+    view! {
+        <button
+            type="submit"
+            class=class
+            form=form_id
+            disabled=move || busy.get() || !hydrated.get()
+            aria-busy=move || if busy.get() { "true" } else { "false" }
+        >
+            {move || busy.get().then(|| view! { <span class="spinner" aria-hidden="true"></span> })}
+            <span>{move || if busy.get() { busy_label } else { label }}</span>
+        </button>
+    }
+}

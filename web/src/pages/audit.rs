@@ -1,0 +1,140 @@
+//! An organization's audit log, newest first, fetched a page at a time.
+
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::components::A;
+
+use crate::api::{self, AuditEntry};
+use crate::components::{Card, EmptyState, FormBanner, FormState, Loading, PageHeader, RequireViewer, Time};
+use crate::format::encode;
+use crate::pages::org::use_org_name;
+
+#[component]
+pub fn AuditPage() -> impl IntoView {
+    view! {
+        <Title text="Audit log"/>
+        <RequireViewer>
+            <AuditContent/>
+        </RequireViewer>
+    }
+}
+
+#[component]
+fn AuditContent() -> impl IntoView {
+    let name = use_org_name();
+    let entries = RwSignal::new(Vec::<AuditEntry>::new());
+    let next_before = RwSignal::new(None::<String>);
+    let loaded = RwSignal::new(false);
+    let form = FormState::new();
+
+    let load = move |before: Option<String>| {
+        let org = name.get_untracked();
+        form.run(async move { api::list_audit(&org, before.as_deref()).await }, move |page| {
+            entries.update(|list| list.extend(page.items));
+            next_before.set(page.next_before);
+            loaded.set(true);
+        });
+    };
+    // The first page loads once the page runs in the browser (and again if the org changes).
+    Effect::new(move |_| {
+        name.track();
+        entries.set(Vec::new());
+        next_before.set(None);
+        loaded.set(false);
+        load(None);
+    });
+
+    let back = move || format!("/orgs/{}", encode(&name.get()));
+    view! {
+        <PageHeader
+            title="Audit log"
+            subtitle=Signal::derive(move || format!("Who did what in {}.", name.get()))
+            eyebrow=Box::new(move || view! { <A href=back>"← " {move || name.get()}</A> }.into_any())
+        />
+        <Card>
+            <div class="stack">
+                <FormBanner form fields=&[]/>
+                {move || {
+                    if !loaded.get() {
+                        return form.error.with(Option::is_none).then(|| view! { <Loading/> }.into_any());
+                    }
+                    if entries.with(Vec::is_empty) {
+                        return Some(
+                            view! { <EmptyState title="Nothing recorded yet">"Changes to this organization will appear here."</EmptyState> }
+                                .into_any(),
+                        );
+                    }
+                    Some(view! { <AuditTable entries/> }.into_any())
+                }}
+                {move || {
+                    next_before
+                        .get()
+                        .map(|before| {
+                            let before = StoredValue::new(before);
+                            view! {
+                                <div class="load-more">
+                                    <button
+                                        type="button"
+                                        class="btn btn-secondary"
+                                        data-test="load-more"
+                                        disabled=move || form.busy.get()
+                                        aria-busy=move || if form.busy.get() { "true" } else { "false" }
+                                        on:click=move |_| load(Some(before.get_value()))
+                                    >
+                                        {move || if form.busy.get() { "Loading…" } else { "Load more" }}
+                                    </button>
+                                </div>
+                            }
+                        })
+                }}
+            </div>
+        </Card>
+    }
+}
+
+#[component]
+fn AuditTable(entries: RwSignal<Vec<AuditEntry>>) -> impl IntoView {
+    view! {
+        <div class="table-wrap">
+            <table class="table table-stack" data-test="audit-table">
+                <thead>
+                    <tr>
+                        <th scope="col">"When"</th>
+                        <th scope="col">"Actor"</th>
+                        <th scope="col">"Action"</th>
+                        <th scope="col">"Target"</th>
+                        <th scope="col">"IP address"</th>
+                        <th scope="col">"Details"</th>
+                    </tr>
+                </thead>
+                <tbody>
+                    <For each=move || entries.get() key=|entry| entry.id.clone() let:entry>
+                        <AuditRow entry/>
+                    </For>
+                </tbody>
+            </table>
+        </div>
+    }
+}
+
+#[component]
+fn AuditRow(entry: AuditEntry) -> impl IntoView {
+    let actor = entry.actor_name.clone().or_else(|| entry.actor_id.clone()).unwrap_or_else(|| "System".to_owned());
+    let details = entry.details.as_ref().filter(|value| !value.is_null()).map(|value| value.to_string());
+    view! {
+        <tr data-test="audit-row" data-audit-id=entry.id.clone()>
+            <td class="nowrap" data-label="When"><Time value=entry.created_at/></td>
+            <td class="strong" data-label="Actor">{actor}</td>
+            <td data-label="Action"><code class="code-pill">{entry.action}</code></td>
+            <td data-label="Target">{entry.target}</td>
+            <td class="mono small" data-label="IP address">{entry.ip}</td>
+            <td class="details-cell" data-label="Details">
+                {details
+                    .map(|text| {
+                        let title = text.clone();
+                        view! { <code class="mono small details-json" title=title>{text}</code> }
+                    })}
+            </td>
+        </tr>
+    }
+}

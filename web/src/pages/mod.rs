@@ -1,0 +1,23 @@
+//! One module per area of the UI; each page is a component the router mounts.
+
+mod audit;
+mod home;
+mod login;
+mod not_found;
+mod org;
+mod orgs;
+mod outbox;
+mod settings;
+mod signup;
+mod verify;
+
+pub use audit::AuditPage;
+pub use home::HomePage;
+pub use login::{LoginPage, LogoutPage};
+pub use not_found::NotFound;
+pub use org::OrgPage;
+pub use orgs::OrgsPage;
+pub use outbox::OutboxPage;
+pub use settings::SettingsPage;
+pub use signup::{CheckEmailPage, SignupPage};
+pub use verify::VerifyEmailPage;

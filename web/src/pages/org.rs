@@ -1,0 +1,311 @@
+//! One organization: its members and their roles.
+
+use leptos::ev::SubmitEvent;
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::components::A;
+use leptos_router::hooks::use_params_map;
+
+use crate::api::{self, Member, Org, Role};
+use crate::components::{
+    Alert, AlertKind, Card, ConfirmButton, EmptyState, FormBanner, FormState, LoadError, Loading, PageHeader,
+    RequireViewer, RoleBadge, SelectField, SubmitButton, TextField, Time,
+};
+use crate::context::use_viewer;
+use crate::format::encode;
+
+/// The `:org` path parameter (the organization's name).
+pub fn use_org_name() -> Memo<String> {
+    let params = use_params_map();
+    Memo::new(move |_| params.with(|params| params.get("org").unwrap_or_default()))
+}
+
+#[component]
+pub fn OrgPage() -> impl IntoView {
+    view! {
+        <RequireViewer>
+            <OrgContent/>
+        </RequireViewer>
+    }
+}
+
+#[component]
+fn OrgContent() -> impl IntoView {
+    let name = use_org_name();
+    let org = LocalResource::new(move || {
+        let name = name.get();
+        async move { api::get_org(&name).await }
+    });
+    let members = LocalResource::new(move || {
+        let name = name.get();
+        async move { api::list_members(&name).await }
+    });
+    let loaded = move || org.get().and_then(Result::ok);
+    let title = Signal::derive(move || loaded().map(|org| org.title().to_owned()).unwrap_or_else(|| name.get()));
+    let audit_href = move || format!("/orgs/{}/audit", encode(&name.get()));
+
+    view! {
+        <Title text=move || title.get()/>
+        <PageHeader
+            title=title
+            subtitle=Signal::derive(move || name.get())
+            eyebrow=Box::new(|| view! { <A href="/orgs">"← Organizations"</A> }.into_any())
+            actions=Box::new(move || {
+                view! {
+                    {move || loaded().map(|org| view! { <RoleBadge role=org.role/> })}
+                    <A href=audit_href attr:class="btn btn-secondary" attr:data-test="audit-link">"Audit log"</A>
+                }
+                .into_any()
+            })
+        />
+        <Suspense fallback=|| view! { <Loading/> }>
+            {move || {
+                org.get()
+                    .map(|result| match result {
+                        Err(error) => view! { <LoadError error/> }.into_any(),
+                        Ok(org) => view! { <Members org members/> }.into_any(),
+                    })
+            }}
+        </Suspense>
+    }
+}
+
+/// The members card and, for admins and owners, the form to add one.
+#[component]
+fn Members(org: Org, members: LocalResource<api::ApiResult<Vec<Member>>>) -> impl IntoView {
+    let manage = org.role.manages_members();
+    let org_name = StoredValue::new(org.name.clone());
+    let action = FormState::new();
+    let notice = RwSignal::new(None::<String>);
+
+    let on_role = Callback::new(move |(member, role): (Member, Role)| {
+        notice.set(None);
+        let org = org_name.get_value();
+        let user_id = member.user_id.clone();
+        action.run(async move { api::change_member_role(&org, &user_id, role).await }, move |updated| {
+            notice.set(Some(format!("{} is now {}.", updated.username, updated.role.label())));
+            members.refetch();
+        });
+    });
+    let on_remove = Callback::new(move |member: Member| {
+        notice.set(None);
+        let org = org_name.get_value();
+        let user_id = member.user_id.clone();
+        action.run(async move { api::remove_member(&org, &user_id).await }, move |()| {
+            notice.set(Some(format!("{} was removed.", member.username)));
+            members.refetch();
+        });
+    });
+    // A refused role change leaves the select showing the new value: redraw from the server.
+    Effect::new(move |_| {
+        if action.error.with(Option::is_some) {
+            members.refetch();
+        }
+    });
+
+    view! {
+        <div class="stack-lg">
+            <Card title="Members">
+                <div class="stack">
+                    {move || notice.get().map(|text| view! { <Alert kind=AlertKind::Success>{text}</Alert> })}
+                    <FormBanner form=action fields=&[]/>
+                    <Suspense fallback=|| view! { <Loading/> }>
+                        {move || {
+                            members
+                                .get()
+                                .map(|result| match result {
+                                    Err(error) => view! { <LoadError error/> }.into_any(),
+                                    Ok(list) if list.is_empty() => view! {
+                                        <EmptyState title="No members">"Add someone below."</EmptyState>
+                                    }
+                                    .into_any(),
+                                    Ok(list) => view! {
+                                        <MemberTable list manage busy=action.busy on_role on_remove/>
+                                    }
+                                    .into_any(),
+                                })
+                        }}
+                    </Suspense>
+                </div>
+            </Card>
+            {if manage {
+                view! {
+                    <Card
+                        title="Add a member"
+                        id="add-member"
+                        description="They need a Fleetplane account with this email address."
+                    >
+                        <AddMemberForm org=org.name.clone() on_added=Callback::new(move |member: Member| {
+                            notice.set(Some(format!("Added {} as {}.", member.username, member.role.label())));
+                            members.refetch();
+                        })/>
+                    </Card>
+                }
+                .into_any()
+            } else {
+                view! {
+                    <Alert kind=AlertKind::Info>
+                        "Only owners and admins can add members or change roles."
+                    </Alert>
+                }
+                .into_any()
+            }}
+        </div>
+    }
+}
+
+#[component]
+fn MemberTable(
+    list: Vec<Member>,
+    manage: bool,
+    busy: RwSignal<bool>,
+    on_role: Callback<(Member, Role)>,
+    on_remove: Callback<Member>,
+) -> impl IntoView {
+    let me = use_viewer().map(|viewer| viewer.id).unwrap_or_default();
+    view! {
+        <div class="table-wrap">
+            <table class="table table-stack" data-test="member-table">
+                <thead>
+                    <tr>
+                        <th scope="col">"Member"</th>
+                        <th scope="col">"Role"</th>
+                        <th scope="col">"Joined"</th>
+                        {manage.then(|| view! { <th scope="col"><span class="visually-hidden">"Actions"</span></th> })}
+                    </tr>
+                </thead>
+                <tbody>
+                    {list
+                        .into_iter()
+                        .map(|member| {
+                            let is_me = member.user_id == me;
+                            view! { <MemberRow member is_me manage busy on_role on_remove/> }
+                        })
+                        .collect_view()}
+                </tbody>
+            </table>
+        </div>
+    }
+}
+
+#[component]
+fn MemberRow(
+    member: Member,
+    is_me: bool,
+    manage: bool,
+    busy: RwSignal<bool>,
+    on_role: Callback<(Member, Role)>,
+    on_remove: Callback<Member>,
+) -> impl IntoView {
+    let select_id = format!("role-{}", member.user_id);
+    let current = member.role;
+    let stored = StoredValue::new(member.clone());
+    let role_cell = if manage {
+        view! {
+            <label for=select_id.clone() class="visually-hidden">{format!("Role of {}", member.username)}</label>
+            <select
+                id=select_id
+                name="role"
+                class="input select select-sm"
+                data-test="member-role"
+                disabled=move || busy.get()
+                on:change=move |event| {
+                    if let Some(role) = Role::parse(&event_target_value(&event))
+                        && role != current
+                    {
+                        on_role.run((stored.get_value(), role));
+                    }
+                }
+            >
+                {Role::ASSIGNABLE
+                    .into_iter()
+                    .map(|role| view! { <option value=role.as_str() selected=role == current>{role.label()}</option> })
+                    .collect_view()}
+            </select>
+        }
+        .into_any()
+    } else {
+        view! { <RoleBadge role=current/> }.into_any()
+    };
+    let prompt = if is_me { "Leave this organization?".to_owned() } else { format!("Remove {}?", member.username) };
+    view! {
+        <tr data-test="member-row" data-user-id=member.user_id.clone() data-username=member.username.clone()>
+            <td>
+                <div class="member">
+                    <span class="avatar avatar-sm" aria-hidden="true">
+                        {member.username.chars().next().map(|c| c.to_uppercase().to_string())}
+                    </span>
+                    <div class="member-text">
+                        <span class="strong">
+                            {member.username.clone()}
+                            {is_me.then(|| view! { <span class="badge badge-neutral badge-inline">"You"</span> })}
+                        </span>
+                        <span class="muted small">{member.email.clone()}</span>
+                    </div>
+                </div>
+            </td>
+            <td>{role_cell}</td>
+            <td data-label="Joined"><Time value=member.joined_at.clone() date_only=true/></td>
+            {manage
+                .then(|| {
+                    view! {
+                        <td class="actions">
+                            <ConfirmButton
+                                label=if is_me { "Leave" } else { "Remove" }
+                                prompt=prompt
+                                confirm_label=if is_me { "Leave" } else { "Remove" }
+                                busy=busy
+                                test="remove-member"
+                                on_confirm=move |()| on_remove.run(stored.get_value())
+                            />
+                        </td>
+                    }
+                })}
+        </tr>
+    }
+}
+
+#[component]
+fn AddMemberForm(org: String, on_added: Callback<Member>) -> impl IntoView {
+    let org = StoredValue::new(org);
+    let form = FormState::new();
+    let email = RwSignal::new(String::new());
+    let role = RwSignal::new(Role::Viewer.as_str().to_owned());
+    let on_submit = move |event: SubmitEvent| {
+        event.prevent_default();
+        let org = org.get_value();
+        let address = email.get_untracked();
+        let Some(chosen) = Role::parse(&role.get_untracked()) else {
+            return;
+        };
+        form.run(async move { api::add_member(&org, &address, chosen).await }, move |member| {
+            email.set(String::new());
+            on_added.run(member);
+        });
+    };
+    let options = Role::ASSIGNABLE.into_iter().map(|role| (role.as_str(), role.label())).collect::<Vec<_>>();
+    view! {
+        <form id="member-form" class="form form-inline" method="post" novalidate=true on:submit=on_submit>
+            <FormBanner form fields=&["email", "role"]/>
+            <TextField
+                id="member-email"
+                name="email"
+                label="Email"
+                kind="email"
+                value=email
+                form
+                autocomplete="off"
+                placeholder="teammate@example.com"
+                required=true
+            />
+            <SelectField id="new-member-role" name="role" label="Role" value=role form options/>
+            <SubmitButton form label="Add member" busy_label="Adding…"/>
+        </form>
+        <ul class="role-help">
+            <li><RoleBadge role=Role::Owner/>" Everything, including deleting the organization."</li>
+            <li><RoleBadge role=Role::Admin/>" Manages members, cloud accounts and clusters."</li>
+            <li><RoleBadge role=Role::Operator/>" Runs plans and deploys services."</li>
+            <li><RoleBadge role=Role::Viewer/>" Reads everything, changes nothing."</li>
+        </ul>
+    }
+}
