@@ -1,0 +1,282 @@
+//! The web UI in a real browser: headless Chromium driven over WebDriver (chromedriver), against
+//! the real server with the built UI and a real SMTP server.
+//!
+//! Needs Chromium, chromedriver and the built UI, so it is ignored by a plain `cargo test`;
+//! `cargo xtask test` provides them and runs it (`--include-ignored`). Screenshots go to
+//! `$FLEETPLANE_TEST_ARTIFACTS`.
+
+#[allow(dead_code)]
+#[path = "api/support/mod.rs"]
+mod support;
+
+use std::{
+    net::TcpStream,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use fantoccini::{Client, ClientBuilder, Locator, elements::Element};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::json;
+use support::{PASSWORD, TestApp};
+
+/// Chromium's flags for this sandbox: no GPU, no network except loopback, no background
+/// services phoning home.
+const CHROMIUM_FLAGS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,900",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
+];
+
+fn env_path(name: &str, default: &str) -> PathBuf {
+    std::env::var_os(name).map_or_else(|| default.into(), PathBuf::from)
+}
+
+/// chromedriver on a free loopback port; killed on drop.
+struct Driver {
+    process: Child,
+    port: u16,
+    _profile: tempfile::TempDir,
+}
+
+impl Driver {
+    async fn start() -> (Self, Client) {
+        let chromedriver = env_path("FLEETPLANE_TEST_CHROMEDRIVER", "/usr/bin/chromedriver");
+        let chromium = env_path("FLEETPLANE_TEST_CHROMIUM", "/usr/lib/chromium/chromium");
+        assert!(chromedriver.is_file(), "chromedriver not found at {}: run `cargo xtask test`", chromedriver.display());
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+        let process = Command::new(&chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(20), "chromedriver did not listen within 20 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let profile = tempfile::tempdir().expect("profile dir");
+        let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|f| (*f).to_owned()).collect();
+        args.push(format!("--user-data-dir={}", profile.path().display()));
+        let capabilities = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": { "binary": chromium, "args": args },
+        });
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities.as_object().expect("object").clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("WebDriver session");
+        (Self { process, port, _profile: profile }, client)
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+        let _ = self.port;
+    }
+}
+
+async fn find(browser: &Client, css: &str) -> Element {
+    browser
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("`{css}` did not appear: {e}"))
+}
+
+/// Waits for the page to hydrate: before that, forms are disabled.
+async fn hydrated(browser: &Client) {
+    find(browser, ".app[data-hydrated]").await;
+}
+
+async fn fill(browser: &Client, form: &str, field: &str, value: &str) {
+    let input = find(browser, &format!("#{form} [name={field}]")).await;
+    input.clear().await.expect("clear");
+    input.send_keys(value).await.expect("type");
+}
+
+async fn submit(browser: &Client, form: &str) {
+    find(browser, &format!("#{form} [type=submit]")).await.click().await.expect("submit");
+}
+
+async fn wait_for_path(browser: &Client, path: &str) {
+    let started = Instant::now();
+    loop {
+        let url = browser.current_url().await.expect("url");
+        if url.path() == path {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "stayed on {url}, expected {path}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `check` until it holds (15 s at most): the UI updates after its API call returns.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < Duration::from_secs(15), "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn sign_in_with_the_form(browser: &Client, base: &str, email: &str) {
+    browser.goto(&format!("{base}/login")).await.expect("open sign-in");
+    hydrated(browser).await;
+    fill(browser, "login-form", "email", email).await;
+    fill(browser, "login-form", "password", PASSWORD).await;
+    submit(browser, "login-form").await;
+    eventually("the signed-in menu", || async { browser.find(Locator::Css("[data-test=nav-username]")).await.is_ok() })
+        .await;
+}
+
+async fn text_of(browser: &Client, css: &str) -> String {
+    find(browser, css).await.text().await.expect("text")
+}
+
+async fn screenshot(browser: &Client, name: &str) {
+    let dir = env_path("FLEETPLANE_TEST_ARTIFACTS", "artifacts");
+    std::fs::create_dir_all(&dir).expect("artifacts dir");
+    let png = browser.screenshot().await.expect("screenshot");
+    let path = dir.join(format!("{name}-{}.png", support::backend()));
+    std::fs::write(&path, png).expect("write screenshot");
+    eprintln!("screenshot: {}", path.display());
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built UI: run `cargo xtask test`"]
+async fn sign_up_verify_sign_in_rename_and_sign_out_in_a_browser() {
+    let site = std::env::var_os("FLEETPLANE_TEST_SITE_DIR")
+        .map(PathBuf::from)
+        .expect("FLEETPLANE_TEST_SITE_DIR: run `cargo xtask test`");
+    assert!(site.join("pkg/fleetplane_web_bg.wasm").is_file(), "the UI is not built in {}", site.display());
+    let app = TestApp::spawn_with(|config| config.site_dir = site).await;
+    let (_driver, browser) = Driver::start().await;
+    let base = app.base.as_str().trim_end_matches('/');
+
+    // Sign up.
+    browser.goto(&format!("{base}/signup")).await.expect("open sign-up");
+    hydrated(&browser).await;
+    fill(&browser, "signup-form", "email", "ada@example.com").await;
+    fill(&browser, "signup-form", "username", "ada").await;
+    fill(&browser, "signup-form", "password", PASSWORD).await;
+    submit(&browser, "signup-form").await;
+    wait_for_path(&browser, "/signup/check-email").await;
+    assert_eq!(text_of(&browser, "[data-test=check-email-address]").await, "ada@example.com");
+
+    // Follow the link from the email that was delivered.
+    let mail = app.smtp.first_to("ada@example.com").await;
+    browser.goto(&mail.link()).await.expect("open the emailed link");
+    find(&browser, "[data-test=verified-sign-in]").await.click().await.expect("go to sign-in");
+
+    // Sign in.
+    wait_for_path(&browser, "/login").await;
+    hydrated(&browser).await;
+    fill(&browser, "login-form", "email", "ada@example.com").await;
+    fill(&browser, "login-form", "password", PASSWORD).await;
+    submit(&browser, "login-form").await;
+    eventually("the signed-in menu", || async { browser.find(Locator::Css("[data-test=nav-username]")).await.is_ok() })
+        .await;
+    assert_eq!(text_of(&browser, "[data-test=nav-username]").await, "ada");
+
+    // Change the username in settings.
+    browser.goto(&format!("{base}/settings")).await.expect("open settings");
+    hydrated(&browser).await;
+    fill(&browser, "username-form", "username", "countess").await;
+    submit(&browser, "username-form").await;
+    find(&browser, "[data-test=alert-success]").await;
+    hydrated(&browser).await;
+    assert_eq!(text_of(&browser, "[data-test=nav-username]").await, "countess");
+    let me = app.client();
+    me.sign_in("ada@example.com", PASSWORD).await;
+    assert_eq!(me.get("/api/v1/me").await.json()["username"], "countess", "the change is stored");
+    screenshot(&browser, "settings-after-rename").await;
+
+    // Sign out from the user menu.
+    find(&browser, "[data-test=nav-username]").await.click().await.expect("open the user menu");
+    find(&browser, "[data-test=sign-out]").await.click().await.expect("sign out");
+    wait_for_path(&browser, "/login").await;
+    hydrated(&browser).await;
+    let status = browser
+        .execute_async(
+            "const done = arguments[arguments.length - 1]; fetch('/api/v1/me').then(r => done(r.status));",
+            vec![],
+        )
+        .await
+        .expect("fetch");
+    assert_eq!(status, json!(401), "the browser's session is gone");
+    screenshot(&browser, "signed-out").await;
+
+    browser.close().await.expect("close the browser");
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built UI: run `cargo xtask test`"]
+async fn create_an_organization_add_a_member_and_change_their_role_in_a_browser() {
+    let site = std::env::var_os("FLEETPLANE_TEST_SITE_DIR")
+        .map(PathBuf::from)
+        .expect("FLEETPLANE_TEST_SITE_DIR: run `cargo xtask test`");
+    let app = TestApp::spawn_with(|config| config.site_dir = site).await;
+    let ada = app.user("ada").await;
+    app.user("grace").await;
+    let (_driver, browser) = Driver::start().await;
+    let base = app.base.as_str().trim_end_matches('/');
+
+    sign_in_with_the_form(&browser, base, "ada@example.com").await;
+    browser.goto(&format!("{base}/orgs")).await.expect("open organizations");
+    hydrated(&browser).await;
+    find(&browser, "[data-test=org-row][data-org=ada]").await;
+    fill(&browser, "org-form", "name", "acme").await;
+    fill(&browser, "org-form", "display_name", "Acme Corp").await;
+    submit(&browser, "org-form").await;
+    wait_for_path(&browser, "/orgs/acme").await;
+
+    fill(&browser, "member-form", "email", "grace@example.com").await;
+    find(&browser, "#member-form select[name=role]").await.select_by_value("operator").await.expect("pick a role");
+    submit(&browser, "member-form").await;
+    let row = "[data-test=member-row][data-username=grace]";
+    find(&browser, row).await;
+    let role_select = find(&browser, &format!("{row} [data-test=member-role]")).await;
+    assert_eq!(role_select.prop("value").await.expect("value").as_deref(), Some("operator"));
+
+    role_select.select_by_value("admin").await.expect("change the role");
+    let members = || async { ada.get("/api/v1/orgs/acme/members").await.json() };
+    eventually("grace to become an admin", || async {
+        members()
+            .await
+            .as_array()
+            .is_some_and(|list| list.iter().any(|m| m["username"] == "grace" && m["role"] == "admin"))
+    })
+    .await;
+    screenshot(&browser, "org-members").await;
+
+    // The last owner cannot be demoted: the UI shows why and keeps the real role.
+    let own_select = find(&browser, "[data-test=member-row][data-username=ada] [data-test=member-role]").await;
+    own_select.select_by_value("viewer").await.expect("try to demote");
+    let error = text_of(&browser, "[data-test=alert-error]").await;
+    assert!(error.contains("at least one owner"), "{error}");
+    eventually("the select to show the real role again", || async {
+        let select = find(&browser, "[data-test=member-row][data-username=ada] [data-test=member-role]").await;
+        select.prop("value").await.ok().flatten().as_deref() == Some("owner")
+    })
+    .await;
+    browser.close().await.expect("close the browser");
+}

@@ -1,0 +1,284 @@
+//! `test`: the whole test suite, as CI runs it.
+//!
+//! Installs the system packages the tests need when they are missing (apt, as root or through
+//! sudo), starts a throwaway PostgreSQL on loopback in a temporary directory, builds the web UI
+//! for the browser test, runs the linters and then every test: once on SQLite and once on
+//! PostgreSQL. Everything it started is stopped and deleted afterwards, also on failure or
+//! Ctrl-C.
+
+use std::{
+    env, fs,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Mutex,
+    time::Instant,
+};
+
+use anyhow::{Context, Result, bail, ensure};
+
+use crate::ui::{self, BuildOptions};
+
+/// Debian packages the suite needs: PostgreSQL's server binaries, and Chromium with its
+/// WebDriver for the browser test.
+const PACKAGES: &[&str] = &["postgresql", "chromium", "chromium-driver"];
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// The real browser binary; `/usr/bin/chromium` is a wrapper script that adds flags of its own.
+const CHROMIUM: &str = "/usr/lib/chromium/chromium";
+
+struct TestOptions {
+    lint: bool,
+    postgres: bool,
+    /// Extra arguments for the test binaries (a name filter, `--nocapture`).
+    test_args: Vec<String>,
+}
+
+impl TestOptions {
+    fn parse(args: &[String]) -> Result<Self> {
+        let mut options = Self { lint: true, postgres: true, test_args: Vec::new() };
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--no-lint" => options.lint = false,
+                "--sqlite-only" => options.postgres = false,
+                "--" => options.test_args.extend(args.by_ref().cloned()),
+                other => {
+                    bail!("test: unexpected argument `{other}` (options: --no-lint, --sqlite-only, -- <test args>)")
+                }
+            }
+        }
+        Ok(options)
+    }
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let options = TestOptions::parse(args)?;
+    let started = Instant::now();
+    let root = ui::workspace_root();
+    install_cleanup_on_interrupt();
+
+    ensure_packages(PACKAGES)?;
+    let site = ui::build_ui(&BuildOptions { release: false })?;
+    if options.lint {
+        step("Checking formatting", cargo(&root).args(["fmt", "--all", "--", "--check"]))?;
+        step(
+            "Linting (clippy, warnings are errors)",
+            cargo(&root).args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+        )?;
+        step(
+            "Linting the browser half of the UI (clippy on wasm32)",
+            cargo(&root).args([
+                "clippy",
+                "--package",
+                "fleetplane-web",
+                "--lib",
+                "--target",
+                "wasm32-unknown-unknown",
+                "--features",
+                "hydrate",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        )?;
+    }
+    let artifacts = root.join("artifacts");
+    fs::create_dir_all(&artifacts).context("creating artifacts/")?;
+
+    let suite = |database: &str| {
+        let mut command = cargo(&root);
+        command
+            .args(["test", "--workspace", "--", "--include-ignored"])
+            .args(&options.test_args)
+            .env("FLEETPLANE_TEST_DATABASE", database)
+            .env("FLEETPLANE_TEST_SITE_DIR", &site)
+            .env("FLEETPLANE_TEST_CHROMEDRIVER", CHROMEDRIVER)
+            .env("FLEETPLANE_TEST_CHROMIUM", CHROMIUM)
+            .env("FLEETPLANE_TEST_ARTIFACTS", &artifacts);
+        command
+    };
+    step("Tests on SQLite (unit, API, CLI, browser)", &mut suite("sqlite"))?;
+    if options.postgres {
+        let postgres = Postgres::start()?;
+        step(
+            "Tests on PostgreSQL (unit, API, CLI, browser)",
+            suite("postgres").env("FLEETPLANE_TEST_PG_URL", postgres.url()),
+        )?;
+    }
+    eprintln!("\nAll tests passed in {:.0?}. Screenshots are in {}.", started.elapsed(), artifacts.display());
+    Ok(())
+}
+
+fn cargo(root: &Path) -> Command {
+    let mut command = Command::new(ui::cargo());
+    command.current_dir(root);
+    command
+}
+
+fn step(title: &str, command: &mut Command) -> Result<()> {
+    eprintln!("\n==> {title}");
+    let started = Instant::now();
+    let status = command.status().with_context(|| format!("could not start {:?}", command.get_program()))?;
+    ensure!(status.success(), "{title}: failed ({status})");
+    eprintln!("==> {title}: passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+/// Installs the missing `packages` with apt-get, as root directly or else through sudo.
+pub fn ensure_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let apt = |args: &[&str]| {
+        let mut command = if is_root() {
+            Command::new("apt-get")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.arg("apt-get");
+            sudo
+        };
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        command
+    };
+    let install = [&["install", "-y", "-q", "--no-install-recommends"][..], &missing].concat();
+    step("Updating apt's package lists", &mut apt(&["update", "-q"]))
+        .and_then(|()| step(&format!("Installing {}", missing.join(", ")), &mut apt(&install)))
+        .with_context(|| format!("the tests need these packages; as root: apt-get install -y {}", missing.join(" ")))
+}
+
+/// What to stop if the run is interrupted: the PostgreSQL data directory and its `pg_ctl`.
+static RUNNING_POSTGRES: Mutex<Option<(PathBuf, PathBuf)>> = Mutex::new(None);
+
+fn install_cleanup_on_interrupt() {
+    let result = ctrlc::set_handler(|| {
+        if let Some((pg_ctl, dir)) = RUNNING_POSTGRES.lock().ok().and_then(|mut guard| guard.take()) {
+            stop_postgres(&pg_ctl, &dir);
+        }
+        std::process::exit(130);
+    });
+    if let Err(error) = result {
+        eprintln!("warning: cannot clean up on Ctrl-C: {error}");
+    }
+}
+
+/// A PostgreSQL server in a temporary directory, listening on 127.0.0.1 only; stopped and
+/// deleted on drop.
+pub struct Postgres {
+    dir: PathBuf,
+    pg_ctl: PathBuf,
+    port: u16,
+}
+
+impl Postgres {
+    pub fn start() -> Result<Self> {
+        let bin = postgres_bin_dir()?;
+        let dir = env::temp_dir().join(format!("fleetplane-test-pg-{}", std::process::id()));
+        if dir.exists() {
+            fs::remove_dir_all(&dir).with_context(|| format!("removing a stale {}", dir.display()))?;
+        }
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        if is_root() {
+            // PostgreSQL refuses to run as root: hand the directory to its own user.
+            let status = Command::new("chown").args(["postgres:postgres"]).arg(&dir).status()?;
+            ensure!(status.success(), "chown postgres {} failed", dir.display());
+        }
+        let port = free_port()?;
+        let data = dir.join("data");
+        let postgres = Self { dir: dir.clone(), pg_ctl: bin.join("pg_ctl"), port };
+        *RUNNING_POSTGRES.lock().map_err(|_| anyhow::anyhow!("lock poisoned"))? =
+            Some((postgres.pg_ctl.clone(), dir.clone()));
+
+        step(
+            "Creating a PostgreSQL cluster",
+            as_postgres(&bin.join("initdb"))
+                .arg("-D")
+                .arg(&data)
+                .args(["-U", "fleetplane", "--auth=trust", "-E", "UTF8", "--no-sync"])
+                .stdout(std::process::Stdio::null()),
+        )?;
+        let server_options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+             -c full_page_writes=off -c max_connections=300",
+            dir.display()
+        );
+        step(
+            &format!("Starting PostgreSQL on 127.0.0.1:{port}"),
+            as_postgres(&postgres.pg_ctl)
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(dir.join("server.log"))
+                .args(["-w", "-t", "60", "-o", &server_options, "start"])
+                .stdout(std::process::Stdio::null()),
+        )?;
+        Ok(postgres)
+    }
+
+    /// The server's URL without a database name; the tests append their own.
+    pub fn url(&self) -> String {
+        format!("postgres://fleetplane@127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if let Ok(mut running) = RUNNING_POSTGRES.lock() {
+            running.take();
+        }
+        stop_postgres(&self.pg_ctl, &self.dir);
+    }
+}
+
+fn stop_postgres(pg_ctl: &Path, dir: &Path) {
+    let _ = as_postgres(pg_ctl)
+        .arg("-D")
+        .arg(dir.join("data"))
+        .args(["-m", "immediate", "-w", "stop"])
+        .stdout(std::process::Stdio::null())
+        .status();
+    let _ = fs::remove_dir_all(dir);
+    eprintln!("==> Stopped PostgreSQL and removed {}", dir.display());
+}
+
+/// `program`, run as the `postgres` user when we are root.
+fn as_postgres(program: &Path) -> Command {
+    if is_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+/// The directory of `initdb` and `pg_ctl`: Debian keeps them under /usr/lib/postgresql/<v>/bin.
+fn postgres_bin_dir() -> Result<PathBuf> {
+    let newest = fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("initdb").is_file())
+        .max_by_key(|bin| bin.parent().and_then(|v| v.file_name()?.to_str()?.parse::<u32>().ok()).unwrap_or(0));
+    if let Some(bin) = newest {
+        return Ok(bin);
+    }
+    let output = Command::new("pg_config").arg("--bindir").output().context("PostgreSQL's initdb was not found")?;
+    Ok(PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
+}
+
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
