@@ -1,0 +1,391 @@
+//! `bench`: load benchmarks of the running server, results written into BENCHMARKS.md.
+//!
+//! The release server is started on loopback with the database under test (SQLite in a
+//! temporary directory, or a throwaway PostgreSQL), and `wrk` drives `GET /api/v1/me` with a
+//! session cookie at 64 connections: alone, and while 50 more clients keep signing in (each
+//! sign-in is an argon2id verification). The load generator shares the machine's cores with
+//! the server, as the targets assume.
+
+use std::{
+    fmt::Write as _,
+    fs,
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail, ensure};
+
+use crate::{
+    test::{Postgres, ensure_packages, free_port},
+    ui,
+};
+
+const EMAIL: &str = "bench@example.com";
+const PASSWORD: &str = "benchmark password";
+const SECTION_START: &str = "<!-- bench:auth -->";
+const SECTION_END: &str = "<!-- /bench:auth -->";
+
+struct Options {
+    seconds: u32,
+    postgres: bool,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Self> {
+        let mut options = Self { seconds: 20, postgres: true };
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--seconds" => {
+                    options.seconds = args.next().context("--seconds needs a number")?.parse().context("--seconds")?
+                }
+                "--sqlite-only" => options.postgres = false,
+                other => bail!("bench: unexpected argument `{other}` (options: --seconds N, --sqlite-only)"),
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// One wrk run, as wrk reported it.
+struct Run {
+    requests_per_sec: f64,
+    p50_ms: f64,
+    p90_ms: f64,
+    p99_ms: f64,
+    requests: u64,
+    errors: u64,
+}
+
+struct Row {
+    scenario: &'static str,
+    database: &'static str,
+    run: Run,
+    /// (p99 limit in ms, minimum req/s)
+    target: (f64, Option<f64>),
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let options = Options::parse(args)?;
+    ensure_packages(&["wrk", "postgresql"])?;
+    let root = ui::workspace_root();
+    let status = Command::new(ui::cargo())
+        .current_dir(&root)
+        .args(["build", "--release", "--package", "fleetplane"])
+        .status()
+        .context("running cargo build")?;
+    ensure!(status.success(), "building the release server failed");
+    let binary = ui::target_dir(&root)?.join("release").join("fleetplane");
+
+    let mut rows = Vec::new();
+    let scratch = tempdir()?;
+    {
+        let dir = scratch.join("sqlite");
+        let url = format!("sqlite://{}?mode=rwc", dir.join("fleetplane.db").display());
+        rows.extend(measure(&binary, &dir, &url, "SQLite", options.seconds)?);
+    }
+    if options.postgres {
+        let postgres = Postgres::start()?;
+        rows.extend(measure(
+            &binary,
+            &scratch.join("postgres"),
+            &format!("{}/postgres", postgres.url()),
+            "PostgreSQL",
+            options.seconds,
+        )?);
+    }
+    let _ = fs::remove_dir_all(&scratch);
+
+    let report = report(&rows, options.seconds)?;
+    println!("{report}");
+    write_section(&root.join("BENCHMARKS.md"), &report)?;
+    eprintln!("Results written to BENCHMARKS.md");
+    Ok(())
+}
+
+fn measure(binary: &Path, dir: &Path, database_url: &str, database: &'static str, seconds: u32) -> Result<Vec<Row>> {
+    fs::create_dir_all(dir)?;
+    let port = free_port()?;
+    let server_env = |command: &mut Command| {
+        command
+            .env("FLEETPLANE_DATA_DIR", dir)
+            .env("DATABASE_URL", database_url)
+            .env("FLEETPLANE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("FLEETPLANE_RATE_LIMITS", "off")
+            .env("RUST_LOG", "warn");
+    };
+
+    let mut create = Command::new(binary);
+    server_env(&mut create);
+    let mut child = create
+        .args(["admin", "create-user", "--email", EMAIL, "--username", "bench", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting fleetplane admin")?;
+    child.stdin.take().context("stdin")?.write_all(format!("{PASSWORD}\n").as_bytes())?;
+    ensure!(child.wait()?.success(), "creating the benchmark user failed");
+
+    let mut serve = Command::new(binary);
+    server_env(&mut serve);
+    let mut server = Server(serve.arg("serve").stdout(Stdio::piped()).spawn().context("starting fleetplane serve")?);
+    let mut banner = String::new();
+    BufReader::new(server.0.stdout.take().context("stdout")?).read_line(&mut banner)?;
+    ensure!(banner.contains("running at"), "the server did not start: {banner}");
+
+    let base = format!("http://127.0.0.1:{port}");
+    let cookie = sign_in(port)?;
+    let me = |seconds: u32| {
+        wrk(&[
+            "-t2",
+            "-c64",
+            &format!("-d{seconds}s"),
+            "--latency",
+            "-H",
+            &format!("Cookie: fp_session={cookie}"),
+            &format!("{base}/api/v1/me"),
+        ])
+    };
+
+    eprintln!("==> {database}: warming up");
+    me(3)?;
+    eprintln!("==> {database}: GET /api/v1/me, 64 connections, {seconds} s");
+    let alone = me(seconds)?;
+
+    eprintln!("==> {database}: the same while 50 clients keep signing in");
+    let script = dir.join("login.lua");
+    fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n\
+             wrk.body = '{{\"email\":\"{EMAIL}\",\"password\":\"{PASSWORD}\"}}'\n"
+        ),
+    )?;
+    let flood = Command::new("wrk")
+        .args(["-t1", "-c50", &format!("-d{}s", seconds + 8), "--timeout", "30s", "--latency", "-s"])
+        .arg(&script)
+        .arg(format!("{base}/api/v1/auth/login"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting the sign-in flood")?;
+    std::thread::sleep(Duration::from_secs(4));
+    let during = me(seconds)?;
+    let flood_output = flood.wait_with_output()?;
+    let logins = parse_wrk(&String::from_utf8_lossy(&flood_output.stdout))?;
+    drop(server);
+
+    Ok(vec![
+        Row { scenario: "GET /api/v1/me, 64 connections", database, run: alone, target: (5.0, Some(20_000.0)) },
+        Row {
+            scenario: "GET /api/v1/me, 64 connections, during the sign-in flood",
+            database,
+            run: during,
+            target: (20.0, None),
+        },
+        Row {
+            scenario: "POST /api/v1/auth/login, 50 clients (the flood)",
+            database,
+            run: logins,
+            target: (f64::INFINITY, None),
+        },
+    ])
+}
+
+/// The running server; stopped with SIGTERM (a graceful shutdown) when dropped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
+}
+
+/// Signs the benchmark user in over a raw HTTP/1.1 request; returns the session cookie.
+fn sign_in(port: u16) -> Result<String> {
+    let body = format!("{{\"email\":\"{EMAIL}\",\"password\":\"{PASSWORD}\"}}");
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        stream,
+        "POST /api/v1/auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    ensure!(response.starts_with("HTTP/1.1 200"), "sign-in failed: {response}");
+    response
+        .lines()
+        .filter_map(|line| line.strip_prefix("set-cookie: fp_session="))
+        .find_map(|rest| rest.split(';').next().map(str::to_owned))
+        .context("no session cookie in the sign-in response")
+}
+
+fn wrk(args: &[&str]) -> Result<Run> {
+    let output = Command::new("wrk").args(args).output().context("running wrk")?;
+    ensure!(output.status.success(), "wrk failed: {}", String::from_utf8_lossy(&output.stderr));
+    parse_wrk(&String::from_utf8_lossy(&output.stdout))
+}
+
+fn parse_wrk(text: &str) -> Result<Run> {
+    let number_after = |prefix: &str| -> Option<f64> {
+        text.lines().find_map(|line| line.trim().strip_prefix(prefix)).and_then(|rest| rest.trim().parse().ok())
+    };
+    let percentile = |p: &str| -> Result<f64> {
+        let value = text
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(p).map(str::trim))
+            .with_context(|| format!("wrk printed no {p} latency:\n{text}"))?;
+        parse_duration_ms(value)
+    };
+    let requests = text
+        .lines()
+        .find(|line| line.contains(" requests in "))
+        .and_then(|line| line.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("wrk printed no request count:\n{text}"))?;
+    let socket_errors: u64 = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Socket errors:"))
+        .map(|rest| rest.split(',').filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok()).sum())
+        .unwrap_or(0);
+    Ok(Run {
+        requests_per_sec: number_after("Requests/sec:").with_context(|| format!("no Requests/sec in:\n{text}"))?,
+        p50_ms: percentile("50%")?,
+        p90_ms: percentile("90%")?,
+        p99_ms: percentile("99%")?,
+        requests,
+        errors: number_after("Non-2xx or 3xx responses:").map_or(0, |n| n as u64) + socket_errors,
+    })
+}
+
+fn parse_duration_ms(value: &str) -> Result<f64> {
+    let split = value.find(|c: char| c.is_ascii_alphabetic()).with_context(|| format!("no unit in `{value}`"))?;
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number.parse().with_context(|| format!("`{value}`"))?;
+    Ok(match unit {
+        "us" => number / 1000.0,
+        "ms" => number,
+        "s" => number * 1000.0,
+        "m" => number * 60_000.0,
+        other => bail!("unknown unit `{other}` in `{value}`"),
+    })
+}
+
+fn report(rows: &[Row], seconds: u32) -> Result<String> {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned()))
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let memory_gib = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next()?.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    let wrk_version = Command::new("wrk").arg("--version").output().map(|o| {
+        let text = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+        text.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+    })?;
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())?;
+
+    let mut out = String::new();
+    writeln!(out, "{SECTION_START}")?;
+    writeln!(out, "## Sessions under load (`GET /api/v1/me`)\n")?;
+    writeln!(
+        out,
+        "- Command: `cargo xtask bench` (release build, rate limits off, {seconds} s per run after a 3 s warm-up)"
+    )?;
+    writeln!(
+        out,
+        "- Machine: {cpu}, {cores} cores, {memory_gib:.0} GiB RAM; load generator ({wrk_version}) on the same machine"
+    )?;
+    writeln!(out, "- Date: {date}\n")?;
+    writeln!(out, "| scenario | database | req/s | p50 | p90 | p99 | non-2xx / errors | target | met |")?;
+    writeln!(out, "|---|---|---:|---:|---:|---:|---:|---|---|")?;
+    for row in rows {
+        let run = &row.run;
+        let (p99_limit, min_rps) = row.target;
+        let (target, met) = if p99_limit.is_finite() {
+            let mut target = format!("p99 ≤ {p99_limit} ms");
+            let mut met = run.p99_ms <= p99_limit && run.errors == 0;
+            if let Some(min) = min_rps {
+                target.push_str(&format!(", ≥ {min} req/s"));
+                met &= run.requests_per_sec >= min;
+            }
+            (target, if met { "yes" } else { "**no**" })
+        } else {
+            ("(load)".to_owned(), "")
+        };
+        writeln!(
+            out,
+            "| {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {} of {} | {} | {} |",
+            row.scenario,
+            row.database,
+            run.requests_per_sec,
+            run.p50_ms,
+            run.p90_ms,
+            run.p99_ms,
+            run.errors,
+            run.requests,
+            target,
+            met
+        )?;
+    }
+    writeln!(out, "{SECTION_END}")?;
+    Ok(out)
+}
+
+/// Replaces this benchmark's section of BENCHMARKS.md, keeping the rest of the file.
+fn write_section(path: &Path, section: &str) -> Result<()> {
+    let existing = fs::read_to_string(path)
+        .unwrap_or_else(|_| "# Benchmarks\n\nRerun any section with the command it names.\n".to_owned());
+    let updated = match (existing.find(SECTION_START), existing.find(SECTION_END)) {
+        (Some(start), Some(end)) if end > start => {
+            format!("{}{}{}", &existing[..start], section.trim_end(), &existing[end + SECTION_END.len()..])
+        }
+        _ => format!("{}\n{section}", existing.trim_end_matches('\n').to_owned() + "\n"),
+    };
+    fs::write(path, updated).with_context(|| format!("writing {}", path.display()))
+}
+
+fn tempdir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("fleetplane-bench-{}", std::process::id()));
+    fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_wrk_output() {
+        let text = "Running 20s test @ http://127.0.0.1:1/api/v1/me
+  2 threads and 64 connections
+  Latency Distribution
+     50%  812.00us
+     75%    1.20ms
+     90%    2.50ms
+     99%    1.02s
+  612345 requests in 20.00s, 200.00MB read
+  Socket errors: connect 0, read 2, write 0, timeout 3
+  Non-2xx or 3xx responses: 7
+Requests/sec:  30617.25
+Transfer/sec:     10.00MB
+";
+        let run = parse_wrk(text).expect("parses");
+        assert_eq!(run.requests, 612_345);
+        assert!((run.p50_ms - 0.812).abs() < 1e-9);
+        assert!((run.p99_ms - 1020.0).abs() < 1e-9);
+        assert_eq!(run.errors, 12);
+        assert!((run.requests_per_sec - 30617.25).abs() < 1e-9);
+    }
+}
