@@ -134,7 +134,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    tracing::info!(config = ?config, "starting Fleetplane");
+    tracing::info!(
+        listen = %config.listen,
+        database = if config.is_postgres() { "postgresql" } else { "sqlite" },
+        data_dir = %config.data_dir.display(),
+        public_url = %config.public_url,
+        signup = ?config.signup,
+        "starting Fleetplane (`fleetplane config` prints every setting)"
+    );
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (FLEETPLANE_LISTEN)", config.listen))?;

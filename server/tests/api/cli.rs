@@ -65,6 +65,35 @@ fn config_prints_secrets_redacted_and_bad_values_by_name() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("FLEETPLANE_SIGNUP"));
 }
 
+#[test]
+fn a_config_file_is_read_and_a_typo_in_it_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("fleetplane.toml");
+    std::fs::write(&file, "listen = \"127.0.0.1:9123\"\nsignup = \"closed\"\n[rate_limits]\nlogin_per_ip = { max = 7, window_secs = 30 }\n")
+        .expect("write config");
+    let output = fleetplane(dir.path(), "sqlite://x").arg("--config").arg(&file).arg("config").output().expect("run");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let printed = String::from_utf8_lossy(&output.stdout);
+    for expected in ["listen = \"127.0.0.1:9123\"", "signup = \"closed\"", "max = 7"] {
+        assert!(printed.contains(expected), "{expected} missing from:\n{printed}");
+    }
+    // The environment wins over the file.
+    let output = fleetplane(dir.path(), "sqlite://x")
+        .env("FLEETPLANE_SIGNUP", "open")
+        .arg("--config")
+        .arg(&file)
+        .arg("config")
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("signup = \"open\""));
+
+    std::fs::write(&file, "lisen = \"127.0.0.1:9123\"\n").expect("write config");
+    let typo = fleetplane(dir.path(), "sqlite://x").arg("--config").arg(&file).arg("config").output().expect("run");
+    assert!(!typo.status.success());
+    let stderr = String::from_utf8_lossy(&typo.stderr);
+    assert!(stderr.contains("fleetplane.toml") && stderr.contains("lisen"), "{stderr}");
+}
+
 #[tokio::test]
 async fn admin_create_user_makes_a_verified_account_and_org_owner() {
     let dir = tempfile::tempdir().expect("tempdir");
