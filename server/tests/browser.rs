@@ -172,9 +172,17 @@ async fn sign_up_verify_sign_in_rename_and_sign_out_in_a_browser() {
     let (_driver, browser) = Driver::start().await;
     let base = app.base.as_str().trim_end_matches('/');
 
-    // Sign up.
+    // Sign up; the API's field errors show next to their fields.
     browser.goto(&format!("{base}/signup")).await.expect("open sign-up");
     hydrated(&browser).await;
+    fill(&browser, "signup-form", "email", "not-an-email").await;
+    fill(&browser, "signup-form", "username", "ada").await;
+    fill(&browser, "signup-form", "password", "short").await;
+    submit(&browser, "signup-form").await;
+    let email_error = text_of(&browser, "[data-test=field-error][data-field=email]").await;
+    assert!(email_error.contains("valid email"), "{email_error}");
+    assert!(text_of(&browser, "[data-test=field-error][data-field=password]").await.contains("8 characters"));
+    assert!(browser.find(Locator::Css("[data-test=field-error][data-field=username]")).await.is_err());
     fill(&browser, "signup-form", "email", "ada@example.com").await;
     fill(&browser, "signup-form", "username", "ada").await;
     fill(&browser, "signup-form", "password", PASSWORD).await;

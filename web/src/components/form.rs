@@ -169,19 +169,33 @@ pub fn TextField(
                 aria-describedby=described_by
                 bind:value=value
             />
-            {hint.map(|hint| view! { <p class="field-hint" id=hint_id>{hint}</p> })}
-            {move || {
-                error
-                    .get()
-                    .map(|message| {
-                        view! {
-                            <p class="field-error" id=error_id.clone() data-test="field-error" data-field=name>
-                                {message}
-                            </p>
-                        }
-                    })
-            }}
+            <FieldNotes name hint hint_id error error_id/>
         </div>
+    }
+}
+
+/// A field's hint, and its error from the API's problem details when there is one.
+#[component]
+fn FieldNotes(
+    name: &'static str,
+    hint: Option<&'static str>,
+    hint_id: String,
+    error: Signal<Option<String>>,
+    error_id: String,
+) -> impl IntoView {
+    view! {
+        {hint.map(|hint| view! { <p class="field-hint" id=hint_id>{hint}</p> })}
+        {move || {
+            error
+                .get()
+                .map(|message| {
+                    view! {
+                        <p class="field-error" id=error_id.clone() data-test="field-error" data-field=name>
+                            {message}
+                        </p>
+                    }
+                })
+        }}
     }
 }
 
@@ -221,18 +235,7 @@ pub fn SelectField(
                     })
                     .collect_view()}
             </select>
-            {hint.map(|hint| view! { <p class="field-hint" id=hint_id>{hint}</p> })}
-            {move || {
-                error
-                    .get()
-                    .map(|message| {
-                        view! {
-                            <p class="field-error" id=error_id.clone() data-test="field-error" data-field=name>
-                                {message}
-                            </p>
-                        }
-                    })
-            }}
+            <FieldNotes name hint hint_id error error_id/>
         </div>
     }
 }
