@@ -117,6 +117,65 @@ pub struct Config {
     /// How many argon2 hashes may run at once; the rest wait, so logins cannot starve the server.
     pub password_hash_concurrency: usize,
     pub rate_limits: RateLimits,
+    /// Master keys for secrets at rest, base64, comma-separated, newest first. Absent: a key is
+    /// generated into `<data dir>/master.key` on first start.
+    pub master_keys: Option<Secret>,
+    pub cloud: CloudSettings,
+}
+
+/// Where the clouds are; the defaults are the real public clouds. Tests point these at local
+/// emulators.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CloudSettings {
+    pub aws_endpoint_url: Option<String>,
+    pub aws_region: String,
+    pub azure_authority_host: String,
+    pub azure_arm_endpoint: String,
+    /// The token endpoint GCP keys must name; keys naming another are refused.
+    pub gcp_token_uri: String,
+    pub gcp_storage_endpoint: String,
+    pub timeout_secs: u64,
+    /// PEM certificates trusted for cloud calls besides the standard roots.
+    pub extra_ca_file: Option<PathBuf>,
+}
+
+impl Default for CloudSettings {
+    fn default() -> Self {
+        let endpoints = fleetplane_cloud::Endpoints::default();
+        Self {
+            aws_endpoint_url: endpoints.aws_endpoint_url,
+            aws_region: endpoints.aws_region,
+            azure_authority_host: endpoints.azure_authority_host,
+            azure_arm_endpoint: endpoints.azure_arm_endpoint,
+            gcp_token_uri: endpoints.gcp_token_uri,
+            gcp_storage_endpoint: endpoints.gcp_storage_endpoint,
+            timeout_secs: endpoints.timeout.as_secs(),
+            extra_ca_file: None,
+        }
+    }
+}
+
+impl CloudSettings {
+    /// The endpoints for [`fleetplane_cloud::Clouds`], reading the extra CA file if one is set.
+    pub fn endpoints(&self) -> anyhow::Result<fleetplane_cloud::Endpoints> {
+        let extra_ca_pem = match &self.extra_ca_file {
+            Some(path) => Some(
+                std::fs::read(path).map_err(|e| anyhow::anyhow!("FLEETPLANE_EXTRA_CA_FILE {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        Ok(fleetplane_cloud::Endpoints {
+            aws_endpoint_url: self.aws_endpoint_url.clone(),
+            aws_region: self.aws_region.clone(),
+            azure_authority_host: self.azure_authority_host.clone(),
+            azure_arm_endpoint: self.azure_arm_endpoint.clone(),
+            gcp_token_uri: self.gcp_token_uri.clone(),
+            gcp_storage_endpoint: self.gcp_storage_endpoint.clone(),
+            timeout: Duration::from_secs(self.timeout_secs),
+            extra_ca_pem,
+        })
+    }
 }
 
 /// The TOML file's shape: every key optional, unknown keys rejected so typos are caught.
@@ -136,6 +195,8 @@ struct FileConfig {
     trust_forwarded_for: Option<bool>,
     password_hash_concurrency: Option<usize>,
     rate_limits: Option<RateLimits>,
+    master_keys: Option<Secret>,
+    cloud: Option<CloudSettings>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -265,6 +326,49 @@ impl Config {
             }
         }
 
+        let master_keys = env("FLEETPLANE_MASTER_KEY").map(Secret::new).or(file.master_keys);
+
+        let mut cloud = file.cloud.unwrap_or_default();
+        let urls: [(&'static str, &mut String); 5] = [
+            ("FLEETPLANE_AZURE_AUTHORITY_HOST", &mut cloud.azure_authority_host),
+            ("FLEETPLANE_AZURE_ARM_ENDPOINT", &mut cloud.azure_arm_endpoint),
+            ("FLEETPLANE_GCP_TOKEN_URI", &mut cloud.gcp_token_uri),
+            ("FLEETPLANE_GCP_STORAGE_ENDPOINT", &mut cloud.gcp_storage_endpoint),
+            ("FLEETPLANE_AWS_REGION", &mut cloud.aws_region),
+        ];
+        for (key, value) in urls {
+            if let Some(text) = env(key) {
+                *value = text;
+            }
+        }
+        if let Some(url) = env("FLEETPLANE_AWS_ENDPOINT_URL") {
+            cloud.aws_endpoint_url = Some(url);
+        }
+        for (key, url) in [
+            ("FLEETPLANE_AWS_ENDPOINT_URL", cloud.aws_endpoint_url.as_deref()),
+            ("FLEETPLANE_AZURE_AUTHORITY_HOST", Some(cloud.azure_authority_host.as_str())),
+            ("FLEETPLANE_AZURE_ARM_ENDPOINT", Some(cloud.azure_arm_endpoint.as_str())),
+            ("FLEETPLANE_GCP_TOKEN_URI", Some(cloud.gcp_token_uri.as_str())),
+            ("FLEETPLANE_GCP_STORAGE_ENDPOINT", Some(cloud.gcp_storage_endpoint.as_str())),
+        ] {
+            if let Some(url) = url
+                && !Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+            {
+                return Err(invalid(key, format!("`{url}` is not an http(s) URL")));
+            }
+        }
+        if let Some(text) = env("FLEETPLANE_CLOUD_TIMEOUT_SECS") {
+            cloud.timeout_secs = text.parse().map_err(|_| {
+                invalid("FLEETPLANE_CLOUD_TIMEOUT_SECS", format!("`{text}` is not a number of seconds"))
+            })?;
+        }
+        if !(1..=300).contains(&cloud.timeout_secs) {
+            return Err(invalid("FLEETPLANE_CLOUD_TIMEOUT_SECS", "must be between 1 and 300"));
+        }
+        if let Some(path) = env("FLEETPLANE_EXTRA_CA_FILE") {
+            cloud.extra_ca_file = Some(PathBuf::from(path));
+        }
+
         Ok(Self {
             listen,
             data_dir,
@@ -279,6 +383,8 @@ impl Config {
             trust_forwarded_for,
             password_hash_concurrency,
             rate_limits,
+            master_keys,
+            cloud,
         })
     }
 
@@ -372,6 +478,7 @@ mod tests {
                 ("DATABASE_URL", "postgres://fp:hunter2-db@localhost/fp"),
                 ("FLEETPLANE_SMTP_URL", "smtp://mail:hunter2-smtp@localhost:25"),
                 ("FLEETPLANE_SESSION_SECRET", "hunter2-session-0123456789abcdefghijkl"),
+                ("FLEETPLANE_MASTER_KEY", "hunter2-master-key"),
             ],
         )
         .expect("valid");
@@ -392,11 +499,29 @@ mod tests {
             ("FLEETPLANE_SESSION_SECRET", "short"),
             ("FLEETPLANE_SESSION_TTL_HOURS", "0"),
             ("FLEETPLANE_RATE_LIMITS", "sometimes"),
+            ("FLEETPLANE_AWS_ENDPOINT_URL", "not a url"),
+            ("FLEETPLANE_AZURE_AUTHORITY_HOST", "ftp://x"),
+            ("FLEETPLANE_CLOUD_TIMEOUT_SECS", "0"),
         ];
         for (key, value) in cases {
             let err = load("", &[(key, value)]).expect_err(key);
             assert!(err.to_string().starts_with(key), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn cloud_endpoints_default_to_the_real_clouds_and_can_be_overridden() {
+        let config = load("", &[]).expect("valid");
+        assert_eq!(config.cloud.azure_authority_host, "https://login.microsoftonline.com");
+        assert_eq!(config.cloud.aws_endpoint_url, None);
+        let config = load(
+            "[cloud]\ngcp_storage_endpoint = \"http://127.0.0.1:9023\"\n",
+            &[("FLEETPLANE_AWS_ENDPOINT_URL", "http://127.0.0.1:5000"), ("FLEETPLANE_CLOUD_TIMEOUT_SECS", "3")],
+        )
+        .expect("valid");
+        assert_eq!(config.cloud.aws_endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
+        assert_eq!(config.cloud.gcp_storage_endpoint, "http://127.0.0.1:9023");
+        assert_eq!(config.cloud.endpoints().expect("endpoints").timeout, Duration::from_secs(3));
     }
 
     #[test]

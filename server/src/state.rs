@@ -8,6 +8,7 @@ use sea_orm::DatabaseConnection;
 use crate::{
     auth::{UserCache, password::PasswordHasher, rate_limit::RateLimiter, session::Sessions},
     config::Config,
+    crypto::Keyring,
     keyfile,
     mail::Mailer,
     metrics::Metrics,
@@ -39,6 +40,10 @@ pub struct App {
     /// The outbox: mail is stored with the change that causes it, then delivered.
     pub mail: Mailer,
     pub metrics: Metrics,
+    /// Seals and opens secrets at rest.
+    pub keyring: Keyring,
+    /// The clouds' APIs, at the configured endpoints.
+    pub clouds: fleetplane_cloud::Clouds,
 }
 
 impl AppState {
@@ -59,6 +64,8 @@ impl AppState {
         let sessions = Sessions::new(&session_secret, config.session_ttl, config.secure_cookies());
         let passwords = PasswordHasher::new(config.password_hash_concurrency)?;
         let mail = Mailer::new(&config, db.clone())?;
+        let keyring = Keyring::load(&config).context("loading the master keys")?;
+        let clouds = fleetplane_cloud::Clouds::new(config.cloud.endpoints()?).context("configuring cloud access")?;
         Ok(Self(Arc::new(App {
             sessions,
             passwords,
@@ -66,6 +73,8 @@ impl AppState {
             users: UserCache::default(),
             mail,
             metrics: Metrics::default(),
+            keyring,
+            clouds,
             db,
             config,
         })))
