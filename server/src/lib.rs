@@ -2,13 +2,15 @@
 //! so that the `fleetplane` binary and the tests start exactly the same server.
 //!
 //! Layers, from the outside in: `http` (routes, extractors, problem+json) calls the services
-//! (`accounts`, `orgs`, `audit`, `mail`), which use the `entity` models over sea-orm. Shared
+//! (`accounts`, `orgs`, `cloud_accounts`, `audit`, `mail`), which use the `entity` models over sea-orm. Shared
 //! state is one [`state::AppState`].
 
 pub mod accounts;
 pub mod audit;
 pub mod auth;
+pub mod cloud_accounts;
 pub mod config;
+pub mod crypto;
 pub mod db;
 pub mod domain;
 pub mod entity;

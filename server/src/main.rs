@@ -56,6 +56,18 @@ enum Command {
 enum AdminCommand {
     /// Create a verified account (for servers with sign-up closed), with its personal organization.
     CreateUser(CreateUser),
+    /// Re-encrypt every stored secret under the newest master key.
+    ///
+    /// Configure the new key first (put it first in FLEETPLANE_MASTER_KEY, keeping the old
+    /// ones after it), or let --generate add one to the data directory's master.key.
+    RotateKey(RotateKey),
+}
+
+#[derive(Args)]
+struct RotateKey {
+    /// Generate a new key first and put it at the top of <data dir>/master.key.
+    #[arg(long)]
+    generate: bool,
 }
 
 #[derive(Args)]
@@ -130,6 +142,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin(AdminCommand::CreateUser(args)) => create_user(config, args).await,
+        Command::Admin(AdminCommand::RotateKey(args)) => rotate_key(config, args).await,
     }
 }
 
@@ -171,5 +184,30 @@ async fn create_user(config: Config, args: CreateUser) -> anyhow::Result<()> {
         let org = orgs::ensure_owner(&state, &user, &org).await?;
         println!("{} is an owner of the organization {}.", user.username, org.name);
     }
+    Ok(())
+}
+
+async fn rotate_key(config: Config, args: RotateKey) -> anyhow::Result<()> {
+    if args.generate {
+        if config.master_keys.is_some() {
+            anyhow::bail!(
+                "the master keys come from FLEETPLANE_MASTER_KEY: add the new key at its front instead of --generate"
+            );
+        }
+        let path = config.data_dir.join("master.key");
+        if !path.exists() {
+            anyhow::bail!("{} does not exist yet: start the server once first", path.display());
+        }
+        let id = fleetplane::crypto::add_generated_key(&path)?;
+        println!("Added master key {id} to {}.", path.display());
+    }
+    let state = AppState::build(config).await?;
+    let report = fleetplane::cloud_accounts::reseal_all(&state).await?;
+    println!(
+        "Re-encrypted {} secret(s) under master key {}; {} already used it.",
+        report.resealed,
+        state.keyring.primary_id(),
+        report.already_current
+    );
     Ok(())
 }

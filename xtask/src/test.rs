@@ -19,9 +19,11 @@ use anyhow::{Context, Result, bail, ensure};
 
 use crate::ui::{self, BuildOptions};
 
-/// Debian packages the suite needs: PostgreSQL's server binaries, and Chromium with its
-/// WebDriver for the browser test.
-const PACKAGES: &[&str] = &["postgresql", "chromium", "chromium-driver"];
+/// Debian packages the suite needs: PostgreSQL's server binaries, Chromium with its WebDriver
+/// for the browser tests, and Python for the cloud emulators.
+const PACKAGES: &[&str] = &["postgresql", "chromium", "chromium-driver", "python3", "python3-venv"];
+/// Cloud emulators from PyPI, pinned: moto's server (AWS) and a Cloud Storage emulator.
+const EMULATORS: &[&str] = &["moto[server]==5.2.5", "gcp-storage-emulator==2026.7.19"];
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// The real browser binary; `/usr/bin/chromium` is a wrapper script that adds flags of its own.
 const CHROMIUM: &str = "/usr/lib/chromium/chromium";
@@ -59,6 +61,7 @@ pub fn run(args: &[String]) -> Result<()> {
 
     ensure_packages(PACKAGES)?;
     let site = ui::build_ui(&BuildOptions { release: false })?;
+    let emulators = ensure_emulators(&ui::target_dir(&root)?)?;
     if options.lint {
         step("Checking formatting", cargo(&root).args(["fmt", "--all", "--", "--check"]))?;
         step(
@@ -94,7 +97,8 @@ pub fn run(args: &[String]) -> Result<()> {
             .env("FLEETPLANE_TEST_SITE_DIR", &site)
             .env("FLEETPLANE_TEST_CHROMEDRIVER", CHROMEDRIVER)
             .env("FLEETPLANE_TEST_CHROMIUM", CHROMIUM)
-            .env("FLEETPLANE_TEST_ARTIFACTS", &artifacts);
+            .env("FLEETPLANE_TEST_ARTIFACTS", &artifacts)
+            .env("FLEETPLANE_TEST_EMULATORS", &emulators);
         command
     };
     step("Tests on SQLite (unit, API, CLI, browser)", &mut suite("sqlite"))?;
@@ -122,6 +126,33 @@ fn step(title: &str, command: &mut Command) -> Result<()> {
     ensure!(status.success(), "{title}: failed ({status})");
     eprintln!("==> {title}: passed in {:.0?}", started.elapsed());
     Ok(())
+}
+
+/// A Python virtual environment with the cloud emulators, next to the build output so that
+/// repeated runs reuse it; reinstalled when the pinned versions change. Returns its `bin/`.
+fn ensure_emulators(target_dir: &Path) -> Result<PathBuf> {
+    let venv = target_dir.join("emulators");
+    let bin = venv.join("bin");
+    let stamp = venv.join("requirements.txt");
+    let wanted = EMULATORS.join("\n");
+    if fs::read_to_string(&stamp).is_ok_and(|installed| installed == wanted) && bin.join("moto_server").is_file() {
+        return Ok(bin);
+    }
+    if venv.exists() {
+        fs::remove_dir_all(&venv).with_context(|| format!("removing the old {}", venv.display()))?;
+    }
+    // Debian's interpreter, which python3-venv completes; another python3 on PATH may lack venv.
+    let python = if Path::new("/usr/bin/python3").is_file() { "/usr/bin/python3" } else { "python3" };
+    step(
+        "Creating a Python environment for the cloud emulators",
+        Command::new(python).args(["-m", "venv"]).arg(&venv),
+    )?;
+    step(
+        &format!("Installing {} from PyPI", EMULATORS.join(", ")),
+        Command::new(bin.join("pip")).args(["install", "--quiet", "--disable-pip-version-check"]).args(EMULATORS),
+    )?;
+    fs::write(&stamp, wanted).context("recording the emulator versions")?;
+    Ok(bin)
 }
 
 fn is_root() -> bool {

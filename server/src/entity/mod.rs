@@ -2,6 +2,7 @@
 
 pub mod api_tokens;
 pub mod audit_events;
+pub mod cloud_accounts;
 pub mod email_verification_tokens;
 pub mod memberships;
 pub mod organizations;

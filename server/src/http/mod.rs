@@ -2,6 +2,7 @@
 //! and the web UI, assembled into one router with the shared middleware.
 
 mod auth;
+mod cloud_accounts;
 mod dev;
 pub mod extract;
 mod health;
@@ -48,6 +49,7 @@ use crate::{auth::session::SESSION_COOKIE, error::status_problem, metrics, state
         (name = "auth", description = "Sign-up, email verification, sign-in and sign-out"),
         (name = "account", description = "The signed-in account: username, password, API tokens"),
         (name = "organizations", description = "Organizations, members and roles, audit log"),
+        (name = "cloud accounts", description = "Linked AWS, Azure and GCP accounts, verified with the clouds"),
         (name = "operations", description = "Health, readiness and metrics"),
         (name = "development", description = "Helpers for running without SMTP"),
     )
@@ -102,6 +104,7 @@ fn api() -> (Router<AppState>, OpenApiDoc) {
         .merge(auth::router())
         .merge(me::router())
         .merge(orgs::router())
+        .merge(cloud_accounts::router())
         .merge(dev::router())
         .merge(health::router())
         .split_for_parts();

@@ -14,7 +14,7 @@ use crate::support::{TestApp, fresh_database_url};
 const BIN: &str = env!("CARGO_BIN_EXE_fleetplane");
 
 /// The binary, with a clean environment pointing at `dir` and `database_url`.
-fn fleetplane(dir: &std::path::Path, database_url: &str) -> Command {
+pub fn fleetplane(dir: &std::path::Path, database_url: &str) -> Command {
     let mut command = Command::new(BIN);
     command
         .env_clear()
@@ -25,7 +25,7 @@ fn fleetplane(dir: &std::path::Path, database_url: &str) -> Command {
     command
 }
 
-fn run_with_stdin(mut command: Command, stdin: &str) -> std::process::Output {
+pub fn run_with_stdin(mut command: Command, stdin: &str) -> std::process::Output {
     let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
     child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
     child.wait_with_output().expect("wait")

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod cli;
+mod cloud_accounts;
 mod errors;
 mod operations;
 mod orgs;

@@ -5,6 +5,7 @@
 //! `FLEETPLANE_TEST_DATABASE=postgres` and `FLEETPLANE_TEST_PG_URL=postgres://user@host:port`,
 //! each test gets a fresh PostgreSQL database instead; `cargo xtask test` runs the suite both ways.
 
+pub mod clouds;
 pub mod smtp;
 
 use std::{future::Future, sync::Arc};
@@ -175,6 +176,11 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client on an existing HTTP client and cookie jar (for servers not started by [`TestApp`]).
+    pub fn from_parts(http: reqwest::Client, jar: Arc<Jar>, base: Url) -> Self {
+        Self { http, jar, base }
+    }
+
     /// A cookie's value in this client's jar.
     pub fn cookie(&self, name: &str) -> Option<String> {
         let header = self.jar.cookies(&self.base)?;
