@@ -41,7 +41,7 @@ async fn arm_token(clouds: &Clouds, azure: &AzureCredentials) -> Result<String, 
     let scope = format!("{}/.default", endpoints.azure_arm_endpoint.trim_end_matches('/'));
     let token = credential.get_token(&[&scope], None).await.map_err(|e| {
         use azure_core::error::ErrorKind;
-        match e.kind() {
+        match innermost(&e).kind() {
             ErrorKind::Io => CloudError::unreachable("Azure sign-in: could not reach the authority host."),
             ErrorKind::HttpResponse { status, .. } if u16::from(*status) >= 500 => {
                 CloudError::unreachable(format!("Azure sign-in failed on Azure's side (HTTP {status})."))
@@ -50,6 +50,16 @@ async fn arm_token(clouds: &Clouds, azure: &AzureCredentials) -> Result<String, 
         }
     })?;
     Ok(token.token.secret().to_owned())
+}
+
+/// The credential wraps the failure that caused it (a transport error, Entra ID's answer): that
+/// one says whether Azure refused or could not be reached.
+fn innermost(error: &azure_core::Error) -> &azure_core::Error {
+    let mut current = error;
+    while let Some(cause) = std::error::Error::source(current).and_then(|s| s.downcast_ref::<azure_core::Error>()) {
+        current = cause;
+    }
+    current
 }
 
 /// The useful part of an Entra ID error: its `AADSTS…` description, without the SDK's
