@@ -155,6 +155,7 @@ async fn text_of(browser: &Client, css: &str) -> String {
 async fn screenshot(browser: &Client, name: &str) {
     let dir = env_path("FLEETPLANE_TEST_ARTIFACTS", "artifacts");
     std::fs::create_dir_all(&dir).expect("artifacts dir");
+    browser.execute("window.scrollTo(0, 0)", vec![]).await.expect("scroll to the top");
     let png = browser.screenshot().await.expect("screenshot");
     let path = dir.join(format!("{name}-{}.png", support::backend()));
     std::fs::write(&path, png).expect("write screenshot");
@@ -286,5 +287,72 @@ async fn create_an_organization_add_a_member_and_change_their_role_in_a_browser(
         select.prop("value").await.ok().flatten().as_deref() == Some("owner")
     })
     .await;
+    browser.close().await.expect("close the browser");
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver, the built UI and moto: run `cargo xtask test`"]
+async fn link_an_aws_account_against_moto_in_a_browser() {
+    use support::clouds::Moto;
+
+    let site = std::env::var_os("FLEETPLANE_TEST_SITE_DIR")
+        .map(PathBuf::from)
+        .expect("FLEETPLANE_TEST_SITE_DIR: run `cargo xtask test`");
+    let moto = Moto::start().await;
+    let key = moto.create_user("platform", &["s3:ListAllMyBuckets"]).await;
+    moto.create_bucket("acme-tf-state").await;
+    moto.enforce_auth().await;
+    let moto_url = moto.url.clone();
+    let app = TestApp::spawn_with(|config| {
+        config.site_dir = site;
+        config.cloud.aws_endpoint_url = Some(moto_url);
+    })
+    .await;
+    app.user("ada").await;
+    let (_driver, browser) = Driver::start().await;
+    let base = app.base.as_str().trim_end_matches('/');
+
+    sign_in_with_the_form(&browser, base, "ada@example.com").await;
+    browser.goto(&format!("{base}/orgs/ada")).await.expect("open the organization");
+    hydrated(&browser).await;
+    find(&browser, "[data-test=cloud-accounts-link]").await.click().await.expect("open cloud accounts");
+    wait_for_path(&browser, "/orgs/ada/cloud-accounts").await;
+    hydrated(&browser).await;
+
+    // A wrong secret first: AWS's refusal shows, nothing is added.
+    find(&browser, "#cloud-account-form select[name=provider]").await.select_by_value("aws").await.expect("provider");
+    fill(&browser, "cloud-account-form", "name", "AWS platform").await;
+    find(&browser, "#cloud-account-form select[name=environment]")
+        .await
+        .select_by_value("prod")
+        .await
+        .expect("environment");
+    fill(&browser, "cloud-account-form", "access_key_id", &key.access_key_id).await;
+    fill(&browser, "cloud-account-form", "secret_access_key", &"x".repeat(40)).await;
+    submit(&browser, "cloud-account-form").await;
+    let refusal = text_of(&browser, "[data-test=alert-error]").await;
+    assert!(refusal.contains("SignatureDoesNotMatch"), "{refusal}");
+    assert!(browser.find(Locator::Css("[data-test=cloud-account-row]")).await.is_err());
+
+    // The right secret: verified, with the identity moto resolved.
+    fill(&browser, "cloud-account-form", "secret_access_key", &key.secret_access_key).await;
+    submit(&browser, "cloud-account-form").await;
+    let row = "[data-test=cloud-account-row][data-name='AWS platform']";
+    find(&browser, &format!("{row}[data-status=verified]")).await;
+    let identity = text_of(&browser, &format!("{row} [data-test=cloud-account-identity]")).await;
+    assert!(identity.contains("123456789012") && identity.contains("user/platform"), "{identity}");
+    let secret_input = find(&browser, "#cloud-account-form [name=secret_access_key]").await;
+    assert_eq!(secret_input.prop("value").await.expect("value").as_deref(), Some(""), "the secret is cleared");
+    assert!(!browser.source().await.expect("page").contains(&key.secret_access_key));
+
+    find(&browser, &format!("{row} [data-test=list-buckets]")).await.click().await.expect("list buckets");
+    find(&browser, "[data-test=bucket][data-name=acme-tf-state]").await;
+    screenshot(&browser, "cloud-account-linked").await;
+
+    let stored = app.client();
+    stored.sign_in("ada@example.com", PASSWORD).await;
+    let accounts = stored.get("/api/v1/orgs/ada/cloud-accounts").await.json();
+    assert_eq!(accounts[0]["status"], "verified");
+    assert_eq!(accounts[0]["environment"], "prod");
     browser.close().await.expect("close the browser");
 }

@@ -79,6 +79,18 @@ impl ApiError {
         self.errors.iter().find(|error| error.field == field).map(|error| error.message.as_str())
     }
 
+    /// The same error with `prefix` removed from its field names, so that a form whose inputs
+    /// are named after a nested object's fields (`credentials.client_id` → `client_id`) shows
+    /// each message under its input.
+    pub fn strip_field_prefix(mut self, prefix: &str) -> Self {
+        for error in &mut self.errors {
+            if let Some(rest) = error.field.strip_prefix(prefix) {
+                error.field = rest.to_owned();
+            }
+        }
+        self
+    }
+
     /// The sentence to show in a banner.
     pub fn message(&self) -> &str {
         match &self.detail {
@@ -146,6 +158,16 @@ impl Role {
     /// Admins and owners manage members.
     pub fn manages_members(self) -> bool {
         matches!(self, Role::Owner | Role::Admin)
+    }
+
+    /// Admins and owners connect, change and remove cloud accounts.
+    pub fn manages_cloud_accounts(self) -> bool {
+        matches!(self, Role::Owner | Role::Admin)
+    }
+
+    /// Operators and above may use a cloud account: check it, list its storage.
+    pub fn uses_cloud_accounts(self) -> bool {
+        matches!(self, Role::Owner | Role::Admin | Role::Operator)
     }
 }
 
@@ -270,6 +292,262 @@ pub struct OutboxMail {
     pub body: String,
     #[serde(default)]
     pub created_at: String,
+}
+
+/// A cloud a [`CloudAccount`] belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Aws,
+    Azure,
+    Gcp,
+    /// A provider this UI does not know yet.
+    #[serde(other)]
+    Unknown,
+}
+
+impl Provider {
+    pub const ALL: [Provider; 3] = [Provider::Aws, Provider::Azure, Provider::Gcp];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Aws => "aws",
+            Provider::Azure => "azure",
+            Provider::Gcp => "gcp",
+            Provider::Unknown => "unknown",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Provider::Aws => "AWS",
+            Provider::Azure => "Azure",
+            Provider::Gcp => "GCP",
+            Provider::Unknown => "Unknown",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Provider> {
+        Provider::ALL.into_iter().find(|provider| provider.as_str() == value)
+    }
+}
+
+/// What a cloud account is used for; production accounts are marked as such everywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Prod,
+    Dev,
+    Uat,
+    Sandbox,
+    Other,
+    /// An environment this UI does not know yet.
+    #[serde(other)]
+    Unknown,
+}
+
+impl Environment {
+    pub const ALL: [Environment; 5] =
+        [Environment::Prod, Environment::Dev, Environment::Uat, Environment::Sandbox, Environment::Other];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Prod => "prod",
+            Environment::Dev => "dev",
+            Environment::Uat => "uat",
+            Environment::Sandbox => "sandbox",
+            Environment::Other => "other",
+            Environment::Unknown => "unknown",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Environment::Prod => "Production",
+            Environment::Dev => "Development",
+            Environment::Uat => "UAT",
+            Environment::Sandbox => "Sandbox",
+            Environment::Other => "Other",
+            Environment::Unknown => "Unknown",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Environment> {
+        Environment::ALL.into_iter().find(|environment| environment.as_str() == value)
+    }
+}
+
+/// The outcome of the last check of a cloud account's credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountStatus {
+    Verified,
+    /// The cloud refused the credentials.
+    Invalid,
+    /// The cloud could not be asked.
+    Unreachable,
+    #[serde(other)]
+    Unknown,
+}
+
+impl AccountStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountStatus::Verified => "verified",
+            AccountStatus::Invalid => "invalid",
+            AccountStatus::Unreachable => "unreachable",
+            AccountStatus::Unknown => "unknown",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            AccountStatus::Verified => "Verified",
+            AccountStatus::Invalid => "Invalid",
+            AccountStatus::Unreachable => "Unreachable",
+            AccountStatus::Unknown => "Unknown",
+        }
+    }
+}
+
+/// Credentials for one cloud, stored by Fleetplane once the cloud accepts them. The secrets
+/// are never sent back; `secret_hint` shows which ones are stored.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct CloudAccount {
+    #[serde(deserialize_with = "text")]
+    pub id: String,
+    pub provider: Provider,
+    pub name: String,
+    pub environment: Environment,
+    pub status: AccountStatus,
+    #[serde(default)]
+    pub status_reason: Option<String>,
+    /// Who the credentials turned out to be, as of the last successful check.
+    #[serde(default)]
+    pub identity: Option<Identity>,
+    /// The non-secret part of the credentials (AWS role ARN, Azure tenant and client ids, ...).
+    #[serde(default)]
+    pub settings: Value,
+    #[serde(default)]
+    pub secret_hint: String,
+    #[serde(default)]
+    pub verified_at: Option<String>,
+    #[serde(default)]
+    pub checked_at: String,
+}
+
+impl CloudAccount {
+    /// A non-secret setting as text, e.g. `setting("role_arn")`.
+    pub fn setting(&self, key: &str) -> Option<String> {
+        self.settings.get(key).filter(|value| !value.is_null()).map(value_text)
+    }
+}
+
+/// The identity a cloud reported for a set of credentials. Told apart by their fields, so a
+/// shape this UI does not know is kept as JSON instead of failing the whole list.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Identity {
+    Aws {
+        #[serde(deserialize_with = "text")]
+        account_id: String,
+        /// The caller: the user, or the assumed role's session.
+        arn: String,
+        /// The user behind the access key when a role was assumed.
+        #[serde(default)]
+        source_arn: Option<String>,
+    },
+    Azure {
+        tenant_id: String,
+        #[serde(default)]
+        subscriptions: Vec<AzureSubscription>,
+    },
+    Gcp {
+        project_id: String,
+        client_email: String,
+    },
+    Other(Value),
+}
+
+impl Identity {
+    /// One line naming the identity, for messages.
+    pub fn summary(&self) -> String {
+        match self {
+            Identity::Aws { account_id, arn, .. } => format!("AWS account {account_id} ({arn})"),
+            Identity::Azure { tenant_id, subscriptions } => {
+                let count = match subscriptions.len() {
+                    1 => "1 subscription".to_owned(),
+                    n => format!("{n} subscriptions"),
+                };
+                format!("Azure tenant {tenant_id}, {count}")
+            }
+            Identity::Gcp { project_id, client_email } => format!("{client_email} in GCP project {project_id}"),
+            Identity::Other(value) => value.to_string(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct AzureSubscription {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub state: String,
+}
+
+/// A place a cloud account can keep Terraform state: an S3 bucket, an Azure storage account or
+/// a GCS bucket.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct Bucket {
+    pub name: String,
+    #[serde(default)]
+    pub location: Option<String>,
+    /// Where the bucket lives inside the account (an Azure subscription).
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+/// The secret part of a cloud account, as sent to the API (never received from it).
+///
+/// `Debug` prints no secret, so logging one by mistake leaks nothing.
+#[derive(Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Credentials {
+    Aws {
+        access_key_id: String,
+        secret_access_key: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        role_arn: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        external_id: Option<String>,
+    },
+    Azure {
+        tenant_id: String,
+        client_id: String,
+        client_secret: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        subscription_id: Option<String>,
+    },
+    Gcp {
+        service_account_json: String,
+    },
+}
+
+impl Credentials {
+    pub fn provider(&self) -> Provider {
+        match self {
+            Credentials::Aws { .. } => Provider::Aws,
+            Credentials::Azure { .. } => Provider::Azure,
+            Credentials::Gcp { .. } => Provider::Gcp,
+        }
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credentials({}, [redacted])", self.provider().as_str())
+    }
 }
 
 /// Accepts a string, a number, or a list of strings (joined with ", ") as text, so that ids
@@ -399,6 +677,76 @@ pub async fn list_audit(org: &str, before: Option<&str>) -> ApiResult<AuditPage>
 }
 
 pub const AUDIT_PAGE_SIZE: u32 = 50;
+
+pub async fn list_cloud_accounts(org: &str) -> ApiResult<Vec<CloudAccount>> {
+    call(Method::Get, &cloud_accounts_path(org, None, ""), None).await
+}
+
+pub async fn create_cloud_account(
+    org: &str,
+    name: &str,
+    environment: Environment,
+    credentials: &Credentials,
+) -> ApiResult<CloudAccount> {
+    let body = json!({
+        "provider": credentials.provider(),
+        "name": name,
+        "environment": environment,
+        "credentials": credentials,
+    });
+    call(Method::Post, &cloud_accounts_path(org, None, ""), Some(body)).await
+}
+
+pub async fn get_cloud_account(org: &str, id: &str) -> ApiResult<CloudAccount> {
+    call(Method::Get, &cloud_accounts_path(org, Some(id), ""), None).await
+}
+
+/// Renames an account and/or changes its environment; `None` leaves that one as it is.
+pub async fn update_cloud_account(
+    org: &str,
+    id: &str,
+    name: Option<&str>,
+    environment: Option<Environment>,
+) -> ApiResult<CloudAccount> {
+    let mut fields = serde_json::Map::new();
+    if let Some(name) = name {
+        fields.insert("name".into(), json!(name));
+    }
+    if let Some(environment) = environment {
+        fields.insert("environment".into(), json!(environment));
+    }
+    call(Method::Patch, &cloud_accounts_path(org, Some(id), ""), Some(Value::Object(fields))).await
+}
+
+/// Replaces an account's credentials; the server keeps the old ones unless the new ones verify.
+pub async fn rotate_cloud_credentials(org: &str, id: &str, credentials: &Credentials) -> ApiResult<CloudAccount> {
+    let body = json!({ "credentials": credentials });
+    call(Method::Put, &cloud_accounts_path(org, Some(id), "/credentials"), Some(body)).await
+}
+
+/// Checks the stored credentials with the cloud again; the answer carries the new status.
+pub async fn verify_cloud_account(org: &str, id: &str) -> ApiResult<CloudAccount> {
+    call(Method::Post, &cloud_accounts_path(org, Some(id), "/verify"), None).await
+}
+
+pub async fn delete_cloud_account(org: &str, id: &str) -> ApiResult<()> {
+    call_empty(Method::Delete, &cloud_accounts_path(org, Some(id), ""), None).await
+}
+
+pub async fn list_buckets(org: &str, id: &str) -> ApiResult<Vec<Bucket>> {
+    call(Method::Get, &cloud_accounts_path(org, Some(id), "/buckets"), None).await
+}
+
+/// `/api/v1/orgs/{org}/cloud-accounts[/{id}]{rest}`.
+fn cloud_accounts_path(org: &str, id: Option<&str>, rest: &str) -> String {
+    let mut path = format!("/api/v1/orgs/{}/cloud-accounts", encode(org));
+    if let Some(id) = id {
+        path.push('/');
+        path.push_str(&encode(id));
+    }
+    path.push_str(rest);
+    path
+}
 
 pub async fn list_outbox() -> ApiResult<Vec<OutboxMail>> {
     call(Method::Get, "/api/v1/dev/outbox", None).await
@@ -553,5 +901,86 @@ mod tests {
             serde_json::from_str(r#"{"user_id":"u","username":"ann","email":"a@x","role":"auditor","joined_at":""}"#)
                 .expect("member parses");
         assert_eq!(member.role, Role::Unknown);
+    }
+
+    #[test]
+    fn credential_field_errors_lose_their_prefix() {
+        let body = r#"{"status":422,"code":"validation_failed","title":"Invalid request",
+            "errors":[{"field":"credentials.access_key_id","message":"Required."},
+                      {"field":"name","message":"Taken."}]}"#;
+        let error = problem(422, body).strip_field_prefix("credentials.");
+        assert_eq!(error.field("access_key_id"), Some("Required."));
+        assert_eq!(error.field("name"), Some("Taken."));
+    }
+
+    #[test]
+    fn parses_cloud_accounts_of_every_provider() {
+        let body = r#"[
+          {"id":"a1","provider":"aws","name":"prod","environment":"prod","status":"verified",
+           "status_reason":null,"identity":{"provider":"aws","account_id":"123456789012",
+           "arn":"arn:aws:sts::123456789012:assumed-role/fp/s","source_arn":"arn:aws:iam::123456789012:user/ci"},
+           "settings":{"role_arn":"arn:aws:iam::123456789012:role/fp"},"secret_hint":"AKIA…WXYZ",
+           "verified_at":"2026-04-14T09:30:00Z","checked_at":"2026-04-14T09:30:00Z",
+           "created_at":"2026-04-14T09:30:00Z","updated_at":"2026-04-14T09:30:00Z"},
+          {"id":"a2","provider":"azure","name":"dev","environment":"dev","status":"invalid",
+           "status_reason":"AADSTS7000215: invalid secret","identity":{"provider":"azure","tenant_id":"t",
+           "subscriptions":[{"id":"s1","name":"Main","state":"Enabled"}]},"settings":{},"secret_hint":"…abc",
+           "verified_at":null,"checked_at":"2026-04-14T09:30:00Z"},
+          {"id":"a3","provider":"gcp","name":"lab","environment":"sandbox","status":"unreachable",
+           "identity":{"provider":"gcp","project_id":"p","client_email":"fp@p.iam.gserviceaccount.com"},
+           "secret_hint":"key 1a2b…"},
+          {"id":"a4","provider":"oci","name":"new","environment":"staging","status":"pending",
+           "identity":{"provider":"oci","tenancy":"x"}}
+        ]"#;
+        let accounts: Vec<CloudAccount> = serde_json::from_str(body).expect("accounts parse");
+        assert_eq!(accounts[0].provider, Provider::Aws);
+        assert_eq!(accounts[0].setting("role_arn").as_deref(), Some("arn:aws:iam::123456789012:role/fp"));
+        assert_eq!(accounts[0].setting("subscription_id"), None);
+        assert_eq!(
+            accounts[0].identity.as_ref().map(Identity::summary).as_deref(),
+            Some("AWS account 123456789012 (arn:aws:sts::123456789012:assumed-role/fp/s)")
+        );
+        assert_eq!(accounts[1].status, AccountStatus::Invalid);
+        assert_eq!(
+            accounts[1].identity.as_ref().map(Identity::summary).as_deref(),
+            Some("Azure tenant t, 1 subscription")
+        );
+        assert!(matches!(accounts[2].identity, Some(Identity::Gcp { .. })));
+        assert_eq!(accounts[3].provider, Provider::Unknown);
+        assert_eq!(accounts[3].environment, Environment::Unknown);
+        assert_eq!(accounts[3].status, AccountStatus::Unknown);
+        assert!(matches!(accounts[3].identity, Some(Identity::Other(_))));
+    }
+
+    #[test]
+    fn credentials_omit_empty_options_and_never_print_secrets() {
+        let aws = Credentials::Aws {
+            access_key_id: "AKIA1".into(),
+            secret_access_key: "s3cret".into(),
+            role_arn: None,
+            external_id: Some("ext".into()),
+        };
+        assert_eq!(
+            serde_json::to_value(&aws).expect("serialises"),
+            json!({ "access_key_id": "AKIA1", "secret_access_key": "s3cret", "external_id": "ext" })
+        );
+        let gcp = Credentials::Gcp { service_account_json: "{\"private_key\":\"k\"}".into() };
+        assert_eq!(
+            serde_json::to_value(&gcp).expect("serialises"),
+            json!({ "service_account_json": "{\"private_key\":\"k\"}" })
+        );
+        for credentials in [aws, gcp] {
+            let printed = format!("{credentials:?}");
+            assert!(!printed.contains("s3cret") && !printed.contains("private_key"), "{printed}");
+        }
+    }
+
+    #[test]
+    fn cloud_account_paths_encode_their_parts() {
+        assert_eq!(cloud_accounts_path("acme", None, ""), "/api/v1/orgs/acme/cloud-accounts");
+        assert_eq!(
+            cloud_accounts_path("a b", Some("x/y"), "/verify"),
+            "/api/v1/orgs/a%20b/cloud-accounts/x%2Fy/verify"
+        );
     }
 }

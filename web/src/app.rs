@@ -71,6 +71,7 @@ pub fn App() -> impl IntoView {
                         <Route path=path!("/orgs") view=pages::OrgsPage/>
                         <Route path=path!("/orgs/:org") view=pages::OrgPage/>
                         <Route path=path!("/orgs/:org/audit") view=pages::AuditPage/>
+                        <Route path=path!("/orgs/:org/cloud-accounts") view=pages::CloudAccountsPage/>
                         <Route path=path!("/dev/outbox") view=pages::OutboxPage/>
                     </Routes>
                 </main>

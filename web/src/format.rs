@@ -76,6 +76,20 @@ pub fn date(rfc3339: &str) -> String {
     }
 }
 
+/// A size in bytes for people: `512 B`, `2.3 KB`, `1.5 MB` (powers of 1024).
+pub fn bytes(size: u64) -> String {
+    const KB: u64 = 1024;
+    const MB: u64 = 1024 * KB;
+    let (amount, unit) = match size {
+        0..KB => return format!("{size} B"),
+        // Sizes shown here are far below where the conversion to f64 loses precision.
+        KB..MB => (size as f64 / KB as f64, "KB"),
+        _ => (size as f64 / MB as f64, "MB"),
+    };
+    let amount = format!("{amount:.1}");
+    format!("{} {unit}", amount.strip_suffix(".0").unwrap_or(&amount))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +108,14 @@ mod tests {
         assert_eq!(safe_next(Some("/\\evil.example")), "/");
         assert_eq!(safe_next(Some("https://evil.example")), "/");
         assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn formats_sizes() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(2355), "2.3 KB");
+        assert_eq!(bytes(64 * 1024), "64 KB");
+        assert_eq!(bytes(3 * 1024 * 1024 / 2), "1.5 MB");
     }
 
     #[test]

@@ -9,7 +9,9 @@ use std::future::Future;
 use leptos::prelude::*;
 
 use crate::api::{ApiError, ApiResult};
+use crate::browser::ChosenFile;
 use crate::components::{Alert, AlertKind};
+use crate::format;
 
 /// Whether the page is interactive yet; provided once by the app.
 #[derive(Clone, Copy)]
@@ -199,6 +201,144 @@ fn FieldNotes(
     }
 }
 
+/// A labelled file picker whose file is read as text in the browser, for an API that takes a
+/// file's contents in a JSON field (a key file, say). The file can also be dropped on it.
+///
+/// The text goes into `value` and the file's name into `file_name`; setting `file_name` back
+/// to `None` empties the picker. Files over `max_bytes` are refused without being read.
+#[component]
+pub fn FileField(
+    id: &'static str,
+    /// The API field name; also the input's `name`.
+    name: &'static str,
+    label: &'static str,
+    /// The input's `accept` attribute: which files the picker offers.
+    accept: &'static str,
+    value: RwSignal<String>,
+    file_name: RwSignal<Option<String>>,
+    form: FormState,
+    max_bytes: u64,
+    #[prop(default = "Choose file")] button_label: &'static str,
+    #[prop(optional)] hint: Option<&'static str>,
+) -> impl IntoView {
+    let api_error = form.field_error(name);
+    let read_error = RwSignal::new(None::<String>);
+    let error = Signal::derive(move || read_error.get().or_else(|| api_error.get()));
+    let size = RwSignal::new(None::<u64>);
+    let dragging = RwSignal::new(false);
+    let input = NodeRef::<leptos::html::Input>::new();
+    // Counts choices, so that a slow read of an earlier file cannot overwrite a later one.
+    let choices = StoredValue::new(0_u32);
+
+    Effect::new(move |_| {
+        if file_name.with(Option::is_none) {
+            read_error.set(None);
+            size.set(None);
+            if let Some(input) = input.get() {
+                input.set_value("");
+            }
+        }
+    });
+    let take = move |file: Option<ChosenFile>| {
+        choices.update_value(|n| *n = n.wrapping_add(1));
+        let choice = choices.get_value();
+        value.set(String::new());
+        read_error.set(None);
+        let Some(file) = file else {
+            file_name.set(None);
+            return;
+        };
+        file_name.set(Some(file.name.clone()));
+        size.set(Some(file.size));
+        if file.size > max_bytes {
+            let message =
+                format!("This file is {}; choose one under {}.", format::bytes(file.size), format::bytes(max_bytes));
+            read_error.set(Some(message));
+            return;
+        }
+        leptos::task::spawn_local(async move {
+            let text = file.text().await;
+            if choices.try_get_value() != Some(choice) {
+                return;
+            }
+            match text {
+                Some(text) => {
+                    value.try_set(text);
+                }
+                None => {
+                    read_error.try_set(Some("This file could not be read.".to_owned()));
+                }
+            }
+        });
+    };
+
+    let hint_id = format!("{id}-hint");
+    let error_id = format!("{id}-error");
+    let chosen_id = format!("{id}-chosen");
+    let described_by = {
+        let (hint_id, error_id, chosen_id) = (hint_id.clone(), error_id.clone(), chosen_id.clone());
+        move || {
+            let mut ids = vec![chosen_id.clone()];
+            if hint.is_some() {
+                ids.push(hint_id.clone());
+            }
+            if error.with(Option::is_some) {
+                ids.push(error_id.clone());
+            }
+            ids.join(" ")
+        }
+    };
+    view! {
+        <div class="field" class:field-invalid=move || error.with(Option::is_some)>
+            <label for=id class="field-label">{label}</label>
+            <input
+                id=id
+                name=name
+                type="file"
+                accept=accept
+                class="visually-hidden file-input"
+                node_ref=input
+                aria-invalid=move || if error.with(Option::is_some) { "true" } else { "false" }
+                aria-describedby=described_by
+                on:change=move |event| take(ChosenFile::from_input_event(&event))
+            />
+            // The visible picker: a second label for the same input, hidden from assistive
+            // technology (which reads the input's own label and description).
+            <label
+                for=id
+                class="file-picker"
+                class:file-picker-active=move || dragging.get()
+                aria-hidden="true"
+                on:dragover=move |event| {
+                    event.prevent_default();
+                    dragging.set(true);
+                }
+                on:dragleave=move |_| dragging.set(false)
+                on:drop=move |event| {
+                    event.prevent_default();
+                    dragging.set(false);
+                    if let Some(file) = ChosenFile::from_drop_event(&event) {
+                        take(Some(file));
+                    }
+                }
+            >
+                <span class="btn btn-secondary btn-sm">{button_label}</span>
+                <span class="file-picker-text" id=chosen_id data-test="file-name">
+                    {move || match file_name.get() {
+                        Some(chosen) => view! {
+                            <span class="file-picker-name">{chosen}</span>
+                            {move || size.get().map(|bytes| view! { <span class="muted">" · " {format::bytes(bytes)}</span> })}
+                        }
+                        .into_any(),
+                        None => view! { <span class="muted">"No file chosen, or drop one here"</span> }.into_any(),
+                    }}
+                </span>
+            </label>
+            <FieldNotes name hint hint_id error error_id/>
+        </div>
+    }
+}
+
 /// A labelled `<select>` over fixed options (`(value, label)` pairs).
 #[component]
 pub fn SelectField(
@@ -246,7 +386,7 @@ pub fn SelectField(
 pub fn SubmitButton(
     form: FormState,
     label: &'static str,
-    busy_label: &'static str,
+    #[prop(into)] busy_label: Signal<&'static str>,
     #[prop(default = "btn btn-primary")] class: &'static str,
     #[prop(optional)] form_id: Option<&'static str>,
 ) -> impl IntoView {
@@ -261,7 +401,7 @@ pub fn SubmitButton(
             aria-busy=move || if busy.get() { "true" } else { "false" }
         >
             {move || busy.get().then(|| view! { <span class="spinner" aria-hidden="true"></span> })}
-            <span>{move || if busy.get() { busy_label } else { label }}</span>
+            <span>{move || if busy.get() { busy_label.get() } else { label }}</span>
         </button>
     }
 }

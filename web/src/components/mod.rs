@@ -10,6 +10,6 @@ mod layout;
 pub use alert::{Alert, AlertKind};
 pub use confirm::ConfirmButton;
 pub use data::{EmptyState, LoadError, Loading, RoleBadge, Time};
-pub use form::{FormBanner, FormState, Hydrated, SelectField, SubmitButton, TextField};
+pub use form::{FileField, FormBanner, FormState, Hydrated, SelectField, SubmitButton, TextField};
 pub use guard::{RequireGuest, RequireViewer};
 pub use layout::{AuthCard, Card, PageHeader, TopBar, sign_out};

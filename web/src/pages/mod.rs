@@ -1,6 +1,7 @@
 //! One module per area of the UI; each page is a component the router mounts.
 
 mod audit;
+mod cloud_accounts;
 mod home;
 mod login;
 mod not_found;
@@ -12,6 +13,7 @@ mod signup;
 mod verify;
 
 pub use audit::AuditPage;
+pub use cloud_accounts::CloudAccountsPage;
 pub use home::HomePage;
 pub use login::{LoginPage, LogoutPage};
 pub use not_found::NotFound;

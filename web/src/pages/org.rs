@@ -43,6 +43,7 @@ fn OrgContent() -> impl IntoView {
     let loaded = move || org.get().and_then(Result::ok);
     let title = Signal::derive(move || loaded().map(|org| org.title().to_owned()).unwrap_or_else(|| name.get()));
     let audit_href = move || format!("/orgs/{}/audit", encode(&name.get()));
+    let cloud_href = move || format!("/orgs/{}/cloud-accounts", encode(&name.get()));
 
     view! {
         <Title text=move || title.get()/>
@@ -53,6 +54,9 @@ fn OrgContent() -> impl IntoView {
             actions=Box::new(move || {
                 view! {
                     {move || loaded().map(|org| view! { <RoleBadge role=org.role/> })}
+                    <A href=cloud_href attr:class="btn btn-secondary" attr:data-test="cloud-accounts-link">
+                        "Cloud accounts"
+                    </A>
                     <A href=audit_href attr:class="btn btn-secondary" attr:data-test="audit-link">"Audit log"</A>
                 }
                 .into_any()
