@@ -352,6 +352,7 @@ async fn rename_change_environment_rotate_and_delete_are_audited() {
         .json();
     assert_eq!(rotated["settings"]["subscription_id"], SUB_DEV);
 
+    ada.post_empty(&format!("{account}/verify")).await.expect_status(StatusCode::OK);
     ada.delete(&account).await.expect_status(StatusCode::NO_CONTENT);
     ada.get(&account).await.expect_problem(StatusCode::NOT_FOUND, "cloud_account_not_found");
     ada.delete(&account).await.expect_problem(StatusCode::NOT_FOUND, "cloud_account_not_found");
@@ -364,6 +365,7 @@ async fn rename_change_environment_rotate_and_delete_are_audited() {
         "cloud_account.renamed",
         "cloud_account.environment_changed",
         "cloud_account.rotated",
+        "cloud_account.verified",
         "cloud_account.deleted",
     ] {
         assert!(actions.contains(&expected), "{expected} missing from {actions:?}");

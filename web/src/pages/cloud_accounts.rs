@@ -1205,8 +1205,18 @@ fn CredentialFields(
 mod tests {
     use super::*;
 
+    /// Signals need an owner when Leptos's `ssr` feature (with sandboxed arenas) is on, as it
+    /// is when the whole workspace is built together.
+    fn with_owner(test: impl FnOnce()) {
+        Owner::new().with(test);
+    }
+
     #[test]
     fn credentials_are_trimmed_and_empty_options_left_out() {
+        with_owner(credentials_are_trimmed);
+    }
+
+    fn credentials_are_trimmed() {
         let inputs = CredentialInputs::new();
         inputs.access_key_id.set(" AKIA1 ".into());
         inputs.secret_access_key.set("secret\n".into());
@@ -1226,6 +1236,10 @@ mod tests {
 
     #[test]
     fn clearing_forgets_every_secret() {
+        with_owner(clearing_forgets_secrets);
+    }
+
+    fn clearing_forgets_secrets() {
         let inputs = CredentialInputs::new();
         inputs.client_secret.set("hunter2".into());
         inputs.service_account_json.set("{\"private_key\":\"k\"}".into());
