@@ -14,27 +14,24 @@ use crate::{AwsCredentials, Bucket, CloudError, Endpoints, Identity};
 const SESSION_SECONDS: i32 = 900;
 const SESSION_NAME: &str = "fleetplane-verify";
 
-/// The pieces every AWS client config needs, with static credentials.
-fn base_config(endpoints: &Endpoints, credentials: StaticCredentials) -> aws_sdk_sts::config::Builder {
+fn timeouts(endpoints: &Endpoints) -> TimeoutConfig {
+    TimeoutConfig::builder().connect_timeout(Duration::from_secs(5)).operation_timeout(endpoints.timeout).build()
+}
+
+/// One retry: enough for a dropped connection, short of hiding an outage behind a long wait.
+fn retries() -> RetryConfig {
+    RetryConfig::standard().with_max_attempts(2)
+}
+
+fn sts_client(endpoints: &Endpoints, credentials: StaticCredentials) -> aws_sdk_sts::Client {
     let mut builder = aws_sdk_sts::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(endpoints.aws_region.clone()))
         .credentials_provider(credentials)
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .operation_timeout(endpoints.timeout)
-                .build(),
-        )
-        .retry_config(RetryConfig::standard().with_max_attempts(2));
-    if let Some(url) = &endpoints.aws_endpoint_url {
-        builder = builder.endpoint_url(url.clone());
-    }
-    builder
-}
-
-fn sts_client(endpoints: &Endpoints, credentials: StaticCredentials) -> aws_sdk_sts::Client {
-    aws_sdk_sts::Client::from_conf(base_config(endpoints, credentials).build())
+        .timeout_config(timeouts(endpoints))
+        .retry_config(retries());
+    builder.set_endpoint_url(endpoints.aws_endpoint_url.clone());
+    aws_sdk_sts::Client::from_conf(builder.build())
 }
 
 fn s3_client(endpoints: &Endpoints, credentials: StaticCredentials) -> aws_sdk_s3::Client {
@@ -42,17 +39,11 @@ fn s3_client(endpoints: &Endpoints, credentials: StaticCredentials) -> aws_sdk_s
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
         .region(aws_sdk_s3::config::Region::new(endpoints.aws_region.clone()))
         .credentials_provider(credentials)
+        // Emulators and proxies serve buckets as paths, not as host names.
         .force_path_style(endpoints.aws_endpoint_url.is_some())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .operation_timeout(endpoints.timeout)
-                .build(),
-        )
-        .retry_config(RetryConfig::standard().with_max_attempts(2));
-    if let Some(url) = &endpoints.aws_endpoint_url {
-        builder = builder.endpoint_url(url.clone());
-    }
+        .timeout_config(timeouts(endpoints))
+        .retry_config(retries());
+    builder.set_endpoint_url(endpoints.aws_endpoint_url.clone());
     aws_sdk_s3::Client::from_conf(builder.build())
 }
 
