@@ -155,7 +155,8 @@ fn parse_credentials(
         match serde_json::from_value(value.clone()) {
             Ok(input) => Some(input),
             Err(e) => {
-                // serde's message names the field, never its value.
+                // Every input field is a string, so serde can only complain about an unknown
+                // field or a value of another type: it names them, and never echoes a string.
                 errors.add("credentials", Invalid::new("invalid", e.to_string()));
                 None
             }
