@@ -94,14 +94,24 @@ async fn acting_credentials(
     endpoints: &Endpoints,
     aws: &AwsCredentials,
 ) -> Result<(StaticCredentials, Option<String>), CloudError> {
+    assume(endpoints, aws, SESSION_NAME, SESSION_SECONDS).await
+}
+
+/// The access key's own credentials, or a session of the configured role.
+async fn assume(
+    endpoints: &Endpoints,
+    aws: &AwsCredentials,
+    session_name: &str,
+    seconds: i32,
+) -> Result<(StaticCredentials, Option<String>), CloudError> {
     let base = static_credentials(&aws.access_key_id, &aws.secret_access_key, None);
     let Some(role_arn) = &aws.role_arn else { return Ok((base, None)) };
     let assumed = sts_client(endpoints, base)
         .assume_role()
         .role_arn(role_arn)
-        .role_session_name(SESSION_NAME)
+        .role_session_name(session_name)
         .set_external_id(aws.external_id.clone())
-        .duration_seconds(SESSION_SECONDS)
+        .duration_seconds(seconds)
         .send()
         .await
         .map_err(|e| classify("AssumeRole", e))?;
@@ -140,6 +150,47 @@ pub async fn verify(endpoints: &Endpoints, aws: &AwsCredentials) -> Result<Ident
         arn: role.arn().map(str::to_owned).or(assumed_arn).unwrap_or_default(),
         source_arn: Some(user_arn),
     })
+}
+
+/// Temporary credentials for a provisioning job, in the variables the AWS provider reads: a
+/// session of the configured role, or else a session token for the access key.
+pub async fn job_environment(
+    endpoints: &Endpoints,
+    aws: &AwsCredentials,
+    session_name: &str,
+) -> Result<Vec<(String, String)>, CloudError> {
+    const JOB_SECONDS: i32 = 3600;
+    let session = if aws.role_arn.is_some() {
+        assume(endpoints, aws, session_name, JOB_SECONDS).await?.0
+    } else {
+        let output = sts_client(endpoints, static_credentials(&aws.access_key_id, &aws.secret_access_key, None))
+            .get_session_token()
+            .duration_seconds(JOB_SECONDS)
+            .send()
+            .await
+            .map_err(|e| classify("GetSessionToken", e))?;
+        let credentials = output
+            .credentials()
+            .ok_or_else(|| CloudError::unreachable("AWS GetSessionToken returned no credentials."))?;
+        static_credentials(
+            credentials.access_key_id(),
+            credentials.secret_access_key(),
+            Some(credentials.session_token().to_owned()),
+        )
+    };
+    let mut env = vec![
+        ("AWS_ACCESS_KEY_ID".to_owned(), session.access_key_id().to_owned()),
+        ("AWS_SECRET_ACCESS_KEY".to_owned(), session.secret_access_key().to_owned()),
+        ("AWS_REGION".to_owned(), endpoints.aws_region.clone()),
+        ("AWS_DEFAULT_REGION".to_owned(), endpoints.aws_region.clone()),
+    ];
+    if let Some(token) = session.session_token() {
+        env.push(("AWS_SESSION_TOKEN".to_owned(), token.to_owned()));
+    }
+    if let Some(url) = &endpoints.aws_endpoint_url {
+        env.push(("AWS_ENDPOINT_URL".to_owned(), url.clone()));
+    }
+    Ok(env)
 }
 
 pub async fn list_buckets(endpoints: &Endpoints, aws: &AwsCredentials) -> Result<Vec<Bucket>, CloudError> {

@@ -178,6 +178,17 @@ async fn buckets(clouds: &Clouds, key: &ServiceAccountKey, token: &str, max: u32
     Ok(buckets)
 }
 
+/// An access token for a provisioning job, in the variables the Google provider reads.
+pub async fn job_environment(clouds: &Clouds, gcp: &GcpCredentials) -> Result<Vec<(String, String)>, CloudError> {
+    let key = ServiceAccountKey::parse(&gcp.service_account_json, &clouds.endpoints().gcp_token_uri)?;
+    let token = access_token(clouds, &key).await?;
+    Ok(vec![
+        ("GOOGLE_OAUTH_ACCESS_TOKEN".to_owned(), token),
+        ("GOOGLE_PROJECT".to_owned(), key.project_id.clone()),
+        ("CLOUDSDK_CORE_PROJECT".to_owned(), key.project_id),
+    ])
+}
+
 pub async fn verify(clouds: &Clouds, gcp: &GcpCredentials) -> Result<Identity, CloudError> {
     let key = ServiceAccountKey::parse(&gcp.service_account_json, &clouds.endpoints().gcp_token_uri)?;
     let token = access_token(clouds, &key).await?;

@@ -253,6 +253,34 @@ impl Clouds {
         self.bounded(work).await.map_err(|e| e.scrubbed(&credentials.secrets()))
     }
 
+    /// Credentials for a provisioning job, as environment variables for the cloud's Terraform
+    /// provider: short-lived where the cloud allows (an AWS STS session, a GCP access token);
+    /// Azure's client credentials otherwise. `session` names the job (AWS role sessions).
+    pub async fn job_environment(
+        &self,
+        credentials: &Credentials,
+        session: &str,
+    ) -> Result<Vec<(String, String)>, CloudError> {
+        let work = async {
+            match credentials {
+                Credentials::Aws(aws) => aws::job_environment(&self.endpoints, aws, session).await,
+                Credentials::Azure(azure) => {
+                    let mut env = vec![
+                        ("ARM_TENANT_ID".to_owned(), azure.tenant_id.clone()),
+                        ("ARM_CLIENT_ID".to_owned(), azure.client_id.clone()),
+                        ("ARM_CLIENT_SECRET".to_owned(), azure.client_secret.clone()),
+                    ];
+                    if let Some(subscription) = &azure.subscription_id {
+                        env.push(("ARM_SUBSCRIPTION_ID".to_owned(), subscription.clone()));
+                    }
+                    Ok(env)
+                }
+                Credentials::Gcp(gcp) => gcp::job_environment(self, gcp).await,
+            }
+        };
+        self.bounded(work).await.map_err(|e| e.scrubbed(&credentials.secrets()))
+    }
+
     async fn bounded<T>(&self, work: impl Future<Output = Result<T, CloudError>>) -> Result<T, CloudError> {
         tokio::time::timeout(self.endpoints.timeout, work).await.unwrap_or_else(|_| {
             Err(CloudError::unreachable(format!(

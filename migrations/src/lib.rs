@@ -9,12 +9,17 @@ use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_foundation;
 mod m20261124_000001_cloud_accounts;
+mod m20261125_000001_clusters_runs;
 
 /// Applies Fleetplane's migrations in order; `fleetplane migrate` and `fleetplane serve` run it.
 pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261123_000001_foundation::Migration), Box::new(m20261124_000001_cloud_accounts::Migration)]
+        vec![
+            Box::new(m20261123_000001_foundation::Migration),
+            Box::new(m20261124_000001_cloud_accounts::Migration),
+            Box::new(m20261125_000001_clusters_runs::Migration),
+        ]
     }
 }

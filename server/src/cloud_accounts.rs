@@ -461,7 +461,8 @@ fn seal(state: &AppState, id: Uuid, credentials: &Credentials) -> Result<Sealed>
     Ok(state.keyring.seal(&plaintext, id.as_bytes())?)
 }
 
-fn open(state: &AppState, account: &cloud_accounts::Model) -> Result<Credentials> {
+/// The account's credentials, opened from their sealed form.
+pub fn credentials(state: &AppState, account: &cloud_accounts::Model) -> Result<Credentials> {
     let sealed = Sealed { key_id: account.secret_key_id.clone(), bytes: account.secret_ciphertext.clone() };
     let plaintext = state.keyring.open(&sealed, account.id.as_bytes()).map_err(|e| {
         tracing::error!(account = %account.id, error = %e, "cannot open stored cloud credentials");
@@ -613,7 +614,7 @@ pub async fn verify<R: MinRole>(
     ip: IpAddr,
 ) -> Result<cloud_accounts::Model> {
     let account = get(state, member, id).await?;
-    let credentials = open(state, &account)?;
+    let credentials = credentials(state, &account)?;
     let outcome = state.clouds.verify(&credentials).await;
     let now = Utc::now();
     let name = account.name.clone();
@@ -681,7 +682,7 @@ pub async fn buckets<R: MinRole>(
     id: Uuid,
 ) -> Result<Vec<fleetplane_cloud::Bucket>> {
     let account = get(state, member, id).await?;
-    let credentials = open(state, &account)?;
+    let credentials = credentials(state, &account)?;
     state.clouds.list_buckets(&credentials).await.map_err(cloud_error)
 }
 
@@ -704,7 +705,7 @@ pub async fn reseal_all(state: &AppState) -> anyhow::Result<Resealed> {
             report.already_current += 1;
             continue;
         }
-        let credentials = match open(state, &account) {
+        let credentials = match credentials(state, &account) {
             Ok(credentials) => credentials,
             Err(_) => {
                 failures.push(format!("{} ({}, key {})", account.id, account.name, account.secret_key_id));

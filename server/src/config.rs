@@ -7,6 +7,7 @@ use std::{
     fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
+    str::FromStr,
     time::Duration,
 };
 
@@ -121,6 +122,66 @@ pub struct Config {
     /// generated into `<data dir>/master.key` on first start.
     pub master_keys: Option<Secret>,
     pub cloud: CloudSettings,
+    pub runs: RunSettings,
+}
+
+/// Which executor runs provisioning jobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorChoice {
+    /// Docker when its engine answers, local processes otherwise.
+    Auto,
+    Docker,
+    Process,
+}
+
+/// How runs are carried out: workers, executors, limits.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunSettings {
+    /// Runs `fleetplane serve` works on at once; 0 leaves runs to `fleetplane worker` processes.
+    pub workers: usize,
+    pub executor: ExecutorChoice,
+    /// Provisioner images are `<image_prefix><target>:<image_tag>`.
+    pub image_prefix: String,
+    pub image_tag: String,
+    /// Docker network mode for provisioner containers.
+    pub network: String,
+    pub cpus: f64,
+    pub memory_mb: u64,
+    /// After an interrupt, how long Terraform may take to stop before it is killed.
+    pub grace_secs: u64,
+    pub timeout_secs: u64,
+    /// A worker must renew its hold on a run this often, or the run is taken back.
+    pub lease_secs: u64,
+    pub max_attempts: i32,
+    /// Offer the simulated `local` target (no cloud needed).
+    pub local_target: bool,
+    /// The Terraform binary for the process executor.
+    pub terraform: PathBuf,
+    /// How provisioners reach this server's state backend; default: the public URL.
+    pub state_url: Option<Url>,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        Self {
+            workers: 2,
+            executor: ExecutorChoice::Auto,
+            image_prefix: "fleetplane/provisioner-".into(),
+            image_tag: "latest".into(),
+            network: "bridge".into(),
+            cpus: 1.0,
+            memory_mb: 2048,
+            grace_secs: 30,
+            timeout_secs: 2 * 3600,
+            lease_secs: 30,
+            max_attempts: 3,
+            local_target: true,
+            terraform: "terraform".into(),
+            state_url: None,
+        }
+    }
 }
 
 /// Where the clouds are; the defaults are the real public clouds. Tests point these at local
@@ -197,6 +258,7 @@ struct FileConfig {
     rate_limits: Option<RateLimits>,
     master_keys: Option<Secret>,
     cloud: Option<CloudSettings>,
+    runs: Option<RunSettings>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -369,6 +431,8 @@ impl Config {
             cloud.extra_ca_file = Some(PathBuf::from(path));
         }
 
+        let runs = run_settings(file.runs.unwrap_or_default(), &env)?;
+
         Ok(Self {
             listen,
             data_dir,
@@ -385,6 +449,7 @@ impl Config {
             rate_limits,
             master_keys,
             cloud,
+            runs,
         })
     }
 
@@ -405,6 +470,81 @@ impl Config {
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
     }
+}
+
+fn parse_number<T: FromStr>(key: &'static str, text: &str) -> Result<T, ConfigError> {
+    text.trim().parse().map_err(|_| invalid(key, format!("`{text}` is not a number")))
+}
+
+fn run_settings(mut runs: RunSettings, env: &impl Fn(&str) -> Option<String>) -> Result<RunSettings, ConfigError> {
+    if let Some(text) = env("FLEETPLANE_WORKERS") {
+        runs.workers = parse_number("FLEETPLANE_WORKERS", &text)?;
+    }
+    if let Some(text) = env("FLEETPLANE_EXECUTOR") {
+        runs.executor = match text.as_str() {
+            "auto" => ExecutorChoice::Auto,
+            "docker" => ExecutorChoice::Docker,
+            "process" => ExecutorChoice::Process,
+            other => return Err(invalid("FLEETPLANE_EXECUTOR", format!("`{other}` is not auto, docker or process"))),
+        };
+    }
+    let strings: [(&'static str, &mut String); 3] = [
+        ("FLEETPLANE_PROVISIONER_IMAGE_PREFIX", &mut runs.image_prefix),
+        ("FLEETPLANE_PROVISIONER_TAG", &mut runs.image_tag),
+        ("FLEETPLANE_RUN_NETWORK", &mut runs.network),
+    ];
+    for (key, value) in strings {
+        if let Some(text) = env(key) {
+            *value = text;
+        }
+    }
+    if let Some(text) = env("FLEETPLANE_RUN_CPUS") {
+        runs.cpus = parse_number("FLEETPLANE_RUN_CPUS", &text)?;
+    }
+    let numbers: [(&'static str, &mut u64); 4] = [
+        ("FLEETPLANE_RUN_MEMORY_MB", &mut runs.memory_mb),
+        ("FLEETPLANE_RUN_GRACE_SECS", &mut runs.grace_secs),
+        ("FLEETPLANE_RUN_TIMEOUT_SECS", &mut runs.timeout_secs),
+        ("FLEETPLANE_RUN_LEASE_SECS", &mut runs.lease_secs),
+    ];
+    for (key, value) in numbers {
+        if let Some(text) = env(key) {
+            *value = parse_number(key, &text)?;
+        }
+    }
+    if let Some(text) = env("FLEETPLANE_RUN_MAX_ATTEMPTS") {
+        runs.max_attempts = parse_number("FLEETPLANE_RUN_MAX_ATTEMPTS", &text)?;
+    }
+    if let Some(text) = env("FLEETPLANE_LOCAL_TARGET") {
+        runs.local_target = parse_bool("FLEETPLANE_LOCAL_TARGET", &text)?;
+    }
+    if let Some(text) = env("FLEETPLANE_TERRAFORM") {
+        runs.terraform = PathBuf::from(text);
+    }
+    if let Some(text) = env("FLEETPLANE_STATE_URL") {
+        runs.state_url = Some(
+            Url::parse(&text).map_err(|e| invalid("FLEETPLANE_STATE_URL", format!("`{text}` is not a URL ({e})")))?,
+        );
+    }
+    if !(runs.cpus > 0.0 && runs.cpus <= 64.0) {
+        return Err(invalid("FLEETPLANE_RUN_CPUS", "must be above 0 and at most 64"));
+    }
+    if runs.memory_mb < 64 {
+        return Err(invalid("FLEETPLANE_RUN_MEMORY_MB", "must be at least 64"));
+    }
+    if !(5..=3600).contains(&runs.lease_secs) {
+        return Err(invalid("FLEETPLANE_RUN_LEASE_SECS", "must be between 5 and 3600"));
+    }
+    if runs.timeout_secs < 10 {
+        return Err(invalid("FLEETPLANE_RUN_TIMEOUT_SECS", "must be at least 10"));
+    }
+    if !(1..=20).contains(&runs.max_attempts) {
+        return Err(invalid("FLEETPLANE_RUN_MAX_ATTEMPTS", "must be between 1 and 20"));
+    }
+    if runs.workers > 64 {
+        return Err(invalid("FLEETPLANE_WORKERS", "must be at most 64"));
+    }
+    Ok(runs)
 }
 
 fn parse_bool(key: &'static str, text: &str) -> Result<bool, ConfigError> {

@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod audit;
 pub mod auth;
 pub mod cloud_accounts;
+pub mod clusters;
 pub mod config;
 pub mod crypto;
 pub mod db;
@@ -20,8 +21,12 @@ pub mod keyfile;
 pub mod mail;
 pub mod metrics;
 pub mod orgs;
+pub mod queue;
+pub mod runs;
 pub mod state;
+pub mod terraform_state;
 mod ui;
+pub mod worker;
 
 use std::{future::Future, net::SocketAddr};
 
@@ -31,8 +36,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
 
-/// Serves `state` on `listener` until `shutdown` completes, then stops accepting connections,
-/// lets in-flight requests finish, and stops the background tasks.
+/// Serves `state` on `listener`, with the embedded workers, until `shutdown` completes. Then the
+/// workers interrupt their jobs and hand their runs back to the queue (while the state backend
+/// their Terraform talks to still answers), the server stops accepting connections and lets
+/// in-flight requests finish, and the background tasks stop.
 pub async fn launch(
     state: AppState,
     listener: TcpListener,
@@ -43,16 +50,61 @@ pub async fn launch(
         let (state, stop) = (state.clone(), background.clone());
         async move { state.mail.run(stop).await }
     });
+    let workers_stop = CancellationToken::new();
+    let workers = start_workers(&state, workers_stop.clone()).await;
+    let http_shutdown = async move {
+        shutdown.await;
+        workers_stop.cancel();
+        if let Some(workers) = workers
+            && let Err(e) = workers.await
+        {
+            tracing::error!(error = %e, "the worker pool failed");
+        }
+    };
 
     let app = http::router(state.clone());
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(http_shutdown)
         .await
         .context("serving HTTP")?;
 
     background.cancel();
     mailer.await.context("mail dispatcher")?;
     state.db.clone().close().await.context("closing the database")?;
+    Ok(())
+}
+
+/// Starts the embedded worker pool (`FLEETPLANE_WORKERS`, 0 for none).
+async fn start_workers(state: &AppState, stop: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+    let concurrency = state.config.runs.workers;
+    if concurrency == 0 {
+        tracing::info!("no embedded workers (FLEETPLANE_WORKERS=0): runs wait for `fleetplane worker` processes");
+        return None;
+    }
+    match worker::executor(state).await {
+        Ok(executor) => {
+            let _ = state.executor.set(executor.kind());
+            let pool = worker::Worker::new(state.clone(), executor, concurrency);
+            Some(tokio::spawn(pool.run(stop)))
+        }
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "runs cannot be carried out on this server");
+            None
+        }
+    }
+}
+
+/// Runs workers only (`fleetplane worker`) until `shutdown`, then lets their runs go back to the
+/// queue.
+pub async fn run_workers(state: AppState, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let stop = CancellationToken::new();
+    let executor = worker::executor(&state).await?;
+    let concurrency = state.config.runs.workers.max(1);
+    let pool = worker::Worker::new(state.clone(), executor, concurrency);
+    let running = tokio::spawn(pool.run(stop.clone()));
+    shutdown.await;
+    stop.cancel();
+    running.await.context("worker pool")?;
     Ok(())
 }
 

@@ -41,8 +41,12 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server: API, web UI and background work. Applies pending migrations first.
+    /// Run the server: API, web UI, and workers for runs (FLEETPLANE_WORKERS). Applies pending
+    /// migrations first.
     Serve,
+    /// Run workers only, against the same database as the servers: they carry out queued runs.
+    /// Concurrency from FLEETPLANE_WORKERS.
+    Worker,
     /// Apply pending database migrations and exit.
     Migrate,
     /// Print the effective configuration, secrets shown as [redacted].
@@ -131,6 +135,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Serve => serve(config).await,
+        Command::Worker => {
+            let state = AppState::build(config).await?;
+            tracing::info!("starting workers");
+            fleetplane::run_workers(state, fleetplane::shutdown_signal()).await
+        }
         Command::Migrate => {
             let db = fleetplane::db::connect(&config).await?;
             fleetplane::db::migrate(&db).await?;

@@ -44,6 +44,18 @@ pub struct App {
     pub keyring: Keyring,
     /// The clouds' APIs, at the configured endpoints.
     pub clouds: fleetplane_cloud::Clouds,
+    /// Wakes this process's workers when a run becomes claimable.
+    pub queue_wake: tokio::sync::Notify,
+    /// What runs this process's jobs (`docker`, `process`), once its worker has started.
+    pub executor: std::sync::OnceLock<&'static str>,
+}
+
+impl App {
+    /// Tells this process's workers that a run may be waiting. Workers elsewhere find it by
+    /// polling.
+    pub fn wake_workers(&self) {
+        self.queue_wake.notify_waiters();
+    }
 }
 
 impl AppState {
@@ -75,6 +87,8 @@ impl AppState {
             metrics: Metrics::default(),
             keyring,
             clouds,
+            queue_wake: tokio::sync::Notify::new(),
+            executor: std::sync::OnceLock::new(),
             db,
             config,
         })))

@@ -3,8 +3,14 @@
 pub mod api_tokens;
 pub mod audit_events;
 pub mod cloud_accounts;
+pub mod clusters;
 pub mod email_verification_tokens;
 pub mod memberships;
 pub mod organizations;
 pub mod outbound_emails;
+pub mod run_logs;
+pub mod runs;
+pub mod state_locks;
+pub mod state_versions;
 pub mod users;
+pub mod workers;

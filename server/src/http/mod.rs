@@ -3,11 +3,14 @@
 
 mod auth;
 mod cloud_accounts;
+mod clusters;
 mod dev;
 pub mod extract;
 mod health;
 mod me;
 mod orgs;
+mod runs;
+mod state;
 
 use std::sync::Arc;
 
@@ -50,6 +53,9 @@ use crate::{auth::session::SESSION_COOKIE, error::status_problem, metrics, state
         (name = "account", description = "The signed-in account: username, password, API tokens"),
         (name = "organizations", description = "Organizations, members and roles, audit log"),
         (name = "cloud accounts", description = "Linked AWS, Azure and GCP accounts, verified with the clouds"),
+        (name = "clusters", description = "Kubernetes clusters, provisioned by runs"),
+        (name = "runs", description = "Terraform runs: the queue, approval, cancel, retry, logs"),
+        (name = "terraform state", description = "Terraform's http state backend, for runs (LOCK and UNLOCK as well as GET and POST)"),
         (name = "operations", description = "Health, readiness and metrics"),
         (name = "development", description = "Helpers for running without SMTP"),
     )
@@ -67,6 +73,15 @@ impl Modify for Conventions {
         components.add_security_scheme(
             "token",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "run_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some("A run's token as the password"))
+                    .build(),
+            ),
         );
         components.responses.insert(
             "Problem".to_owned(),
@@ -105,6 +120,9 @@ fn api() -> (Router<AppState>, OpenApiDoc) {
         .merge(me::router())
         .merge(orgs::router())
         .merge(cloud_accounts::router())
+        .merge(clusters::router())
+        .merge(runs::router())
+        .merge(state::router())
         .merge(dev::router())
         .merge(health::router())
         .split_for_parts();

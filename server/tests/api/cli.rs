@@ -36,7 +36,7 @@ fn help_lists_the_commands() {
     let output = Command::new(BIN).arg("--help").output().expect("run");
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    for command in ["serve", "migrate", "config", "admin"] {
+    for command in ["serve", "worker", "migrate", "config", "admin"] {
         assert!(help.contains(command), "{command} missing from:\n{help}");
     }
     let admin = Command::new(BIN).args(["admin", "create-user", "--help"]).output().expect("run");

@@ -1,0 +1,195 @@
+//! Runs provisioner jobs and reports their output, exit code and result files.
+//!
+//! A job is one phase of a run (plan or apply): a provisioner image for a target, environment
+//! variables, files to put in the work directory first and files to collect after. Two
+//! executors: [`docker::DockerExecutor`] (containers through bollard, the default when an engine
+//! answers) and [`process::ProcessExecutor`] (the same entrypoint and modules as local
+//! processes, when there is no engine). Neither knows about runs, databases or HTTP: the
+//! server's worker drives them.
+
+pub mod docker;
+pub mod process;
+
+use std::{fmt, future::Future, pin::Pin};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
+}
+
+/// Labels that mark Fleetplane's containers and say whose they are.
+pub mod labels {
+    /// Present on every job container.
+    pub const MANAGED: &str = "dev.fleetplane.managed";
+    pub const RUN: &str = "dev.fleetplane.run";
+    pub const ATTEMPT: &str = "dev.fleetplane.attempt";
+    pub const PHASE: &str = "dev.fleetplane.phase";
+    /// The worker process that started the job.
+    pub const WORKER: &str = "dev.fleetplane.worker";
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// One line a job printed, without its line ending.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    pub stream: Stream,
+    pub text: String,
+}
+
+/// What to run.
+#[derive(Clone)]
+pub struct Job {
+    /// Unique among jobs: the container (or job directory) name.
+    pub name: String,
+    /// Which provisioner: `local`, `aws-eks`, `azure-aks`, `gcp-gke`.
+    pub target: String,
+    /// Environment for the entrypoint; may hold secrets, so `Debug` shows the names only.
+    pub env: Vec<(String, String)>,
+    pub labels: Vec<(String, String)>,
+    /// Files (name, contents) placed in the work directory before the job starts.
+    pub inputs: Vec<(String, Vec<u8>)>,
+    /// Work-directory files to collect when the job ends (absent ones are skipped).
+    pub outputs: Vec<String>,
+}
+
+impl fmt::Debug for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let env: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("Job")
+            .field("name", &self.name)
+            .field("target", &self.target)
+            .field("env", &env)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a job ended.
+#[derive(Debug)]
+pub struct Outcome {
+    pub exit_code: i64,
+    /// Collected output files (name, contents).
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The executor cannot run jobs now (engine down, image missing): worth retrying later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The job could not be run or watched to its end.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A job found running or left over, by its labels.
+#[derive(Clone, Debug)]
+pub struct Found {
+    pub id: String,
+    pub labels: Vec<(String, String)>,
+    pub running: bool,
+}
+
+impl Found {
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+pub trait Executor: Send + Sync {
+    /// `docker` or `process`.
+    fn kind(&self) -> &'static str;
+
+    /// Runs `job` to its end, sending its output lines to `logs` in order. When `interrupt`
+    /// fires, the job gets SIGINT (so Terraform stops cleanly and releases its lock), then is
+    /// killed after the executor's grace period; it still returns its outcome.
+    fn run(
+        &self,
+        job: Job,
+        logs: mpsc::Sender<LogLine>,
+        interrupt: CancellationToken,
+    ) -> BoxFuture<'_, Result<Outcome, ExecError>>;
+
+    /// Fleetplane's jobs that exist now, running or not.
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Found>, ExecError>>;
+
+    /// Stops (SIGKILL) and removes a job found by [`Executor::list`].
+    fn remove(&self, id: &str) -> BoxFuture<'_, Result<(), ExecError>>;
+}
+
+/// Splits output bytes into lines per stream, keeping partial lines until they complete.
+#[derive(Default)]
+struct LineSplitter {
+    pending: Vec<u8>,
+}
+
+impl LineSplitter {
+    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.pending.extend_from_slice(bytes);
+        let mut lines = Vec::new();
+        while let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            lines.push(String::from_utf8_lossy(&line[..line.len() - 1]).trim_end_matches('\r').to_owned());
+        }
+        lines
+    }
+
+    fn finish(&mut self) -> Option<String> {
+        (!self.pending.is_empty()).then(|| String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned())
+    }
+}
+
+/// The entrypoint and the target's module, as (path relative to the job dir, contents).
+fn provisioner_files(target: &str) -> Result<Vec<(String, &'static [u8])>, ExecError> {
+    let prefix = format!("terraform/{target}/");
+    let mut files: Vec<(String, &'static [u8])> = embedded::FILES
+        .iter()
+        .filter_map(|(path, bytes)| path.strip_prefix(&prefix).map(|rest| (format!("module/{rest}"), *bytes)))
+        .collect();
+    if files.is_empty() {
+        return Err(ExecError::Unavailable(format!("no Terraform module for target `{target}`")));
+    }
+    let entrypoint = embedded::FILES
+        .iter()
+        .find(|(path, _)| *path == "provisioners/entrypoint.sh")
+        .ok_or_else(|| ExecError::Unavailable("the provisioner entrypoint is not embedded".into()))?;
+    files.push(("entrypoint.sh".into(), entrypoint.1));
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_split_across_chunks() {
+        let mut splitter = LineSplitter::default();
+        assert_eq!(splitter.push(b"one\ntw"), vec!["one"]);
+        assert_eq!(splitter.push(b"o\r\nthree\n"), vec!["two", "three"]);
+        assert_eq!(splitter.push(b"tail"), Vec::<String>::new());
+        assert_eq!(splitter.finish().as_deref(), Some("tail"));
+        assert_eq!(splitter.finish(), None);
+    }
+
+    #[test]
+    fn job_debug_hides_values() {
+        let job = Job {
+            name: "j".into(),
+            target: "local".into(),
+            env: vec![("AWS_SECRET_ACCESS_KEY".into(), "hunter2".into())],
+            labels: vec![],
+            inputs: vec![],
+            outputs: vec![],
+        };
+        let shown = format!("{job:?}");
+        assert!(shown.contains("AWS_SECRET_ACCESS_KEY") && !shown.contains("hunter2"));
+    }
+}
