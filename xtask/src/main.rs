@@ -4,6 +4,7 @@
 //! needs nothing beyond the Rust toolchain and the crates in this workspace.
 
 mod bench;
+mod images;
 mod test;
 mod ui;
 
@@ -20,6 +21,8 @@ Commands:
                                      what it needs (apt, PostgreSQL, Chromium), then tears it down
   bench [--seconds N] [--sqlite-only]
                                      Load benchmarks; results go into BENCHMARKS.md
+  images [--tag T]                   Build the `local` provisioner image with docker, offline
+                                     (default tag fleetplane/provisioner-local:latest)
   help                               Show this message
 ";
 
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
         Some("serve") => ui::ServeOptions::parse(&rest).and_then(|options| ui::serve(&options)),
         Some("test") => test::run(&rest),
         Some("bench") => bench::run(&rest),
+        Some("images") => images::run(&rest),
         None | Some("help" | "-h" | "--help") => {
             print!("{USAGE}");
             Ok(())
