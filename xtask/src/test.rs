@@ -20,8 +20,10 @@ use anyhow::{Context, Result, bail, ensure};
 use crate::ui::{self, BuildOptions};
 
 /// Debian packages the suite needs: PostgreSQL's server binaries, Chromium with its WebDriver
-/// for the browser tests, and Python for the cloud emulators.
-const PACKAGES: &[&str] = &["postgresql", "chromium", "chromium-driver", "python3", "python3-venv"];
+/// for the browser tests, Python for the cloud emulators, and a Docker engine with static
+/// busybox for the provisioner image.
+const PACKAGES: &[&str] =
+    &["postgresql", "chromium", "chromium-driver", "python3", "python3-venv", "docker.io", "busybox-static"];
 /// Cloud emulators from PyPI, pinned: moto's server (AWS) and a Cloud Storage emulator.
 const EMULATORS: &[&str] = &["moto[server]==5.2.5", "gcp-storage-emulator==2026.7.19"];
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -85,6 +87,11 @@ pub fn run(args: &[String]) -> Result<()> {
             ]),
         )?;
     }
+    let docker = DockerEngine::start()?;
+    step(
+        "Building the local provisioner image",
+        Command::new(ui::cargo()).current_dir(&root).args(["xtask", "images"]).env("DOCKER_HOST", docker.host()),
+    )?;
     let artifacts = root.join("artifacts");
     fs::create_dir_all(&artifacts).context("creating artifacts/")?;
 
@@ -98,7 +105,10 @@ pub fn run(args: &[String]) -> Result<()> {
             .env("FLEETPLANE_TEST_CHROMEDRIVER", CHROMEDRIVER)
             .env("FLEETPLANE_TEST_CHROMIUM", CHROMIUM)
             .env("FLEETPLANE_TEST_ARTIFACTS", &artifacts)
-            .env("FLEETPLANE_TEST_EMULATORS", &emulators);
+            .env("FLEETPLANE_TEST_EMULATORS", &emulators)
+            .env("DOCKER_HOST", docker.host())
+            .env("FLEETPLANE_TEST_DOCKER", "1")
+            .env_remove("TF_CLI_CONFIG_FILE");
         command
     };
     step("Tests on SQLite (unit, API, CLI, browser)", &mut suite("sqlite"))?;
@@ -109,6 +119,7 @@ pub fn run(args: &[String]) -> Result<()> {
             suite("postgres").env("FLEETPLANE_TEST_PG_URL", postgres.url()),
         )?;
     }
+    drop(docker);
     eprintln!("\nAll tests passed in {:.0?}. Screenshots are in {}.", started.elapsed(), artifacts.display());
     Ok(())
 }
@@ -119,7 +130,7 @@ fn cargo(root: &Path) -> Command {
     command
 }
 
-fn step(title: &str, command: &mut Command) -> Result<()> {
+pub(crate) fn step(title: &str, command: &mut Command) -> Result<()> {
     eprintln!("\n==> {title}");
     let started = Instant::now();
     let status = command.status().with_context(|| format!("could not start {:?}", command.get_program()))?;
@@ -191,11 +202,16 @@ pub fn ensure_packages(packages: &[&str]) -> Result<()> {
 
 /// What to stop if the run is interrupted: the PostgreSQL data directory and its `pg_ctl`.
 static RUNNING_POSTGRES: Mutex<Option<(PathBuf, PathBuf)>> = Mutex::new(None);
+/// And the Docker engine: its process id and directory.
+static RUNNING_DOCKER: Mutex<Option<(u32, PathBuf)>> = Mutex::new(None);
 
 fn install_cleanup_on_interrupt() {
     let result = ctrlc::set_handler(|| {
         if let Some((pg_ctl, dir)) = RUNNING_POSTGRES.lock().ok().and_then(|mut guard| guard.take()) {
             stop_postgres(&pg_ctl, &dir);
+        }
+        if let Some((pid, dir)) = RUNNING_DOCKER.lock().ok().and_then(|mut guard| guard.take()) {
+            stop_docker(pid, &dir);
         }
         std::process::exit(130);
     });
@@ -281,6 +297,97 @@ fn stop_postgres(pg_ctl: &Path, dir: &Path) {
         .status();
     let _ = fs::remove_dir_all(dir);
     eprintln!("==> Stopped PostgreSQL and removed {}", dir.display());
+}
+
+/// A Docker engine with its data, state and socket in a temporary directory, without bridge
+/// networking or iptables changes (containers use `host` or `none` networking); stopped and
+/// deleted on drop.
+struct DockerEngine {
+    dir: PathBuf,
+    dockerd: std::process::Child,
+}
+
+impl DockerEngine {
+    fn start() -> Result<Self> {
+        ensure!(is_root(), "the Docker engine needs root: run `cargo xtask test` as root");
+        let dir = env::temp_dir().join(format!("fleetplane-test-docker-{}", std::process::id()));
+        if dir.exists() {
+            fs::remove_dir_all(&dir).with_context(|| format!("removing a stale {}", dir.display()))?;
+        }
+        fs::create_dir_all(&dir)?;
+        let log = fs::File::create(dir.join("dockerd.log"))?;
+        eprintln!("\n==> Starting a Docker engine in {}", dir.display());
+        let child = Command::new("dockerd")
+            .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", dir.join("docker.sock").display()))
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting dockerd (package docker.io)")?;
+        let engine = Self { dir: dir.clone(), dockerd: child };
+        *RUNNING_DOCKER.lock().map_err(|_| anyhow::anyhow!("lock poisoned"))? =
+            Some((engine.dockerd.id(), dir.clone()));
+        let started = Instant::now();
+        loop {
+            let answered = Command::new("docker")
+                .args(["version", "--format", "{{.Server.Version}}"])
+                .env("DOCKER_HOST", engine.host())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if answered {
+                break;
+            }
+            if started.elapsed() > std::time::Duration::from_secs(60) {
+                let log = fs::read_to_string(dir.join("dockerd.log")).unwrap_or_default();
+                bail!(
+                    "the Docker engine did not start within 60 s:\n{}",
+                    log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        eprintln!("==> Docker engine ready in {:.0?}", started.elapsed());
+        Ok(engine)
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.dir.join("docker.sock").display())
+    }
+}
+
+impl Drop for DockerEngine {
+    fn drop(&mut self) {
+        if let Ok(mut running) = RUNNING_DOCKER.lock() {
+            running.take();
+        }
+        let _ = Command::new("kill").args(["-TERM", &self.dockerd.id().to_string()]).status();
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        while Instant::now() < deadline && matches!(self.dockerd.try_wait(), Ok(None)) {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        let _ = self.dockerd.kill();
+        let _ = self.dockerd.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+        eprintln!("==> Stopped the Docker engine and removed {}", self.dir.display());
+    }
+}
+
+/// Stops an engine on Ctrl-C (it stops its containers and unmounts their layers), then deletes
+/// its files.
+fn stop_docker(pid: u32, dir: &Path) {
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    let _ = fs::remove_dir_all(dir);
 }
 
 /// `program`, run as the `postgres` user when we are root.

@@ -7,6 +7,7 @@ mod cloud_accounts;
 mod errors;
 mod operations;
 mod orgs;
+mod provisioning;
 mod sessions;
 mod support;
 mod tokens;

@@ -6,6 +6,7 @@
 //! each test gets a fresh PostgreSQL database instead; `cargo xtask test` runs the suite both ways.
 
 pub mod clouds;
+pub mod runs;
 pub mod smtp;
 
 use std::{future::Future, sync::Arc};
@@ -74,6 +75,8 @@ impl TestApp {
         config.database_url = fleetplane::config::Secret::new(fresh_database_url(dir.path()).await);
         config.smtp_url = Some(fleetplane::config::Secret::new(smtp.url()));
         config.site_dir = dir.path().join("site");
+        // Runs are only carried out in tests that ask for workers.
+        config.runs.workers = 0;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         config.listen = addr;

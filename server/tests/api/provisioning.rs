@@ -1,0 +1,605 @@
+//! Clusters and runs: validation, the queue, approval, failure, cancel, crash recovery and the
+//! Terraform state backend, with the real Terraform binary and (where named) the real Docker
+//! engine running the local provisioner image.
+//!
+//! Tests that need Terraform or Docker are ignored by a plain `cargo test`; `cargo xtask test`
+//! starts a Docker engine, builds the local provisioner image and runs them.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use fleetplane::{config::ExecutorChoice, entity::runs};
+use reqwest::StatusCode;
+use sea_orm::{EntityTrait, PaginatorTrait};
+use serde_json::{Value, json};
+
+use crate::support::{
+    Client, TestApp,
+    clouds::{AzureTenant, FakeAzure},
+    runs::{
+        docker, docker_available, job_containers, local_cluster, log_text, wait_for_run, wait_until_finished,
+        with_workers,
+    },
+};
+
+const CLUSTERS: &str = "/api/v1/orgs/ada/clusters";
+
+async fn create(client: &Client, body: Value) -> (String, String) {
+    let created = client.post(CLUSTERS, body).await.expect_status(StatusCode::CREATED).json();
+    (
+        created["cluster"]["id"].as_str().expect("cluster id").to_owned(),
+        created["run"]["id"].as_str().expect("run id").to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn cluster_specs_are_validated_field_by_field_and_nothing_is_queued() {
+    let app = TestApp::spawn().await;
+    let ada = app.user("ada").await;
+    ada.post(CLUSTERS, local_cluster("dev", json!(null))).await.expect_status(StatusCode::CREATED);
+    let valid = ada.post(&format!("{CLUSTERS}?dry_run=true"), local_cluster("stage", json!(null))).await;
+    assert_eq!(valid.expect_status(StatusCode::OK).json(), json!({ "name": "shop-stage" }));
+
+    let runs_before = runs::Entity::find().count(app.db()).await.expect("count");
+    let cases: Vec<(&str, Value, Vec<&str>)> = vec![
+        ("overlapping subnets", json!({ "public_subnets": ["10.0.0.0/20", "10.0.8.0/24"] }), vec!["public_subnets.1"]),
+        ("subnet outside the VPC", json!({ "private_subnets": ["10.9.0.0/24"] }), vec!["private_subnets.0"]),
+        ("bad CIDR syntax", json!({ "vpc_cidr": "10.0.0/16" }), vec!["vpc_cidr"]),
+        ("host bits set", json!({ "public_subnets": ["10.0.0.1/20"] }), vec!["public_subnets.0"]),
+        ("unknown region", json!({ "region": "mars-north-1" }), vec!["region"]),
+        ("unsupported version", json!({ "kubernetes_version": "1.19" }), vec!["kubernetes_version"]),
+        ("name too long", json!({ "name_suffix": "a-very-long-suffix-for-a-cluster-name" }), vec!["name_suffix"]),
+        ("not DNS-1123", json!({ "name_prefix": "Shop_1" }), vec!["name_prefix"]),
+        ("node counts min > max", json!({ "node_min": 5, "node_max": 2 }), vec!["node_min"]),
+        (
+            "unknown target (which also needs an account)",
+            json!({ "target": "openshift" }),
+            vec!["cloud_account_id", "target"],
+        ),
+        (
+            "simulation on a real target",
+            json!({ "target": "aws-eks", "region": "eu-west-1", "node_instance_type": "m6i.large", "simulate": { "fail_at": "apply" } }),
+            vec!["cloud_account_id", "simulate"],
+        ),
+    ];
+    for (what, change, fields) in cases {
+        let mut body = local_cluster("prod", json!(null));
+        for (key, value) in change.as_object().expect("object") {
+            body[key] = value.clone();
+        }
+        for path in [CLUSTERS.to_owned(), format!("{CLUSTERS}?dry_run=true")] {
+            let refused = ada.post(&path, body.clone()).await;
+            refused.expect_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+            assert_eq!(refused.fields(), fields, "{what}");
+        }
+    }
+    let duplicate = ada.post(CLUSTERS, local_cluster("dev", json!(null))).await;
+    duplicate.expect_problem(StatusCode::CONFLICT, "cluster_name_taken");
+    assert_eq!(duplicate.fields(), ["name_suffix"]);
+    assert_eq!(runs::Entity::find().count(app.db()).await.expect("count"), runs_before, "nothing was queued");
+}
+
+#[tokio::test]
+async fn only_admins_create_or_destroy_and_other_organizations_see_nothing() {
+    let app = TestApp::spawn().await;
+    let ada = app.user("ada").await;
+    let mut members = HashMap::new();
+    for (name, role) in [("otto", "operator"), ("vera", "viewer")] {
+        let client = app.user(name).await;
+        ada.post("/api/v1/orgs/ada/members", json!({ "email": format!("{name}@example.com"), "role": role }))
+            .await
+            .expect_status(StatusCode::CREATED);
+        members.insert(role, client);
+    }
+    let (cluster, run) = create(&ada, local_cluster("dev", json!(null))).await;
+    let operator = &members["operator"];
+    let viewer = &members["viewer"];
+
+    app.assert_unchanged(async {
+        for client in [operator, viewer] {
+            client
+                .post(CLUSTERS, local_cluster("x", json!(null)))
+                .await
+                .expect_problem(StatusCode::FORBIDDEN, "forbidden");
+            client.delete(&format!("{CLUSTERS}/{cluster}")).await.expect_problem(StatusCode::FORBIDDEN, "forbidden");
+            client.get(&format!("{CLUSTERS}/{cluster}")).await.expect_status(StatusCode::OK);
+            client.get(&format!("/api/v1/runs/{run}")).await.expect_status(StatusCode::OK);
+        }
+        viewer
+            .post(&format!("{CLUSTERS}/{cluster}/runs"), json!({ "action": "plan" }))
+            .await
+            .expect_problem(StatusCode::FORBIDDEN, "forbidden");
+        operator
+            .post(&format!("{CLUSTERS}/{cluster}/runs"), json!({ "action": "apply" }))
+            .await
+            .expect_problem(StatusCode::FORBIDDEN, "forbidden");
+        viewer
+            .post_empty(&format!("/api/v1/runs/{run}/cancel"))
+            .await
+            .expect_problem(StatusCode::FORBIDDEN, "forbidden");
+        viewer
+            .delete(&format!("{CLUSTERS}/{cluster}/state/lock"))
+            .await
+            .expect_problem(StatusCode::FORBIDDEN, "forbidden");
+    })
+    .await;
+    operator
+        .post(&format!("{CLUSTERS}/{cluster}/runs"), json!({ "action": "plan" }))
+        .await
+        .expect_status(StatusCode::CREATED);
+
+    let eve = app.user("eve").await;
+    eve.get(&format!("/api/v1/runs/{run}")).await.expect_problem(StatusCode::NOT_FOUND, "run_not_found");
+    eve.get(&format!("/api/v1/runs/{run}/logs")).await.expect_problem(StatusCode::NOT_FOUND, "run_not_found");
+    eve.post_empty(&format!("/api/v1/runs/{run}/cancel")).await.expect_problem(StatusCode::NOT_FOUND, "run_not_found");
+    eve.get(&format!("/api/v1/orgs/eve/clusters/{cluster}"))
+        .await
+        .expect_problem(StatusCode::NOT_FOUND, "cluster_not_found");
+    eve.get(&format!("{CLUSTERS}/{cluster}")).await.expect_problem(StatusCode::NOT_FOUND, "org_not_found");
+}
+
+#[tokio::test]
+async fn queued_runs_say_where_they_stand_and_why() {
+    let app = TestApp::spawn().await;
+    let ada = app.user("ada").await;
+    let (cluster, first) = create(&ada, local_cluster("dev", json!(null))).await;
+    let (_, other) = create(&ada, local_cluster("qa", json!(null))).await;
+    let behind = ada.post(&format!("{CLUSTERS}/{cluster}/runs"), json!({ "action": "plan" })).await.json();
+
+    let first = ada.get(&format!("/api/v1/runs/{first}")).await.json();
+    assert_eq!((first["status"].as_str(), first["position"].as_u64()), (Some("queued"), Some(1)));
+    assert!(first["reason"].as_str().expect("reason").starts_with("No worker is running"), "{first}");
+    let other = ada.get(&format!("/api/v1/runs/{other}")).await.json();
+    assert_eq!(other["position"], 2, "FIFO across clusters");
+    let behind = ada.get(&format!("/api/v1/runs/{}", behind["id"].as_str().expect("id"))).await.json();
+    assert_eq!(behind["position"], Value::Null);
+    assert!(behind["reason"].as_str().expect("reason").contains(first["id"].as_str().expect("id")), "{behind}");
+
+    // Canceling a run no worker holds ends it at once; the plan behind it now waits only for the
+    // queue, behind the other cluster's earlier run.
+    ada.post_empty(&format!("/api/v1/runs/{}/cancel", first["id"].as_str().expect("id")))
+        .await
+        .expect_status(StatusCode::OK);
+    let canceled = ada.get(&format!("/api/v1/runs/{}", first["id"].as_str().expect("id"))).await.json();
+    assert_eq!(canceled["status"], "canceled");
+    assert_eq!(ada.get(&format!("{CLUSTERS}/{cluster}")).await.json()["status"], "failed");
+    let behind = ada.get(&format!("/api/v1/runs/{}", behind["id"].as_str().expect("id"))).await.json();
+    assert_eq!(behind["position"], 2);
+    ada.post_empty(&format!("/api/v1/runs/{}/cancel", first["id"].as_str().expect("id")))
+        .await
+        .expect_problem(StatusCode::CONFLICT, "run_state");
+    ada.post_empty(&format!("/api/v1/runs/{}/approve", behind["id"].as_str().expect("id")))
+        .await
+        .expect_problem(StatusCode::CONFLICT, "run_state");
+}
+
+/// Creates a local cluster, waits for it to be ready, checks what the run left behind, destroys
+/// it and checks it is gone.
+async fn create_and_destroy(app: &TestApp, ada: &Client, executor: &str) {
+    let (cluster, run) = create(ada, local_cluster("dev", json!({ "step_seconds": 1 }))).await;
+    let done = wait_until_finished(ada, &run, 120).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["executor"], executor);
+    assert_eq!(done["plan_summary"], json!({ "add": 3, "change": 0, "destroy": 0 }));
+    let outputs = &done["outputs"];
+    assert!(outputs["endpoint"].as_str().is_some_and(|e| e.contains("shop-dev")), "{outputs}");
+    assert!(outputs.get("admin_token").is_none(), "sensitive outputs are not kept");
+    let shown = ada.get(&format!("{CLUSTERS}/{cluster}")).await.json();
+    assert_eq!(shown["status"], "ready");
+    assert_eq!(shown["outputs"], *outputs);
+
+    let state = ada.get(&format!("{CLUSTERS}/{cluster}/state")).await.json();
+    assert!(!state["versions"].as_array().expect("versions").is_empty(), "the state went through the http backend");
+    assert_eq!(state["lock"], Value::Null, "the lock was released");
+    let log = log_text(ada, &run).await;
+    assert!(log.contains("Apply complete!"), "{log}");
+    assert!(!log.contains("fprun_"), "the run token never reaches the log");
+    assert!(!log.contains("admin-"), "sensitive outputs never reach the log");
+
+    let destroy = ada.delete(&format!("{CLUSTERS}/{cluster}")).await.expect_status(StatusCode::ACCEPTED).json();
+    assert_eq!(ada.get(&format!("{CLUSTERS}/{cluster}")).await.json()["status"], "destroying");
+    let destroyed = wait_until_finished(ada, destroy["id"].as_str().expect("id"), 120).await;
+    assert_eq!(destroyed["status"], "succeeded", "{destroyed}");
+    assert_eq!(destroyed["plan_summary"]["destroy"], 3);
+    let shown = ada.get(&format!("{CLUSTERS}/{cluster}")).await.json();
+    assert_eq!((shown["status"].as_str(), &shown["outputs"]), (Some("destroyed"), &Value::Null));
+    // The name is free again.
+    ada.post(&format!("{CLUSTERS}?dry_run=true"), local_cluster("dev", json!(null)))
+        .await
+        .expect_status(StatusCode::OK);
+    let _ = app;
+}
+
+#[tokio::test]
+#[ignore = "needs Terraform: run `cargo xtask test`"]
+async fn the_process_executor_creates_and_destroys_a_local_cluster() {
+    let app = TestApp::spawn_with(|config| with_workers(config, ExecutorChoice::Process, 1)).await;
+    let ada = app.user("ada").await;
+    create_and_destroy(&app, &ada, "process").await;
+}
+
+#[tokio::test]
+#[ignore = "needs Docker and the local provisioner image: run `cargo xtask test`"]
+async fn the_docker_executor_creates_and_destroys_a_local_cluster() {
+    assert!(docker_available(), "FLEETPLANE_TEST_DOCKER is not set: run `cargo xtask test`");
+    let app = TestApp::spawn_with(|config| with_workers(config, ExecutorChoice::Docker, 1)).await;
+    let ada = app.user("ada").await;
+    create_and_destroy(&app, &ada, "docker").await;
+    assert!(job_containers().is_empty(), "no container is left behind");
+}
+
+#[tokio::test]
+#[ignore = "needs Terraform: run `cargo xtask test`"]
+async fn runs_against_a_prod_account_wait_for_an_admins_approval() {
+    let secret = "azure-Secret~prod-approval-0123456789";
+    let client_id = "04b07795-8ddb-461a-bbee-02f9e1bf7b46";
+    let tenant_id = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+    let tenant = AzureTenant {
+        clients: HashMap::from([(client_id.to_owned(), secret.to_owned())]),
+        subscriptions: vec![("8d2a3c4e-1111-4d0e-9c3b-1a2b3c4d5e6f".into(), "Production".into())],
+        ..AzureTenant::default()
+    };
+    let azure = FakeAzure::start(HashMap::from([(tenant_id.to_owned(), tenant)])).await;
+    let app = TestApp::spawn_with(|config| {
+        with_workers(config, ExecutorChoice::Process, 1);
+        config.cloud.azure_authority_host = azure.url.clone();
+        config.cloud.azure_arm_endpoint = azure.url.clone();
+        config.cloud.extra_ca_file = Some(azure.ca_file.path().to_owned());
+    })
+    .await;
+    let ada = app.user("ada").await;
+    let mut clients = HashMap::new();
+    for (name, role) in [("otto", "operator"), ("vera", "viewer")] {
+        clients.insert(role, app.user(name).await);
+        ada.post("/api/v1/orgs/ada/members", json!({ "email": format!("{name}@example.com"), "role": role }))
+            .await
+            .expect_status(StatusCode::CREATED);
+    }
+    let account = ada
+        .post(
+            "/api/v1/orgs/ada/cloud-accounts",
+            json!({ "provider": "azure", "name": "prod", "environment": "prod",
+                    "credentials": { "tenant_id": tenant_id, "client_id": client_id, "client_secret": secret } }),
+        )
+        .await
+        .expect_status(StatusCode::CREATED)
+        .json();
+    let mut body = local_cluster("prod", json!({ "step_seconds": 1 }));
+    body["cloud_account_id"] = account["id"].clone();
+    let (cluster, run) = create(&ada, body).await;
+
+    let waiting = wait_for_run(&ada, &run, 60, |r| r["status"] == "awaiting_approval").await;
+    assert_eq!(waiting["plan_summary"], json!({ "add": 3, "change": 0, "destroy": 0 }));
+    assert!(waiting["reason"].as_str().expect("reason").contains("approve"), "{waiting}");
+    assert_eq!(ada.get(&format!("{CLUSTERS}/{cluster}")).await.json()["status"], "pending");
+    for role in ["viewer", "operator"] {
+        clients[role]
+            .post_empty(&format!("/api/v1/runs/{run}/approve"))
+            .await
+            .expect_problem(StatusCode::FORBIDDEN, "forbidden");
+    }
+    assert_eq!(ada.get(&format!("/api/v1/runs/{run}")).await.json()["status"], "awaiting_approval");
+
+    let approved = ada.post_empty(&format!("/api/v1/runs/{run}/approve")).await.expect_status(StatusCode::OK).json();
+    assert_eq!((approved["status"].as_str(), approved["approved_by"].as_str()), (Some("applying"), Some("ada")));
+    let done = wait_until_finished(&ada, &run, 60).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(ada.get(&format!("{CLUSTERS}/{cluster}")).await.json()["status"], "ready");
+    let audit = ada.get("/api/v1/orgs/ada/audit?limit=100").await.json().to_string();
+    assert!(audit.contains("run.approved"));
+}
+
+#[tokio::test]
+#[ignore = "needs Terraform: run `cargo xtask test`"]
+async fn a_failed_apply_reports_terraforms_error_and_a_retry_succeeds() {
+    let app = TestApp::spawn_with(|config| with_workers(config, ExecutorChoice::Process, 1)).await;
+    let ada = app.user("ada").await;
+    let (cluster, run) = create(&ada, local_cluster("dev", json!({ "fail_at": "apply", "step_seconds": 1 }))).await;
+    let failed = wait_until_finished(&ada, &run, 60).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let reason = failed["reason"].as_str().expect("reason");
+    assert!(reason.starts_with("Terraform failed during apply"), "{reason}");
+    assert_ne!(failed["exit_code"], 0);
+    assert_eq!(failed["attempts"], 1, "a Terraform error is not retried by itself");
+    let log = log_text(&ada, &run).await;
+    assert!(log.contains("Error:"), "Terraform's error is in the log: {log}");
+    assert_eq!(ada.get(&format!("{CLUSTERS}/{cluster}")).await.json()["status"], "failed");
+    assert_eq!(ada.get(&format!("{CLUSTERS}/{cluster}/state")).await.json()["lock"], Value::Null);
+
+    let retried = ada.post_empty(&format!("/api/v1/runs/{run}/retry")).await.expect_status(StatusCode::CREATED).json();
+    let done = wait_until_finished(&ada, retried["id"].as_str().expect("id"), 60).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(ada.get(&format!("{CLUSTERS}/{cluster}")).await.json()["status"], "ready");
+
+    // A failure at plan reports the plan's error, and nothing is applied.
+    let plan = ada
+        .post(&format!("{CLUSTERS}/{cluster}/runs"), json!({ "action": "apply", "simulate": { "fail_at": "plan" } }))
+        .await
+        .json();
+    let failed = wait_until_finished(&ada, plan["id"].as_str().expect("id"), 60).await;
+    assert!(failed["reason"].as_str().expect("reason").starts_with("Terraform failed during plan"), "{failed}");
+    assert_eq!(failed["plan_summary"], Value::Null);
+}
+
+#[tokio::test]
+#[ignore = "needs Docker and the local provisioner image: run `cargo xtask test`"]
+async fn canceling_during_apply_stops_terraform_and_releases_the_lock() {
+    assert!(docker_available(), "FLEETPLANE_TEST_DOCKER is not set: run `cargo xtask test`");
+    let app = TestApp::spawn_with(|config| with_workers(config, ExecutorChoice::Docker, 1)).await;
+    let ada = app.user("ada").await;
+    let (cluster, run) = create(&ada, local_cluster("dev", json!({ "step_seconds": 30 }))).await;
+    wait_for_run(&ada, &run, 60, |r| r["status"] == "applying").await;
+    // Wait until Terraform holds the state lock for its apply.
+    let started = Instant::now();
+    while ada.get(&format!("{CLUSTERS}/{cluster}/state")).await.json()["lock"].is_null() {
+        assert!(started.elapsed() < Duration::from_secs(30), "the apply never locked the state");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(job_containers().len(), 1);
+
+    ada.post_empty(&format!("/api/v1/runs/{run}/cancel")).await.expect_status(StatusCode::OK);
+    let canceled = wait_until_finished(&ada, &run, 60).await;
+    assert_eq!(canceled["status"], "canceled", "{canceled}");
+    assert!(canceled["reason"].as_str().expect("reason").starts_with("Canceled by ada"), "{canceled}");
+    assert!(job_containers().is_empty(), "the container is gone");
+    assert_eq!(
+        ada.get(&format!("{CLUSTERS}/{cluster}/state")).await.json()["lock"],
+        Value::Null,
+        "the lock is released"
+    );
+    let log = log_text(&ada, &run).await;
+    assert!(
+        log.contains("Interrupt received") || log.contains("interrupt"),
+        "Terraform was interrupted, not killed: {log}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs Docker and the local provisioner image: run `cargo xtask test`"]
+async fn five_clusters_with_two_workers_never_run_more_than_two_jobs() {
+    assert!(docker_available(), "FLEETPLANE_TEST_DOCKER is not set: run `cargo xtask test`");
+    let app = TestApp::spawn_with(|config| with_workers(config, ExecutorChoice::Docker, 2)).await;
+    let ada = app.user("ada").await;
+    let mut runs = Vec::new();
+    for name in ["a1", "b2", "c3", "d4", "e5"] {
+        runs.push(create(&ada, local_cluster(name, json!({ "step_seconds": 2 }))).await.1);
+    }
+    // Two run; the other three wait, in order, and say so.
+    let mut waiting = Vec::new();
+    let started = Instant::now();
+    while waiting.len() != 3 {
+        assert!(started.elapsed() < Duration::from_secs(30), "the workers did not take two runs");
+        waiting.clear();
+        for run in &runs {
+            let view = ada.get(&format!("/api/v1/runs/{run}")).await.json();
+            if view["status"] == "queued" {
+                waiting.push(view);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let positions: Vec<u64> = waiting.iter().map(|r| r["position"].as_u64().expect("position")).collect();
+    assert_eq!(positions, [1, 2, 3]);
+    assert!(waiting[0]["reason"].as_str().expect("reason").starts_with("Next in line"), "{}", waiting[0]);
+    assert_eq!(waiting[2]["reason"], "Waiting for a free worker (2 ahead).");
+
+    let mut most = 0;
+    let started = Instant::now();
+    loop {
+        let running = docker(&["ps", "-q", "--filter", "label=dev.fleetplane.managed=true"]).lines().count();
+        most = most.max(running);
+        let mut finished = 0;
+        for run in &runs {
+            let status = ada.get(&format!("/api/v1/runs/{run}")).await.json()["status"].clone();
+            if status == "succeeded" {
+                finished += 1;
+            }
+            assert!(status != "failed", "run {run} failed");
+        }
+        if finished == runs.len() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "the five runs did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(most <= 2, "{most} provisioner containers ran at once");
+    assert!(most >= 1);
+}
+
+#[tokio::test]
+#[ignore = "needs Terraform: run `cargo xtask test`"]
+async fn terraforms_own_http_backend_client_locks_writes_reads_and_unlocks() {
+    use base64::Engine;
+    let app = TestApp::spawn().await;
+    let ada = app.user("ada").await;
+    let (cluster, _) = create(&ada, local_cluster("dev", json!(null))).await;
+    let claimed = fleetplane::queue::claim(app.db(), "test-worker", Duration::from_secs(300))
+        .await
+        .expect("claim")
+        .expect("a run");
+    let address = app.base.join(&format!("api/v1/state/{cluster}")).expect("url").to_string();
+    let basic =
+        |token: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("run:{token}")));
+
+    let module = tempfile::tempdir().expect("module dir");
+    std::fs::write(
+        module.path().join("main.tf"),
+        "terraform {\n  backend \"http\" {}\n}\nresource \"terraform_data\" \"pet\" {\n  input = \"v1\"\n}\n",
+    )
+    .expect("module");
+    // Asynchronously: the server answering Terraform runs on this test's runtime.
+    let terraform = |args: &[&str]| {
+        tokio::process::Command::new("terraform")
+            .args(args)
+            .current_dir(module.path())
+            .env("TF_IN_AUTOMATION", "1")
+            .env("TF_HTTP_ADDRESS", &address)
+            .env("TF_HTTP_LOCK_ADDRESS", &address)
+            .env("TF_HTTP_UNLOCK_ADDRESS", &address)
+            .env("TF_HTTP_USERNAME", "run")
+            .env("TF_HTTP_PASSWORD", &claimed.token)
+            .env("CHECKPOINT_DISABLE", "1")
+            .env_remove("TF_CLI_CONFIG_FILE")
+            .output()
+    };
+    let init = terraform(&["init", "-input=false", "-no-color"]).await.expect("terraform");
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+
+    // Someone else holds the lock: Terraform is refused and names the holder.
+    let http = reqwest::Client::new();
+    let lock = |id: &str| {
+        http.request(reqwest::Method::from_bytes(b"LOCK").expect("method"), &address)
+            .header("authorization", basic(&claimed.token))
+            .json(&json!({ "ID": id, "Operation": "OperationTypeApply", "Who": "someone@elsewhere", "Info": "" }))
+    };
+    assert_eq!(lock("held-by-test").send().await.expect("lock").status(), StatusCode::OK);
+    assert_eq!(
+        lock("held-by-test").send().await.expect("relock").status(),
+        StatusCode::OK,
+        "relocking with the same ID is fine"
+    );
+    let second = lock("second-locker").send().await.expect("lock");
+    assert_eq!(second.status(), StatusCode::LOCKED);
+    assert_eq!(second.json::<Value>().await.expect("holder")["ID"], "held-by-test");
+    let refused = terraform(&["apply", "-auto-approve", "-input=false", "-no-color", "-lock-timeout=0s"])
+        .await
+        .expect("terraform");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("Error acquiring the state lock") && stderr.contains("held-by-test"), "{stderr}");
+    let state = ada.get(&format!("{CLUSTERS}/{cluster}/state")).await.json();
+    assert_eq!(state["lock"]["who"], "someone@elsewhere");
+    assert_eq!(state["lock"]["run_id"], claimed.run.id.to_string());
+
+    let unlock = http
+        .request(reqwest::Method::from_bytes(b"UNLOCK").expect("method"), &address)
+        .header("authorization", basic(&claimed.token))
+        .json(&json!({ "ID": "held-by-test" }))
+        .send()
+        .await
+        .expect("unlock");
+    assert_eq!(unlock.status(), StatusCode::OK);
+
+    let applied = terraform(&["apply", "-auto-approve", "-input=false", "-no-color"]).await.expect("terraform");
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    let pulled = terraform(&["state", "pull"]).await.expect("terraform");
+    let pulled: Value = serde_json::from_slice(&pulled.stdout).expect("state JSON");
+    assert_eq!(pulled["resources"][0]["type"], "terraform_data");
+    let state = ada.get(&format!("{CLUSTERS}/{cluster}/state")).await.json();
+    assert_eq!(state["lock"], Value::Null, "Terraform released its lock");
+    assert_eq!(state["versions"][0]["serial"], pulled["serial"]);
+
+    // Credentials: none, a made-up token, another cluster's state.
+    let bare = http.get(&address).send().await.expect("get");
+    assert_eq!(bare.status(), StatusCode::UNAUTHORIZED);
+    assert!(bare.headers().contains_key("www-authenticate"));
+    let forged = http.get(&address).header("authorization", basic("fprun_forged")).send().await.expect("get");
+    assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+    let (other, _) = create(&ada, local_cluster("qa", json!(null))).await;
+    let elsewhere = app.base.join(&format!("api/v1/state/{other}")).expect("url");
+    let wrong = http.get(elsewhere).header("authorization", basic(&claimed.token)).send().await.expect("get");
+    assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+    // Writes naming a lock that is gone are refused: a Terraform whose lock was force-released
+    // cannot overwrite state.
+    let stale = http
+        .post(format!("{address}?ID=held-by-test"))
+        .header("authorization", basic(&claimed.token))
+        .body("{}")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(stale.status(), StatusCode::CONFLICT);
+}
+
+/// The server as a process, for tests that kill it.
+struct Server {
+    child: std::process::Child,
+}
+
+impl Server {
+    fn start(dir: &std::path::Path, database_url: &str, port: u16) -> Self {
+        use std::io::BufRead;
+        let log_path = dir.join(format!("server-{}.log", rand::random::<u32>()));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut child = crate::cli::fleetplane(dir, database_url)
+            .env("FLEETPLANE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("FLEETPLANE_EXECUTOR", "docker")
+            .env("FLEETPLANE_WORKERS", "1")
+            .env("FLEETPLANE_RUN_LEASE_SECS", "6")
+            .env("FLEETPLANE_RUN_NETWORK", "host")
+            .env("DOCKER_HOST", std::env::var("DOCKER_HOST").unwrap_or_default())
+            .arg("serve")
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start the server");
+        let mut banner = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().expect("stdout")).read_line(&mut banner).expect("banner");
+        assert!(
+            banner.contains("running at"),
+            "the server did not start:\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+        Self { child }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs Docker and the local provisioner image: run `cargo xtask test`"]
+async fn a_run_survives_its_server_being_killed_and_leaves_no_orphan() {
+    assert!(docker_available(), "FLEETPLANE_TEST_DOCKER is not set: run `cargo xtask test`");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let database_url = crate::support::fresh_database_url(dir.path()).await;
+    let mut create_user = crate::cli::fleetplane(dir.path(), &database_url);
+    create_user.args(["admin", "create-user", "--email", "ada@example.com", "--username", "ada", "--password-stdin"]);
+    assert!(crate::cli::run_with_stdin(create_user, "a long admin password\n").status.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let base: url::Url = format!("http://127.0.0.1:{port}/").parse().expect("url");
+    let client = || {
+        let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+        let http = reqwest::Client::builder().cookie_provider(jar.clone()).build().expect("client");
+        Client::from_parts(http, jar, base.clone())
+    };
+
+    let mut server = Server::start(dir.path(), &database_url, port);
+    let ada = client();
+    ada.sign_in("ada@example.com", "a long admin password").await.expect_status(StatusCode::OK);
+    let (cluster, run) = create(&ada, local_cluster("dev", json!({ "step_seconds": 8 }))).await;
+    wait_for_run(&ada, &run, 60, |r| r["status"] == "applying").await;
+    let orphan = job_containers();
+    assert_eq!(orphan.len(), 1, "the apply runs in a container");
+
+    // kill -9: no shutdown, no cleanup.
+    server.child.kill().expect("kill -9");
+    server.child.wait().expect("reap");
+    drop(server);
+    let _server = Server::start(dir.path(), &database_url, port);
+    let ada = client();
+    ada.sign_in("ada@example.com", "a long admin password").await.expect_status(StatusCode::OK);
+
+    let ended = wait_until_finished(&ada, &run, 120).await;
+    assert!(
+        ended["status"] == "succeeded" || ended["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "the run ended with an outcome and a reason: {ended}"
+    );
+    let log = log_text(&ada, &run).await;
+    assert!(log.contains("stopped responding"), "the lost attempt is explained in the log: {log}");
+    let remaining = job_containers();
+    assert!(remaining.iter().all(|c| !orphan.contains(c)), "the orphaned container was removed");
+    assert!(remaining.is_empty(), "no container outlives its run: {remaining:?}");
+    let cluster = ada.get(&format!("{CLUSTERS}/{cluster}")).await.json();
+    assert!(matches!(cluster["status"].as_str(), Some("ready" | "failed")), "{cluster}");
+    assert_eq!(
+        ada.get(&format!("{CLUSTERS}/{}/state", cluster["id"].as_str().expect("id"))).await.json()["lock"],
+        Value::Null
+    );
+}

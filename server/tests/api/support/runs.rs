@@ -1,0 +1,87 @@
+//! Helpers for tests of clusters and runs.
+
+use std::time::{Duration, Instant};
+
+use fleetplane::config::{Config, ExecutorChoice};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use super::Client;
+
+/// Workers that run jobs with `executor`, with short leases and grace periods so that failure
+/// handling shows within a test's time.
+pub fn with_workers(config: &mut Config, executor: ExecutorChoice, workers: usize) {
+    config.runs.workers = workers;
+    config.runs.executor = executor;
+    config.runs.lease_secs = 6;
+    config.runs.grace_secs = 10;
+    // Containers reach the state backend on the host's loopback.
+    config.runs.network = "host".into();
+}
+
+/// Whether the Docker tests can run here (`cargo xtask test` starts an engine and sets this).
+pub fn docker_available() -> bool {
+    std::env::var_os("FLEETPLANE_TEST_DOCKER").is_some()
+}
+
+/// A cluster on the local target, with simulation options.
+pub fn local_cluster(suffix: &str, simulate: Value) -> Value {
+    json!({
+        "target": "local",
+        "name_prefix": "shop",
+        "name_suffix": suffix,
+        "region": "local",
+        "kubernetes_version": "1.33",
+        "vpc_cidr": "10.0.0.0/16",
+        "public_subnets": ["10.0.0.0/20", "10.0.16.0/20"],
+        "private_subnets": ["10.0.64.0/19"],
+        "node_instance_type": "local.small",
+        "node_min": 1,
+        "node_max": 3,
+        "simulate": simulate,
+    })
+}
+
+/// Polls the run until `done` holds for it (at most `seconds`); returns it.
+pub async fn wait_for_run(client: &Client, run: &str, seconds: u64, done: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    loop {
+        let current = client.get(&format!("/api/v1/runs/{run}")).await.expect_status(StatusCode::OK).json();
+        if done(&current) {
+            return current;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(seconds),
+            "run {run} still {} after {seconds} s: {current}",
+            current["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits for a terminal status.
+pub async fn wait_until_finished(client: &Client, run: &str, seconds: u64) -> Value {
+    wait_for_run(client, run, seconds, |r| matches!(r["status"].as_str(), Some("succeeded" | "failed" | "canceled")))
+        .await
+}
+
+/// The whole log of a run, one line per entry.
+pub async fn log_text(client: &Client, run: &str) -> String {
+    let page = client.get(&format!("/api/v1/runs/{run}/logs?limit=1000")).await.expect_status(StatusCode::OK).json();
+    page["chunks"]
+        .as_array()
+        .map(|c| c.iter().filter_map(|l| l["text"].as_str()).collect::<Vec<_>>().join("\n"))
+        .unwrap_or_default()
+}
+
+/// `docker` with the test engine.
+pub fn docker(args: &[&str]) -> String {
+    let output = std::process::Command::new("docker").args(args).output().expect("docker CLI");
+    assert!(output.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Fleetplane's job containers on the engine now.
+pub fn job_containers() -> Vec<String> {
+    docker(&["ps", "-aq", "--filter", "label=dev.fleetplane.managed=true"]).lines().map(str::to_owned).collect()
+}
