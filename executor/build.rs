@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-fn collect(dir: &Path, root: &Path, files: &mut Vec<PathBuf>) {
+fn collect(dir: &Path, files: &mut Vec<PathBuf>) {
     let Ok(entries) = fs::read_dir(dir) else { return };
     let mut entries: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
     entries.sort();
@@ -18,7 +18,7 @@ fn collect(dir: &Path, root: &Path, files: &mut Vec<PathBuf>) {
         }
         if path.is_dir() {
             println!("cargo:rerun-if-changed={}", path.display());
-            collect(&path, root, files);
+            collect(&path, files);
         } else {
             files.push(path);
         }
@@ -32,7 +32,7 @@ fn main() {
     for dir in ["terraform", "provisioners"] {
         let dir = root.join(dir);
         println!("cargo:rerun-if-changed={}", dir.display());
-        collect(&dir, &root, &mut files);
+        collect(&dir, &mut files);
     }
     files.retain(|f| {
         let relative = f.strip_prefix(&root).unwrap_or(f);

@@ -472,9 +472,12 @@ mod tests {
         assert_eq!(spec.state_backend, StateBackend::Fleetplane);
     }
 
+    /// A change to a good input, and the fields it must be rejected on.
+    type Case = (fn(&mut SpecInput), Vec<&'static str>);
+
     #[test]
     fn each_rule_names_its_field() {
-        let cases: Vec<(fn(&mut SpecInput), Vec<&str>)> = vec![
+        let cases: Vec<Case> = vec![
             (|i| i.public_subnets = Some(vec!["10.0.0.0/20".into(), "10.0.8.0/24".into()]), vec!["public_subnets.1"]),
             (|i| i.private_subnets = Some(vec!["10.0.0.0/24".into()]), vec!["private_subnets.0"]),
             (|i| i.private_subnets = Some(vec!["10.9.0.0/24".into()]), vec!["private_subnets.0"]),
