@@ -356,3 +356,102 @@ async fn link_an_aws_account_against_moto_in_a_browser() {
     assert_eq!(accounts[0]["environment"], "prod");
     browser.close().await.expect("close the browser");
 }
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver, the built UI and Terraform: run `cargo xtask test`"]
+async fn create_watch_and_delete_a_local_cluster_in_a_browser() {
+    use fleetplane::config::ExecutorChoice;
+    use support::runs::with_workers;
+
+    let site = std::env::var_os("FLEETPLANE_TEST_SITE_DIR")
+        .map(PathBuf::from)
+        .expect("FLEETPLANE_TEST_SITE_DIR: run `cargo xtask test`");
+    let app = TestApp::spawn_with(|config| {
+        config.site_dir = site;
+        with_workers(config, ExecutorChoice::Process, 1);
+    })
+    .await;
+    app.user("ada").await;
+    let (_driver, browser) = Driver::start().await;
+    let base = app.base.as_str().trim_end_matches('/');
+
+    sign_in_with_the_form(&browser, base, "ada@example.com").await;
+    browser.goto(&format!("{base}/orgs/ada/clusters")).await.expect("open clusters");
+    hydrated(&browser).await;
+    // No cloud account is linked, so the process executor's notice and the local simulation show.
+    let notice = text_of(&browser, "[data-test=executor-notice]").await;
+    assert!(notice.to_lowercase().contains("terraform"), "{notice}");
+    assert_eq!(
+        find(&browser, "#cluster-form select[name=target]").await.prop("value").await.expect("target").as_deref(),
+        Some("local")
+    );
+
+    // The spec is checked as it is typed: a bad subnet is named under its field, before submit.
+    fill(&browser, "cluster-form", "name_prefix", "shop").await;
+    fill(&browser, "cluster-form", "name_suffix", "demo").await;
+    fill(&browser, "cluster-form", "vpc_cidr", "192.168.0.0/16").await;
+    let error = text_of(&browser, "#cluster-form [data-test=field-error][data-field^=public_subnets]").await;
+    assert!(error.contains("192.168.0.0/16"), "{error}");
+    fill(&browser, "cluster-form", "vpc_cidr", "10.0.0.0/16").await;
+    eventually("the spec to be accepted", || async {
+        text_of(&browser, "[data-test=cluster-check]").await.contains("Looks good")
+    })
+    .await;
+    assert_eq!(text_of(&browser, "[data-test=cluster-name-preview]").await, "shop-demo");
+    submit(&browser, "cluster-form").await;
+
+    // The cluster page follows the run until the cluster is ready.
+    eventually("the cluster page", || async {
+        browser.current_url().await.is_ok_and(|url| url.path().starts_with("/orgs/ada/clusters/"))
+    })
+    .await;
+    let ready = "[data-test=cluster-status][data-status=ready]";
+    wait_long(&browser, ready, 120).await;
+    let outputs = text_of(&browser, "[data-test=cluster-outputs]").await;
+    assert!(outputs.contains("shop-demo"), "{outputs}");
+    find(&browser, "[data-test=state-version]").await;
+    find(&browser, "[data-test=state-unlocked]").await;
+    screenshot(&browser, "cluster-ready").await;
+
+    // The run's page has its plan summary and Terraform's log.
+    find(&browser, "[data-test=run-row][data-status=succeeded] a").await.click().await.expect("open the run");
+    eventually("the run page", || async {
+        browser.current_url().await.is_ok_and(|url| url.path().starts_with("/runs/"))
+    })
+    .await;
+    let summary = text_of(&browser, "[data-test=plan-summary]").await;
+    assert!(summary.contains('3'), "{summary}");
+    eventually("the log", || async {
+        browser.find(Locator::Css("[data-test=run-log]")).await.is_ok()
+            && text_of(&browser, "[data-test=run-log]").await.contains("Apply complete!")
+    })
+    .await;
+    screenshot(&browser, "run-log").await;
+    browser.back().await.expect("back to the cluster");
+
+    // Deleting asks for the name, then destroys.
+    hydrated(&browser).await;
+    find(&browser, "[data-test=delete-cluster]").await.click().await.expect("delete");
+    let confirm = find(&browser, "[data-test=delete-cluster-confirm]").await;
+    assert!(!confirm.is_enabled().await.expect("enabled"), "disabled until the name is typed");
+    find(&browser, "[data-test=delete-cluster-input]").await.send_keys("shop-demo").await.expect("type the name");
+    confirm.click().await.expect("confirm");
+    wait_long(&browser, "[data-test=cluster-status][data-status=destroyed]", 120).await;
+    assert!(browser.find(Locator::Css("[data-test=delete-cluster]")).await.is_err(), "nothing left to delete");
+
+    let api = app.client();
+    api.sign_in("ada@example.com", PASSWORD).await;
+    let clusters = api.get("/api/v1/orgs/ada/clusters").await.json();
+    assert_eq!(clusters[0]["status"], "destroyed", "{clusters}");
+    browser.close().await.expect("close the browser");
+}
+
+/// Waits up to `seconds` for `css`: provisioning takes longer than a page update.
+async fn wait_long(browser: &Client, css: &str, seconds: u64) {
+    browser
+        .wait()
+        .at_most(Duration::from_secs(seconds))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("`{css}` did not appear within {seconds} s: {e}"));
+}

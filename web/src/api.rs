@@ -169,6 +169,17 @@ impl Role {
     pub fn uses_cloud_accounts(self) -> bool {
         matches!(self, Role::Owner | Role::Admin | Role::Operator)
     }
+
+    /// Admins and owners create, apply and delete clusters, approve and retry runs, and
+    /// release a cluster's state lock.
+    pub fn manages_clusters(self) -> bool {
+        matches!(self, Role::Owner | Role::Admin)
+    }
+
+    /// Operators and above run plans and cancel runs.
+    pub fn operates_clusters(self) -> bool {
+        matches!(self, Role::Owner | Role::Admin | Role::Operator)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -550,6 +561,532 @@ impl fmt::Debug for Credentials {
     }
 }
 
+/// How this installation runs Terraform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Executor {
+    /// Provisioner containers on a Docker engine.
+    Docker,
+    /// Local `terraform` processes, because no Docker engine answered.
+    Process,
+    /// This server runs no workers itself; `fleetplane worker` processes do.
+    None,
+    #[serde(other)]
+    Unknown,
+}
+
+impl Executor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Executor::Docker => "docker",
+            Executor::Process => "process",
+            Executor::None => "none",
+            Executor::Unknown => "unknown",
+        }
+    }
+}
+
+/// `GET /api/v1/system`: facts about the installation that change what the UI says.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct System {
+    pub executor: Executor,
+    #[serde(default)]
+    pub workers: u32,
+}
+
+/// `GET /api/v1/cluster-options`: what a new cluster may be, and the form's defaults.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct ClusterOptions {
+    #[serde(default)]
+    pub targets: Vec<TargetOption>,
+    #[serde(default)]
+    pub kubernetes_versions: Vec<String>,
+    #[serde(default)]
+    pub defaults: SpecDefaults,
+    #[serde(default)]
+    pub limits: SpecLimits,
+}
+
+impl ClusterOptions {
+    pub fn target(&self, id: &str) -> Option<&TargetOption> {
+        self.targets.iter().find(|target| target.id == id)
+    }
+
+    /// The targets a cloud account of `provider` can create clusters on: its cloud's own, and
+    /// `local`, which needs no cloud. Without an account (`None`), only `local`.
+    pub fn targets_for(&self, provider: Option<Provider>) -> impl Iterator<Item = &TargetOption> {
+        self.targets.iter().filter(move |target| target.provider.is_none_or(|own| Some(own) == provider))
+    }
+
+    /// Whether clusters can be created with no cloud account at all (the `local` target).
+    pub fn local_enabled(&self) -> bool {
+        self.targets.iter().any(|target| target.provider.is_none() && target.enabled)
+    }
+}
+
+/// Where a cluster can be created: a managed Kubernetes service, or `local`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct TargetOption {
+    /// `aws-eks`, `azure-aks`, `gcp-gke` or `local`.
+    pub id: String,
+    /// The cloud it runs in; `None` for `local`.
+    #[serde(default)]
+    pub provider: Option<Provider>,
+    pub label: String,
+    #[serde(default)]
+    pub regions: Vec<String>,
+    #[serde(default)]
+    pub instance_types: Vec<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct SpecDefaults {
+    #[serde(default)]
+    pub vpc_cidr: String,
+    #[serde(default)]
+    pub public_subnets: Vec<String>,
+    #[serde(default)]
+    pub private_subnets: Vec<String>,
+    #[serde(default)]
+    pub node_min: Option<u32>,
+    #[serde(default)]
+    pub node_max: Option<u32>,
+    #[serde(default)]
+    pub node_desired: Option<u32>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct SpecLimits {
+    #[serde(default)]
+    pub node_max: Option<u32>,
+    #[serde(default)]
+    pub name_max: Option<u32>,
+}
+
+/// Where Terraform keeps a cluster's state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Fleetplane itself (Terraform's `http` backend), with history and a visible lock.
+    #[default]
+    Fleetplane,
+    S3,
+    Gcs,
+    Azurerm,
+    #[serde(other)]
+    Unknown,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Fleetplane => "fleetplane",
+            BackendKind::S3 => "s3",
+            BackendKind::Gcs => "gcs",
+            BackendKind::Azurerm => "azurerm",
+            BackendKind::Unknown => "unknown",
+        }
+    }
+
+    /// The bucket backend of a cloud account's provider.
+    pub fn bucket_of(provider: Provider) -> Option<BackendKind> {
+        match provider {
+            Provider::Aws => Some(BackendKind::S3),
+            Provider::Gcp => Some(BackendKind::Gcs),
+            Provider::Azure => Some(BackendKind::Azurerm),
+            Provider::Unknown => None,
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<BackendKind> {
+        [BackendKind::Fleetplane, BackendKind::S3, BackendKind::Gcs, BackendKind::Azurerm]
+            .into_iter()
+            .find(|kind| kind.as_str() == value)
+    }
+}
+
+/// A cluster's state backend, as the API takes and returns it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StateBackend {
+    #[serde(rename = "type")]
+    pub kind: BackendKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// What a new cluster should be: the body of `POST /api/v1/orgs/{org}/clusters`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ClusterSpec {
+    /// Empty for a local simulation without an account.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cloud_account_id: String,
+    pub target: String,
+    pub name_prefix: String,
+    pub name_suffix: String,
+    pub region: String,
+    pub kubernetes_version: String,
+    pub vpc_cidr: String,
+    pub public_subnets: Vec<String>,
+    pub private_subnets: Vec<String>,
+    pub node_instance_type: String,
+    pub node_min: u32,
+    pub node_max: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_desired: Option<u32>,
+    pub state_backend: StateBackend,
+    /// Knobs of the simulated `local` target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub simulate: Option<Simulate>,
+}
+
+/// How the `local` target's simulation behaves, to see failures and slow runs on purpose.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Simulate {
+    /// `plan` or `apply`: the step that fails.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fail_at: Option<String>,
+    /// Seconds each simulated step takes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_seconds: Option<u32>,
+}
+
+/// Where a cluster is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterStatus {
+    Pending,
+    Provisioning,
+    Ready,
+    Failed,
+    Destroying,
+    Destroyed,
+    #[serde(other)]
+    Unknown,
+}
+
+impl ClusterStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterStatus::Pending => "pending",
+            ClusterStatus::Provisioning => "provisioning",
+            ClusterStatus::Ready => "ready",
+            ClusterStatus::Failed => "failed",
+            ClusterStatus::Destroying => "destroying",
+            ClusterStatus::Destroyed => "destroyed",
+            ClusterStatus::Unknown => "unknown",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ClusterStatus::Pending => "Pending",
+            ClusterStatus::Provisioning => "Provisioning",
+            ClusterStatus::Ready => "Ready",
+            ClusterStatus::Failed => "Failed",
+            ClusterStatus::Destroying => "Destroying",
+            ClusterStatus::Destroyed => "Destroyed",
+            ClusterStatus::Unknown => "Unknown",
+        }
+    }
+
+    /// Something is happening to the cluster right now.
+    pub fn is_changing(self) -> bool {
+        matches!(self, ClusterStatus::Pending | ClusterStatus::Provisioning | ClusterStatus::Destroying)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct Cluster {
+    #[serde(deserialize_with = "text")]
+    pub id: String,
+    #[serde(default, deserialize_with = "text")]
+    pub org: String,
+    pub name: String,
+    #[serde(default)]
+    pub name_prefix: String,
+    #[serde(default)]
+    pub name_suffix: String,
+    #[serde(default, deserialize_with = "text")]
+    pub cloud_account_id: String,
+    /// The cloud the cluster runs in; `None` for the `local` simulation.
+    #[serde(default)]
+    pub provider: Option<Provider>,
+    pub target: String,
+    #[serde(default)]
+    pub region: String,
+    #[serde(default)]
+    pub kubernetes_version: String,
+    #[serde(default)]
+    pub vpc_cidr: String,
+    #[serde(default)]
+    pub public_subnets: Vec<String>,
+    #[serde(default)]
+    pub private_subnets: Vec<String>,
+    #[serde(default)]
+    pub node_instance_type: String,
+    #[serde(default)]
+    pub node_min: Option<u32>,
+    #[serde(default)]
+    pub node_max: Option<u32>,
+    #[serde(default)]
+    pub node_desired: Option<u32>,
+    #[serde(default)]
+    pub state_backend: Option<StateBackend>,
+    pub status: ClusterStatus,
+    /// Terraform's outputs after the last successful apply.
+    #[serde(default)]
+    pub outputs: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    pub last_run: Option<Run>,
+    #[serde(default)]
+    pub created_at: String,
+    #[serde(default)]
+    pub updated_at: String,
+}
+
+/// What a run does to its cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunAction {
+    Plan,
+    Apply,
+    Destroy,
+    #[serde(other)]
+    Unknown,
+}
+
+impl RunAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunAction::Plan => "plan",
+            RunAction::Apply => "apply",
+            RunAction::Destroy => "destroy",
+            RunAction::Unknown => "unknown",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RunAction::Plan => "Plan",
+            RunAction::Apply => "Apply",
+            RunAction::Destroy => "Destroy",
+            RunAction::Unknown => "Run",
+        }
+    }
+}
+
+/// `queued → running → (awaiting_approval →) applying → succeeded | failed | canceled`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    AwaitingApproval,
+    Applying,
+    Succeeded,
+    Failed,
+    Canceled,
+    #[serde(other)]
+    Unknown,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::AwaitingApproval => "awaiting_approval",
+            RunStatus::Applying => "applying",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Canceled => "canceled",
+            RunStatus::Unknown => "unknown",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "Queued",
+            RunStatus::Running => "Running",
+            RunStatus::AwaitingApproval => "Awaiting approval",
+            RunStatus::Applying => "Applying",
+            RunStatus::Succeeded => "Succeeded",
+            RunStatus::Failed => "Failed",
+            RunStatus::Canceled => "Canceled",
+            RunStatus::Unknown => "Unknown",
+        }
+    }
+
+    /// The run is over and will not change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, RunStatus::Succeeded | RunStatus::Failed | RunStatus::Canceled)
+    }
+}
+
+/// What a plan would do, as Terraform counts resources.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct PlanSummary {
+    #[serde(default)]
+    pub add: u32,
+    #[serde(default)]
+    pub change: u32,
+    #[serde(default)]
+    pub destroy: u32,
+}
+
+/// One execution of Terraform against a cluster.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct Run {
+    #[serde(deserialize_with = "text")]
+    pub id: String,
+    #[serde(default, deserialize_with = "text")]
+    pub org: String,
+    #[serde(default, deserialize_with = "text")]
+    pub cluster_id: String,
+    #[serde(default)]
+    pub cluster_name: String,
+    pub action: RunAction,
+    pub status: RunStatus,
+    /// Why the run is in its status: what it waits for, or why it failed.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Its place in the queue while queued (1 is next).
+    #[serde(default)]
+    pub position: Option<u32>,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub max_attempts: u32,
+    #[serde(default)]
+    pub plan_summary: Option<PlanSummary>,
+    #[serde(default)]
+    pub outputs: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    pub exit_code: Option<i64>,
+    /// What ran it: `docker` or `process`.
+    #[serde(default)]
+    pub executor: Option<String>,
+    #[serde(default, deserialize_with = "optional_text")]
+    pub requested_by: Option<String>,
+    #[serde(default, deserialize_with = "optional_text")]
+    pub approved_by: Option<String>,
+    #[serde(default)]
+    pub created_at: String,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+}
+
+/// A cluster's Terraform state as Fleetplane keeps it: the versions and the current lock.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct StateInfo {
+    #[serde(default)]
+    pub versions: Vec<StateVersion>,
+    #[serde(default)]
+    pub lock: Option<StateLock>,
+}
+
+impl StateInfo {
+    /// The newest version (the highest serial).
+    pub fn latest(&self) -> Option<&StateVersion> {
+        self.versions.iter().max_by_key(|version| version.serial)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct StateVersion {
+    pub serial: u64,
+    #[serde(default)]
+    pub created_at: String,
+    #[serde(default)]
+    pub size: u64,
+    #[serde(default, deserialize_with = "optional_text")]
+    pub run_id: Option<String>,
+}
+
+/// Who holds a state lock, as Terraform described itself when it took it.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct StateLock {
+    #[serde(default, deserialize_with = "text")]
+    pub id: String,
+    #[serde(default, deserialize_with = "optional_text")]
+    pub run_id: Option<String>,
+    #[serde(default)]
+    pub operation: String,
+    #[serde(default)]
+    pub who: String,
+    #[serde(default)]
+    pub created_at: String,
+}
+
+/// Which output of the provisioner a log chunk came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+    /// Fleetplane's own lines: claimed, retried, canceled.
+    System,
+    #[serde(other)]
+    Unknown,
+}
+
+impl LogStream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+            LogStream::System => "system",
+            LogStream::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct LogChunk {
+    pub seq: u64,
+    pub stream: LogStream,
+    #[serde(default)]
+    pub text: String,
+    #[serde(default)]
+    pub at: String,
+}
+
+/// `GET /api/v1/runs/{id}/logs`: the chunks after a sequence number.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct LogPage {
+    #[serde(default)]
+    pub chunks: Vec<LogChunk>,
+    /// Where the next request starts (`?after=`).
+    #[serde(default)]
+    pub next_after: Option<u64>,
+    /// The run is over and every chunk has been sent.
+    #[serde(default)]
+    pub complete: bool,
+}
+
+/// A cluster just created, with the run that provisions it.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct CreatedCluster {
+    pub cluster: Cluster,
+    pub run: Run,
+}
+
+/// The answer to a dry run: the spec is valid, and this is the name it gives.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct CheckedCluster {
+    pub name: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
 /// Accepts a string, a number, or a list of strings (joined with ", ") as text, so that ids
 /// and recipients read the same whichever JSON type the server picks.
 fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
@@ -739,13 +1276,106 @@ pub async fn list_buckets(org: &str, id: &str) -> ApiResult<Vec<Bucket>> {
 
 /// `/api/v1/orgs/{org}/cloud-accounts[/{id}]{rest}`.
 fn cloud_accounts_path(org: &str, id: Option<&str>, rest: &str) -> String {
-    let mut path = format!("/api/v1/orgs/{}/cloud-accounts", encode(org));
+    org_path(org, "cloud-accounts", id, rest)
+}
+
+pub async fn get_system() -> ApiResult<System> {
+    call(Method::Get, "/api/v1/system", None).await
+}
+
+pub async fn get_cluster_options() -> ApiResult<ClusterOptions> {
+    call(Method::Get, "/api/v1/cluster-options", None).await
+}
+
+pub async fn list_clusters(org: &str) -> ApiResult<Vec<Cluster>> {
+    call(Method::Get, &clusters_path(org, None, ""), None).await
+}
+
+/// Creates the cluster and queues the run that provisions it.
+pub async fn create_cluster(org: &str, spec: &ClusterSpec) -> ApiResult<CreatedCluster> {
+    call(Method::Post, &clusters_path(org, None, ""), Some(json!(spec))).await
+}
+
+/// Validates `spec` as [`create_cluster`] would, without creating anything.
+pub async fn check_cluster(org: &str, spec: &ClusterSpec) -> ApiResult<CheckedCluster> {
+    call(Method::Post, &clusters_path(org, None, "?dry_run=true"), Some(json!(spec))).await
+}
+
+pub async fn get_cluster(org: &str, id: &str) -> ApiResult<Cluster> {
+    call(Method::Get, &clusters_path(org, Some(id), ""), None).await
+}
+
+/// Queues the run that destroys the cluster, and returns it.
+pub async fn delete_cluster(org: &str, id: &str) -> ApiResult<Run> {
+    call(Method::Delete, &clusters_path(org, Some(id), ""), None).await
+}
+
+/// The cluster's runs, newest first.
+pub async fn list_cluster_runs(org: &str, id: &str) -> ApiResult<Vec<Run>> {
+    call(Method::Get, &clusters_path(org, Some(id), "/runs"), None).await
+}
+
+pub async fn start_run(org: &str, id: &str, action: RunAction) -> ApiResult<Run> {
+    let body = json!({ "action": action });
+    call(Method::Post, &clusters_path(org, Some(id), "/runs"), Some(body)).await
+}
+
+pub async fn get_cluster_state(org: &str, id: &str) -> ApiResult<StateInfo> {
+    call(Method::Get, &clusters_path(org, Some(id), "/state"), None).await
+}
+
+/// Releases the cluster's state lock whoever holds it.
+pub async fn release_state_lock(org: &str, id: &str) -> ApiResult<()> {
+    call_empty(Method::Delete, &clusters_path(org, Some(id), "/state/lock"), None).await
+}
+
+/// `/api/v1/orgs/{org}/clusters[/{id}]{rest}`.
+fn clusters_path(org: &str, id: Option<&str>, rest: &str) -> String {
+    org_path(org, "clusters", id, rest)
+}
+
+/// `/api/v1/orgs/{org}/{collection}[/{id}]{rest}`, with the org and id encoded.
+fn org_path(org: &str, collection: &str, id: Option<&str>, rest: &str) -> String {
+    let mut path = format!("/api/v1/orgs/{}/{collection}", encode(org));
     if let Some(id) = id {
         path.push('/');
         path.push_str(&encode(id));
     }
     path.push_str(rest);
     path
+}
+
+pub async fn get_run(id: &str) -> ApiResult<Run> {
+    call(Method::Get, &run_path(id, ""), None).await
+}
+
+pub async fn approve_run(id: &str) -> ApiResult<()> {
+    call_empty(Method::Post, &run_path(id, "/approve"), None).await
+}
+
+pub async fn cancel_run(id: &str) -> ApiResult<()> {
+    call_empty(Method::Post, &run_path(id, "/cancel"), None).await
+}
+
+/// Queues the run again as a new run, and returns that one.
+pub async fn retry_run(id: &str) -> ApiResult<Run> {
+    call(Method::Post, &run_path(id, "/retry"), None).await
+}
+
+/// The most log chunks one request asks for.
+pub const LOG_PAGE_SIZE: usize = 500;
+
+/// The run's log chunks after sequence number `after` (from the start for `None`).
+pub async fn run_logs(id: &str, after: Option<u64>) -> ApiResult<LogPage> {
+    let mut path = run_path(id, &format!("/logs?limit={LOG_PAGE_SIZE}"));
+    if let Some(after) = after {
+        path.push_str(&format!("&after={after}"));
+    }
+    call(Method::Get, &path, None).await
+}
+
+fn run_path(id: &str, rest: &str) -> String {
+    format!("/api/v1/runs/{}{rest}", encode(id))
 }
 
 pub async fn list_outbox() -> ApiResult<Vec<OutboxMail>> {
@@ -982,5 +1612,83 @@ mod tests {
             cloud_accounts_path("a b", Some("x/y"), "/verify"),
             "/api/v1/orgs/a%20b/cloud-accounts/x%2Fy/verify"
         );
+    }
+
+    #[test]
+    fn cluster_and_run_paths_encode_their_parts() {
+        assert_eq!(clusters_path("acme", None, "?dry_run=true"), "/api/v1/orgs/acme/clusters?dry_run=true");
+        assert_eq!(clusters_path("acme", Some("c/1"), "/state/lock"), "/api/v1/orgs/acme/clusters/c%2F1/state/lock");
+        assert_eq!(run_path("r 1", "/logs"), "/api/v1/runs/r%201/logs");
+    }
+
+    #[test]
+    fn parses_clusters_with_their_last_run() {
+        let body = r#"[
+          {"id":"c1","org":"acme","name":"pay-prod","name_prefix":"pay","name_suffix":"prod",
+           "cloud_account_id":"a1","provider":"aws","target":"aws-eks","region":"eu-west-1",
+           "kubernetes_version":"1.34","vpc_cidr":"10.0.0.0/16","public_subnets":["10.0.0.0/20"],
+           "private_subnets":["10.0.64.0/19"],"node_instance_type":"t3.medium","node_min":1,"node_max":3,
+           "node_desired":2,"state_backend":{"type":"s3","bucket":"tf","key":null},"status":"provisioning",
+           "outputs":null,"created_at":"2026-04-14T09:30:00Z","updated_at":"2026-04-14T09:30:00Z",
+           "last_run":{"id":"r1","org":"acme","cluster_id":"c1","cluster_name":"pay-prod","action":"apply",
+             "status":"awaiting_approval","reason":"Waiting for an admin to approve the plan.","position":null,
+             "attempts":1,"max_attempts":3,"plan_summary":{"add":3,"change":1,"destroy":0},"outputs":null,
+             "exit_code":null,"executor":"docker","requested_by":"ada","approved_by":null,
+             "created_at":"2026-04-14T09:30:00Z","started_at":"2026-04-14T09:30:05Z","finished_at":null}},
+          {"id":"c2","name":"sim","provider":null,"target":"local","status":"rebuilding",
+           "state_backend":{"type":"fleetplane"},"outputs":{"endpoint":"https://127.0.0.1:6443"}}
+        ]"#;
+        let clusters: Vec<Cluster> = serde_json::from_str(body).expect("clusters parse");
+        assert_eq!(clusters[0].provider, Some(Provider::Aws));
+        assert_eq!(clusters[0].status, ClusterStatus::Provisioning);
+        assert_eq!(
+            clusters[0].state_backend,
+            Some(StateBackend { kind: BackendKind::S3, bucket: Some("tf".into()), key: None })
+        );
+        let run = clusters[0].last_run.as_ref().expect("last run");
+        assert_eq!(run.status, RunStatus::AwaitingApproval);
+        assert_eq!(run.plan_summary, Some(PlanSummary { add: 3, change: 1, destroy: 0 }));
+        assert!(!run.status.is_terminal());
+        assert_eq!(clusters[1].provider, None);
+        assert_eq!(clusters[1].status, ClusterStatus::Unknown);
+        assert!(clusters[1].outputs.as_ref().is_some_and(|outputs| outputs.contains_key("endpoint")));
+    }
+
+    #[test]
+    fn parses_options_state_and_log_pages() {
+        let options: ClusterOptions = serde_json::from_str(
+            r#"{"targets":[{"id":"aws-eks","provider":"aws","label":"Amazon EKS","regions":["eu-west-1"],
+                 "instance_types":["t3.medium"],"enabled":true},
+                {"id":"local","provider":null,"label":"Local simulation","regions":["local"],
+                 "instance_types":["local.small"],"enabled":false}],
+               "kubernetes_versions":["1.34"],
+               "defaults":{"vpc_cidr":"10.0.0.0/16","public_subnets":["10.0.0.0/20"],"private_subnets":[],
+                 "node_min":1,"node_max":3,"node_desired":2},
+               "limits":{"node_max":100,"name_max":40}}"#,
+        )
+        .expect("options parse");
+        let ids: Vec<&str> = options.targets_for(Some(Provider::Gcp)).map(|target| target.id.as_str()).collect();
+        assert_eq!(ids, ["local"]);
+        assert_eq!(options.target("aws-eks").map(|target| target.enabled), Some(true));
+
+        let state: StateInfo = serde_json::from_str(
+            r#"{"versions":[{"serial":3,"created_at":"x","size":10,"run_id":"r1"},
+                            {"serial":7,"created_at":"y","size":20,"run_id":null}],
+                "lock":{"id":"l1","run_id":"r2","operation":"OperationTypeApply","who":"worker@host","created_at":"z"}}"#,
+        )
+        .expect("state parses");
+        assert_eq!(state.latest().map(|version| version.serial), Some(7));
+        assert_eq!(state.lock.and_then(|lock| lock.run_id).as_deref(), Some("r2"));
+
+        let page: LogPage = serde_json::from_str(
+            r#"{"chunks":[{"seq":1,"stream":"stdout","text":"Initializing…\n","at":"t"},
+                          {"seq":2,"stream":"stderr","text":"Error: boom","at":"t"},
+                          {"seq":3,"stream":"system","text":"Retrying","at":"t"}],
+                "next_after":3,"complete":false}"#,
+        )
+        .expect("log page parses");
+        let streams: Vec<LogStream> = page.chunks.iter().map(|chunk| chunk.stream).collect();
+        assert_eq!(streams, [LogStream::Stdout, LogStream::Stderr, LogStream::System]);
+        assert_eq!(page.next_after, Some(3));
     }
 }

@@ -72,6 +72,9 @@ pub fn App() -> impl IntoView {
                         <Route path=path!("/orgs/:org") view=pages::OrgPage/>
                         <Route path=path!("/orgs/:org/audit") view=pages::AuditPage/>
                         <Route path=path!("/orgs/:org/cloud-accounts") view=pages::CloudAccountsPage/>
+                        <Route path=path!("/orgs/:org/clusters") view=pages::ClustersPage/>
+                        <Route path=path!("/orgs/:org/clusters/:id") view=pages::ClusterPage/>
+                        <Route path=path!("/runs/:id") view=pages::RunPage/>
                         <Route path=path!("/dev/outbox") view=pages::OutboxPage/>
                     </Routes>
                 </main>

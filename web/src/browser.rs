@@ -32,6 +32,72 @@ pub async fn copy_text(text: &str) -> bool {
     }
 }
 
+/// The browser's clock, in whole seconds since the Unix epoch; `None` on the server.
+pub fn now_seconds() -> Option<i64> {
+    #[cfg(feature = "hydrate")]
+    {
+        // Milliseconds since the epoch fit an i64 for the next 292 million years.
+        Some((web_sys::js_sys::Date::now() / 1000.0) as i64)
+    }
+    #[cfg(not(feature = "hydrate"))]
+    None
+}
+
+/// Runs `step` now, then again each time the delay it returns has passed, until it returns
+/// `None` or the component that called this is gone. A step starts only after the previous
+/// one has finished, so slow answers never pile up.
+pub fn poll<F, Fut>(step: F)
+where
+    F: Fn() -> Fut + 'static,
+    Fut: std::future::Future<Output = Option<std::time::Duration>> + 'static,
+{
+    #[cfg(feature = "hydrate")]
+    {
+        use std::rc::Rc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+
+        use leptos::prelude::{TimeoutHandle, on_cleanup, set_timeout_with_handle};
+
+        struct Poller<F> {
+            step: F,
+            alive: Arc<AtomicBool>,
+            timer: Arc<Mutex<Option<TimeoutHandle>>>,
+        }
+
+        fn tick<F, Fut>(poller: Rc<Poller<F>>)
+        where
+            F: Fn() -> Fut + 'static,
+            Fut: std::future::Future<Output = Option<std::time::Duration>> + 'static,
+        {
+            leptos::task::spawn_local(async move {
+                let next = (poller.step)().await;
+                let Some(delay) = next.filter(|_| poller.alive.load(Ordering::Relaxed)) else {
+                    return;
+                };
+                let timer = Arc::clone(&poller.timer);
+                if let Ok(handle) = set_timeout_with_handle(move || tick(poller), delay)
+                    && let Ok(mut slot) = timer.lock()
+                {
+                    *slot = Some(handle);
+                }
+            });
+        }
+
+        let poller = Rc::new(Poller { step, alive: Arc::new(AtomicBool::new(true)), timer: Arc::default() });
+        let (alive, timer) = (Arc::clone(&poller.alive), Arc::clone(&poller.timer));
+        on_cleanup(move || {
+            alive.store(false, Ordering::Relaxed);
+            if let Some(handle) = timer.lock().ok().and_then(|mut slot| slot.take()) {
+                handle.clear();
+            }
+        });
+        tick(poller);
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = step;
+}
+
 /// A file the user picked in an `<input type="file">` or dropped on one.
 pub struct ChosenFile {
     pub name: String,

@@ -1,4 +1,4 @@
-//! Small pure helpers: URL encoding, timestamps, redirect targets.
+//! Small pure helpers: URL encoding, timestamps and durations, redirect targets, log text.
 
 /// A 64-bit FNV-1a hash, usable in `const` items (for cache-busting asset URLs).
 #[cfg_attr(not(feature = "ssr"), allow(dead_code))]
@@ -90,6 +90,175 @@ pub fn bytes(size: u64) -> String {
     format!("{} {unit}", amount.strip_suffix(".0").unwrap_or(&amount))
 }
 
+/// Seconds since the Unix epoch of an RFC 3339 timestamp (`2026-04-14T09:30:12.5+02:00`).
+pub fn epoch_seconds(rfc3339: &str) -> Option<i64> {
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = rfc3339.get(range)?;
+        if part.bytes().all(|b| b.is_ascii_digit()) { part.parse().ok() } else { None }
+    };
+    let bytes = rfc3339.as_bytes();
+    if bytes.len() < 20 || bytes[4] != b'-' || bytes[7] != b'-' || !matches!(bytes[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    // Skip fractional seconds; what follows is the offset.
+    let zone = rfc3339[19..].trim_start_matches(|c: char| c == '.' || c.is_ascii_digit());
+    let offset = match zone.as_bytes().first()? {
+        b'Z' | b'z' => 0,
+        sign @ (b'+' | b'-') => {
+            let hours: i64 = zone.get(1..3)?.parse().ok()?;
+            let minutes: i64 = zone.get(4..6).or_else(|| zone.get(3..5))?.parse().ok()?;
+            let offset = hours * 3600 + minutes * 60;
+            if *sign == b'+' { offset } else { -offset }
+        }
+        _ => return None,
+    };
+    Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset)
+}
+
+/// Days from 1970-01-01 to a date of the proleptic Gregorian calendar (Howard Hinnant's
+/// `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// How long ago `rfc3339` was, at `now` (seconds since the epoch): `just now`, `5 minutes
+/// ago`, `3 days ago`, or the date when it is older than a month. `None` if it is no timestamp.
+pub fn relative(rfc3339: &str, now: i64) -> Option<String> {
+    let then = epoch_seconds(rfc3339)?;
+    // A clock a little ahead of the server's still reads as "just now".
+    let ago = (now - then).max(0);
+    let count = |n: i64, unit: &str| if n == 1 { format!("1 {unit} ago") } else { format!("{n} {unit}s ago") };
+    Some(match ago {
+        0..60 => "just now".to_owned(),
+        60..3_600 => count(ago / 60, "minute"),
+        3_600..86_400 => count(ago / 3_600, "hour"),
+        86_400..2_592_000 => count(ago / 86_400, "day"),
+        _ => date(rfc3339),
+    })
+}
+
+/// A length of time for people: `45s`, `3m 12s`, `2h 05m`.
+pub fn duration(seconds: i64) -> String {
+    let seconds = seconds.max(0);
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3_600 => format!("{}m {:02}s", seconds / 60, seconds % 60),
+        _ => format!("{}h {:02}m", seconds / 3_600, seconds % 3_600 / 60),
+    }
+}
+
+/// The time between two RFC 3339 timestamps, for people (see [`duration`]).
+pub fn elapsed(from: &str, to: &str) -> Option<String> {
+    Some(duration(epoch_seconds(to)? - epoch_seconds(from)?))
+}
+
+/// The end of a long id, enough to tell runs apart: `…e4f32cd3`. Time-ordered ids (UUIDv7)
+/// made close together share their start, so the end is what differs.
+pub fn short_id(id: &str) -> String {
+    const SHOWN: usize = 8;
+    let count = id.chars().count();
+    if count <= SHOWN + 4 {
+        return id.to_owned();
+    }
+    let tail: String = id.chars().skip(count - SHOWN).collect();
+    format!("…{tail}")
+}
+
+/// A piece of text that may name a run by its UUID.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mention {
+    Text(String),
+    /// A UUID in the text.
+    Id(String),
+}
+
+/// Splits `text` around the UUIDs in it ("Waiting behind run 01a2…-…cd3 on the same
+/// cluster"), so that they can be shown as links.
+pub fn mentions(text: &str) -> Vec<Mention> {
+    const UUID_LEN: usize = 36;
+    let is_uuid = |candidate: &str| {
+        candidate.len() == UUID_LEN
+            && candidate
+                .char_indices()
+                .all(|(i, c)| if matches!(i, 8 | 13 | 18 | 23) { c == '-' } else { c.is_ascii_hexdigit() })
+    };
+    let mut parts = Vec::new();
+    let mut rest = text;
+    let mut plain = String::new();
+    while !rest.is_empty() {
+        if let Some(candidate) = rest.get(..UUID_LEN)
+            && is_uuid(candidate)
+            && !plain.ends_with(|c: char| c.is_ascii_alphanumeric())
+        {
+            if !plain.is_empty() {
+                parts.push(Mention::Text(std::mem::take(&mut plain)));
+            }
+            parts.push(Mention::Id(candidate.to_owned()));
+            rest = &rest[UUID_LEN..];
+            continue;
+        }
+        let mut chars = rest.chars();
+        if let Some(c) = chars.next() {
+            plain.push(c);
+        }
+        rest = chars.as_str();
+    }
+    if !plain.is_empty() {
+        parts.push(Mention::Text(plain));
+    }
+    parts
+}
+
+/// `text` without terminal escape sequences (colours, cursor moves), which a log may carry
+/// when a tool forgets that its output is not a terminal.
+pub fn strip_ansi(text: &str) -> String {
+    if !text.contains('\u{1b}') {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        match chars.peek() {
+            // CSI: parameters and intermediates, then one final byte in @..~.
+            Some('[') => {
+                chars.next();
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            // OSC (a window title, a link): up to BEL or ESC \.
+            Some(']') => {
+                chars.next();
+                while let Some(c) = chars.next() {
+                    if c == '\u{7}' || (c == '\u{1b}' && chars.next_if_eq(&'\\').is_some()) {
+                        break;
+                    }
+                }
+            }
+            // Any other escape: intermediates (space to `/`), then one final character.
+            Some(_) => {
+                while chars.next_if(|c| (' '..='/').contains(c)).is_some() {}
+                chars.next();
+            }
+            None => {}
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +285,78 @@ mod tests {
         assert_eq!(bytes(2355), "2.3 KB");
         assert_eq!(bytes(64 * 1024), "64 KB");
         assert_eq!(bytes(3 * 1024 * 1024 / 2), "1.5 MB");
+    }
+
+    #[test]
+    fn reads_rfc3339_timestamps() {
+        assert_eq!(epoch_seconds("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(epoch_seconds("2026-04-14T09:30:12Z"), Some(1_776_159_012));
+        assert_eq!(epoch_seconds("2026-04-14T09:30:12.123456Z"), Some(1_776_159_012));
+        assert_eq!(epoch_seconds("2026-04-14T11:30:12+02:00"), Some(1_776_159_012));
+        assert_eq!(epoch_seconds("2026-04-14T08:30:12-01:00"), Some(1_776_159_012));
+        assert_eq!(epoch_seconds("2000-02-29T00:00:00Z"), Some(951_782_400));
+        assert_eq!(epoch_seconds("yesterday"), None);
+        assert_eq!(epoch_seconds("2026-04-14"), None);
+    }
+
+    #[test]
+    fn says_how_long_ago() {
+        let then = "2026-04-14T09:30:12Z";
+        let at = 1_776_159_012;
+        assert_eq!(relative(then, at - 5).as_deref(), Some("just now"));
+        assert_eq!(relative(then, at + 59).as_deref(), Some("just now"));
+        assert_eq!(relative(then, at + 60).as_deref(), Some("1 minute ago"));
+        assert_eq!(relative(then, at + 7 * 60 + 30).as_deref(), Some("7 minutes ago"));
+        assert_eq!(relative(then, at + 2 * 3_600).as_deref(), Some("2 hours ago"));
+        assert_eq!(relative(then, at + 86_400).as_deref(), Some("1 day ago"));
+        assert_eq!(relative(then, at + 90 * 86_400).as_deref(), Some("2026-04-14"));
+        assert_eq!(relative("soon", at), None);
+    }
+
+    #[test]
+    fn formats_durations() {
+        assert_eq!(duration(-3), "0s");
+        assert_eq!(duration(45), "45s");
+        assert_eq!(duration(192), "3m 12s");
+        assert_eq!(duration(7_500), "2h 05m");
+        assert_eq!(elapsed("2026-04-14T09:30:00Z", "2026-04-14T09:31:05Z").as_deref(), Some("1m 05s"));
+    }
+
+    #[test]
+    fn shortens_ids_to_their_distinct_end() {
+        assert_eq!(short_id("01a20b29-8292-7196-af7e-d490e4f32cd3"), "…e4f32cd3");
+        assert_eq!(short_id("run-1"), "run-1");
+    }
+
+    #[test]
+    fn finds_run_ids_in_reasons() {
+        let id = "01a20b29-8292-7196-af7e-d490e4f32cd3";
+        assert_eq!(
+            mentions(&format!("Waiting behind run {id} on the same cluster (running).")),
+            [
+                Mention::Text("Waiting behind run ".into()),
+                Mention::Id(id.into()),
+                Mention::Text(" on the same cluster (running).".into()),
+            ]
+        );
+        assert_eq!(mentions(id), [Mention::Id(id.into())]);
+        assert_eq!(
+            mentions("Waiting for a free worker (2 ahead)."),
+            [Mention::Text("Waiting for a free worker (2 ahead).".into())]
+        );
+        assert_eq!(mentions(&format!("x{id}")), [Mention::Text(format!("x{id}"))]);
+        assert_eq!(mentions("é"), [Mention::Text("é".into())]);
+    }
+
+    #[test]
+    fn strips_terminal_escapes() {
+        assert_eq!(strip_ansi("plain"), "plain");
+        assert_eq!(
+            strip_ansi("\u{1b}[1m\u{1b}[32mApply complete!\u{1b}[0m Resources: 3 added."),
+            "Apply complete! Resources: 3 added."
+        );
+        assert_eq!(strip_ansi("\u{1b}]0;title\u{7}after"), "after");
+        assert_eq!(strip_ansi("a\u{1b}(Bb\u{1b}=c"), "abc");
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! Pieces for showing loaded data: loading and error states, role badges, timestamps.
+//! Pieces for showing loaded data: loading and error states, badges, timestamps.
 
 use leptos::prelude::*;
 
-use crate::api::{ApiError, Role};
+use crate::api::{ApiError, ClusterStatus, Provider, Role, RunStatus};
+use crate::browser;
 use crate::components::guard::current_path;
 use crate::components::{Alert, AlertKind};
 use crate::format;
@@ -75,6 +76,85 @@ pub fn RoleBadge(role: Role) -> impl IntoView {
     }
 }
 
+/// A cloud provider's name with its mark.
+#[component]
+pub fn ProviderBadge(provider: Provider) -> impl IntoView {
+    view! {
+        <span class=format!("provider provider-{}", provider.as_str()) data-test="provider-badge">
+            {provider.label()}
+        </span>
+    }
+}
+
+/// A cluster's status. Clusters being created or destroyed show a live dot.
+#[component]
+pub fn ClusterStatusBadge(status: ClusterStatus) -> impl IntoView {
+    let (tone, live) = match status {
+        ClusterStatus::Ready => ("badge-success", false),
+        ClusterStatus::Failed => ("badge-danger", false),
+        ClusterStatus::Provisioning | ClusterStatus::Destroying => ("badge-info", true),
+        ClusterStatus::Destroyed => ("badge-muted", false),
+        ClusterStatus::Pending | ClusterStatus::Unknown => ("badge-neutral", false),
+    };
+    view! { <StatusBadge tone live status=status.as_str() label=status.label() test="cluster-status"/> }
+}
+
+/// A run's status. Runs at work show a live dot; a run waiting for approval stands out.
+#[component]
+pub fn RunStatusBadge(status: RunStatus) -> impl IntoView {
+    let (tone, live) = match status {
+        RunStatus::Succeeded => ("badge-success", false),
+        RunStatus::Failed => ("badge-danger", false),
+        RunStatus::Running | RunStatus::Applying => ("badge-info", true),
+        RunStatus::AwaitingApproval => ("badge-warning", false),
+        RunStatus::Canceled => ("badge-muted", false),
+        RunStatus::Queued | RunStatus::Unknown => ("badge-neutral", false),
+    };
+    view! { <StatusBadge tone live status=status.as_str() label=status.label() test="run-status"/> }
+}
+
+#[component]
+fn StatusBadge(
+    tone: &'static str,
+    live: bool,
+    status: &'static str,
+    label: &'static str,
+    test: &'static str,
+) -> impl IntoView {
+    view! {
+        <span class=format!("badge badge-status {tone}") class:badge-live=live data-test=test data-status=status>
+            {label}
+        </span>
+    }
+}
+
+/// A button that puts `text` on the clipboard and says whether that worked.
+#[component]
+pub fn CopyButton(
+    #[prop(into)] text: Signal<String>,
+    test: &'static str,
+    #[prop(default = "btn btn-secondary btn-sm")] class: &'static str,
+    #[prop(default = "Copy")] label: &'static str,
+) -> impl IntoView {
+    let copied = RwSignal::new(None::<bool>);
+    let copy = move |_| {
+        let text = text.get_untracked();
+        leptos::task::spawn_local(async move {
+            let ok = browser::copy_text(&text).await;
+            copied.try_set(Some(ok));
+        });
+    };
+    view! {
+        <button type="button" class=class data-test=test on:click=copy>
+            {move || match copied.get() {
+                Some(true) => "Copied",
+                Some(false) => "Copy failed",
+                None => label,
+            }}
+        </button>
+    }
+}
+
 /// A timestamp, readable, with the exact value in the `datetime` attribute and tooltip.
 #[component]
 pub fn Time(
@@ -82,7 +162,16 @@ pub fn Time(
     /// Show only the date.
     #[prop(optional)]
     date_only: bool,
+    /// Say how long ago it was ("5 minutes ago"), as of when it is drawn.
+    #[prop(optional)]
+    relative: bool,
 ) -> impl IntoView {
-    let text = if date_only { format::date(&value) } else { format::timestamp(&value) };
-    view! { <time datetime=value.clone() title=value>{text}</time> }
+    let ago = relative.then(|| browser::now_seconds().and_then(|now| format::relative(&value, now))).flatten();
+    let text = match ago {
+        Some(ago) => ago,
+        None if date_only => format::date(&value),
+        None => format::timestamp(&value),
+    };
+    let title = if relative { format::timestamp(&value) } else { value.clone() };
+    view! { <time datetime=value title=title>{text}</time> }
 }

@@ -77,12 +77,14 @@ impl FormState {
     }
 
     /// The API's message for `field`, for the error line under that field.
-    pub fn field_error(self, field: &'static str) -> Signal<Option<String>> {
-        Signal::derive(move || self.error.with(|error| error.as_ref().and_then(|e| e.field(field)).map(str::to_owned)))
+    pub fn field_error(self, field: impl Into<String>) -> Signal<Option<String>> {
+        let field = field.into();
+        Signal::derive(move || self.error.with(|error| error.as_ref().and_then(|e| e.field(&field)).map(str::to_owned)))
     }
 
     /// The error to show as a banner: the problem's `detail` unless every field error it
-    /// carries is shown next to one of `fields`, plus any field error no field shows.
+    /// carries is shown next to one of `fields`, plus any field error no field shows. An item
+    /// of a list field (`public_subnets.1`) is shown by that list (`public_subnets`).
     pub fn banner(self, fields: &'static [&'static str]) -> Signal<Option<String>> {
         Signal::derive(move || {
             self.error.with(|error| {
@@ -90,7 +92,7 @@ impl FormState {
                 let unplaced: Vec<&str> = error
                     .errors
                     .iter()
-                    .filter(|e| !fields.contains(&e.field.as_str()))
+                    .filter(|e| !fields.contains(&list_of(&e.field)))
                     .map(|e| e.message.as_str())
                     .collect();
                 let all_placed = !error.errors.is_empty() && unplaced.is_empty();
@@ -105,6 +107,15 @@ impl FormState {
                 Some(text)
             })
         })
+    }
+}
+
+/// The list field an item's field name belongs to (`public_subnets.1` → `public_subnets`);
+/// other names are returned as they are.
+pub fn list_of(field: &str) -> &str {
+    match field.rsplit_once('.') {
+        Some((list, index)) if !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()) => list,
+        _ => field,
     }
 }
 
@@ -339,7 +350,48 @@ pub fn FileField(
     }
 }
 
-/// A labelled `<select>` over fixed options (`(value, label)` pairs).
+/// One choice of a [`SelectField`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SelectOption {
+    pub value: String,
+    pub label: String,
+    /// Shown but not choosable (an account that is not verified, say).
+    pub disabled: bool,
+}
+
+impl SelectOption {
+    pub fn new(value: impl Into<String>, label: impl Into<String>) -> Self {
+        Self { value: value.into(), label: label.into(), disabled: false }
+    }
+
+    pub fn disabled(self, disabled: bool) -> Self {
+        Self { disabled, ..self }
+    }
+}
+
+/// The choices of a [`SelectField`]: fixed `(value, label)` pairs, or a list that changes.
+#[derive(Clone, Copy)]
+pub struct SelectOptions(Signal<Vec<SelectOption>>);
+
+impl From<Vec<(&'static str, &'static str)>> for SelectOptions {
+    fn from(pairs: Vec<(&'static str, &'static str)>) -> Self {
+        Self(Signal::stored(pairs.into_iter().map(|(value, label)| SelectOption::new(value, label)).collect()))
+    }
+}
+
+impl From<Signal<Vec<SelectOption>>> for SelectOptions {
+    fn from(options: Signal<Vec<SelectOption>>) -> Self {
+        Self(options)
+    }
+}
+
+impl From<Memo<Vec<SelectOption>>> for SelectOptions {
+    fn from(options: Memo<Vec<SelectOption>>) -> Self {
+        Self(options.into())
+    }
+}
+
+/// A labelled `<select>`.
 #[component]
 pub fn SelectField(
     id: &'static str,
@@ -347,12 +399,13 @@ pub fn SelectField(
     label: &'static str,
     value: RwSignal<String>,
     form: FormState,
-    options: Vec<(&'static str, &'static str)>,
+    #[prop(into)] options: SelectOptions,
     #[prop(optional)] hint: Option<&'static str>,
 ) -> impl IntoView {
     let error = form.field_error(name);
     let hint_id = format!("{id}-hint");
     let error_id = format!("{id}-error");
+    let options = options.0;
     view! {
         <div class="field" class:field-invalid=move || error.with(Option::is_some)>
             <label for=id class="field-label">{label}</label>
@@ -364,19 +417,143 @@ pub fn SelectField(
                 on:change=move |ev| value.set(event_target_value(&ev))
                 prop:value=move || value.get()
             >
-                {options
-                    .into_iter()
-                    .map(|(option, text)| {
-                        view! {
-                            <option value=option selected=move || value.with(|v| v == option)>
-                                {text}
-                            </option>
-                        }
-                    })
-                    .collect_view()}
+                {move || {
+                    options
+                        .get()
+                        .into_iter()
+                        .map(|option| {
+                            let chosen = option.value.clone();
+                            view! {
+                                <option
+                                    value=option.value
+                                    disabled=option.disabled
+                                    selected=move || value.with(|v| *v == chosen)
+                                >
+                                    {option.label}
+                                </option>
+                            }
+                        })
+                        .collect_view()
+                }}
             </select>
             <FieldNotes name hint hint_id error error_id/>
         </div>
+    }
+}
+
+/// A labelled list of text inputs, one per item, with buttons to add and remove items. The
+/// inputs share the API field `name`; an item's error comes back as `name.<index>`, and the
+/// list's own as `name`.
+#[component]
+pub fn TextListField(
+    id: &'static str,
+    name: &'static str,
+    label: &'static str,
+    values: RwSignal<Vec<String>>,
+    form: FormState,
+    /// What one item is called, for the buttons and the inputs' labels ("subnet").
+    item: &'static str,
+    #[prop(optional)] placeholder: Option<&'static str>,
+    #[prop(optional)] hint: Option<&'static str>,
+    /// No fewer items than this can be left.
+    #[prop(optional)]
+    min_items: usize,
+) -> impl IntoView {
+    let error = form.field_error(name);
+    let hint_id = format!("{id}-hint");
+    let error_id = format!("{id}-error");
+    // The inputs are drawn again only when items come or go, so typing keeps the focus.
+    let count = Memo::new(move |_| values.with(Vec::len));
+    let add_ref = NodeRef::<leptos::html::Button>::new();
+    let items = move || {
+        (0..count.get())
+            .map(|index| {
+                let input_id = format!("{id}-{index}");
+                let item_error = form.field_error(format!("{name}.{index}"));
+                let item_error_id = format!("{input_id}-error");
+                let described_by = item_error_id.clone();
+                view! {
+                    <li class="list-field-item" class:field-invalid=move || item_error.with(Option::is_some)>
+                        <div class="list-field-row">
+                            <label for=input_id.clone() class="visually-hidden">{format!("{label}, {item} {}", index + 1)}</label>
+                            <input
+                                id=input_id
+                                name=name
+                                type="text"
+                                class="input mono"
+                                autocomplete="off"
+                                placeholder=placeholder
+                                aria-invalid=move || if item_error.with(Option::is_some) { "true" } else { "false" }
+                                aria-describedby=move || item_error.with(Option::is_some).then(|| described_by.clone())
+                                prop:value=move || values.with(|list| list.get(index).cloned().unwrap_or_default())
+                                on:input=move |event| {
+                                    let text = event_target_value(&event);
+                                    values.update(|list| {
+                                        if let Some(slot) = list.get_mut(index) {
+                                            *slot = text;
+                                        }
+                                    });
+                                }
+                            />
+                            <button
+                                type="button"
+                                class="btn btn-ghost btn-sm"
+                                data-test="remove-item"
+                                aria-label=format!("Remove {item} {}", index + 1)
+                                disabled=move || count.get() <= min_items
+                                on:click=move |_| {
+                                    values.update(|list| {
+                                        if index < list.len() {
+                                            list.remove(index);
+                                        }
+                                    });
+                                    // The pressed button is gone: keep the focus in the list.
+                                    if let Some(add) = add_ref.get_untracked() {
+                                        let _ = add.focus();
+                                    }
+                                }
+                            >
+                                "Remove"
+                            </button>
+                        </div>
+                        {move || {
+                            item_error
+                                .get()
+                                .map(|message| {
+                                    view! {
+                                        <p
+                                            class="field-error"
+                                            id=item_error_id.clone()
+                                            data-test="field-error"
+                                            data-field=format!("{name}.{index}")
+                                        >
+                                            {message}
+                                        </p>
+                                    }
+                                })
+                        }}
+                    </li>
+                }
+            })
+            .collect_view()
+    };
+    view! {
+        <fieldset class="field list-field" class:field-invalid=move || error.with(Option::is_some) id=id>
+            <legend class="field-label">{label}</legend>
+            <ul class="list-field-items">{items}</ul>
+            <div>
+                <button
+                    type="button"
+                    class="btn btn-secondary btn-sm"
+                    data-test="add-item"
+                    node_ref=add_ref
+                    on:click=move |_| values.update(|list| list.push(String::new()))
+                >
+                    {format!("Add {item}")}
+                </button>
+            </div>
+            <FieldNotes name hint hint_id error error_id/>
+        </fieldset>
     }
 }
 
@@ -403,5 +580,74 @@ pub fn SubmitButton(
             {move || busy.get().then(|| view! { <span class="spinner" aria-hidden="true"></span> })}
             <span>{move || if busy.get() { busy_label.get() } else { label }}</span>
         </button>
+    }
+}
+
+/// A button that starts a request outside of a form (Verify, Approve, Retry): busy, with
+/// `aria-busy` and the `busy_label` text, while `form`'s request runs.
+#[component]
+pub fn ActionButton(
+    form: FormState,
+    label: &'static str,
+    busy_label: &'static str,
+    test: &'static str,
+    #[prop(default = "btn btn-secondary")] class: &'static str,
+    #[prop(into)] on_click: Callback<()>,
+) -> impl IntoView {
+    let hydrated = use_hydrated();
+    let busy = form.busy;
+    view! {
+        <button
+            type="button"
+            class=class
+            data-test=test
+            disabled=move || busy.get() || !hydrated.get()
+            aria-busy=move || if busy.get() { "true" } else { "false" }
+            on:click=move |_| on_click.run(())
+        >
+            {move || busy.get().then(|| view! { <span class="spinner" aria-hidden="true"></span> })}
+            <span>{move || if busy.get() { busy_label } else { label }}</span>
+        </button>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::FieldError;
+
+    #[test]
+    fn list_items_belong_to_their_list() {
+        assert_eq!(list_of("public_subnets.1"), "public_subnets");
+        assert_eq!(list_of("state_backend.bucket"), "state_backend.bucket");
+        assert_eq!(list_of("name"), "name");
+        assert_eq!(list_of("a."), "a.");
+    }
+
+    #[test]
+    fn a_banner_leaves_out_errors_its_fields_show() {
+        Owner::new().with(|| {
+            let form = FormState::new();
+            let error = |fields: &[&str]| ApiError {
+                status: 422,
+                code: "validation_failed".into(),
+                title: "Invalid request".into(),
+                detail: Some("Some fields are invalid.".into()),
+                errors: fields
+                    .iter()
+                    .map(|field| FieldError {
+                        field: (*field).into(),
+                        code: "invalid".into(),
+                        message: format!("Bad {field}."),
+                    })
+                    .collect(),
+            };
+            let banner = form.banner(&["name", "public_subnets"]);
+            form.error.set(Some(error(&["name", "public_subnets.2"])));
+            assert_eq!(banner.get_untracked(), None);
+            form.error.set(Some(error(&["name", "simulate"])));
+            assert_eq!(banner.get_untracked().as_deref(), Some("Some fields are invalid. Bad simulate."));
+            assert_eq!(form.field_error("public_subnets.2").get_untracked(), None);
+        });
     }
 }

@@ -9,7 +9,12 @@ mod layout;
 
 pub use alert::{Alert, AlertKind};
 pub use confirm::ConfirmButton;
-pub use data::{EmptyState, LoadError, Loading, RoleBadge, Time};
-pub use form::{FileField, FormBanner, FormState, Hydrated, SelectField, SubmitButton, TextField};
+pub use data::{
+    ClusterStatusBadge, CopyButton, EmptyState, LoadError, Loading, ProviderBadge, RoleBadge, RunStatusBadge, Time,
+};
+pub use form::{
+    ActionButton, FileField, FormBanner, FormState, Hydrated, SelectField, SelectOption, SubmitButton, TextField,
+    TextListField, list_of,
+};
 pub use guard::{RequireGuest, RequireViewer};
 pub use layout::{AuthCard, Card, PageHeader, TopBar, sign_out};

@@ -14,8 +14,8 @@ use leptos_router::components::A;
 
 use crate::api::{self, AccountStatus, Bucket, CloudAccount, Credentials, Environment, Identity, Org, Provider};
 use crate::components::{
-    Alert, AlertKind, Card, ConfirmButton, EmptyState, FileField, FormBanner, FormState, LoadError, Loading,
-    PageHeader, RequireViewer, RoleBadge, SelectField, SubmitButton, TextField, Time,
+    ActionButton, Alert, AlertKind, Card, ConfirmButton, EmptyState, FileField, FormBanner, FormState, LoadError,
+    Loading, PageHeader, ProviderBadge, RequireViewer, RoleBadge, SelectField, SubmitButton, TextField, Time,
 };
 use crate::format::encode;
 use crate::pages::org::use_org_name;
@@ -380,15 +380,6 @@ fn status_class(status: AccountStatus) -> &'static str {
     }
 }
 
-#[component]
-fn ProviderBadge(provider: Provider) -> impl IntoView {
-    view! {
-        <span class=format!("provider provider-{}", provider.as_str()) data-test="provider-badge">
-            {provider.label()}
-        </span>
-    }
-}
-
 /// Production stands out; other environments are plain.
 #[component]
 fn EnvironmentBadge(environment: Environment) -> impl IntoView {
@@ -507,7 +498,7 @@ fn AccountActions(page: AccountsPage, id: String, provider: Provider, name: Memo
         page.open.set(next);
     };
     let close = Callback::new(move |()| page.open.set(None));
-    let on_verify = move |_| {
+    let on_verify = move |()| {
         page.outcome.set(None);
         let (org, id) = (page.org.get_value(), id.get_value());
         let request = async move {
@@ -543,7 +534,6 @@ fn AccountActions(page: AccountsPage, id: String, provider: Provider, name: Memo
 
     let panel_id = move || format!("account-panel-{}", id.get_value());
     let expanded = move |which: Panel| move || if panel.get() == Some(which) { "true" } else { "false" };
-    let verify_busy = verify.busy;
     view! {
         <div class="account-actions">
             <div class="row-actions" role="group" aria-label=move || format!("Actions for {}", name.get())>
@@ -551,17 +541,14 @@ fn AccountActions(page: AccountsPage, id: String, provider: Provider, name: Memo
                     .operate
                     .then(|| {
                         view! {
-                            <button
-                                type="button"
+                            <ActionButton
+                                form=verify
+                                label="Verify now"
+                                busy_label="Verifying…"
+                                test="verify-account"
                                 class="btn btn-secondary btn-sm"
-                                data-test="verify-account"
-                                disabled=move || verify_busy.get()
-                                aria-busy=move || if verify_busy.get() { "true" } else { "false" }
-                                on:click=on_verify
-                            >
-                                {move || verify_busy.get().then(|| view! { <span class="spinner" aria-hidden="true"></span> })}
-                                <span>{move || if verify_busy.get() { "Verifying…" } else { "Verify now" }}</span>
-                            </button>
+                                on_click=on_verify
+                            />
                         }
                     })}
                 <button

@@ -1,4 +1,5 @@
-//! One organization: its members and their roles.
+//! One organization: its members and their roles, and the way to its clusters, cloud
+//! accounts and audit log.
 
 use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
@@ -44,6 +45,7 @@ fn OrgContent() -> impl IntoView {
     let title = Signal::derive(move || loaded().map(|org| org.title().to_owned()).unwrap_or_else(|| name.get()));
     let audit_href = move || format!("/orgs/{}/audit", encode(&name.get()));
     let cloud_href = move || format!("/orgs/{}/cloud-accounts", encode(&name.get()));
+    let clusters_href = move || format!("/orgs/{}/clusters", encode(&name.get()));
 
     view! {
         <Title text=move || title.get()/>
@@ -54,6 +56,7 @@ fn OrgContent() -> impl IntoView {
             actions=Box::new(move || {
                 view! {
                     {move || loaded().map(|org| view! { <RoleBadge role=org.role/> })}
+                    <A href=clusters_href attr:class="btn btn-secondary" attr:data-test="clusters-link">"Clusters"</A>
                     <A href=cloud_href attr:class="btn btn-secondary" attr:data-test="cloud-accounts-link">
                         "Cloud accounts"
                     </A>

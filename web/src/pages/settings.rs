@@ -8,8 +8,8 @@ use leptos_router::hooks::use_query_map;
 use crate::api::{self, NewToken, Token};
 use crate::browser;
 use crate::components::{
-    Alert, AlertKind, Card, ConfirmButton, EmptyState, FormBanner, FormState, LoadError, Loading, PageHeader,
-    RequireViewer, SelectField, SubmitButton, TextField, Time,
+    Alert, AlertKind, Card, ConfirmButton, CopyButton, EmptyState, FormBanner, FormState, LoadError, Loading,
+    PageHeader, RequireViewer, SelectField, SubmitButton, TextField, Time,
 };
 use crate::context::use_viewer;
 
@@ -284,13 +284,6 @@ fn CreateTokenForm(on_created: Callback<NewToken>) -> impl IntoView {
 #[component]
 fn NewTokenPanel(token: NewToken, on_done: impl Fn() + 'static) -> impl IntoView {
     let secret = StoredValue::new(token.token);
-    let copied = RwSignal::new(None::<bool>);
-    let copy = move |_| {
-        leptos::task::spawn_local(async move {
-            let ok = browser::copy_text(&secret.get_value()).await;
-            copied.try_set(Some(ok));
-        });
-    };
     view! {
         <div class="token-reveal" data-test="new-token-panel">
             <Alert kind=AlertKind::Success title=format!("Token “{}” created", token.info.name)>
@@ -315,13 +308,7 @@ fn NewTokenPanel(token: NewToken, on_done: impl Fn() + 'static) -> impl IntoView
                         }
                     }
                 />
-                <button type="button" class="btn btn-primary" data-test="copy-token" on:click=copy>
-                    {move || match copied.get() {
-                        Some(true) => "Copied",
-                        Some(false) => "Copy failed",
-                        None => "Copy",
-                    }}
-                </button>
+                <CopyButton text=secret.get_value() test="copy-token" class="btn btn-primary"/>
             </div>
             <button type="button" class="btn btn-link" on:click=move |_| on_done()>"Done"</button>
         </div>
