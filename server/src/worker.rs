@@ -702,6 +702,45 @@ impl JobResult {
         };
         format!("Terraform failed during {phase}: {detail}")
     }
+
+    /// Reads one line of a job: marker lines fill in the result and are stored as Fleetplane's
+    /// own notes, Terraform's errors are remembered for the run's reason, and secrets are
+    /// replaced. Returns the stream and text to store.
+    fn read(&mut self, line: LogLine, secrets: &[String]) -> (&'static str, String) {
+        let mut text = line.text;
+        for secret in secrets {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), "[redacted]");
+            }
+        }
+        if let Some(note) = text.strip_prefix(NOTE) {
+            ("system", note.to_owned())
+        } else if let Some(json) = text.strip_prefix("FLEETPLANE_PLAN ") {
+            self.plan = serde_json::from_str(json).ok();
+            ("system", self.plan.as_ref().map(summary_text).unwrap_or_else(|| "Plan summary unreadable.".into()))
+        } else if let Some(json) = text.strip_prefix("FLEETPLANE_OUTPUTS ") {
+            let outputs = serde_json::from_str::<Value>(json).ok().map(|o| public_outputs(&o));
+            let names =
+                outputs.as_ref().and_then(Value::as_object).map(|o| o.keys().cloned().collect::<Vec<_>>().join(", "));
+            self.outputs = outputs;
+            ("system", format!("Outputs recorded: {} (sensitive outputs are not kept).", names.unwrap_or_default()))
+        } else if let Some(step) = text.strip_prefix("FLEETPLANE_STEP ") {
+            ("system", format!("Step: {step}"))
+        } else {
+            let stream = if line.stream == Stream::Stderr { "stderr" } else { "stdout" };
+            let plain = text.trim_start_matches(['│', '╷', '╵', ' ']).trim_end();
+            if let Some(error) = plain.strip_prefix("Error: ") {
+                self.errors.push(error.to_owned());
+            }
+            if line.stream == Stream::Stderr && !plain.is_empty() {
+                self.stderr_tail.push(plain.to_owned());
+                if self.stderr_tail.len() > 20 {
+                    self.stderr_tail.remove(0);
+                }
+            }
+            (stream, text)
+        }
+    }
 }
 
 /// Keeps only the outputs Terraform does not mark sensitive, as `name → value`.
@@ -717,6 +756,9 @@ fn public_outputs(outputs: &Value) -> Value {
         .unwrap_or_default();
     Value::Object(kept)
 }
+
+/// Most log lines stored in one insert.
+const MAX_BATCH: usize = 200;
 
 /// Stores a job's lines in order, in small batches, with secrets replaced; reads the marker
 /// lines instead of storing them as they are (the outputs line can hold sensitive values).
@@ -735,67 +777,27 @@ async fn record_logs(
             1
         }
     };
+    // Each line is stored as soon as it arrives; lines that arrive while a write is under way
+    // go together in the next one. So a quiet job's line shows at once, and a chatty one costs
+    // one insert per burst rather than per line.
     let mut batch: Vec<run_logs::ActiveModel> = Vec::new();
-    loop {
-        let line = if batch.is_empty() {
-            lines.recv().await
-        } else {
-            match tokio::time::timeout(Duration::from_millis(100), lines.recv()).await {
-                Ok(line) => line,
-                Err(_) => {
-                    flush(&state, &mut batch).await;
-                    continue;
-                }
-            }
-        };
-        let Some(line) = line else { break };
-        let mut text = line.text;
-        for secret in &secrets {
-            if text.contains(secret.as_str()) {
-                text = text.replace(secret.as_str(), "[redacted]");
-            }
+    while let Some(first) = lines.recv().await {
+        let mut next = Some(first);
+        while let Some(line) = next {
+            let (stream, text) = result.read(line, &secrets);
+            batch.push(run_logs::ActiveModel {
+                run_id: Set(run),
+                seq: Set(next_seq),
+                attempt: Set(attempt),
+                stream: Set(stream.to_owned()),
+                text: Set(text),
+                at: Set(Utc::now()),
+            });
+            next_seq += 1;
+            next = if batch.len() < MAX_BATCH { lines.try_recv().ok() } else { None };
         }
-        let (stream, text) = if let Some(note) = text.strip_prefix(NOTE) {
-            ("system", note.to_owned())
-        } else if let Some(json) = text.strip_prefix("FLEETPLANE_PLAN ") {
-            result.plan = serde_json::from_str(json).ok();
-            ("system", result.plan.as_ref().map(summary_text).unwrap_or_else(|| "Plan summary unreadable.".into()))
-        } else if let Some(json) = text.strip_prefix("FLEETPLANE_OUTPUTS ") {
-            let outputs = serde_json::from_str::<Value>(json).ok().map(|o| public_outputs(&o));
-            let names =
-                outputs.as_ref().and_then(Value::as_object).map(|o| o.keys().cloned().collect::<Vec<_>>().join(", "));
-            result.outputs = outputs;
-            ("system", format!("Outputs recorded: {} (sensitive outputs are not kept).", names.unwrap_or_default()))
-        } else if let Some(step) = text.strip_prefix("FLEETPLANE_STEP ") {
-            ("system", format!("Step: {step}"))
-        } else {
-            let stream = if line.stream == Stream::Stderr { "stderr" } else { "stdout" };
-            let plain = text.trim_start_matches(['│', '╷', '╵', ' ']).trim_end();
-            if let Some(error) = plain.strip_prefix("Error: ") {
-                result.errors.push(error.to_owned());
-            }
-            if line.stream == Stream::Stderr && !plain.is_empty() {
-                result.stderr_tail.push(plain.to_owned());
-                if result.stderr_tail.len() > 20 {
-                    result.stderr_tail.remove(0);
-                }
-            }
-            (stream, text)
-        };
-        batch.push(run_logs::ActiveModel {
-            run_id: Set(run),
-            seq: Set(next_seq),
-            attempt: Set(attempt),
-            stream: Set(stream.to_owned()),
-            text: Set(text),
-            at: Set(Utc::now()),
-        });
-        next_seq += 1;
-        if batch.len() >= 200 {
-            flush(&state, &mut batch).await;
-        }
+        flush(&state, &mut batch).await;
     }
-    flush(&state, &mut batch).await;
     result
 }
 

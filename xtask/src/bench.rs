@@ -1,10 +1,13 @@
-//! `bench`: load benchmarks of the running server, results written into BENCHMARKS.md.
+//! `bench`: benchmarks, results written into their sections of BENCHMARKS.md.
 //!
-//! The release server is started on loopback with the database under test (SQLite in a
+//! `auth`: the release server is started on loopback with the database under test (SQLite in a
 //! temporary directory, or a throwaway PostgreSQL), and `wrk` drives `GET /api/v1/me` with a
 //! session cookie at 64 connections: alone, and while 50 more clients keep signing in (each
 //! sign-in is an argon2id verification). The load generator shares the machine's cores with
 //! the server, as the targets assume.
+//!
+//! `queue`: the run queue, measured by `server/benches/queue.rs` (which says what each figure
+//! includes) on both databases, with a Docker engine for the container-to-log measurement.
 
 use std::{
     fmt::Write as _,
@@ -19,31 +22,56 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 
 use crate::{
-    test::{Postgres, ensure_packages, free_port},
+    test::{DockerEngine, Postgres, ensure_packages, free_port},
     ui,
 };
 
 const EMAIL: &str = "bench@example.com";
 const PASSWORD: &str = "benchmark password";
-const SECTION_START: &str = "<!-- bench:auth -->";
-const SECTION_END: &str = "<!-- /bench:auth -->";
+/// The queue benchmark's p99 target for `POST` → claimed, in milliseconds.
+const CLAIM_P99_MS: f64 = 50.0;
 
 struct Options {
     seconds: u32,
     postgres: bool,
+    auth: bool,
+    queue: bool,
+    claim_runs: u32,
+    cycle_runs: u32,
+    docker_clusters: u32,
 }
 
 impl Options {
     fn parse(args: &[String]) -> Result<Self> {
-        let mut options = Self { seconds: 20, postgres: true };
+        let mut options = Self {
+            seconds: 20,
+            postgres: true,
+            auth: true,
+            queue: true,
+            claim_runs: 1000,
+            cycle_runs: 2000,
+            docker_clusters: 8,
+        };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
+            let mut number = || -> Result<u32> {
+                args.next().with_context(|| format!("{arg} needs a number"))?.parse().with_context(|| arg.clone())
+            };
             match arg.as_str() {
-                "--seconds" => {
-                    options.seconds = args.next().context("--seconds needs a number")?.parse().context("--seconds")?
-                }
+                "--seconds" => options.seconds = number()?,
+                "--claim-runs" => options.claim_runs = number()?,
+                "--cycle-runs" => options.cycle_runs = number()?,
+                "--docker-clusters" => options.docker_clusters = number()?,
                 "--sqlite-only" => options.postgres = false,
-                other => bail!("bench: unexpected argument `{other}` (options: --seconds N, --sqlite-only)"),
+                "--only" => match args.next().map(String::as_str) {
+                    Some("auth") => options.queue = false,
+                    Some("queue") => options.auth = false,
+                    _ => bail!("--only takes `auth` or `queue`"),
+                },
+                other => bail!(
+                    "bench: unexpected argument `{other}` (options: --only auth|queue, --sqlite-only, --seconds N, \
+                     --claim-runs N, --cycle-runs N, --docker-clusters N)"
+                ),
             }
         }
         Ok(options)
@@ -70,15 +98,25 @@ struct Row {
 
 pub fn run(args: &[String]) -> Result<()> {
     let options = Options::parse(args)?;
-    ensure_packages(&["wrk", "postgresql"])?;
     let root = ui::workspace_root();
+    if options.auth {
+        auth(&options, &root)?;
+    }
+    if options.queue {
+        queue(&options, &root)?;
+    }
+    Ok(())
+}
+
+fn auth(options: &Options, root: &Path) -> Result<()> {
+    ensure_packages(&["wrk", "postgresql"])?;
     let status = Command::new(ui::cargo())
-        .current_dir(&root)
+        .current_dir(root)
         .args(["build", "--release", "--package", "fleetplane"])
         .status()
         .context("running cargo build")?;
     ensure!(status.success(), "building the release server failed");
-    let binary = ui::target_dir(&root)?.join("release").join("fleetplane");
+    let binary = ui::target_dir(root)?.join("release").join("fleetplane");
 
     let mut rows = Vec::new();
     let scratch = tempdir()?;
@@ -101,7 +139,7 @@ pub fn run(args: &[String]) -> Result<()> {
 
     let report = report(&rows, options.seconds)?;
     println!("{report}");
-    write_section(&root.join("BENCHMARKS.md"), &report)?;
+    write_section(&root.join("BENCHMARKS.md"), "auth", &report)?;
     eprintln!("Results written to BENCHMARKS.md");
     Ok(())
 }
@@ -194,6 +232,141 @@ fn measure(binary: &Path, dir: &Path, database_url: &str, database: &'static str
     ])
 }
 
+/// The run-queue benchmark on SQLite and PostgreSQL, with a Docker engine for the
+/// container-to-log measurement.
+fn queue(options: &Options, root: &Path) -> Result<()> {
+    ensure_packages(&["postgresql", "docker.io", "busybox-static"])?;
+    let docker = DockerEngine::start()?;
+    let status = Command::new(ui::cargo())
+        .current_dir(root)
+        .args(["xtask", "images"])
+        .env("DOCKER_HOST", docker.host())
+        .status()
+        .context("building the local provisioner image")?;
+    ensure!(status.success(), "building the local provisioner image failed");
+
+    let postgres = if options.postgres { Some(Postgres::start()?) } else { None };
+    let mut databases = vec![("sqlite".to_owned(), "SQLite")];
+    if let Some(postgres) = &postgres {
+        databases.push((format!("{}/postgres", postgres.url()), "PostgreSQL"));
+    }
+    let mut results = Vec::new();
+    for (url, label) in &databases {
+        eprintln!("==> Run queue on {label}");
+        let output = Command::new(ui::cargo())
+            .current_dir(root)
+            .args(["bench", "--package", "fleetplane", "--bench", "queue", "--"])
+            .args(["--database", url, "--label", label])
+            .args(["--claim-runs", &options.claim_runs.to_string()])
+            .args(["--cycle-runs", &options.cycle_runs.to_string()])
+            .args(["--docker", &options.docker_clusters.to_string()])
+            .env("DOCKER_HOST", docker.host())
+            .stderr(Stdio::inherit())
+            .output()
+            .context("running the queue benchmark")?;
+        ensure!(output.status.success(), "the queue benchmark failed on {label}");
+        for line in String::from_utf8_lossy(&output.stdout).lines().filter(|l| l.starts_with('{')) {
+            results.push(serde_json::from_str::<serde_json::Value>(line).with_context(|| format!("reading `{line}`"))?);
+        }
+    }
+    drop(postgres);
+    drop(docker);
+
+    let report = queue_report(&results, options)?;
+    println!("{report}");
+    write_section(&root.join("BENCHMARKS.md"), "queue", &report)?;
+    eprintln!("Results written to BENCHMARKS.md");
+    Ok(())
+}
+
+fn queue_report(results: &[serde_json::Value], options: &Options) -> Result<String> {
+    let Machine { cpu, cores, memory_gib, date } = machine()?;
+    let ms = |value: &serde_json::Value| format!("{:.1} ms", value.as_f64().unwrap_or(f64::NAN));
+    let of = |bench: &'static str| results.iter().filter(move |r| r["bench"] == bench);
+
+    let mut out = String::new();
+    writeln!(out, "## Run queue\n")?;
+    writeln!(
+        out,
+        "- Command: `cargo xtask bench --only queue` (release build of `server/benches/queue.rs`; {} runs for the \
+         claim latency, {} for the cycles, {} local clusters on Docker)",
+        options.claim_runs, options.cycle_runs, options.docker_clusters
+    )?;
+    writeln!(out, "- Machine: {cpu}, {cores} cores, {memory_gib:.0} GiB RAM; the client runs in the same process")?;
+    writeln!(out, "- Date: {date}\n")?;
+
+    writeln!(out, "### `POST …/runs` → a worker has claimed the run\n")?;
+    writeln!(
+        out,
+        "One plan run at a time on idle workers, measured up to the moment the worker hands the claimed \
+         run's job to its executor (so it also counts preparing the job). The executor answers at once, \
+         so Terraform's time is not in it.\n"
+    )?;
+    writeln!(out, "| database | runs | p50 | p90 | p99 | max | target | met |")?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|---|---|")?;
+    for result in of("claim") {
+        let latency = &result["ms"];
+        let met = latency["p99"].as_f64().is_some_and(|p99| p99 <= CLAIM_P99_MS);
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | p99 ≤ {CLAIM_P99_MS} ms | {} |",
+            result["database"].as_str().unwrap_or("?"),
+            result["runs"],
+            ms(&latency["p50"]),
+            ms(&latency["p90"]),
+            ms(&latency["p99"]),
+            ms(&latency["max"]),
+            if met { "yes" } else { "**no**" }
+        )?;
+    }
+
+    writeln!(out, "\n### Claim + complete cycles\n")?;
+    writeln!(
+        out,
+        "Runs queued on as many clusters with no worker running, then drained by separate workers of \
+         concurrency 1 (as separate `fleetplane worker` processes would be). Each cycle is a whole run: \
+         claim with a lease, plan job, sealed plan stored, apply job, outputs and status recorded.\n"
+    )?;
+    writeln!(out, "| database | workers | runs | seconds | runs/s |")?;
+    writeln!(out, "|---|---:|---:|---:|---:|")?;
+    for result in of("cycles") {
+        writeln!(
+            out,
+            "| {} | {} | {} | {:.1} | {:.0} |",
+            result["database"].as_str().unwrap_or("?"),
+            result["workers"],
+            result["runs"],
+            result["seconds"].as_f64().unwrap_or(f64::NAN),
+            result["per_second"].as_f64().unwrap_or(f64::NAN)
+        )?;
+    }
+
+    writeln!(out, "\n### Container start → first log line\n")?;
+    writeln!(
+        out,
+        "The Docker executor and the local provisioner image, one cluster at a time (a plan and an apply \
+         container each). From the engine's `start` event to the first line received by the worker, and \
+         to that line being found in the database by a reader polling every millisecond (an upper bound).\n"
+    )?;
+    writeln!(out, "| database | containers | received p50 | received max | stored p50 | stored p99 | stored max |")?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|")?;
+    for result in of("first-log") {
+        let (received, stored) = (&result["received_ms"], &result["stored_ms"]);
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            result["database"].as_str().unwrap_or("?"),
+            result["containers"],
+            ms(&received["p50"]),
+            ms(&received["max"]),
+            ms(&stored["p50"]),
+            ms(&stored["p99"]),
+            ms(&stored["max"])
+        )?;
+    }
+    Ok(out)
+}
+
 /// The running server; stopped with SIGTERM (a graceful shutdown) when dropped.
 struct Server(Child);
 
@@ -274,7 +447,15 @@ fn parse_duration_ms(value: &str) -> Result<f64> {
     })
 }
 
-fn report(rows: &[Row], seconds: u32) -> Result<String> {
+/// The machine, the load generator and the date, as the report states them.
+struct Machine {
+    cpu: String,
+    cores: usize,
+    memory_gib: f64,
+    date: String,
+}
+
+fn machine() -> Result<Machine> {
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {
@@ -287,17 +468,21 @@ fn report(rows: &[Row], seconds: u32) -> Result<String> {
         .ok()
         .and_then(|m| m.lines().next()?.split_whitespace().nth(1)?.parse::<f64>().ok())
         .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
-    let wrk_version = Command::new("wrk").arg("--version").output().map(|o| {
-        let text = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
-        text.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
-    })?;
     let date = Command::new("date")
         .args(["-u", "+%Y-%m-%d"])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())?;
+    Ok(Machine { cpu, cores, memory_gib, date })
+}
+
+fn report(rows: &[Row], seconds: u32) -> Result<String> {
+    let Machine { cpu, cores, memory_gib, date } = machine()?;
+    let wrk_version = Command::new("wrk").arg("--version").output().map(|o| {
+        let text = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+        text.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+    })?;
 
     let mut out = String::new();
-    writeln!(out, "{SECTION_START}")?;
     writeln!(out, "## Sessions under load (`GET /api/v1/me`)\n")?;
     writeln!(
         out,
@@ -339,19 +524,21 @@ fn report(rows: &[Row], seconds: u32) -> Result<String> {
             met
         )?;
     }
-    writeln!(out, "{SECTION_END}")?;
     Ok(out)
 }
 
-/// Replaces this benchmark's section of BENCHMARKS.md, keeping the rest of the file.
-fn write_section(path: &Path, section: &str) -> Result<()> {
+/// Replaces the section `name` of BENCHMARKS.md (between `<!-- bench:name -->` and
+/// `<!-- /bench:name -->`), keeping the rest of the file; a new section goes at the end.
+fn write_section(path: &Path, name: &str, body: &str) -> Result<()> {
+    let (start_marker, end_marker) = (format!("<!-- bench:{name} -->"), format!("<!-- /bench:{name} -->"));
+    let section = format!("{start_marker}\n{}\n{end_marker}", body.trim_end());
     let existing = fs::read_to_string(path)
         .unwrap_or_else(|_| "# Benchmarks\n\nRerun any section with the command it names.\n".to_owned());
-    let updated = match (existing.find(SECTION_START), existing.find(SECTION_END)) {
+    let updated = match (existing.find(&start_marker), existing.find(&end_marker)) {
         (Some(start), Some(end)) if end > start => {
-            format!("{}{}{}", &existing[..start], section.trim_end(), &existing[end + SECTION_END.len()..])
+            format!("{}{section}{}", &existing[..start], &existing[end + end_marker.len()..])
         }
-        _ => format!("{}\n{section}", existing.trim_end_matches('\n').to_owned() + "\n"),
+        _ => format!("{}\n{section}\n", existing.trim_end_matches('\n').to_owned() + "\n"),
     };
     fs::write(path, updated).with_context(|| format!("writing {}", path.display()))
 }

@@ -19,8 +19,10 @@ Commands:
   test [--sqlite-only] [--no-lint] [-- <test args>]
                                      The whole test suite, as CI runs it: installs and starts
                                      what it needs (apt, PostgreSQL, Chromium), then tears it down
-  bench [--seconds N] [--sqlite-only]
-                                     Load benchmarks; results go into BENCHMARKS.md
+  bench [--only auth|queue] [--sqlite-only] [--seconds N]
+        [--claim-runs N] [--cycle-runs N] [--docker-clusters N]
+                                     Benchmarks (sessions under load, the run queue);
+                                     results go into BENCHMARKS.md
   images [--tag T]                   Build the `local` provisioner image with docker, offline
                                      (default tag fleetplane/provisioner-local:latest)
   help                               Show this message

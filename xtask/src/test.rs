@@ -302,13 +302,13 @@ fn stop_postgres(pg_ctl: &Path, dir: &Path) {
 /// A Docker engine with its data, state and socket in a temporary directory, without bridge
 /// networking or iptables changes (containers use `host` or `none` networking); stopped and
 /// deleted on drop.
-struct DockerEngine {
+pub struct DockerEngine {
     dir: PathBuf,
     dockerd: std::process::Child,
 }
 
 impl DockerEngine {
-    fn start() -> Result<Self> {
+    pub fn start() -> Result<Self> {
         ensure!(is_root(), "the Docker engine needs root: run `cargo xtask test` as root");
         let dir = env::temp_dir().join(format!("fleetplane-test-docker-{}", std::process::id()));
         if dir.exists() {
@@ -359,7 +359,7 @@ impl DockerEngine {
         Ok(engine)
     }
 
-    fn host(&self) -> String {
+    pub fn host(&self) -> String {
         format!("unix://{}", self.dir.join("docker.sock").display())
     }
 }

@@ -500,6 +500,21 @@ mod tests {
             change(&mut case);
             assert_eq!(fields(&case), expected);
         }
-        assert_eq!(fields(&SpecInput::default()).len(), 9, "everything missing is reported at once");
+        assert_eq!(
+            fields(&SpecInput::default()),
+            [
+                "name_prefix",
+                "name_suffix",
+                "region",
+                "kubernetes_version",
+                "vpc_cidr",
+                "public_subnets",
+                "private_subnets",
+                "node_instance_type",
+                "node_min",
+                "node_max"
+            ],
+            "everything missing is reported at once"
+        );
     }
 }
