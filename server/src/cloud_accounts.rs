@@ -652,16 +652,37 @@ pub async fn verify<R: MinRole>(
     }
 }
 
-/// Deletes an account. Refused with 409 while anything (a cluster) still references it: the
-/// referencing tables' foreign keys restrict the delete, and that refusal is reported here.
+/// Deletes an account. Refused with 409 while a cluster that is not destroyed uses it;
+/// destroyed clusters are kept, without their account. The foreign key from clusters restricts
+/// the delete too, so a cluster created meanwhile gets the same refusal.
 pub async fn delete(state: &AppState, actor: &OrgMember<Admin>, id: Uuid, ip: IpAddr) -> Result<()> {
+    use sea_orm::{PaginatorTrait, sea_query::Expr};
+
+    use crate::entity::clusters;
+
     let account = get(state, actor, id).await?;
-    let txn = begin_write(&state.db).await?;
-    cloud_accounts::Entity::delete_by_id(account.id).exec(&txn).await.map_err(|e| match e.sql_err() {
-        Some(SqlErr::ForeignKeyConstraintViolation(_)) => AppError::conflict(
+    let in_use = || {
+        AppError::conflict(
             "cloud_account_in_use",
-            "Clusters still use this cloud account. Delete or move them first.",
-        ),
+            "Clusters still use this cloud account: delete them (and let their destroy finish) first.",
+        )
+    };
+    let txn = begin_write(&state.db).await?;
+    let live = clusters::Entity::find()
+        .filter(clusters::Column::CloudAccountId.eq(account.id))
+        .filter(clusters::Column::Status.ne("destroyed"))
+        .count(&txn)
+        .await?;
+    if live > 0 {
+        return Err(in_use());
+    }
+    clusters::Entity::update_many()
+        .col_expr(clusters::Column::CloudAccountId, Expr::value(None::<Uuid>))
+        .filter(clusters::Column::CloudAccountId.eq(account.id))
+        .exec(&txn)
+        .await?;
+    cloud_accounts::Entity::delete_by_id(account.id).exec(&txn).await.map_err(|e| match e.sql_err() {
+        Some(SqlErr::ForeignKeyConstraintViolation(_)) => in_use(),
         _ => e.into(),
     })?;
     Event::new("cloud_account.deleted", Some(ip))

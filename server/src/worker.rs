@@ -241,7 +241,8 @@ impl Worker {
         }
     }
 
-    /// Removes jobs whose run this worker is not carrying out and whose worker is gone.
+    /// Removes jobs of this installation's runs that this worker is not carrying out and whose
+    /// worker is gone.
     async fn sweep(&self) -> anyhow::Result<()> {
         let found = self.executor.list().await?;
         if found.is_empty() {
@@ -257,10 +258,25 @@ impl Worker {
             .await?
             .into_iter()
             .collect();
+        // Another Fleetplane (another database) may share the engine: its jobs are its own.
+        let found_runs: Vec<Uuid> =
+            found.iter().filter_map(|job| job.label(labels::RUN).and_then(|r| r.parse().ok())).collect();
+        let known: HashSet<Uuid> = runs::Entity::find()
+            .filter(runs::Column::Id.is_in(found_runs))
+            .select_only()
+            .column(runs::Column::Id)
+            .into_tuple::<Uuid>()
+            .all(&self.state.db)
+            .await?
+            .into_iter()
+            .collect();
         let active = self.active.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for job in found {
             let worker = job.label(labels::WORKER).unwrap_or_default();
             let run = job.label(labels::RUN).and_then(|r| r.parse::<Uuid>().ok());
+            if run.is_none_or(|run| !known.contains(&run)) {
+                continue;
+            }
             let ours_and_active = worker == self.id && run.is_some_and(|r| active.contains(&r));
             let owner_alive = worker != self.id && live.contains(worker);
             if ours_and_active || owner_alive {

@@ -19,8 +19,8 @@ use crate::support::{
     Client, TestApp,
     clouds::{AzureTenant, FakeAzure},
     runs::{
-        docker, docker_available, job_containers, local_cluster, log_text, wait_for_run, wait_until_finished,
-        with_workers,
+        docker_available, job_containers, local_cluster, log_text, running_job_containers, wait_for_run,
+        wait_until_finished, with_workers,
     },
 };
 
@@ -176,8 +176,8 @@ async fn queued_runs_say_where_they_stand_and_why() {
 }
 
 /// Creates a local cluster, waits for it to be ready, checks what the run left behind, destroys
-/// it and checks it is gone.
-async fn create_and_destroy(app: &TestApp, ada: &Client, executor: &str) {
+/// it and checks it is gone. Returns the two runs.
+async fn create_and_destroy(app: &TestApp, ada: &Client, executor: &str) -> [String; 2] {
     let (cluster, run) = create(ada, local_cluster("dev", json!({ "step_seconds": 1 }))).await;
     let done = wait_until_finished(ada, &run, 120).await;
     assert_eq!(done["status"], "succeeded", "{done}");
@@ -200,7 +200,8 @@ async fn create_and_destroy(app: &TestApp, ada: &Client, executor: &str) {
 
     let destroy = ada.delete(&format!("{CLUSTERS}/{cluster}")).await.expect_status(StatusCode::ACCEPTED).json();
     assert_eq!(ada.get(&format!("{CLUSTERS}/{cluster}")).await.json()["status"], "destroying");
-    let destroyed = wait_until_finished(ada, destroy["id"].as_str().expect("id"), 120).await;
+    let destroy = destroy["id"].as_str().expect("id").to_owned();
+    let destroyed = wait_until_finished(ada, &destroy, 120).await;
     assert_eq!(destroyed["status"], "succeeded", "{destroyed}");
     assert_eq!(destroyed["plan_summary"]["destroy"], 3);
     let shown = ada.get(&format!("{CLUSTERS}/{cluster}")).await.json();
@@ -210,6 +211,7 @@ async fn create_and_destroy(app: &TestApp, ada: &Client, executor: &str) {
         .await
         .expect_status(StatusCode::OK);
     let _ = app;
+    [run, destroy]
 }
 
 #[tokio::test]
@@ -217,7 +219,7 @@ async fn create_and_destroy(app: &TestApp, ada: &Client, executor: &str) {
 async fn the_process_executor_creates_and_destroys_a_local_cluster() {
     let app = TestApp::spawn_with(|config| with_workers(config, ExecutorChoice::Process, 1)).await;
     let ada = app.user("ada").await;
-    create_and_destroy(&app, &ada, "process").await;
+    let _ = create_and_destroy(&app, &ada, "process").await;
 }
 
 #[tokio::test]
@@ -226,8 +228,8 @@ async fn the_docker_executor_creates_and_destroys_a_local_cluster() {
     assert!(docker_available(), "FLEETPLANE_TEST_DOCKER is not set: run `cargo xtask test`");
     let app = TestApp::spawn_with(|config| with_workers(config, ExecutorChoice::Docker, 1)).await;
     let ada = app.user("ada").await;
-    create_and_destroy(&app, &ada, "docker").await;
-    assert!(job_containers().is_empty(), "no container is left behind");
+    let [create, destroy] = create_and_destroy(&app, &ada, "docker").await;
+    assert!(job_containers(&[&create, &destroy]).is_empty(), "no container is left behind");
 }
 
 #[tokio::test]
@@ -289,6 +291,20 @@ async fn runs_against_a_prod_account_wait_for_an_admins_approval() {
     assert_eq!(ada.get(&format!("{CLUSTERS}/{cluster}")).await.json()["status"], "ready");
     let audit = ada.get("/api/v1/orgs/ada/audit?limit=100").await.json().to_string();
     assert!(audit.contains("run.approved"));
+
+    // The account cannot go while its cluster exists; once the cluster is destroyed, it can.
+    let account_path = format!("/api/v1/orgs/ada/cloud-accounts/{}", account["id"].as_str().expect("id"));
+    ada.delete(&account_path).await.expect_problem(StatusCode::CONFLICT, "cloud_account_in_use");
+    ada.get(&account_path).await.expect_status(StatusCode::OK);
+    let destroy = ada.delete(&format!("{CLUSTERS}/{cluster}")).await.expect_status(StatusCode::ACCEPTED).json();
+    let destroy = destroy["id"].as_str().expect("id");
+    wait_for_run(&ada, destroy, 60, |r| r["status"] == "awaiting_approval").await;
+    ada.delete(&account_path).await.expect_problem(StatusCode::CONFLICT, "cloud_account_in_use");
+    ada.post_empty(&format!("/api/v1/runs/{destroy}/approve")).await.expect_status(StatusCode::OK);
+    assert_eq!(wait_until_finished(&ada, destroy, 60).await["status"], "succeeded");
+    ada.delete(&account_path).await.expect_status(StatusCode::NO_CONTENT);
+    let kept = ada.get(&format!("{CLUSTERS}/{cluster}")).await.json();
+    assert_eq!((kept["status"].as_str(), &kept["cloud_account_id"]), (Some("destroyed"), &Value::Null));
 }
 
 #[tokio::test]
@@ -337,13 +353,13 @@ async fn canceling_during_apply_stops_terraform_and_releases_the_lock() {
         assert!(started.elapsed() < Duration::from_secs(30), "the apply never locked the state");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(job_containers().len(), 1);
+    assert_eq!(job_containers(&[&run]).len(), 1);
 
     ada.post_empty(&format!("/api/v1/runs/{run}/cancel")).await.expect_status(StatusCode::OK);
     let canceled = wait_until_finished(&ada, &run, 60).await;
     assert_eq!(canceled["status"], "canceled", "{canceled}");
     assert!(canceled["reason"].as_str().expect("reason").starts_with("Canceled by ada"), "{canceled}");
-    assert!(job_containers().is_empty(), "the container is gone");
+    assert!(job_containers(&[&run]).is_empty(), "the container is gone");
     assert_eq!(
         ada.get(&format!("{CLUSTERS}/{cluster}/state")).await.json()["lock"],
         Value::Null,
@@ -388,7 +404,7 @@ async fn five_clusters_with_two_workers_never_run_more_than_two_jobs() {
     let mut most = 0;
     let started = Instant::now();
     loop {
-        let running = docker(&["ps", "-q", "--filter", "label=dev.fleetplane.managed=true"]).lines().count();
+        let running = running_job_containers(&runs.iter().map(String::as_str).collect::<Vec<_>>());
         most = most.max(running);
         let mut finished = 0;
         for run in &runs {
@@ -406,6 +422,33 @@ async fn five_clusters_with_two_workers_never_run_more_than_two_jobs() {
     }
     assert!(most <= 2, "{most} provisioner containers ran at once");
     assert!(most >= 1);
+}
+
+#[tokio::test]
+#[ignore = "needs Docker and the local provisioner image: run `cargo xtask test`"]
+async fn another_installations_jobs_on_the_same_engine_are_left_alone() {
+    use crate::support::runs::docker;
+    assert!(docker_available(), "FLEETPLANE_TEST_DOCKER is not set: run `cargo xtask test`");
+    // A job of a run this installation does not know, from a worker it has never seen.
+    let run = uuid::Uuid::now_v7().to_string();
+    let labels = [
+        "dev.fleetplane.managed=true".to_owned(),
+        format!("dev.fleetplane.run={run}"),
+        "dev.fleetplane.worker=elsewhere-1-0001".to_owned(),
+    ];
+    let mut args = vec!["create"];
+    for label in &labels {
+        args.extend(["--label", label.as_str()]);
+    }
+    args.push("fleetplane/provisioner-local:latest");
+    let container = docker(&args).trim().to_owned();
+
+    let app = TestApp::spawn_with(|config| with_workers(config, ExecutorChoice::Docker, 1)).await;
+    // The worker looks for orphaned jobs when it starts and every 5 s after.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(job_containers(&[&run]).len(), 1, "another installation's job was removed");
+    docker(&["rm", "-f", &container]);
+    drop(app);
 }
 
 #[tokio::test]
@@ -575,7 +618,7 @@ async fn a_run_survives_its_server_being_killed_and_leaves_no_orphan() {
     ada.sign_in("ada@example.com", "a long admin password").await.expect_status(StatusCode::OK);
     let (cluster, run) = create(&ada, local_cluster("dev", json!({ "step_seconds": 8 }))).await;
     wait_for_run(&ada, &run, 60, |r| r["status"] == "applying").await;
-    let orphan = job_containers();
+    let orphan = job_containers(&[&run]);
     assert_eq!(orphan.len(), 1, "the apply runs in a container");
 
     // kill -9: no shutdown, no cleanup.
@@ -593,7 +636,7 @@ async fn a_run_survives_its_server_being_killed_and_leaves_no_orphan() {
     );
     let log = log_text(&ada, &run).await;
     assert!(log.contains("stopped responding"), "the lost attempt is explained in the log: {log}");
-    let remaining = job_containers();
+    let remaining = job_containers(&[&run]);
     assert!(remaining.iter().all(|c| !orphan.contains(c)), "the orphaned container was removed");
     assert!(remaining.is_empty(), "no container outlives its run: {remaining:?}");
     let cluster = ada.get(&format!("{CLUSTERS}/{cluster}")).await.json();

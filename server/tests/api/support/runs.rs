@@ -81,7 +81,24 @@ pub fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// Fleetplane's job containers on the engine now.
-pub fn job_containers() -> Vec<String> {
-    docker(&["ps", "-aq", "--filter", "label=dev.fleetplane.managed=true"]).lines().map(str::to_owned).collect()
+/// The job containers of `runs` on the engine now, running or not. Tests share one engine and
+/// run at once, so each looks only at its own runs.
+pub fn job_containers(runs: &[&str]) -> Vec<String> {
+    containers("-aq", runs)
+}
+
+/// How many job containers of `runs` are running now.
+pub fn running_job_containers(runs: &[&str]) -> usize {
+    containers("-q", runs).len()
+}
+
+fn containers(flags: &str, runs: &[&str]) -> Vec<String> {
+    runs.iter()
+        .flat_map(|run| {
+            docker(&["ps", flags, "--filter", &format!("label=dev.fleetplane.run={run}")])
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
