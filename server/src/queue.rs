@@ -32,13 +32,11 @@ fn seconds(d: Duration) -> TimeDelta {
     TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
 }
 
-/// Claims the next run for `worker`, if any is claimable.
-pub async fn claim(db: &DatabaseConnection, worker: &str, lease: Duration) -> Result<Option<Claimed>, DbErr> {
-    let now = Utc::now();
+/// Holds for runs that no earlier unfinished run of the same cluster blocks: one active run per
+/// cluster, in order. One correlated `NOT EXISTS`, served by the `(cluster_id, id)` index.
+pub fn not_blocked() -> Condition {
     let earlier = Alias::new("earlier");
-    // An earlier unfinished run of the same cluster blocks a run: one active run per cluster, in
-    // order.
-    let blocked = Query::select()
+    let blocker = Query::select()
         .expr(Expr::val(1))
         .from_as(runs::Entity, earlier.clone())
         .and_where(
@@ -47,6 +45,12 @@ pub async fn claim(db: &DatabaseConnection, worker: &str, lease: Duration) -> Re
         .and_where(Expr::col((earlier.clone(), runs::Column::Id)).lt(Expr::col((runs::Entity, runs::Column::Id))))
         .and_where(Expr::col((earlier, runs::Column::Status)).is_not_in(status::TERMINAL))
         .to_owned();
+    Condition::all().add(Expr::exists(blocker).not())
+}
+
+/// Claims the next run for `worker`, if any is claimable.
+pub async fn claim(db: &DatabaseConnection, worker: &str, lease: Duration) -> Result<Option<Claimed>, DbErr> {
+    let now = Utc::now();
 
     // SQLite: `begin_write` takes the database's write lock first, so claims are serial.
     // PostgreSQL: `FOR UPDATE SKIP LOCKED` locks the chosen row for this transaction and makes
@@ -57,7 +61,7 @@ pub async fn claim(db: &DatabaseConnection, worker: &str, lease: Duration) -> Re
         .filter(runs::Column::Status.is_in([status::QUEUED, status::APPLYING]))
         .filter(runs::Column::LeaseOwner.is_null())
         .filter(runs::Column::NotBefore.lte(now))
-        .filter(Condition::all().add(Expr::exists(blocked).not()))
+        .filter(not_blocked())
         .order_by_asc(runs::Column::Id)
         .limit(1)
         .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)

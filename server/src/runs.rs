@@ -321,27 +321,15 @@ pub async fn queue_position(
             format!("Retrying after a failed attempt, not before {}.", run.not_before.format("%H:%M:%S UTC")),
         )));
     }
-    // Claimable runs ahead of it in the queue's order.
-    let waiting = runs::Entity::find()
+    // Runs ahead of it in the queue's order that a worker could take now.
+    let ahead = runs::Entity::find()
         .filter(runs::Column::Status.is_in([status::QUEUED, status::APPLYING]))
         .filter(runs::Column::LeaseOwner.is_null())
         .filter(runs::Column::Id.lt(run.id))
         .filter(runs::Column::NotBefore.lte(now))
-        .all(conn)
+        .filter(crate::queue::not_blocked())
+        .count(conn)
         .await?;
-    let mut ahead = 0;
-    for other in waiting {
-        let blocked = runs::Entity::find()
-            .filter(runs::Column::ClusterId.eq(other.cluster_id))
-            .filter(runs::Column::Id.lt(other.id))
-            .filter(runs::Column::Status.is_not_in(status::TERMINAL))
-            .count(conn)
-            .await?
-            > 0;
-        if !blocked {
-            ahead += 1;
-        }
-    }
     let live_workers = workers::Entity::find()
         .filter(workers::Column::StoppedAt.is_null())
         .filter(workers::Column::LastSeenAt.gt(now - WORKER_LIVENESS))

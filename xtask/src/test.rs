@@ -22,6 +22,8 @@ use crate::ui::{self, BuildOptions};
 /// Debian packages the suite needs: PostgreSQL's server binaries, Chromium with its WebDriver
 /// for the browser tests, Python for the cloud emulators, and a Docker engine with static
 /// busybox for the provisioner image.
+/// The Terraform binary this machine provides (nothing may download one).
+const TERRAFORM: &str = "/usr/local/bin/terraform";
 const PACKAGES: &[&str] =
     &["postgresql", "chromium", "chromium-driver", "python3", "python3-venv", "docker.io", "busybox-static"];
 /// Cloud emulators from PyPI, pinned: moto's server (AWS) and a Cloud Storage emulator.
@@ -66,6 +68,10 @@ pub fn run(args: &[String]) -> Result<()> {
     let emulators = ensure_emulators(&ui::target_dir(&root)?)?;
     if options.lint {
         step("Checking formatting", cargo(&root).args(["fmt", "--all", "--", "--check"]))?;
+        step(
+            "Checking the Terraform modules' formatting (terraform fmt)",
+            Command::new(TERRAFORM).current_dir(&root).args(["fmt", "-check", "-diff", "-recursive", "terraform"]),
+        )?;
         step(
             "Linting (clippy, warnings are errors)",
             cargo(&root).args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),

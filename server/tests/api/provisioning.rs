@@ -308,6 +308,82 @@ async fn runs_against_a_prod_account_wait_for_an_admins_approval() {
 }
 
 #[tokio::test]
+#[ignore = "needs Terraform and moto: run `cargo xtask test`"]
+async fn jobs_get_a_short_lived_aws_session_never_the_linked_key() {
+    use std::os::unix::fs::PermissionsExt;
+
+    use crate::support::clouds::Moto;
+
+    let moto = Moto::start().await;
+    let key = moto.create_user("deployer", &["sts:GetSessionToken", "s3:ListAllMyBuckets"]).await;
+    moto.enforce_auth().await;
+    // The real Terraform, run through a script that notes the AWS variables it is given, with
+    // providers allowed only from an empty mirror: the EKS module's init fails here, offline,
+    // after the worker has prepared the job's credentials.
+    let bin = tempfile::tempdir().expect("tempdir");
+    let noted = bin.path().join("aws.env");
+    let mirror = bin.path().join("mirror");
+    std::fs::create_dir(&mirror).expect("mirror dir");
+    let cli_config = bin.path().join("offline.tfrc");
+    std::fs::write(
+        &cli_config,
+        format!("provider_installation {{\n  filesystem_mirror {{\n    path = \"{}\"\n  }}\n}}\n", mirror.display()),
+    )
+    .expect("write the CLI configuration");
+    let wrapper = bin.path().join("terraform");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nenv | grep '^AWS_' >> '{}'\nexport TF_CLI_CONFIG_FILE='{}'\nexec /usr/local/bin/terraform \"$@\"\n",
+            noted.display(),
+            cli_config.display()
+        ),
+    )
+    .expect("write the wrapper");
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let moto_url = moto.url.clone();
+    let app = TestApp::spawn_with(|config| {
+        with_workers(config, ExecutorChoice::Process, 1);
+        config.runs.terraform = wrapper.clone();
+        config.cloud.aws_endpoint_url = Some(moto_url);
+    })
+    .await;
+    let ada = app.user("ada").await;
+    let account = ada
+        .post(
+            "/api/v1/orgs/ada/cloud-accounts",
+            json!({ "provider": "aws", "name": "dev", "environment": "dev",
+                    "credentials": { "access_key_id": key.access_key_id, "secret_access_key": key.secret_access_key } }),
+        )
+        .await
+        .expect_status(StatusCode::CREATED)
+        .json();
+    let options = ada.get("/api/v1/cluster-options").await.expect_status(StatusCode::OK).json();
+    let eks = options["targets"].as_array().expect("targets").iter().find(|t| t["id"] == "aws-eks").expect("EKS");
+    let mut body = local_cluster("eks", Value::Null);
+    body["target"] = "aws-eks".into();
+    body["region"] = eks["regions"][0].clone();
+    body["node_instance_type"] = eks["instance_types"][0].clone();
+    body["cloud_account_id"] = account["id"].clone();
+    let (_, run) = create(&ada, body).await;
+    let done = wait_until_finished(&ada, &run, 120).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(done["reason"].as_str().is_some_and(|r| r.contains("Terraform failed during plan")), "{done}");
+
+    let noted = std::fs::read_to_string(&noted).expect("terraform ran with AWS variables");
+    let seen: HashMap<&str, &str> = noted.lines().filter_map(|line| line.split_once('=')).collect();
+    let var = |name: &str| *seen.get(name).unwrap_or_else(|| panic!("no {name} among {:?}", seen.keys()));
+    // STS's answer to GetSessionToken (moto's keys do not start with AWS's `ASIA`).
+    assert_ne!(var("AWS_ACCESS_KEY_ID"), key.access_key_id, "the job got the linked key itself");
+    assert_ne!(var("AWS_SECRET_ACCESS_KEY"), key.secret_access_key);
+    assert!(!var("AWS_SESSION_TOKEN").is_empty());
+    assert_eq!(var("AWS_ENDPOINT_URL"), moto.url);
+    assert!(!noted.contains(&key.secret_access_key), "the linked secret never reaches the job");
+    let log = log_text(&ada, &run).await;
+    assert!(!log.contains(var("AWS_SESSION_TOKEN")) && !log.contains(var("AWS_SECRET_ACCESS_KEY")), "{log}");
+}
+
+#[tokio::test]
 #[ignore = "needs Terraform: run `cargo xtask test`"]
 async fn a_failed_apply_reports_terraforms_error_and_a_retry_succeeds() {
     let app = TestApp::spawn_with(|config| with_workers(config, ExecutorChoice::Process, 1)).await;

@@ -180,7 +180,8 @@ impl ClusterInputs {
             set_if_changed(self.node_instance_type, target.instance_types.first().map_or("", String::as_str));
         }
         let backend = BackendKind::parse(&self.backend.get_untracked());
-        if backend != Some(BackendKind::Fleetplane) && backend != provider.and_then(BackendKind::bucket_of) {
+        // A bucket backend lives in the target's own cloud; the local simulation has none.
+        if backend != Some(BackendKind::Fleetplane) && backend != target.provider.and_then(BackendKind::bucket_of) {
             set_if_changed(self.backend, BackendKind::Fleetplane.as_str());
             set_if_changed(self.bucket, "");
         }
@@ -475,7 +476,10 @@ fn SpecForm(org: String, options: ClusterOptions, accounts: Vec<CloudAccount>) -
             BackendKind::Fleetplane.as_str(),
             "Fleetplane (encrypted, with history and a visible lock)",
         )];
-        if let Some(provider) = provider.get()
+        let target_provider = inputs
+            .target
+            .with(|id| options.with_value(|options| options.target(id).and_then(|target| target.provider)));
+        if let Some(provider) = target_provider
             && let Some(kind) = BackendKind::bucket_of(provider)
         {
             choices.push(SelectOption::new(kind.as_str(), bucket_backend_label(provider)));
@@ -959,6 +963,13 @@ mod tests {
             inputs.fit(&options, Some(Provider::Aws));
             assert_eq!(inputs.region.get_untracked(), "us-east-1");
             assert_eq!(inputs.node_instance_type.get_untracked(), "t3.medium");
+            // S3 suits EKS; the local simulation keeps its state in Fleetplane, account or not.
+            inputs.backend.set("s3".into());
+            inputs.fit(&options, Some(Provider::Aws));
+            assert_eq!(inputs.backend.get_untracked(), "s3");
+            inputs.target.set("local".into());
+            inputs.fit(&options, Some(Provider::Aws));
+            assert_eq!(inputs.backend.get_untracked(), "fleetplane");
         });
     }
 
