@@ -619,7 +619,7 @@ impl Worker {
             }
             Ok(Ended::Stopped(Stop::Timeout)) => (
                 status::FAILED,
-                format!("Timed out after {} minutes; Terraform was stopped", self.state.config.runs.timeout_secs / 60),
+                format!("Timed out after {}; Terraform was stopped", span(self.state.config.runs.timeout_secs)),
                 None,
                 None,
             ),
@@ -759,6 +759,19 @@ impl JobResult {
     }
 }
 
+/// `45 seconds`, `1 minute`, `2 hours 5 minutes`: a duration as a person would say it.
+fn span(seconds: u64) -> String {
+    let unit = |n: u64, name: &str| format!("{n} {name}{}", if n == 1 { "" } else { "s" });
+    match seconds {
+        0..120 if !seconds.is_multiple_of(60) => unit(seconds, "second"),
+        _ if seconds < 3600 => unit(seconds / 60, "minute"),
+        _ => match (seconds / 3600, seconds % 3600 / 60) {
+            (hours, 0) => unit(hours, "hour"),
+            (hours, minutes) => format!("{} {}", unit(hours, "hour"), unit(minutes, "minute")),
+        },
+    }
+}
+
 /// Keeps only the outputs Terraform does not mark sensitive, as `name → value`.
 fn public_outputs(outputs: &Value) -> Value {
     let kept: Map<String, Value> = outputs
@@ -845,6 +858,14 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        let cases = [(45, "45 seconds"), (60, "1 minute"), (90, "90 seconds"), (600, "10 minutes")];
+        for (seconds, said) in cases.into_iter().chain([(3600, "1 hour"), (7500, "2 hours 5 minutes")]) {
+            assert_eq!(span(seconds), said);
+        }
+    }
 
     #[test]
     fn only_public_outputs_are_kept() {

@@ -449,6 +449,24 @@ async fn canceling_during_apply_stops_terraform_and_releases_the_lock() {
 }
 
 #[tokio::test]
+#[ignore = "needs Terraform: run `cargo xtask test`"]
+async fn a_run_that_outlives_its_timeout_is_stopped_and_fails_saying_so() {
+    let app = TestApp::spawn_with(|config| {
+        with_workers(config, ExecutorChoice::Process, 1);
+        config.runs.timeout_secs = 6;
+    })
+    .await;
+    let ada = app.user("ada").await;
+    let (cluster, run) = create(&ada, local_cluster("slow", json!({ "step_seconds": 60 }))).await;
+    let ended = wait_until_finished(&ada, &run, 60).await;
+    assert_eq!(ended["status"], "failed", "{ended}");
+    assert_eq!(ended["reason"], "Timed out after 6 seconds; Terraform was stopped", "{ended}");
+    let state = ada.get(&format!("{CLUSTERS}/{cluster}/state")).await.json();
+    assert_eq!(state["lock"], Value::Null, "Terraform released the lock: {state}");
+    assert_eq!(ada.get(&format!("{CLUSTERS}/{cluster}")).await.json()["status"], "failed");
+}
+
+#[tokio::test]
 #[ignore = "needs Docker and the local provisioner image: run `cargo xtask test`"]
 async fn five_clusters_with_two_workers_never_run_more_than_two_jobs() {
     assert!(docker_available(), "FLEETPLANE_TEST_DOCKER is not set: run `cargo xtask test`");
