@@ -307,44 +307,90 @@ async fn runs_against_a_prod_account_wait_for_an_admins_approval() {
     assert_eq!((kept["status"].as_str(), &kept["cloud_account_id"]), (Some("destroyed"), &Value::Null));
 }
 
+/// The real Terraform, run through a script that notes the cloud variables (`AWS_*`, `ARM_*`,
+/// `GOOGLE_*`) each job is given, with providers allowed only from an empty mirror: a cloud
+/// module's `init` fails here, offline, after the worker has prepared the job's credentials.
+struct NotingTerraform {
+    dir: tempfile::TempDir,
+}
+
+impl NotingTerraform {
+    fn new() -> Self {
+        use std::os::unix::fs::PermissionsExt;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mirror = dir.path().join("mirror");
+        std::fs::create_dir(&mirror).expect("mirror dir");
+        let cli_config = dir.path().join("offline.tfrc");
+        let offline = format!(
+            "provider_installation {{\n  filesystem_mirror {{\n    path = \"{}\"\n  }}\n}}\n",
+            mirror.display()
+        );
+        std::fs::write(&cli_config, offline).expect("write the CLI configuration");
+        let script = format!(
+            "#!/bin/sh\nenv | grep -E '^(AWS|ARM|GOOGLE)_' >> '{}'\nexport TF_CLI_CONFIG_FILE='{}'\n\
+             exec /usr/local/bin/terraform \"$@\"\n",
+            dir.path().join("noted.env").display(),
+            cli_config.display()
+        );
+        let wrapper = dir.path().join("terraform");
+        std::fs::write(&wrapper, script).expect("write the wrapper");
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        Self { dir }
+    }
+
+    fn binary(&self) -> std::path::PathBuf {
+        self.dir.path().join("terraform")
+    }
+
+    /// Everything noted, as it was written.
+    fn noted(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("noted.env")).expect("terraform ran with cloud variables")
+    }
+
+    /// One variable as the last job saw it.
+    fn var(&self, name: &str) -> String {
+        let noted = self.noted();
+        noted
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .filter(|(key, _)| *key == name)
+            .map(|(_, value)| value.to_owned())
+            .last()
+            .unwrap_or_else(|| panic!("no {name} in:\n{noted}"))
+    }
+}
+
+/// Creates a cluster on `target` (its first region and machine type) with `account`, and waits
+/// for its run to fail at `init`, offline. Returns the run.
+async fn offline_run(ada: &Client, target: &str, account: &Value) -> String {
+    let options = ada.get("/api/v1/cluster-options").await.expect_status(StatusCode::OK).json();
+    let found = options["targets"].as_array().expect("targets").iter().find(|t| t["id"] == target).expect("target");
+    let mut body = local_cluster("cloud", Value::Null);
+    body["target"] = target.into();
+    body["region"] = found["regions"][0].clone();
+    body["node_instance_type"] = found["instance_types"][0].clone();
+    body["cloud_account_id"] = account["id"].clone();
+    let (_, run) = create(ada, body).await;
+    let done = wait_until_finished(ada, &run, 120).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(done["reason"].as_str().is_some_and(|r| r.contains("Terraform failed during plan")), "{done}");
+    run
+}
+
 #[tokio::test]
 #[ignore = "needs Terraform and moto: run `cargo xtask test`"]
-async fn jobs_get_a_short_lived_aws_session_never_the_linked_key() {
-    use std::os::unix::fs::PermissionsExt;
-
+async fn aws_jobs_get_a_short_lived_session_never_the_linked_key() {
     use crate::support::clouds::Moto;
 
     let moto = Moto::start().await;
     let key = moto.create_user("deployer", &["sts:GetSessionToken", "s3:ListAllMyBuckets"]).await;
     moto.enforce_auth().await;
-    // The real Terraform, run through a script that notes the AWS variables it is given, with
-    // providers allowed only from an empty mirror: the EKS module's init fails here, offline,
-    // after the worker has prepared the job's credentials.
-    let bin = tempfile::tempdir().expect("tempdir");
-    let noted = bin.path().join("aws.env");
-    let mirror = bin.path().join("mirror");
-    std::fs::create_dir(&mirror).expect("mirror dir");
-    let cli_config = bin.path().join("offline.tfrc");
-    std::fs::write(
-        &cli_config,
-        format!("provider_installation {{\n  filesystem_mirror {{\n    path = \"{}\"\n  }}\n}}\n", mirror.display()),
-    )
-    .expect("write the CLI configuration");
-    let wrapper = bin.path().join("terraform");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nenv | grep '^AWS_' >> '{}'\nexport TF_CLI_CONFIG_FILE='{}'\nexec /usr/local/bin/terraform \"$@\"\n",
-            noted.display(),
-            cli_config.display()
-        ),
-    )
-    .expect("write the wrapper");
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let terraform = NotingTerraform::new();
     let moto_url = moto.url.clone();
     let app = TestApp::spawn_with(|config| {
         with_workers(config, ExecutorChoice::Process, 1);
-        config.runs.terraform = wrapper.clone();
+        config.runs.terraform = terraform.binary();
         config.cloud.aws_endpoint_url = Some(moto_url);
     })
     .await;
@@ -358,29 +404,96 @@ async fn jobs_get_a_short_lived_aws_session_never_the_linked_key() {
         .await
         .expect_status(StatusCode::CREATED)
         .json();
-    let options = ada.get("/api/v1/cluster-options").await.expect_status(StatusCode::OK).json();
-    let eks = options["targets"].as_array().expect("targets").iter().find(|t| t["id"] == "aws-eks").expect("EKS");
-    let mut body = local_cluster("eks", Value::Null);
-    body["target"] = "aws-eks".into();
-    body["region"] = eks["regions"][0].clone();
-    body["node_instance_type"] = eks["instance_types"][0].clone();
-    body["cloud_account_id"] = account["id"].clone();
-    let (_, run) = create(&ada, body).await;
-    let done = wait_until_finished(&ada, &run, 120).await;
-    assert_eq!(done["status"], "failed", "{done}");
-    assert!(done["reason"].as_str().is_some_and(|r| r.contains("Terraform failed during plan")), "{done}");
+    let run = offline_run(&ada, "aws-eks", &account).await;
 
-    let noted = std::fs::read_to_string(&noted).expect("terraform ran with AWS variables");
-    let seen: HashMap<&str, &str> = noted.lines().filter_map(|line| line.split_once('=')).collect();
-    let var = |name: &str| *seen.get(name).unwrap_or_else(|| panic!("no {name} among {:?}", seen.keys()));
     // STS's answer to GetSessionToken (moto's keys do not start with AWS's `ASIA`).
-    assert_ne!(var("AWS_ACCESS_KEY_ID"), key.access_key_id, "the job got the linked key itself");
-    assert_ne!(var("AWS_SECRET_ACCESS_KEY"), key.secret_access_key);
-    assert!(!var("AWS_SESSION_TOKEN").is_empty());
-    assert_eq!(var("AWS_ENDPOINT_URL"), moto.url);
-    assert!(!noted.contains(&key.secret_access_key), "the linked secret never reaches the job");
+    assert_ne!(terraform.var("AWS_ACCESS_KEY_ID"), key.access_key_id, "the job got the linked key itself");
+    assert_ne!(terraform.var("AWS_SECRET_ACCESS_KEY"), key.secret_access_key);
+    let session_token = terraform.var("AWS_SESSION_TOKEN");
+    assert!(!session_token.is_empty());
+    assert_eq!(terraform.var("AWS_ENDPOINT_URL"), moto.url);
+    assert!(!terraform.noted().contains(&key.secret_access_key), "the linked secret never reaches the job");
     let log = log_text(&ada, &run).await;
-    assert!(!log.contains(var("AWS_SESSION_TOKEN")) && !log.contains(var("AWS_SECRET_ACCESS_KEY")), "{log}");
+    assert!(!log.contains(&session_token) && !log.contains(&terraform.var("AWS_SECRET_ACCESS_KEY")), "{log}");
+}
+
+#[tokio::test]
+#[ignore = "needs Terraform and the GCS emulator: run `cargo xtask test`"]
+async fn gcp_jobs_get_an_access_token_never_the_key_file() {
+    use crate::support::clouds::{FakeGoogleOAuth, GcsEmulator, service_account};
+
+    let oauth = FakeGoogleOAuth::start().await;
+    let gcs = GcsEmulator::start().await;
+    let terraform = NotingTerraform::new();
+    let app = TestApp::spawn_with(|config| {
+        with_workers(config, ExecutorChoice::Process, 1);
+        config.runs.terraform = terraform.binary();
+        config.cloud.gcp_token_uri = oauth.token_uri.clone();
+        config.cloud.gcp_storage_endpoint = gcs.url.clone();
+    })
+    .await;
+    let ada = app.user("ada").await;
+    let key = service_account("acme-dev", "deployer", &oauth.token_uri);
+    oauth.register(&key);
+    let account = ada
+        .post(
+            "/api/v1/orgs/ada/cloud-accounts",
+            json!({ "provider": "gcp", "name": "dev", "environment": "dev",
+                    "credentials": { "service_account_json": key.json } }),
+        )
+        .await
+        .expect_status(StatusCode::CREATED)
+        .json();
+    let run = offline_run(&ada, "gcp-gke", &account).await;
+
+    let token = terraform.var("GOOGLE_OAUTH_ACCESS_TOKEN");
+    assert!(oauth.has_issued(&token), "the job's token came from the token endpoint");
+    assert_eq!(terraform.var("GOOGLE_PROJECT"), "acme-dev");
+    let noted = terraform.noted();
+    assert!(!noted.contains("PRIVATE KEY") && !noted.contains("GOOGLE_APPLICATION_CREDENTIALS"), "{noted}");
+    assert!(!log_text(&ada, &run).await.contains(&token));
+}
+
+#[tokio::test]
+#[ignore = "needs Terraform: run `cargo xtask test`"]
+async fn azure_jobs_get_the_service_principal_in_arm_variables() {
+    let secret = "azure-Secret~job-env-0123456789";
+    let client_id = "04b07795-8ddb-461a-bbee-02f9e1bf7b46";
+    let tenant_id = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+    let subscription = "8d2a3c4e-1111-4d0e-9c3b-1a2b3c4d5e6f";
+    let tenant = AzureTenant {
+        clients: HashMap::from([(client_id.to_owned(), secret.to_owned())]),
+        subscriptions: vec![(subscription.into(), "Dev".into())],
+        ..AzureTenant::default()
+    };
+    let azure = FakeAzure::start(HashMap::from([(tenant_id.to_owned(), tenant)])).await;
+    let terraform = NotingTerraform::new();
+    let app = TestApp::spawn_with(|config| {
+        with_workers(config, ExecutorChoice::Process, 1);
+        config.runs.terraform = terraform.binary();
+        config.cloud.azure_authority_host = azure.url.clone();
+        config.cloud.azure_arm_endpoint = azure.url.clone();
+        config.cloud.extra_ca_file = Some(azure.ca_file.path().to_owned());
+    })
+    .await;
+    let ada = app.user("ada").await;
+    let account = ada
+        .post(
+            "/api/v1/orgs/ada/cloud-accounts",
+            json!({ "provider": "azure", "name": "dev", "environment": "dev",
+                    "credentials": { "tenant_id": tenant_id, "client_id": client_id, "client_secret": secret,
+                                     "subscription_id": subscription } }),
+        )
+        .await
+        .expect_status(StatusCode::CREATED)
+        .json();
+    let run = offline_run(&ada, "azure-aks", &account).await;
+
+    assert_eq!(terraform.var("ARM_TENANT_ID"), tenant_id);
+    assert_eq!(terraform.var("ARM_CLIENT_ID"), client_id);
+    assert_eq!(terraform.var("ARM_CLIENT_SECRET"), secret);
+    assert_eq!(terraform.var("ARM_SUBSCRIPTION_ID"), subscription);
+    assert!(!log_text(&ada, &run).await.contains(secret), "the secret never reaches the log");
 }
 
 #[tokio::test]

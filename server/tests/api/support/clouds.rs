@@ -539,6 +539,11 @@ impl FakeGoogleOAuth {
     pub fn issued(&self) -> usize {
         self.state.issued.lock().expect("lock").len()
     }
+
+    /// Whether it issued `token`.
+    pub fn has_issued(&self, token: &str) -> bool {
+        self.state.issued.lock().expect("lock").contains(token)
+    }
 }
 
 #[derive(Deserialize)]
