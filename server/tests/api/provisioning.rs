@@ -356,7 +356,7 @@ impl NotingTerraform {
             .filter_map(|line| line.split_once('='))
             .filter(|(key, _)| *key == name)
             .map(|(_, value)| value.to_owned())
-            .last()
+            .next_back()
             .unwrap_or_else(|| panic!("no {name} in:\n{noted}"))
     }
 }
