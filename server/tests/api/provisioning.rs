@@ -175,6 +175,55 @@ async fn queued_runs_say_where_they_stand_and_why() {
         .expect_problem(StatusCode::CONFLICT, "run_state");
 }
 
+#[tokio::test]
+async fn a_run_whose_workers_keep_vanishing_is_retried_with_backoff_then_fails_with_the_reason() {
+    use fleetplane::queue;
+    use sea_orm::{ActiveModelTrait, IntoActiveModel, Set};
+
+    let app = TestApp::spawn().await;
+    let ada = app.user("ada").await;
+    let (cluster, run) = create(&ada, local_cluster("dev", json!(null))).await;
+    let id: uuid::Uuid = run.parse().expect("uuid");
+    // Moves the run's clock on: the lease has expired and any backoff has passed.
+    async fn age(db: &sea_orm::DatabaseConnection, run: runs::Model) {
+        let past = chrono::Utc::now() - chrono::TimeDelta::hours(1);
+        let mut active = run.into_active_model();
+        active.lease_expires_at = Set(Some(past));
+        active.not_before = Set(past);
+        active.update(db).await.expect("update");
+    }
+    for attempt in 1..=3 {
+        let claimed = queue::claim(app.db(), &format!("ghost-{attempt}"), Duration::from_secs(30))
+            .await
+            .expect("claim")
+            .expect("the run is claimable");
+        assert_eq!((claimed.run.id, claimed.run.attempts), (id, attempt));
+        // A second worker finds nothing while the lease holds.
+        assert!(queue::claim(app.db(), "other", Duration::from_secs(30)).await.expect("claim").is_none());
+        age(app.db(), claimed.run).await;
+        assert_eq!(queue::reap(app.db()).await.expect("reap"), 1);
+        let stored = runs::Entity::find_by_id(id).one(app.db()).await.expect("read").expect("run");
+        let reason = stored.reason.clone().unwrap_or_default();
+        assert!(reason.starts_with(&format!("Worker ghost-{attempt} stopped responding")), "{reason}");
+        let view = ada.get(&format!("/api/v1/runs/{run}")).await.json();
+        if attempt < 3 {
+            assert!(reason.ends_with(&format!("tried again ({attempt} of 3 attempts used)")), "{reason}");
+            // Not before its backoff: no worker may take it yet, and the run says so.
+            assert_eq!(view["status"], "queued", "{view}");
+            assert!(view["reason"].as_str().expect("reason").starts_with("Retrying after a failed attempt"), "{view}");
+            assert!(queue::claim(app.db(), "eager", Duration::from_secs(30)).await.expect("claim").is_none());
+            assert!(stored.not_before > chrono::Utc::now(), "a backoff is set");
+            age(app.db(), stored).await;
+        } else {
+            assert!(reason.ends_with("no attempts left (3 of 3)"), "{reason}");
+            assert_eq!((view["status"].as_str(), view["reason"].as_str()), (Some("failed"), Some(reason.as_str())));
+        }
+    }
+    assert_eq!(ada.get(&format!("{CLUSTERS}/{cluster}")).await.json()["status"], "failed");
+    let log = log_text(&ada, &run).await;
+    assert_eq!(log.matches("stopped responding").count(), 3, "each lost attempt is in the log: {log}");
+}
+
 /// Creates a local cluster, waits for it to be ready, checks what the run left behind, destroys
 /// it and checks it is gone. Returns the two runs.
 async fn create_and_destroy(app: &TestApp, ada: &Client, executor: &str) -> [String; 2] {
