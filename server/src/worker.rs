@@ -273,16 +273,16 @@ impl Worker {
         let active = self.active.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for job in found {
             let worker = job.label(labels::WORKER).unwrap_or_default();
-            let run = job.label(labels::RUN).and_then(|r| r.parse::<Uuid>().ok());
-            if run.is_none_or(|run| !known.contains(&run)) {
+            let Some(run) = job.label(labels::RUN).and_then(|r| r.parse::<Uuid>().ok()).filter(|r| known.contains(r))
+            else {
                 continue;
-            }
-            let ours_and_active = worker == self.id && run.is_some_and(|r| active.contains(&r));
+            };
+            let ours_and_active = worker == self.id && active.contains(&run);
             let owner_alive = worker != self.id && live.contains(worker);
             if ours_and_active || owner_alive {
                 continue;
             }
-            tracing::warn!(job = %job.id, worker, run = ?run, "removing a job no live worker watches");
+            tracing::warn!(job = %job.id, worker, run = %run, "removing a job no live worker watches");
             self.executor.remove(&job.id).await?;
         }
         Ok(())
