@@ -1,5 +1,7 @@
 //! `/api/v1/orgs/{org}/clusters`, the options a cluster can take, and what runs the jobs.
 
+use std::collections::HashMap;
+
 use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
@@ -100,16 +102,31 @@ fn view(cluster: entity::Model, org: &str, last_run: Option<RunView>) -> Result<
 }
 
 async fn with_last_run(state: &AppState, cluster: entity::Model, org: &str) -> Result<ClusterView> {
-    let last = run_entity::Entity::find()
-        .filter(run_entity::Column::ClusterId.eq(cluster.id))
-        .order_by_desc(run_entity::Column::Id)
-        .one(&state.db)
-        .await?;
-    let last = match last {
-        Some(run) => run_views(state, vec![run], org).await?.pop(),
-        None => None,
-    };
-    view(cluster, org, last)
+    let mut views = with_last_runs(state, vec![cluster], org).await?;
+    views.pop().ok_or_else(|| AppError::Internal(anyhow::anyhow!("a cluster view went missing")))
+}
+
+/// The clusters' views, each with its latest run: one query for those runs, whatever the count.
+async fn with_last_runs(state: &AppState, clusters: Vec<entity::Model>, org: &str) -> Result<Vec<ClusterView>> {
+    use sea_orm::sea_query::{Expr, ExprTrait, Func, Query};
+
+    let ids: Vec<Uuid> = clusters.iter().map(|c| c.id).collect();
+    let latest = Query::select()
+        .expr(Func::max(Expr::col(run_entity::Column::Id)))
+        .from(run_entity::Entity)
+        .and_where(Expr::col(run_entity::Column::ClusterId).is_in(ids))
+        .group_by_col(run_entity::Column::ClusterId)
+        .to_owned();
+    let runs = run_entity::Entity::find().filter(run_entity::Column::Id.in_subquery(latest)).all(&state.db).await?;
+    let mut last: HashMap<Uuid, RunView> =
+        run_views(state, runs, org).await?.into_iter().map(|run| (run.cluster_id, run)).collect();
+    clusters
+        .into_iter()
+        .map(|cluster| {
+            let run = last.remove(&cluster.id);
+            view(cluster, org, run)
+        })
+        .collect()
 }
 
 /// What a cluster can be: targets, regions, node sizes, versions, defaults and limits.
@@ -144,11 +161,8 @@ async fn system(State(state): State<AppState>, _caller: CurrentUser) -> Result<J
     params(("org" = String, Path, description = "Organization name")),
     responses((status = 200, body = [ClusterView])))]
 async fn list_clusters(State(state): State<AppState>, member: OrgMember<Viewer>) -> Result<Json<Vec<ClusterView>>> {
-    let mut views = Vec::new();
-    for cluster in clusters::list(&state, &member).await? {
-        views.push(with_last_run(&state, cluster, &member.org.name).await?);
-    }
-    Ok(Json(views))
+    let clusters = clusters::list(&state, &member).await?;
+    Ok(Json(with_last_runs(&state, clusters, &member.org.name).await?))
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -156,6 +156,15 @@ async fn queued_runs_say_where_they_stand_and_why() {
     let behind = ada.get(&format!("/api/v1/runs/{}", behind["id"].as_str().expect("id"))).await.json();
     assert_eq!(behind["position"], Value::Null);
     assert!(behind["reason"].as_str().expect("reason").contains(first["id"].as_str().expect("id")), "{behind}");
+    // The list shows each cluster's latest run, with where it stands.
+    let list = ada.get(CLUSTERS).await.expect_status(StatusCode::OK).json();
+    let latest: HashMap<&str, &Value> =
+        list.as_array().expect("list").iter().map(|c| (c["name"].as_str().expect("name"), &c["last_run"])).collect();
+    assert_eq!(
+        (latest["shop-dev"]["id"].as_str(), &latest["shop-dev"]["action"]),
+        (behind["id"].as_str(), &json!("plan"))
+    );
+    assert_eq!((latest["shop-qa"]["id"].as_str(), &latest["shop-qa"]["position"]), (other["id"].as_str(), &json!(2)));
 
     // Canceling a run no worker holds ends it at once; the plan behind it now waits only for the
     // queue, behind the other cluster's earlier run.
