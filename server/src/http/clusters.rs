@@ -108,16 +108,28 @@ async fn with_last_run(state: &AppState, cluster: entity::Model, org: &str) -> R
 
 /// The clusters' views, each with its latest run: one query for those runs, whatever the count.
 async fn with_last_runs(state: &AppState, clusters: Vec<entity::Model>, org: &str) -> Result<Vec<ClusterView>> {
-    use sea_orm::sea_query::{Expr, ExprTrait, Func, Query};
+    use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
 
-    let ids: Vec<Uuid> = clusters.iter().map(|c| c.id).collect();
-    let latest = Query::select()
-        .expr(Func::max(Expr::col(run_entity::Column::Id)))
-        .from(run_entity::Entity)
-        .and_where(Expr::col(run_entity::Column::ClusterId).is_in(ids))
-        .group_by_col(run_entity::Column::ClusterId)
+    // A cluster's latest run is the one no later run of the same cluster follows (PostgreSQL has
+    // no MAX over uuids); the `(cluster_id, id)` index serves the NOT EXISTS.
+    let later = Alias::new("later");
+    let follower = Query::select()
+        .expr(Expr::val(1))
+        .from_as(run_entity::Entity, later.clone())
+        .and_where(
+            Expr::col((later.clone(), run_entity::Column::ClusterId))
+                .equals((run_entity::Entity, run_entity::Column::ClusterId)),
+        )
+        .and_where(
+            Expr::col((later, run_entity::Column::Id)).gt(Expr::col((run_entity::Entity, run_entity::Column::Id))),
+        )
         .to_owned();
-    let runs = run_entity::Entity::find().filter(run_entity::Column::Id.in_subquery(latest)).all(&state.db).await?;
+    let ids: Vec<Uuid> = clusters.iter().map(|c| c.id).collect();
+    let runs = run_entity::Entity::find()
+        .filter(run_entity::Column::ClusterId.is_in(ids))
+        .filter(Expr::exists(follower).not())
+        .all(&state.db)
+        .await?;
     let mut last: HashMap<Uuid, RunView> =
         run_views(state, runs, org).await?.into_iter().map(|run| (run.cluster_id, run)).collect();
     clusters
