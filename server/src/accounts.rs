@@ -18,7 +18,7 @@ use crate::{
     config::Limit,
     db::begin_write,
     domain::{Email, Handle, Invalid, NewPassword, Role, Username},
-    entity::{api_tokens, email_verification_tokens, memberships, organizations, users},
+    entity::{api_tokens, email_verification_tokens, memberships, organizations, user_identities, users},
     error::{AppError, FieldErrors, Result},
     mail,
     state::AppState,
@@ -39,8 +39,10 @@ pub fn rate_limit(state: &AppState, key: &str, limit: Limit) -> Result<()> {
 pub struct NewAccount {
     pub email: Email,
     pub username: Username,
-    pub password: NewPassword,
-    /// Accounts made by an administrator skip the verification email.
+    /// `None` for accounts that sign in with Google only (until they set a password).
+    pub password: Option<NewPassword>,
+    /// Accounts made by an administrator, or whose email Google verified, skip the
+    /// verification email.
     pub verified: bool,
 }
 
@@ -53,7 +55,9 @@ impl NewAccount {
         let password = errors.check("password", NewPassword::parse(password));
         errors.finish()?;
         match (email, username, password) {
-            (Some(email), Some(username), Some(password)) => Ok(Self { email, username, password, verified }),
+            (Some(email), Some(username), Some(password)) => {
+                Ok(Self { email, username, password: Some(password), verified })
+            }
             _ => unreachable!("FieldErrors::finish fails when a field is missing"),
         }
     }
@@ -74,6 +78,16 @@ pub async fn sign_up(state: &AppState, account: NewAccount, ip: IpAddr) -> Resul
 /// Creates the user, their personal organization (owned by them) and, unless pre-verified,
 /// the verification token and email: all in one transaction.
 pub async fn create_account(state: &AppState, account: NewAccount, ip: Option<IpAddr>) -> Result<users::Model> {
+    create_account_with_identity(state, account, ip, None).await
+}
+
+/// [`create_account`], also linking `identity` to the new account in the same transaction.
+async fn create_account_with_identity(
+    state: &AppState,
+    account: NewAccount,
+    ip: Option<IpAddr>,
+    identity: Option<&ExternalIdentity>,
+) -> Result<users::Model> {
     // Friendly answers for the common case; the unique indexes still settle races.
     let mut taken = Vec::new();
     if find_by_email(&state.db, &account.email).await?.is_some() {
@@ -90,7 +104,10 @@ pub async fn create_account(state: &AppState, account: NewAccount, ip: Option<Ip
         return Err(error);
     }
 
-    let password_hash = state.passwords.hash(account.password.expose()).await?;
+    let password_hash = match &account.password {
+        Some(password) => Some(state.passwords.hash(password.expose()).await?),
+        None => None,
+    };
     let now = Utc::now();
     let txn = begin_write(&state.db).await?;
     let user = users::ActiveModel {
@@ -98,7 +115,7 @@ pub async fn create_account(state: &AppState, account: NewAccount, ip: Option<Ip
         email: Set(account.email.as_str().to_owned()),
         email_normalized: Set(account.email.normalized()),
         username: Set(account.username.as_str().to_owned()),
-        password_hash: Set(Some(password_hash)),
+        password_hash: Set(password_hash),
         email_verified_at: Set(account.verified.then_some(now)),
         session_version: Set(1),
         created_at: Set(now),
@@ -129,7 +146,12 @@ pub async fn create_account(state: &AppState, account: NewAccount, ip: Option<Ip
     if !account.verified {
         send_verification(state, &txn, &user).await?;
     }
-    Event::new("auth.signup", ip).actor(&user).target(user.email.clone()).record(&txn).await?;
+    let mut event = Event::new("auth.signup", ip).actor(&user).target(user.email.clone());
+    if let Some(identity) = identity {
+        insert_identity(&txn, user.id, identity).await?;
+        event = event.details(json!({ "method": identity.provider, "subject": identity.subject }));
+    }
+    event.record(&txn).await?;
     txn.commit().await?;
     state.mail.wake();
     tracing::info!(user = %user.id, username = %user.username, "account created");
@@ -147,22 +169,60 @@ async fn username_exists(conn: &impl ConnectionTrait, username: &str) -> Result<
 /// The personal organization's name: the username, or the username with a number after it
 /// when an organization already has that name.
 async fn free_org_name(conn: &impl ConnectionTrait, username: &Username) -> Result<String, DbErr> {
-    let base = username.as_str();
-    for n in 1..100u32 {
-        let candidate = if n == 1 {
-            base.to_owned()
-        } else {
-            let suffix = format!("-{n}");
-            let keep = Handle::MAX - suffix.len();
-            format!("{}{suffix}", &base[..base.len().min(keep)])
-        };
+    for n in 1..100 {
+        let candidate = numbered(username.as_str(), n);
         let exists =
             organizations::Entity::find().filter(organizations::Column::Name.eq(&candidate)).count(conn).await?;
         if exists == 0 {
             return Ok(candidate);
         }
     }
-    Ok(format!("{}-{:x}", &base[..base.len().min(Handle::MAX - 9)], rand::random::<u32>()))
+    Ok(random_suffixed(username.as_str()))
+}
+
+/// The `n`th candidate name: `base`, then `base-2`, `base-3`, …, each cut to fit a [`Handle`].
+fn numbered(base: &str, n: u32) -> String {
+    if n == 1 {
+        return base.to_owned();
+    }
+    let suffix = format!("-{n}");
+    let keep = Handle::MAX - suffix.len();
+    format!("{}{suffix}", &base[..base.len().min(keep)])
+}
+
+fn random_suffixed(base: &str) -> String {
+    format!("{}-{:08x}", &base[..base.len().min(Handle::MAX - 9)], rand::random::<u32>())
+}
+
+/// A valid username made from an email's local part (`Ada.Lovelace+x@…` → `ada-lovelace-x`).
+fn username_from_email(email: &Email) -> Username {
+    let local = email.as_str().rsplit_once('@').map_or(email.as_str(), |(local, _)| local).to_lowercase();
+    let mut name = String::new();
+    for c in local.chars() {
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' { c } else { '-' };
+        if !(c == '-' && (name.is_empty() || name.ends_with('-'))) {
+            name.push(c);
+        }
+    }
+    let name = name.trim_start_matches(|c: char| !c.is_ascii_lowercase()).trim_end_matches('-');
+    let mut name = name.chars().take(Handle::MAX).collect::<String>();
+    while name.len() < Handle::MIN {
+        name = if name.is_empty() { "user".to_owned() } else { format!("{name}-user") };
+    }
+    Handle::parse(name.trim_end_matches('-'))
+        .unwrap_or_else(|_| Handle::parse("user").expect("`user` is a valid handle"))
+}
+
+/// A username derived from `email` that nobody has yet.
+async fn free_username(conn: &impl ConnectionTrait, email: &Email) -> Result<Username> {
+    let base = username_from_email(email);
+    for n in 1..100 {
+        let candidate = numbered(base.as_str(), n);
+        if !username_exists(conn, &candidate).await? {
+            return Ok(Handle::parse(&candidate).map_err(|e| anyhow::anyhow!("derived username {candidate}: {e:?}"))?);
+        }
+    }
+    Ok(Handle::parse(&random_suffixed(base.as_str())).map_err(|e| anyhow::anyhow!("derived username: {e:?}"))?)
 }
 
 /// Stores a new verification token for `user` and queues the email carrying it.
@@ -451,4 +511,215 @@ pub async fn revoke_token(state: &AppState, user: &users::Model, token_id: Uuid,
     Event::new("api_token.revoked", Some(ip)).actor(user).target(name).record(&txn).await?;
     txn.commit().await?;
     Ok(())
+}
+
+/// An account at an outside identity provider, as its verified id_token describes it.
+pub struct ExternalIdentity {
+    /// `google`.
+    pub provider: &'static str,
+    pub issuer: String,
+    pub subject: String,
+    /// An address the provider has verified.
+    pub email: Email,
+}
+
+async fn insert_identity(conn: &impl ConnectionTrait, user_id: Uuid, identity: &ExternalIdentity) -> Result<(), DbErr> {
+    let now = Utc::now();
+    user_identities::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        user_id: Set(user_id),
+        provider: Set(identity.provider.to_owned()),
+        issuer: Set(identity.issuer.clone()),
+        subject: Set(identity.subject.clone()),
+        email: Set(identity.email.as_str().to_owned()),
+        created_at: Set(now),
+        last_used_at: Set(Some(now)),
+    }
+    .insert(conn)
+    .await?;
+    Ok(())
+}
+
+async fn find_identity(
+    conn: &impl ConnectionTrait,
+    identity: &ExternalIdentity,
+) -> Result<Option<user_identities::Model>, DbErr> {
+    user_identities::Entity::find()
+        .filter(user_identities::Column::Issuer.eq(&identity.issuer))
+        .filter(user_identities::Column::Subject.eq(&identity.subject))
+        .one(conn)
+        .await
+}
+
+async fn identity_of(
+    conn: &impl ConnectionTrait,
+    user_id: Uuid,
+    provider: &str,
+) -> Result<Option<user_identities::Model>, DbErr> {
+    user_identities::Entity::find()
+        .filter(user_identities::Column::UserId.eq(user_id))
+        .filter(user_identities::Column::Provider.eq(provider))
+        .one(conn)
+        .await
+}
+
+/// Signs in with an outside identity: a known identity signs its account in; a new one whose
+/// (provider-verified) email belongs to a verified account is linked to that account; otherwise
+/// a new account is made, unless sign-up is closed.
+pub async fn sign_in_with_identity(state: &AppState, identity: ExternalIdentity, ip: IpAddr) -> Result<users::Model> {
+    let method = json!({ "method": identity.provider });
+    if let Some(known) = find_identity(&state.db, &identity).await? {
+        let txn = begin_write(&state.db).await?;
+        let mut active = known.clone().into_active_model();
+        active.last_used_at = Set(Some(Utc::now()));
+        active.email = Set(identity.email.as_str().to_owned());
+        active.update(&txn).await?;
+        let user = users::Entity::find_by_id(known.user_id)
+            .one(&txn)
+            .await?
+            .ok_or_else(|| AppError::Internal(anyhow::anyhow!("identity {} without a user", known.id)))?;
+        Event::new("auth.login", Some(ip)).actor(&user).details(method).record(&txn).await?;
+        txn.commit().await?;
+        return Ok(user);
+    }
+
+    if let Some(user) = find_by_email(&state.db, &identity.email).await? {
+        // Linking an unconfirmed account would hand it to whoever created it with this address.
+        if user.email_verified_at.is_none() {
+            return Err(AppError::conflict(
+                "google_link_unverified",
+                "An account with this email exists but has not confirmed its address. Confirm it with the link we \
+                 emailed (or request a new one), then sign in with Google.",
+            ));
+        }
+        if identity_of(&state.db, user.id, identity.provider).await?.is_some() {
+            return Err(AppError::conflict(
+                "google_account_mismatch",
+                "The account with this email is linked to a different Google account. Sign in with that one, or \
+                 with your password.",
+            ));
+        }
+        let txn = begin_write(&state.db).await?;
+        insert_identity(&txn, user.id, &identity).await?;
+        Event::new("account.identity_linked", Some(ip))
+            .actor(&user)
+            .target(identity.email.as_str().to_owned())
+            .details(json!({ "provider": identity.provider, "subject": identity.subject, "by": "verified email" }))
+            .record(&txn)
+            .await?;
+        Event::new("auth.login", Some(ip)).actor(&user).details(method).record(&txn).await?;
+        txn.commit().await?;
+        tracing::info!(user = %user.id, provider = identity.provider, "identity linked by verified email");
+        return Ok(user);
+    }
+
+    if !state.config.signup_open() {
+        return Err(AppError::forbidden(
+            "signup_closed",
+            "Sign-up is closed on this server. Ask an administrator to create your account.",
+        ));
+    }
+    rate_limit(state, &format!("signup:ip:{ip}"), state.config.rate_limits.signup_per_ip)?;
+    let username = free_username(&state.db, &identity.email).await?;
+    let account = NewAccount { email: identity.email.clone(), username, password: None, verified: true };
+    create_account_with_identity(state, account, Some(ip), Some(&identity)).await
+}
+
+/// Links an outside identity to a signed-in user's account (from the settings page).
+pub async fn link_identity(
+    state: &AppState,
+    user: &users::Model,
+    identity: ExternalIdentity,
+    ip: IpAddr,
+) -> Result<()> {
+    if let Some(known) = find_identity(&state.db, &identity).await? {
+        if known.user_id == user.id {
+            return Ok(());
+        }
+        return Err(AppError::conflict(
+            "google_account_in_use",
+            "This Google account is already linked to another Fleetplane account.",
+        ));
+    }
+    if identity_of(&state.db, user.id, identity.provider).await?.is_some() {
+        return Err(AppError::conflict(
+            "google_already_linked",
+            "Your account is already linked to a Google account. Unlink that one first.",
+        ));
+    }
+    let txn = begin_write(&state.db).await?;
+    insert_identity(&txn, user.id, &identity).await?;
+    Event::new("account.identity_linked", Some(ip))
+        .actor(user)
+        .target(identity.email.as_str().to_owned())
+        .details(json!({ "provider": identity.provider, "subject": identity.subject, "by": "signed-in user" }))
+        .record(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// The outside identities linked to an account.
+pub async fn list_identities(state: &AppState, user_id: Uuid) -> Result<Vec<user_identities::Model>> {
+    Ok(user_identities::Entity::find()
+        .filter(user_identities::Column::UserId.eq(user_id))
+        .order_by_asc(user_identities::Column::Id)
+        .all(&state.db)
+        .await?)
+}
+
+/// Unlinks the account's identity at `provider`. An account must keep a way to sign in, so
+/// this needs a password.
+pub async fn unlink_identity(state: &AppState, user: &users::Model, provider: &str, ip: IpAddr) -> Result<()> {
+    let identity = identity_of(&state.db, user.id, provider)
+        .await?
+        .ok_or_else(|| AppError::not_found("identity_not_found", format!("No `{provider}` account is linked.")))?;
+    if user.password_hash.is_none() {
+        return Err(AppError::conflict(
+            "password_required",
+            "Set a password first: without it or Google, you could not sign in any more.",
+        ));
+    }
+    let txn = begin_write(&state.db).await?;
+    user_identities::Entity::delete_by_id(identity.id).exec(&txn).await?;
+    Event::new("account.identity_unlinked", Some(ip))
+        .actor(user)
+        .target(identity.email.clone())
+        .details(json!({ "provider": identity.provider, "subject": identity.subject }))
+        .record(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_from_emails_are_valid_handles() {
+        let cases = [
+            ("Ada.Lovelace+x@example.com", "ada-lovelace-x"),
+            ("bob@example.com", "bob"),
+            ("jo@example.com", "jo-user"),
+            ("42@example.com", "user"),
+            ("_x__y@example.com", "x__y"),
+            ("a-very-long-local-part-that-goes-on-and-on@example.com", "a-very-long-local-part-that-go"),
+            ("élodie@example.com", "lodie"),
+        ];
+        for (email, expected) in cases {
+            let email = Email::parse(email).expect("valid email");
+            assert_eq!(username_from_email(&email).as_str(), expected, "{}", email.as_str());
+        }
+    }
+
+    #[test]
+    fn numbered_names_fit_a_handle() {
+        let base = "a".repeat(Handle::MAX);
+        let names: Vec<String> = (1..=12).map(|n| numbered(&base, n)).collect();
+        assert_eq!(names[0], base);
+        assert!(names[11].ends_with("-12"));
+        assert!(names.iter().all(|name| Handle::parse(name).is_ok()));
+        assert!(Handle::parse(&random_suffixed(&base)).is_ok());
+    }
 }

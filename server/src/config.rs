@@ -123,6 +123,31 @@ pub struct Config {
     pub master_keys: Option<Secret>,
     pub cloud: CloudSettings,
     pub runs: RunSettings,
+    /// Google sign-in, when a client id is configured.
+    pub google: Option<GoogleSettings>,
+}
+
+/// Google's OpenID issuer; [`GoogleSettings::issuer`] points elsewhere only for tests or other
+/// OpenID providers.
+pub const GOOGLE_ISSUER: &str = "https://accounts.google.com";
+
+/// Sign-in with Google (or another OpenID provider at `issuer`): the OAuth client registered
+/// for this server, whose redirect URI is `<public url>api/v1/auth/google/callback`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GoogleSettings {
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// The issuer, without a trailing slash; its `/.well-known/openid-configuration` names
+    /// the endpoints.
+    pub issuer: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileGoogle {
+    client_id: Option<String>,
+    client_secret: Option<Secret>,
+    issuer: Option<String>,
 }
 
 /// Which executor runs provisioning jobs.
@@ -259,6 +284,7 @@ struct FileConfig {
     master_keys: Option<Secret>,
     cloud: Option<CloudSettings>,
     runs: Option<RunSettings>,
+    google: Option<FileGoogle>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -432,6 +458,7 @@ impl Config {
         }
 
         let runs = run_settings(file.runs.unwrap_or_default(), &env)?;
+        let google = google_settings(file.google.unwrap_or_default(), &env)?;
 
         Ok(Self {
             listen,
@@ -450,6 +477,7 @@ impl Config {
             master_keys,
             cloud,
             runs,
+            google,
         })
     }
 
@@ -545,6 +573,34 @@ fn run_settings(mut runs: RunSettings, env: &impl Fn(&str) -> Option<String>) ->
         return Err(invalid("FLEETPLANE_WORKERS", "must be at most 64"));
     }
     Ok(runs)
+}
+
+fn google_settings(
+    file: FileGoogle,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<GoogleSettings>, ConfigError> {
+    let client_id = env("FLEETPLANE_GOOGLE_CLIENT_ID").or(file.client_id).filter(|id| !id.trim().is_empty());
+    let client_secret = env("FLEETPLANE_GOOGLE_CLIENT_SECRET").map(Secret::new).or(file.client_secret);
+    let issuer = env("FLEETPLANE_GOOGLE_ISSUER").or(file.issuer).unwrap_or_else(|| GOOGLE_ISSUER.to_owned());
+    let Some(client_id) = client_id else {
+        if client_secret.is_some() {
+            return Err(invalid("FLEETPLANE_GOOGLE_CLIENT_ID", "is required when a client secret is set"));
+        }
+        return Ok(None);
+    };
+    let client_secret = client_secret
+        .filter(|secret| !secret.expose().is_empty())
+        .ok_or_else(|| invalid("FLEETPLANE_GOOGLE_CLIENT_SECRET", "is required when a client id is set"))?;
+    let url = Url::parse(&issuer)
+        .map_err(|e| invalid("FLEETPLANE_GOOGLE_ISSUER", format!("`{issuer}` is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("FLEETPLANE_GOOGLE_ISSUER", format!("`{issuer}` is not an http(s) issuer URL")));
+    }
+    Ok(Some(GoogleSettings {
+        client_id: client_id.trim().to_owned(),
+        client_secret,
+        issuer: issuer.trim_end_matches('/').to_owned(),
+    }))
 }
 
 fn parse_bool(key: &'static str, text: &str) -> Result<bool, ConfigError> {
@@ -662,6 +718,48 @@ mod tests {
         assert_eq!(config.cloud.aws_endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
         assert_eq!(config.cloud.gcp_storage_endpoint, "http://127.0.0.1:9023");
         assert_eq!(config.cloud.endpoints().expect("endpoints").timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn google_sign_in_is_off_without_a_client_id_and_needs_its_secret() {
+        assert_eq!(load("", &[]).expect("valid").google, None);
+        let config = load(
+            "[google]\nclient_id = \"abc.apps.googleusercontent.com\"\n",
+            &[("FLEETPLANE_GOOGLE_CLIENT_SECRET", "hunter2-google")],
+        )
+        .expect("valid");
+        let google = config.google.as_ref().expect("configured");
+        assert_eq!(google.issuer, GOOGLE_ISSUER);
+        assert_eq!(google.client_id, "abc.apps.googleusercontent.com");
+        assert!(!config.to_redacted_toml().contains("hunter2"));
+
+        let custom = load(
+            "",
+            &[
+                ("FLEETPLANE_GOOGLE_CLIENT_ID", "id"),
+                ("FLEETPLANE_GOOGLE_CLIENT_SECRET", "s"),
+                ("FLEETPLANE_GOOGLE_ISSUER", "http://127.0.0.1:9000/"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(custom.google.expect("configured").issuer, "http://127.0.0.1:9000");
+
+        let cases: [(&[(&str, &str)], &str); 3] = [
+            (&[("FLEETPLANE_GOOGLE_CLIENT_ID", "id")], "FLEETPLANE_GOOGLE_CLIENT_SECRET"),
+            (&[("FLEETPLANE_GOOGLE_CLIENT_SECRET", "s")], "FLEETPLANE_GOOGLE_CLIENT_ID"),
+            (
+                &[
+                    ("FLEETPLANE_GOOGLE_CLIENT_ID", "id"),
+                    ("FLEETPLANE_GOOGLE_CLIENT_SECRET", "s"),
+                    ("FLEETPLANE_GOOGLE_ISSUER", "ftp://x"),
+                ],
+                "FLEETPLANE_GOOGLE_ISSUER",
+            ),
+        ];
+        for (env, key) in cases {
+            let err = load("", env).expect_err(key);
+            assert!(err.to_string().starts_with(key), "{key}: {err}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use anyhow::Context;
 use sea_orm::DatabaseConnection;
 
 use crate::{
-    auth::{UserCache, password::PasswordHasher, rate_limit::RateLimiter, session::Sessions},
+    auth::{UserCache, google::GoogleSignIn, password::PasswordHasher, rate_limit::RateLimiter, session::Sessions},
     config::Config,
     crypto::Keyring,
     keyfile,
@@ -46,6 +46,8 @@ pub struct App {
     pub clouds: fleetplane_cloud::Clouds,
     /// Wakes this process's workers when a run becomes claimable.
     pub queue_wake: tokio::sync::Notify,
+    /// Google sign-in, when configured.
+    pub google: Option<GoogleSignIn>,
     /// What runs this process's jobs (`docker`, `process`), once its worker has started.
     pub executor: std::sync::OnceLock<&'static str>,
 }
@@ -78,6 +80,19 @@ impl AppState {
         let mail = Mailer::new(&config, db.clone())?;
         let keyring = Keyring::load(&config).context("loading the master keys")?;
         let clouds = fleetplane_cloud::Clouds::new(config.cloud.endpoints()?).context("configuring cloud access")?;
+        let google = match &config.google {
+            Some(settings) => Some(
+                GoogleSignIn::new(
+                    settings.clone(),
+                    &config.public_url,
+                    &session_secret,
+                    config.secure_cookies(),
+                    std::time::Duration::from_secs(config.cloud.timeout_secs),
+                )
+                .context("configuring Google sign-in")?,
+            ),
+            None => None,
+        };
         Ok(Self(Arc::new(App {
             sessions,
             passwords,
@@ -87,6 +102,7 @@ impl AppState {
             metrics: Metrics::default(),
             keyring,
             clouds,
+            google,
             queue_wake: tokio::sync::Notify::new(),
             executor: std::sync::OnceLock::new(),
             db,

@@ -39,10 +39,16 @@ pub fn routes() -> Router<AppState> {
 async fn ui_context(state: &AppState, headers: &HeaderMap) -> UiContext {
     let viewer = crate::auth::cookie_user(state, headers).await.map(|user| Viewer {
         id: user.id.to_string(),
+        has_password: user.password_hash.is_some(),
         username: user.username,
         email: user.email,
     });
-    UiContext { viewer, signup_open: state.config.signup_open(), dev_outbox: state.mail.dev_outbox_enabled() }
+    UiContext {
+        viewer,
+        signup_open: state.config.signup_open(),
+        dev_outbox: state.mail.dev_outbox_enabled(),
+        google_sign_in: state.google.is_some(),
+    }
 }
 
 fn leptos_options(state: &AppState) -> LeptosOptions {

@@ -190,7 +190,19 @@ pub struct User {
     #[serde(default)]
     pub email_verified: bool,
     #[serde(default)]
+    pub has_password: bool,
+    #[serde(default)]
     pub created_at: String,
+}
+
+/// An account at another provider (Google) that signs in as this one.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct LinkedIdentity {
+    pub provider: String,
+    pub email: String,
+    pub linked_at: String,
+    #[serde(default)]
+    pub last_used_at: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -1147,6 +1159,15 @@ pub async fn change_username(username: &str) -> ApiResult<User> {
 pub async fn change_password(current_password: &str, new_password: &str) -> ApiResult<()> {
     let body = json!({ "current_password": current_password, "new_password": new_password });
     call_empty(Method::Put, "/api/v1/me/password", Some(body)).await
+}
+
+pub async fn list_identities() -> ApiResult<Vec<LinkedIdentity>> {
+    call(Method::Get, "/api/v1/me/identities", None).await
+}
+
+pub async fn unlink_identity(provider: &str) -> ApiResult<()> {
+    let path = format!("/api/v1/me/identities/{}", encode(provider));
+    call_empty(Method::Delete, &path, None).await
 }
 
 pub async fn list_tokens() -> ApiResult<Vec<Token>> {

@@ -16,6 +16,9 @@ pub struct Viewer {
     pub id: String,
     pub username: String,
     pub email: String,
+    /// `false` for an account that signs in with Google only.
+    #[serde(default)]
+    pub has_password: bool,
 }
 
 /// Per-request facts the UI needs before it can talk to the API.
@@ -27,6 +30,9 @@ pub struct UiContext {
     pub signup_open: bool,
     /// Whether sent mail is kept in the development outbox (`/dev/outbox`).
     pub dev_outbox: bool,
+    /// Whether "Sign in with Google" is offered.
+    #[serde(default)]
+    pub google_sign_in: bool,
 }
 
 impl UiContext {
@@ -82,9 +88,15 @@ mod tests {
     #[test]
     fn script_json_cannot_close_the_script_element() {
         let ui = UiContext {
-            viewer: Some(Viewer { id: "1".into(), username: "</script><!--&".into(), email: "a@example.com".into() }),
+            viewer: Some(Viewer {
+                id: "1".into(),
+                username: "</script><!--&".into(),
+                email: "a@example.com".into(),
+                has_password: true,
+            }),
             signup_open: true,
             dev_outbox: false,
+            google_sign_in: true,
         };
         let json = ui.to_script_json();
         assert!(!json.contains('<') && !json.contains('>') && !json.contains('&'));

@@ -17,6 +17,7 @@ pub use app::App;
 #[cfg(feature = "ssr")]
 pub use app::shell;
 pub use context::{UiContext, Viewer};
+pub use format::safe_next;
 
 /// The application's one stylesheet, served by the server at `/assets/app.css`.
 #[cfg(feature = "ssr")]

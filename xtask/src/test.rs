@@ -65,7 +65,9 @@ pub fn run(args: &[String]) -> Result<()> {
 
     ensure_packages(PACKAGES)?;
     let site = ui::build_ui(&BuildOptions { release: false })?;
-    let emulators = ensure_emulators(&ui::target_dir(&root)?)?;
+    let target_dir = ui::target_dir(&root)?;
+    let emulators = ensure_emulators(&target_dir)?;
+    let oidc_provider = ensure_oidc_provider(&root, &target_dir)?;
     if options.lint {
         step("Checking formatting", cargo(&root).args(["fmt", "--all", "--", "--check"]))?;
         step(
@@ -112,6 +114,7 @@ pub fn run(args: &[String]) -> Result<()> {
             .env("FLEETPLANE_TEST_CHROMIUM", CHROMIUM)
             .env("FLEETPLANE_TEST_ARTIFACTS", &artifacts)
             .env("FLEETPLANE_TEST_EMULATORS", &emulators)
+            .env("FLEETPLANE_TEST_OIDC_PROVIDER", &oidc_provider)
             .env("DOCKER_HOST", docker.host())
             .env("FLEETPLANE_TEST_DOCKER", "1")
             .env_remove("TF_CLI_CONFIG_FILE");
@@ -170,6 +173,36 @@ fn ensure_emulators(target_dir: &Path) -> Result<PathBuf> {
     )?;
     fs::write(&stamp, wanted).context("recording the emulator versions")?;
     Ok(bin)
+}
+
+/// The local OpenID provider for the sign-in tests: npm's `oidc-provider`, pinned by the
+/// lockfile in `server/tests/oidc-provider`, installed next to the build output (reinstalled when
+/// the lockfile changes). Returns the path of its script.
+fn ensure_oidc_provider(root: &Path, target_dir: &Path) -> Result<PathBuf> {
+    if !has_command("node") || !has_command("npm") {
+        ensure_packages(&["nodejs", "npm"])?;
+    }
+    let source = root.join("server/tests/oidc-provider");
+    let dir = target_dir.join("oidc-provider");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let lock = fs::read(source.join("package-lock.json")).context("reading the OpenID provider's lockfile")?;
+    let stamp = dir.join("installed.lock");
+    let current = fs::read(&stamp).is_ok_and(|installed| installed == lock) && dir.join("node_modules").is_dir();
+    for file in ["provider.mjs", "package.json", "package-lock.json"] {
+        fs::copy(source.join(file), dir.join(file)).with_context(|| format!("copying {file}"))?;
+    }
+    if !current {
+        step(
+            "Installing the local OpenID provider from npm (oidc-provider, pinned)",
+            Command::new("npm").current_dir(&dir).args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]),
+        )?;
+        fs::write(&stamp, lock).context("recording the installed lockfile")?;
+    }
+    Ok(dir.join("provider.mjs"))
+}
+
+fn has_command(name: &str) -> bool {
+    Command::new(name).arg("--version").output().is_ok_and(|output| output.status.success())
 }
 
 fn is_root() -> bool {

@@ -5,6 +5,7 @@
 //! membership, never from the request body, and a caller who is not a member gets the same
 //! 404 as for an organization that does not exist.
 
+pub mod google;
 pub mod password;
 pub mod rate_limit;
 pub mod session;

@@ -12,5 +12,6 @@ pub mod run_logs;
 pub mod runs;
 pub mod state_locks;
 pub mod state_versions;
+pub mod user_identities;
 pub mod users;
 pub mod workers;

@@ -19,7 +19,7 @@ use super::{
 use crate::{
     accounts,
     auth::CurrentUser,
-    entity::{api_tokens, users},
+    entity::{api_tokens, user_identities, users},
     error::{Problem, Result},
     state::AppState,
 };
@@ -31,6 +31,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(update_password))
         .routes(routes!(list_tokens, create_token))
         .routes(routes!(revoke_token))
+        .routes(routes!(list_identities))
+        .routes(routes!(unlink_identity))
 }
 
 /// An account as its owner sees it.
@@ -40,6 +42,9 @@ pub struct UserView {
     pub email: String,
     pub username: String,
     pub email_verified: bool,
+    /// `false` for accounts that only sign in with Google; they may set one without a current
+    /// password.
+    pub has_password: bool,
     pub created_at: DateTime<Utc>,
 }
 
@@ -50,6 +55,7 @@ impl From<&users::Model> for UserView {
             email: user.email.clone(),
             username: user.username.clone(),
             email_verified: user.email_verified_at.is_some(),
+            has_password: user.password_hash.is_some(),
             created_at: user.created_at,
         }
     }
@@ -106,6 +112,28 @@ pub struct CreatedToken {
     pub token: String,
     #[serde(flatten)]
     pub info: TokenView,
+}
+
+/// A sign-in account at another provider, linked to this account.
+#[derive(Serialize, ToSchema)]
+pub struct IdentityView {
+    /// `google`.
+    pub provider: String,
+    /// The provider's email for the account, when it last signed in.
+    pub email: String,
+    pub linked_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl From<&user_identities::Model> for IdentityView {
+    fn from(identity: &user_identities::Model) -> Self {
+        Self {
+            provider: identity.provider.clone(),
+            email: identity.email.clone(),
+            linked_at: identity.created_at,
+            last_used_at: identity.last_used_at,
+        }
+    }
 }
 
 /// Re-issues the session cookie when the caller signed in with one; token callers get `body`.
@@ -195,5 +223,30 @@ async fn revoke_token(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<StatusCode> {
     accounts::revoke_token(&state, &caller.user, id, ip).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The accounts at other providers (Google) this account signs in with.
+#[utoipa::path(get, path = "/api/v1/me/identities", tag = "account", responses((status = 200, body = [IdentityView])))]
+async fn list_identities(State(state): State<AppState>, caller: CurrentUser) -> Result<Json<Vec<IdentityView>>> {
+    let identities = accounts::list_identities(&state, caller.id()).await?;
+    Ok(Json(identities.iter().map(IdentityView::from).collect()))
+}
+
+/// Unlink a provider's account. Needs a password, so that the account can still sign in.
+#[utoipa::path(delete, path = "/api/v1/me/identities/{provider}", tag = "account",
+    params(("provider" = String, Path, description = "`google`")),
+    responses(
+        (status = 204, description = "Unlinked"),
+        (status = 404, description = "`identity_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`password_required`: set a password first", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn unlink_identity(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    caller: CurrentUser,
+    ApiPath(provider): ApiPath<String>,
+) -> Result<StatusCode> {
+    accounts::unlink_identity(&state, &caller.user, &provider, ip).await?;
     Ok(StatusCode::NO_CONTENT)
 }

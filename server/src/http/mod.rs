@@ -6,6 +6,7 @@ mod cloud_accounts;
 mod clusters;
 mod dev;
 pub mod extract;
+mod google;
 mod health;
 mod me;
 mod orgs;
@@ -117,6 +118,7 @@ fn add_default_problem(openapi: &mut OpenApiDoc) {
 fn api() -> (Router<AppState>, OpenApiDoc) {
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(auth::router())
+        .merge(google::router())
         .merge(me::router())
         .merge(orgs::router())
         .merge(cloud_accounts::router())

@@ -5,6 +5,7 @@ mod accounts;
 mod cli;
 mod cloud_accounts;
 mod errors;
+mod google;
 mod operations;
 mod orgs;
 mod provisioning;

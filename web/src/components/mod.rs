@@ -4,6 +4,7 @@ mod alert;
 mod confirm;
 mod data;
 mod form;
+mod google;
 mod guard;
 mod layout;
 
@@ -16,5 +17,6 @@ pub use form::{
     ActionButton, FileField, FormBanner, FormState, Hydrated, SelectField, SelectOption, SubmitButton, TextField,
     TextListField, list_of,
 };
+pub use google::{GoogleButton, GoogleError, OrDivider};
 pub use guard::{RequireGuest, RequireViewer};
 pub use layout::{AuthCard, Card, PageHeader, TopBar, sign_out};

@@ -9,7 +9,8 @@ use leptos_router::hooks::use_query_map;
 use crate::api;
 use crate::browser;
 use crate::components::{
-    Alert, AlertKind, AuthCard, FormBanner, FormState, Loading, RequireGuest, SubmitButton, TextField, sign_out,
+    Alert, AlertKind, AuthCard, FormBanner, FormState, GoogleButton, GoogleError, Loading, OrDivider, RequireGuest,
+    SubmitButton, TextField, sign_out,
 };
 use crate::context::{use_ui_context, use_viewer};
 use crate::format::safe_next;
@@ -29,6 +30,8 @@ pub fn LoginPage() -> impl IntoView {
 fn LoginForm() -> impl IntoView {
     let query = use_query_map();
     let next = query.with_untracked(|query| query.get("next"));
+    let google_error = query.with_untracked(|query| query.get("error"));
+    let google_next = safe_next(next.as_deref());
     let form = FormState::new();
     let email = RwSignal::new(query.with_untracked(|query| query.get("email")).unwrap_or_default());
     let password = RwSignal::new(String::new());
@@ -48,6 +51,9 @@ fn LoginForm() -> impl IntoView {
 
     view! {
         <AuthCard title="Sign in to Fleetplane">
+            <GoogleError code=google_error/>
+            <GoogleButton label="Sign in with Google" next=google_next/>
+            <OrDivider/>
             <form id="login-form" class="form" method="post" novalidate=true on:submit=on_submit>
                 <FormBanner form fields=&["email", "password"]/>
                 <TextField

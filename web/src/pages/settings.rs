@@ -1,4 +1,4 @@
-//! Account settings: username, password, API tokens, sessions.
+//! Account settings: username, password, linked Google account, API tokens, sessions.
 
 use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
@@ -8,10 +8,10 @@ use leptos_router::hooks::use_query_map;
 use crate::api::{self, NewToken, Token};
 use crate::browser;
 use crate::components::{
-    Alert, AlertKind, Card, ConfirmButton, CopyButton, EmptyState, FormBanner, FormState, LoadError, Loading,
-    PageHeader, RequireViewer, SelectField, SubmitButton, TextField, Time,
+    Alert, AlertKind, Card, ConfirmButton, CopyButton, EmptyState, FormBanner, FormState, GoogleButton, GoogleError,
+    LoadError, Loading, PageHeader, RequireViewer, SelectField, SubmitButton, TextField, Time,
 };
-use crate::context::use_viewer;
+use crate::context::{use_ui_context, use_viewer};
 
 #[component]
 pub fn SettingsPage() -> impl IntoView {
@@ -27,22 +27,45 @@ pub fn SettingsPage() -> impl IntoView {
 fn SettingsContent() -> impl IntoView {
     // Account changes reload the page (the session cookie changes with them); `saved` says
     // which one succeeded.
-    let saved = use_query_map().with_untracked(|query| query.get("saved"));
-    let notice = match saved.as_deref() {
-        Some("username") => Some("Your username was changed."),
-        Some("password") => Some("Your password was changed. Other sessions were signed out."),
+    let (saved, linked, error) =
+        use_query_map().with_untracked(|query| (query.get("saved"), query.get("linked"), query.get("error")));
+    let notice = match (saved.as_deref(), linked.as_deref()) {
+        (Some("username"), _) => Some("Your username was changed."),
+        (Some("password"), _) => Some("Your password was changed. Other sessions were signed out."),
+        (_, Some("google")) => Some("Your Google account is linked: you can sign in with it from now on."),
         _ => None,
     };
+    let has_password = use_viewer().is_some_and(|viewer| viewer.has_password);
+    let (password_title, password_description) = if has_password {
+        ("Password", "Changing it signs out your other sessions.")
+    } else {
+        ("Set a password", "You sign in with Google. A password lets you sign in without it, too.")
+    };
+    let show_linked = use_ui_context().google_sign_in || !has_password;
     view! {
         <PageHeader title="Account settings" subtitle="Your profile, password, API tokens and sessions."/>
         {notice.map(|text| view! { <Alert kind=AlertKind::Success>{text}</Alert> })}
+        <GoogleError code=error linking=true/>
         <div class="sections">
             <Card title="Profile" id="profile" aside=true description="How you appear to your teammates.">
                 <ProfileSection/>
             </Card>
-            <Card title="Password" id="password" aside=true description="Changing it signs out your other sessions.">
-                <PasswordForm/>
+            <Card title=password_title id="password" aside=true description=password_description>
+                <PasswordForm has_password/>
             </Card>
+            {show_linked
+                .then(|| {
+                    view! {
+                        <Card
+                            title="Linked accounts"
+                            id="linked"
+                            aside=true
+                            description="Sign in with your Google account instead of a password."
+                        >
+                            <LinkedAccounts has_password/>
+                        </Card>
+                    }
+                })}
             <Card
                 title="API tokens"
                 id="tokens"
@@ -100,7 +123,7 @@ fn ProfileSection() -> impl IntoView {
 }
 
 #[component]
-fn PasswordForm() -> impl IntoView {
+fn PasswordForm(has_password: bool) -> impl IntoView {
     let form = FormState::new();
     let current = RwSignal::new(String::new());
     let new = RwSignal::new(String::new());
@@ -117,16 +140,21 @@ fn PasswordForm() -> impl IntoView {
             // Lets password managers tie the new password to this account.
             <input type="text" name="account" autocomplete="username" class="visually-hidden" tabindex="-1" aria-hidden="true" readonly=true prop:value=use_viewer().map(|v| v.email).unwrap_or_default()/>
             <div class="form-row">
-                <TextField
-                    id="current-password"
-                    name="current_password"
-                    label="Current password"
-                    kind="password"
-                    value=current
-                    form
-                    autocomplete="current-password"
-                    required=true
-                />
+                {has_password
+                    .then(|| {
+                        view! {
+                            <TextField
+                                id="current-password"
+                                name="current_password"
+                                label="Current password"
+                                kind="password"
+                                value=current
+                                form
+                                autocomplete="current-password"
+                                required=true
+                            />
+                        }
+                    })}
                 <TextField
                     id="new-password"
                     name="new_password"
@@ -139,8 +167,90 @@ fn PasswordForm() -> impl IntoView {
                     hint="At least 8 characters, different from the current one."
                 />
             </div>
-            <SubmitButton form label="Change password" busy_label="Changing…" class="btn btn-secondary"/>
+            <SubmitButton
+                form
+                label=if has_password { "Change password" } else { "Set password" }
+                busy_label="Saving…"
+                class="btn btn-secondary"
+            />
         </form>
+    }
+}
+
+#[component]
+fn LinkedAccounts(has_password: bool) -> impl IntoView {
+    let identities = LocalResource::new(api::list_identities);
+    let unlink = FormState::new();
+    let on_unlink = Callback::new(move |provider: String| {
+        unlink.run(async move { api::unlink_identity(&provider).await }, move |()| identities.refetch());
+    });
+    view! {
+        <div class="stack">
+            <FormBanner form=unlink fields=&[]/>
+            <Suspense fallback=|| view! { <Loading/> }>
+                {move || {
+                    identities
+                        .get()
+                        .map(|result| match result {
+                            Err(error) => view! { <LoadError error/> }.into_any(),
+                            Ok(list) if list.is_empty() => view! {
+                                <p class="muted">"No Google account is linked."</p>
+                                <div class="actions-row">
+                                    <GoogleButton label="Link a Google account" link=true/>
+                                </div>
+                            }
+                            .into_any(),
+                            Ok(list) => list
+                                .into_iter()
+                                .map(|identity| view! { <LinkedGoogle identity has_password busy=unlink.busy on_unlink/> })
+                                .collect_view()
+                                .into_any(),
+                        })
+                }}
+            </Suspense>
+        </div>
+    }
+}
+
+#[component]
+fn LinkedGoogle(
+    identity: api::LinkedIdentity,
+    has_password: bool,
+    busy: RwSignal<bool>,
+    on_unlink: Callback<String>,
+) -> impl IntoView {
+    let provider = identity.provider.clone();
+    view! {
+        <dl class="details" data-test="linked-identity">
+            <div>
+                <dt>"Google"</dt>
+                <dd data-test="linked-email">{identity.email.clone()}</dd>
+            </div>
+            <div>
+                <dt>"Linked"</dt>
+                <dd><Time value=identity.linked_at/></dd>
+            </div>
+        </dl>
+        {if has_password {
+            view! {
+                <ConfirmButton
+                    label="Unlink Google"
+                    prompt=format!("Unlink {}? You will sign in with your password only.", identity.email)
+                    confirm_label="Unlink"
+                    busy=busy
+                    test="unlink-google"
+                    on_confirm=move |()| on_unlink.run(provider.clone())
+                />
+            }
+            .into_any()
+        } else {
+            view! {
+                <p class="muted" data-test="unlink-needs-password">
+                    "To unlink Google, set a password first: otherwise you could not sign in."
+                </p>
+            }
+            .into_any()
+        }}
     }
 }
 

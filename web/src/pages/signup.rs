@@ -6,7 +6,9 @@ use leptos_meta::Title;
 use leptos_router::hooks::{use_navigate, use_query_map};
 
 use crate::api;
-use crate::components::{Alert, AlertKind, AuthCard, FormBanner, FormState, RequireGuest, SubmitButton, TextField};
+use crate::components::{
+    Alert, AlertKind, AuthCard, FormBanner, FormState, GoogleButton, OrDivider, RequireGuest, SubmitButton, TextField,
+};
 use crate::context::use_ui_context;
 use crate::format::encode;
 use crate::pages::verify::ResendVerification;
@@ -52,6 +54,8 @@ fn SignupForm() -> impl IntoView {
 
     view! {
         <AuthCard title="Create your account" subtitle="Run Kubernetes clusters on AWS, Azure and GCP from one place.">
+            <GoogleButton label="Sign up with Google"/>
+            <OrDivider/>
             <form id="signup-form" class="form" method="post" novalidate=true on:submit=on_submit>
                 <FormBanner form fields=&["email", "username", "password"]/>
                 <TextField

@@ -6,6 +6,7 @@
 //! each test gets a fresh PostgreSQL database instead; `cargo xtask test` runs the suite both ways.
 
 pub mod clouds;
+pub mod oidc;
 pub mod runs;
 pub mod smtp;
 
@@ -184,9 +185,23 @@ impl Client {
         Self { http, jar, base }
     }
 
+    /// A client on the same cookie jar that does not follow redirects, to see each hop.
+    pub fn without_redirects(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .cookie_provider(self.jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client")
+    }
+
     /// A cookie's value in this client's jar.
     pub fn cookie(&self, name: &str) -> Option<String> {
-        let header = self.jar.cookies(&self.base)?;
+        self.cookie_at("/", name)
+    }
+
+    /// A cookie's value, as the jar would send it to `path` (cookies may be scoped to a path).
+    pub fn cookie_at(&self, path: &str, name: &str) -> Option<String> {
+        let header = self.jar.cookies(&self.base.join(path).ok()?)?;
         header.to_str().ok()?.split("; ").find_map(|pair| {
             let (key, value) = pair.split_once('=')?;
             (key == name).then(|| value.to_owned())
@@ -194,7 +209,11 @@ impl Client {
     }
 
     pub fn set_cookie(&self, name: &str, value: &str) {
-        self.jar.add_cookie_str(&format!("{name}={value}; Path=/"), &self.base);
+        self.set_cookie_at("/", name, value);
+    }
+
+    pub fn set_cookie_at(&self, path: &str, name: &str, value: &str) {
+        self.jar.add_cookie_str(&format!("{name}={value}; Path={path}"), &self.base);
     }
 
     /// A request that echoes the CSRF cookie in `X-CSRF-Token`, as the web UI does.
