@@ -455,3 +455,64 @@ async fn wait_long(browser: &Client, css: &str, seconds: u64) {
         .await
         .unwrap_or_else(|e| panic!("`{css}` did not appear within {seconds} s: {e}"));
 }
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver, the built UI and the local OpenID provider: run `cargo xtask test`"]
+async fn sign_in_with_google_set_a_password_and_see_a_refusal_in_a_browser() {
+    let site = std::env::var_os("FLEETPLANE_TEST_SITE_DIR")
+        .map(PathBuf::from)
+        .expect("FLEETPLANE_TEST_SITE_DIR: run `cargo xtask test`");
+    let provider = support::oidc::OidcProvider::shared();
+    let app = TestApp::spawn_with(|config| {
+        config.site_dir = site;
+        provider.configure(config);
+    })
+    .await;
+    let (_driver, browser) = Driver::start().await;
+    let base = app.base.as_str().trim_end_matches('/');
+
+    // "Sign in with Google", then the provider's own sign-in page.
+    browser.goto(&format!("{base}/login")).await.expect("open sign-in");
+    hydrated(&browser).await;
+    find(&browser, "[data-test=google-sign-in]").await.click().await.expect("sign in with Google");
+    let email = find(&browser, "#op-email").await;
+    email.send_keys("katherine.johnson@example.com").await.expect("type the email");
+    find(&browser, "#op-submit").await.click().await.expect("continue at the provider");
+
+    // Back at Fleetplane, signed in to a new account named after the address.
+    eventually("the signed-in menu", || async { browser.find(Locator::Css("[data-test=nav-username]")).await.is_ok() })
+        .await;
+    assert_eq!(text_of(&browser, "[data-test=nav-username]").await, "katherine-johnson");
+    wait_for_path(&browser, "/").await;
+
+    // Settings show the linked Google account; a password must be set before unlinking it.
+    browser.goto(&format!("{base}/settings")).await.expect("open settings");
+    hydrated(&browser).await;
+    assert_eq!(text_of(&browser, "[data-test=linked-email]").await, "katherine.johnson@example.com");
+    find(&browser, "[data-test=unlink-needs-password]").await;
+    assert!(browser.find(Locator::Css("#current-password")).await.is_err(), "no current password to ask for");
+    fill(&browser, "password-form", "new_password", PASSWORD).await;
+    submit(&browser, "password-form").await;
+    find(&browser, "[data-test=alert-success]").await;
+    hydrated(&browser).await;
+    find(&browser, "[data-test=unlink-google]").await;
+    screenshot(&browser, "settings-google-linked").await;
+    let password_client = app.client();
+    password_client.sign_in("katherine.johnson@example.com", PASSWORD).await.expect_status(reqwest::StatusCode::OK);
+
+    // Sign out; someone who declines at the provider comes back to an explanation.
+    find(&browser, "[data-test=nav-username]").await.click().await.expect("open the user menu");
+    find(&browser, "[data-test=sign-out]").await.click().await.expect("sign out");
+    wait_for_path(&browser, "/login").await;
+    provider.account("declines@example.com", true, Some("access_denied")).await;
+    hydrated(&browser).await;
+    find(&browser, "[data-test=google-sign-in]").await.click().await.expect("sign in with Google");
+    find(&browser, "#op-email").await.send_keys("declines@example.com").await.expect("type the email");
+    find(&browser, "#op-submit").await.click().await.expect("continue at the provider");
+    find(&browser, "[data-error=google_access_denied] [data-test=alert-error]").await;
+    wait_for_path(&browser, "/login").await;
+    screenshot(&browser, "google-declined").await;
+    assert!(browser.find(Locator::Css("[data-test=nav-username]")).await.is_err(), "not signed in");
+
+    browser.close().await.expect("close the browser");
+}
