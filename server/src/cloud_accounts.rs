@@ -22,7 +22,7 @@ use crate::{
     auth::{Admin, MinRole, OrgMember},
     crypto::{OpenError, Sealed},
     db::begin_write,
-    domain::Invalid,
+    domain::{Invalid, Role},
     entity::cloud_accounts,
     error::{AppError, FieldErrors, Result},
     state::AppState,
@@ -641,11 +641,28 @@ pub async fn verify<R: MinRole>(
     Event::new(event, Some(ip))
         .actor(&member.user.user)
         .org(member.org.id)
-        .target(name)
+        .target(name.clone())
         .details(details)
         .record(&txn)
         .await?;
+    if let Err(error) = &outcome {
+        // The people who can fix it: the organization's admins and owners.
+        for user_id in crate::events::members_with_role(&txn, member.org.id, Role::Admin).await? {
+            let notification = crate::notifications::NewNotification {
+                user_id,
+                org_id: Some(member.org.id),
+                kind: "cloud_account_failed",
+                title: format!("Cloud account {name} failed verification"),
+                body: error.to_string(),
+                link: Some(format!("/orgs/{}/cloud-accounts", member.org.name)),
+            };
+            crate::notifications::create(&txn, notification).await?;
+        }
+    }
     txn.commit().await?;
+    if outcome.is_err() {
+        state.events_written();
+    }
     match failure {
         Some(error) => Err(error),
         None => Ok(updated),

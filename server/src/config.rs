@@ -125,6 +125,27 @@ pub struct Config {
     pub runs: RunSettings,
     /// Google sign-in, when a client id is configured.
     pub google: Option<GoogleSettings>,
+    /// Redis for the bus between replicas (`redis://…` or `rediss://…`); none: in-process.
+    pub redis_url: Option<Secret>,
+    pub live: LiveSettings,
+}
+
+/// The live streams (SSE).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LiveSettings {
+    /// Open streams one user may hold at once (tabs, scripts); more get 429.
+    pub max_streams_per_user: usize,
+    /// A comment line is sent this often so that proxies and browsers keep the stream open.
+    pub heartbeat_secs: u64,
+    /// Events a server keeps for its slowest stream; a stream further behind is told to resync.
+    pub backlog: usize,
+}
+
+impl Default for LiveSettings {
+    fn default() -> Self {
+        Self { max_streams_per_user: 10, heartbeat_secs: 15, backlog: 1024 }
+    }
 }
 
 /// Google's OpenID issuer; [`GoogleSettings::issuer`] points elsewhere only for tests or other
@@ -285,6 +306,8 @@ struct FileConfig {
     cloud: Option<CloudSettings>,
     runs: Option<RunSettings>,
     google: Option<FileGoogle>,
+    redis_url: Option<Secret>,
+    live: Option<LiveSettings>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -459,6 +482,30 @@ impl Config {
 
         let runs = run_settings(file.runs.unwrap_or_default(), &env)?;
         let google = google_settings(file.google.unwrap_or_default(), &env)?;
+        let redis_url = env("REDIS_URL").map(Secret::new).or(file.redis_url);
+        if let Some(url) = &redis_url {
+            // The URL may carry a password: never echo it back.
+            let ok = Url::parse(url.expose()).is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss"));
+            if !ok {
+                return Err(invalid("REDIS_URL", "must be a redis:// or rediss:// URL"));
+            }
+        }
+        let mut live = file.live.unwrap_or_default();
+        if let Some(text) = env("FLEETPLANE_SSE_MAX_STREAMS_PER_USER") {
+            live.max_streams_per_user = parse_number("FLEETPLANE_SSE_MAX_STREAMS_PER_USER", &text)?;
+        }
+        if let Some(text) = env("FLEETPLANE_SSE_HEARTBEAT_SECS") {
+            live.heartbeat_secs = parse_number("FLEETPLANE_SSE_HEARTBEAT_SECS", &text)?;
+        }
+        if !(1..=1000).contains(&live.max_streams_per_user) {
+            return Err(invalid("FLEETPLANE_SSE_MAX_STREAMS_PER_USER", "must be between 1 and 1000"));
+        }
+        if !(1..=300).contains(&live.heartbeat_secs) {
+            return Err(invalid("FLEETPLANE_SSE_HEARTBEAT_SECS", "must be between 1 and 300"));
+        }
+        if !(16..=1_000_000).contains(&live.backlog) {
+            return Err(invalid("live.backlog", "must be between 16 and 1000000"));
+        }
 
         Ok(Self {
             listen,
@@ -478,6 +525,8 @@ impl Config {
             cloud,
             runs,
             google,
+            redis_url,
+            live,
         })
     }
 

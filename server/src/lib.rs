@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod auth;
+pub mod bus;
 pub mod cloud_accounts;
 pub mod clusters;
 pub mod config;
@@ -16,10 +17,13 @@ pub mod db;
 pub mod domain;
 pub mod entity;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod keyfile;
+pub mod live;
 pub mod mail;
 pub mod metrics;
+pub mod notifications;
 pub mod orgs;
 pub mod queue;
 pub mod runs;
@@ -50,6 +54,7 @@ pub async fn launch(
         let (state, stop) = (state.clone(), background.clone());
         async move { state.mail.run(stop).await }
     });
+    let fan_out = tokio::spawn(live::fan_out(state.clone(), background.clone()));
     let workers_stop = CancellationToken::new();
     let workers = start_workers(&state, workers_stop.clone()).await;
     let http_shutdown = async move {
@@ -70,6 +75,7 @@ pub async fn launch(
 
     background.cancel();
     mailer.await.context("mail dispatcher")?;
+    fan_out.await.context("event fan-out")?;
     state.db.clone().close().await.context("closing the database")?;
     Ok(())
 }

@@ -182,8 +182,34 @@ pub async fn add_member(
         .details(json!({ "role": role }))
         .record(&txn)
         .await?;
+    membership_changed(&txn, actor, user.id).await?;
+    crate::notifications::create(
+        &txn,
+        crate::notifications::NewNotification {
+            user_id: user.id,
+            org_id: Some(actor.org.id),
+            kind: "org_added",
+            title: format!("You were added to {}", actor.org.display_name),
+            body: format!("{} added you as {role}.", actor.user.user.username),
+            link: Some(format!("/orgs/{}", actor.org.name)),
+        },
+    )
+    .await?;
     txn.commit().await?;
+    state.events_written();
     Ok(Member { user, role, joined_at: membership.created_at })
+}
+
+/// Tells `user`'s live streams that their memberships changed (they see another set of
+/// organizations' events from now on).
+async fn membership_changed<R: MinRole>(
+    conn: &impl ConnectionTrait,
+    actor: &OrgMember<R>,
+    user: Uuid,
+) -> Result<(), DbErr> {
+    let payload = json!({ "org": actor.org.name });
+    crate::events::record(conn, crate::events::Audience::User(user), "membership", payload).await?;
+    Ok(())
 }
 
 /// Number of owners, with their rows locked (PostgreSQL) so that two concurrent demotions
@@ -233,7 +259,9 @@ pub async fn change_role(
         .details(json!({ "from": current, "to": role }))
         .record(&txn)
         .await?;
+    membership_changed(&txn, actor, user.id).await?;
     txn.commit().await?;
+    state.events_written();
     Ok(Member { user, role, joined_at })
 }
 
@@ -270,7 +298,9 @@ pub async fn remove_member<R: MinRole>(
         .details(json!({ "role": role }))
         .record(&txn)
         .await?;
+    membership_changed(&txn, actor, user_id).await?;
     txn.commit().await?;
+    state.events_written();
     Ok(())
 }
 

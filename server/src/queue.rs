@@ -86,6 +86,9 @@ pub async fn claim(db: &DatabaseConnection, worker: &str, lease: Duration) -> Re
             .col_expr(runs::Column::Reason, Expr::value(Option::<String>::None));
     }
     update.filter(runs::Column::Id.eq(run.id)).filter(runs::Column::LeaseOwner.is_null()).exec(&txn).await?;
+    if starting {
+        crate::events::run_changed(&txn, run.id).await?;
+    }
     let claimed = runs::Entity::find_by_id(run.id).one(&txn).await?;
     txn.commit().await?;
     Ok(claimed.map(|run| Claimed { run, token }))
@@ -210,7 +213,7 @@ pub async fn requeue(
     if changed {
         release_locks(&txn, run.id).await?;
         note(&txn, run, &message).await?;
-        crate::clusters::refresh_status(&txn, run.cluster_id).await?;
+        crate::events::run_changed(&txn, run.id).await?;
     }
     txn.commit().await?;
     Ok(changed)

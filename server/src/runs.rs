@@ -183,6 +183,7 @@ pub async fn approve(state: &AppState, caller: &CurrentUser, id: Uuid, ip: IpAdd
     if result.rows_affected == 0 {
         return Err(conflict(&run, "approved"));
     }
+    crate::events::run_changed(&txn, run.id).await?;
     Event::new("run.approved", Some(ip))
         .actor(&caller.user)
         .org(org.id)
@@ -228,9 +229,8 @@ pub async fn cancel(state: &AppState, caller: &CurrentUser, id: Uuid, ip: IpAddr
             .filter(runs::Column::Status.is_not_in(status::TERMINAL))
             .exec(&txn)
             .await?;
-    } else {
-        crate::clusters::refresh_status(&txn, run.cluster_id).await?;
     }
+    crate::events::run_changed(&txn, run.id).await?;
     Event::new("run.canceled", Some(ip))
         .actor(&caller.user)
         .org(org.id)

@@ -7,9 +7,11 @@ use sea_orm::DatabaseConnection;
 
 use crate::{
     auth::{UserCache, google::GoogleSignIn, password::PasswordHasher, rate_limit::RateLimiter, session::Sessions},
+    bus::{Bus, Signal},
     config::Config,
     crypto::Keyring,
     keyfile,
+    live::Live,
     mail::Mailer,
     metrics::Metrics,
 };
@@ -44,8 +46,10 @@ pub struct App {
     pub keyring: Keyring,
     /// The clouds' APIs, at the configured endpoints.
     pub clouds: fleetplane_cloud::Clouds,
-    /// Wakes this process's workers when a run becomes claimable.
-    pub queue_wake: tokio::sync::Notify,
+    /// Signals to this process and, with Redis, to the other replicas.
+    pub bus: Bus,
+    /// Fans events out to this process's live streams.
+    pub live: Live,
     /// Google sign-in, when configured.
     pub google: Option<GoogleSignIn>,
     /// What runs this process's jobs (`docker`, `process`), once its worker has started.
@@ -53,10 +57,16 @@ pub struct App {
 }
 
 impl App {
-    /// Tells this process's workers that a run may be waiting. Workers elsewhere find it by
-    /// polling.
+    /// Tells every worker (here and, with Redis, on other machines) that a run may be waiting,
+    /// and every live stream that runs changed.
     pub fn wake_workers(&self) {
-        self.queue_wake.notify_waiters();
+        self.bus.publish(Signal::Queue);
+        self.events_written();
+    }
+
+    /// Tells the live streams that new events are stored.
+    pub fn events_written(&self) {
+        self.bus.publish(Signal::Events);
     }
 }
 
@@ -80,6 +90,10 @@ impl AppState {
         let mail = Mailer::new(&config, db.clone())?;
         let keyring = Keyring::load(&config).context("loading the master keys")?;
         let clouds = fleetplane_cloud::Clouds::new(config.cloud.endpoints()?).context("configuring cloud access")?;
+        let bus = match &config.redis_url {
+            Some(url) => Bus::redis(url.expose()).context("configuring Redis")?,
+            None => Bus::in_process(),
+        };
         let google = match &config.google {
             Some(settings) => Some(
                 GoogleSignIn::new(
@@ -103,7 +117,8 @@ impl AppState {
             keyring,
             clouds,
             google,
-            queue_wake: tokio::sync::Notify::new(),
+            bus,
+            live: Live::new(&config.live),
             executor: std::sync::OnceLock::new(),
             db,
             config,

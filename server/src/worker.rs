@@ -20,13 +20,18 @@ use sea_orm::{
 };
 use serde_json::{Map, Value};
 use tokio::{
-    sync::{Semaphore, mpsc},
+    sync::{
+        Semaphore,
+        broadcast::{self, error::TryRecvError},
+        mpsc,
+    },
     task::JoinSet,
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
+    bus::Signal,
     clusters::spec::StateBackend,
     config::ExecutorChoice,
     crypto::Sealed,
@@ -149,6 +154,7 @@ impl Worker {
         tracing::info!(worker = %self.id, executor = self.executor.kind(), concurrency = self.concurrency, "worker started");
         let presence = tokio::spawn(self.clone().presence(shutdown.clone()));
         let permits = Arc::new(Semaphore::new(self.concurrency));
+        let mut signals = self.state.bus.subscribe();
         let mut jobs = JoinSet::new();
         loop {
             let permit = tokio::select! {
@@ -158,10 +164,9 @@ impl Worker {
                 },
                 () = shutdown.cancelled() => break,
             };
-            // Listen before looking, so a wake-up between the two is not missed.
-            let wake = self.state.queue_wake.notified();
-            tokio::pin!(wake);
-            wake.as_mut().enable();
+            // Forget signals that came before this look: the look sees what they announced. One
+            // that comes after stays in the receiver and wakes the wait below.
+            while let Ok(_) | Err(TryRecvError::Lagged(_)) = signals.try_recv() {}
             match queue::claim(&self.state.db, &self.id, self.lease()).await {
                 Ok(Some(claimed)) => {
                     let worker = self.clone();
@@ -180,7 +185,7 @@ impl Worker {
             }
             while jobs.try_join_next().is_some() {}
             tokio::select! {
-                () = &mut wake => {}
+                () = queued(&mut signals) => {}
                 () = tokio::time::sleep(POLL) => {}
                 () = shutdown.cancelled() => break,
             }
@@ -435,11 +440,14 @@ impl Worker {
                 .col_expr(runs::Column::PlanSealed, Expr::value(Some(sealed.bytes)))
                 .col_expr(runs::Column::Status, Expr::value(status::APPLYING));
         }
-        update
-            .filter(runs::Column::Id.eq(run.id))
-            .filter(runs::Column::LeaseOwner.eq(&self.id))
-            .exec(&self.state.db)
-            .await?;
+        let txn = self.state.db.begin().await?;
+        let changed =
+            update.filter(runs::Column::Id.eq(run.id)).filter(runs::Column::LeaseOwner.eq(&self.id)).exec(&txn).await?;
+        if plan.is_some() && changed.rows_affected == 1 {
+            crate::events::run_changed(&txn, run.id).await?;
+        }
+        txn.commit().await?;
+        self.state.events_written();
         Ok(())
     }
 
@@ -659,9 +667,10 @@ impl Worker {
         if changed.rows_affected == 1 {
             queue::release_locks(&txn, run.id).await?;
             queue::note(&txn, &current, &reason).await?;
-            crate::clusters::refresh_status(&txn, run.cluster_id).await?;
+            crate::events::run_changed(&txn, run.id).await?;
         }
         txn.commit().await?;
+        self.state.events_written();
         tracing::info!(run = %run.id, status = next, "run attempt ended");
         Ok(())
     }
@@ -786,6 +795,17 @@ fn public_outputs(outputs: &Value) -> Value {
     Value::Object(kept)
 }
 
+/// Completes when the bus says a run may be claimable (or it fell behind, which may hide one).
+async fn queued(signals: &mut broadcast::Receiver<Signal>) {
+    loop {
+        match signals.recv().await {
+            Ok(Signal::Queue) | Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}
+
 /// Most log lines stored in one insert.
 const MAX_BATCH: usize = 200;
 
@@ -848,8 +868,14 @@ async fn flush(state: &AppState, batch: &mut Vec<run_logs::ActiveModel>) {
     }
     let lines = std::mem::take(batch);
     let count = lines.len();
-    if let Err(e) = run_logs::Entity::insert_many(lines).exec(&state.db).await {
-        tracing::error!(error = %e, lines = count, "could not store run log lines");
+    let run = lines.first().and_then(|line| line.run_id.try_as_ref().copied());
+    match run_logs::Entity::insert_many(lines).exec(&state.db).await {
+        Ok(_) => {
+            if let Some(run) = run {
+                state.bus.publish(Signal::Logs(run));
+            }
+        }
+        Err(e) => tracing::error!(error = %e, lines = count, "could not store run log lines"),
     }
 }
 

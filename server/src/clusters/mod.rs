@@ -195,6 +195,7 @@ pub async fn create(
     .map_err(|e| {
         if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) { name_taken() } else { e.into() }
     })?;
+    crate::events::cluster_changed(&txn, &cluster).await?;
     let run = queue_run(&txn, state, &cluster, Action::Apply, request.simulate.clone(), Some(actor.user.id())).await?;
     Event::new("cluster.created", Some(ip))
         .actor(&actor.user.user)
@@ -239,7 +240,7 @@ pub async fn queue_run(
         simulate,
     };
     let run = crate::runs::enqueue(conn, state, cluster, action, &spec, requested_by).await?;
-    refresh_status(conn, cluster.id).await?;
+    crate::events::run_changed(conn, run.id).await?;
     Ok(run)
 }
 
@@ -406,16 +407,16 @@ pub async fn request_run<R: MinRole>(
 }
 
 /// Recomputes a cluster's status from its latest apply or destroy run (plans change nothing).
-/// A destroyed cluster frees its name.
-pub async fn refresh_status(conn: &impl ConnectionTrait, cluster_id: Uuid) -> Result<(), DbErr> {
-    let Some(cluster) = clusters::Entity::find_by_id(cluster_id).one(conn).await? else { return Ok(()) };
+/// A destroyed cluster frees its name. Returns whether the status changed.
+pub async fn refresh_status(conn: &impl ConnectionTrait, cluster_id: Uuid) -> Result<bool, DbErr> {
+    let Some(cluster) = clusters::Entity::find_by_id(cluster_id).one(conn).await? else { return Ok(false) };
     let latest = runs::Entity::find()
         .filter(runs::Column::ClusterId.eq(cluster_id))
         .filter(runs::Column::Action.ne(Action::Plan.as_str()))
         .order_by_desc(runs::Column::Id)
         .one(conn)
         .await?;
-    let Some(run) = latest else { return Ok(()) };
+    let Some(run) = latest else { return Ok(false) };
     let destroying = run.action == Action::Destroy.as_str();
     let next = match (destroying, run.status.as_str()) {
         (false, run_status::QUEUED | run_status::AWAITING_APPROVAL) if cluster.status == status::READY => status::READY,
@@ -427,10 +428,10 @@ pub async fn refresh_status(conn: &impl ConnectionTrait, cluster_id: Uuid) -> Re
         _ => status::FAILED,
     };
     let mut active = cluster.clone().into_active_model();
-    let mut changed = false;
-    if cluster.status != next {
+    let status_changed = cluster.status != next;
+    let mut changed = status_changed;
+    if status_changed {
         active.status = Set(next.to_owned());
-        changed = true;
     }
     if run.status == run_status::SUCCEEDED {
         let outputs = if destroying { None } else { run.outputs.clone() };
@@ -447,5 +448,5 @@ pub async fn refresh_status(conn: &impl ConnectionTrait, cluster_id: Uuid) -> Re
         active.updated_at = Set(Utc::now());
         active.update(conn).await?;
     }
-    Ok(())
+    Ok(status_changed)
 }

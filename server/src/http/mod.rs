@@ -8,6 +8,7 @@ mod dev;
 pub mod extract;
 mod google;
 mod health;
+mod live;
 mod me;
 mod orgs;
 mod runs;
@@ -56,6 +57,7 @@ use crate::{auth::session::SESSION_COOKIE, error::status_problem, metrics, state
         (name = "cloud accounts", description = "Linked AWS, Azure and GCP accounts, verified with the clouds"),
         (name = "clusters", description = "Kubernetes clusters, provisioned by runs"),
         (name = "runs", description = "Terraform runs: the queue, approval, cancel, retry, logs"),
+        (name = "live", description = "Live updates (Server-Sent Events) and notifications"),
         (name = "terraform state", description = "Terraform's http state backend, for runs (LOCK and UNLOCK as well as GET and POST)"),
         (name = "operations", description = "Health, readiness and metrics"),
         (name = "development", description = "Helpers for running without SMTP"),
@@ -124,6 +126,7 @@ fn api() -> (Router<AppState>, OpenApiDoc) {
         .merge(cloud_accounts::router())
         .merge(clusters::router())
         .merge(runs::router())
+        .merge(live::router())
         .merge(state::router())
         .merge(dev::router())
         .merge(health::router())

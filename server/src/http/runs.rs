@@ -1,6 +1,11 @@
 //! `/api/v1/runs/{id}`: a run, its log, and approve, cancel and retry.
 
-use axum::{Json, extract::State, http::StatusCode};
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -211,24 +216,40 @@ pub struct LogPage {
     pub complete: bool,
 }
 
-/// The run's log, in order, from `after`.
+/// The run's log, in order, from `after`. With `Accept: text/event-stream`, a live stream
+/// (Server-Sent Events) instead: each line as a `line` event whose id is its number, from
+/// `after` or `Last-Event-ID`, then the lines as they come, then an `end` event with the run's
+/// outcome; a `: heartbeat` comment every 15 s.
 #[utoipa::path(get, path = "/api/v1/runs/{id}/logs", tag = "runs",
     params(("id" = Uuid, Path, description = "Run id"), LogQuery),
     responses(
-        (status = 200, body = LogPage),
-        (status = 400, description = "`invalid_query`", body = Problem, content_type = "application/problem+json"),
+        (status = 200, body = LogPage, description = "A page of lines; or, for `Accept: text/event-stream`, the live stream"),
+        (status = 400, description = "`invalid_query`, `invalid_last_event_id`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`run_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`too_many_streams`", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn run_logs(
     State(state): State<AppState>,
     caller: CurrentUser,
+    headers: HeaderMap,
     ApiPath(path): ApiPath<RunPath>,
     ApiQuery(query): ApiQuery<LogQuery>,
-) -> Result<Json<LogPage>> {
+) -> Result<Response> {
     let limit = query.limit.unwrap_or(500);
     if !(1..=1000).contains(&limit) || query.after < 0 {
         return Err(AppError::bad_request("invalid_query", "`limit` must be 1 to 1000 and `after` at least 0."));
     }
     let (run, _, _) = runs::load_for(&state, &caller, path.id).await?;
+    let wants_stream = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/event-stream"));
+    if wants_stream {
+        let after = super::live::last_event_id(&headers, None)?.unwrap_or(query.after);
+        let slot = super::live::stream_slot(&state, &caller)?;
+        let stream = crate::live::log_stream(state.clone(), slot, run.id, after);
+        return Ok(super::live::sse_response(&state, stream));
+    }
     let lines = runs::logs(&state, run.id, query.after, limit).await?;
     let next_after = lines.last().map_or(query.after, |l| l.seq);
     let complete = status::is_terminal(&run.status) && (lines.len() as u64) < limit;
@@ -239,5 +260,6 @@ async fn run_logs(
             .collect(),
         next_after,
         complete,
-    }))
+    })
+    .into_response())
 }

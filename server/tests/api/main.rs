@@ -6,6 +6,7 @@ mod cli;
 mod cloud_accounts;
 mod errors;
 mod google;
+mod live;
 mod operations;
 mod orgs;
 mod provisioning;

@@ -9,6 +9,7 @@ pub mod clouds;
 pub mod oidc;
 pub mod runs;
 pub mod smtp;
+pub mod sse;
 
 use std::{future::Future, sync::Arc};
 

@@ -1,0 +1,228 @@
+//! `/api/v1/events` (the signed-in user's live stream, SSE) and `/api/v1/notifications`.
+
+use std::time::Duration;
+
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{
+        IntoResponse, Response,
+        sse::{KeepAlive, Sse},
+    },
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use super::extract::{ApiPath, ApiQuery};
+use crate::{
+    auth::CurrentUser,
+    entity::notifications as notification_rows,
+    error::{AppError, Problem, Result},
+    live::{self, Live, Slot},
+    notifications,
+    state::AppState,
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(event_stream))
+        .routes(routes!(list_notifications))
+        .routes(routes!(unread_count))
+        .routes(routes!(mark_read))
+        .routes(routes!(mark_all_read))
+        .routes(routes!(delete_notification))
+}
+
+/// Where a stream resumes: the `Last-Event-ID` header (sent by EventSource when it
+/// reconnects), or `?last_event_id=` for a first connection that already knows one.
+pub fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Result<Option<i64>> {
+    let header = headers.get("last-event-id").map(|value| value.to_str().unwrap_or("x"));
+    let Some(text) = header.or(query).map(str::trim).filter(|text| !text.is_empty()) else { return Ok(None) };
+    text.parse::<i64>().ok().filter(|id| *id >= 0).map(Some).ok_or_else(|| {
+        AppError::bad_request("invalid_last_event_id", "`Last-Event-ID` must be an event id this stream sent.")
+    })
+}
+
+/// One of the caller's stream places, or 429.
+pub fn stream_slot(state: &AppState, caller: &CurrentUser) -> Result<Slot> {
+    Live::acquire(state, caller.id()).ok_or_else(|| {
+        AppError::client(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_streams",
+            format!(
+                "You have {} live streams open, the most allowed. Close a tab or another stream first.",
+                state.config.live.max_streams_per_user
+            ),
+        )
+    })
+}
+
+/// Wraps an SSE stream with the heartbeat comment.
+pub fn sse_response<S>(state: &AppState, stream: S) -> Response
+where
+    S: futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>> + Send + 'static,
+{
+    let heartbeat = KeepAlive::new().interval(Duration::from_secs(state.config.live.heartbeat_secs)).text("heartbeat");
+    let mut response = Sse::new(stream).keep_alive(heartbeat).into_response();
+    // Proxies must pass events on as they come.
+    response.headers_mut().insert("x-accel-buffering", axum::http::HeaderValue::from_static("no"));
+    response.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    response
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(default)]
+#[into_params(parameter_in = Query)]
+pub struct StreamQuery {
+    /// Resume after this event (the `Last-Event-ID` header wins).
+    pub last_event_id: Option<String>,
+}
+
+/// The caller's live events (Server-Sent Events): run and cluster status changes in their
+/// organizations, and their notifications (new, read, all read, deleted). Every event has an
+/// `id`; reconnecting with `Last-Event-ID` resumes with nothing missed and nothing twice. A
+/// `: heartbeat` comment comes every 15 s. A stream that falls too far behind gets a `resync`
+/// event and ends; reconnect with its id.
+#[utoipa::path(get, path = "/api/v1/events", tag = "live", params(StreamQuery), responses(
+    (status = 200, description = "`text/event-stream`: events `run`, `cluster`, `notification`, `notification_read`, `notifications_read_all`, `notification_deleted`, `membership`, `resync`", content_type = "text/event-stream", body = String),
+    (status = 400, description = "`invalid_last_event_id`", body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = "`unauthenticated`", body = Problem, content_type = "application/problem+json"),
+    (status = 429, description = "`too_many_streams`", body = Problem, content_type = "application/problem+json"),
+))]
+async fn event_stream(
+    State(state): State<AppState>,
+    caller: CurrentUser,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<StreamQuery>,
+) -> Result<Response> {
+    let after = last_event_id(&headers, query.last_event_id.as_deref())?;
+    let slot = stream_slot(&state, &caller)?;
+    let stream = live::event_stream(state.clone(), slot, caller.id(), after).await?;
+    Ok(sse_response(&state, stream))
+}
+
+/// A notification as its recipient sees it.
+#[derive(Serialize, ToSchema)]
+pub struct NotificationView {
+    pub id: Uuid,
+    /// `run_succeeded`, `run_failed`, `approval_needed`, `cloud_account_failed`, `org_added`.
+    pub kind: String,
+    pub title: String,
+    pub body: String,
+    /// The page it is about.
+    pub link: Option<String>,
+    pub read: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&notification_rows::Model> for NotificationView {
+    fn from(n: &notification_rows::Model) -> Self {
+        Self {
+            id: n.id,
+            kind: n.kind.clone(),
+            title: n.title.clone(),
+            body: n.body.clone(),
+            link: n.link.clone(),
+            read: n.read_at.is_some(),
+            created_at: n.created_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct NotificationPage {
+    pub items: Vec<NotificationView>,
+    /// Pass as `before` for the next (older) page; absent on the last page.
+    pub next_before: Option<Uuid>,
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(default)]
+#[into_params(parameter_in = Query)]
+pub struct NotificationQuery {
+    /// Only unread ones.
+    pub unread: bool,
+    /// Older than this notification (paging).
+    pub before: Option<Uuid>,
+    /// 1–100, default 50.
+    pub limit: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CountView {
+    pub count: u64,
+}
+
+/// The caller's notifications, newest first.
+#[utoipa::path(get, path = "/api/v1/notifications", tag = "live", params(NotificationQuery), responses(
+    (status = 200, body = NotificationPage),
+    (status = 400, description = "`invalid_query`", body = Problem, content_type = "application/problem+json"),
+))]
+async fn list_notifications(
+    State(state): State<AppState>,
+    caller: CurrentUser,
+    ApiQuery(query): ApiQuery<NotificationQuery>,
+) -> Result<Json<NotificationPage>> {
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=100).contains(&limit) {
+        return Err(AppError::bad_request("invalid_query", "`limit` must be 1 to 100."));
+    }
+    let rows = notifications::list(&state, caller.id(), query.unread, query.before, limit + 1).await?;
+    let more = rows.len() as u64 > limit;
+    let items: Vec<NotificationView> = rows.iter().take(limit as usize).map(NotificationView::from).collect();
+    let next_before = if more { items.last().map(|n| n.id) } else { None };
+    Ok(Json(NotificationPage { items, next_before }))
+}
+
+/// How many of the caller's notifications are unread.
+#[utoipa::path(get, path = "/api/v1/notifications/unread-count", tag = "live", responses((status = 200, body = CountView)))]
+async fn unread_count(State(state): State<AppState>, caller: CurrentUser) -> Result<Json<CountView>> {
+    Ok(Json(CountView { count: notifications::unread_count(&state, caller.id()).await? }))
+}
+
+#[derive(Deserialize)]
+struct NotificationPath {
+    id: Uuid,
+}
+
+/// Mark a notification read.
+#[utoipa::path(post, path = "/api/v1/notifications/{id}/read", tag = "live",
+    params(("id" = Uuid, Path, description = "Notification id")),
+    responses(
+        (status = 200, body = NotificationView),
+        (status = 404, description = "`notification_not_found`", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn mark_read(
+    State(state): State<AppState>,
+    caller: CurrentUser,
+    ApiPath(path): ApiPath<NotificationPath>,
+) -> Result<Json<NotificationView>> {
+    let notification = notifications::mark_read(&state, caller.id(), path.id).await?;
+    Ok(Json(NotificationView::from(&notification)))
+}
+
+/// Mark every notification read; answers how many were unread.
+#[utoipa::path(post, path = "/api/v1/notifications/read-all", tag = "live", responses((status = 200, body = CountView)))]
+async fn mark_all_read(State(state): State<AppState>, caller: CurrentUser) -> Result<Json<CountView>> {
+    Ok(Json(CountView { count: notifications::mark_all_read(&state, caller.id()).await? }))
+}
+
+/// Delete a notification.
+#[utoipa::path(delete, path = "/api/v1/notifications/{id}", tag = "live",
+    params(("id" = Uuid, Path, description = "Notification id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "`notification_not_found`", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn delete_notification(
+    State(state): State<AppState>,
+    caller: CurrentUser,
+    ApiPath(path): ApiPath<NotificationPath>,
+) -> Result<StatusCode> {
+    notifications::delete(&state, caller.id(), path.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

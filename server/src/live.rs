@@ -1,0 +1,352 @@
+//! Live streams (SSE): a user's event stream and a run's log stream.
+//!
+//! Both read from the database, so they resume from `Last-Event-ID` without gap or duplicate
+//! and never depend on a signal arriving. Events: one fan-out task per server reads new rows of
+//! `events` when the bus says there are some (and every second regardless) and broadcasts them
+//! to this server's streams through a bounded ring; each stream passes on what its user may see.
+//! A stream that falls a whole ring behind gets a `resync` event and ends: the client reconnects
+//! with its last id and catches up from the database, and the server holds nothing for it
+//! meanwhile. Logs: a log stream reads its run's lines from the database whenever the bus says
+//! there are new ones (and every second), at the pace the client reads, so it never falls
+//! behind; it ends with an `end` event carrying the run's outcome.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    convert::Infallible,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::response::sse::Event as SseEvent;
+use futures::Stream;
+use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter};
+use serde_json::json;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    bus::Signal,
+    config::LiveSettings,
+    entity::{events, memberships, run_logs, runs},
+    events as event_log,
+    runs::status as run_status,
+    state::AppState,
+};
+
+/// Readers look on this timer too, in case a signal was lost (Redis restarting, say).
+const FALLBACK_POLL: Duration = Duration::from_secs(1);
+/// Rows read per query.
+const PAGE: u64 = 500;
+
+pub struct Live {
+    events: broadcast::Sender<Arc<events::Model>>,
+    open: Mutex<HashMap<Uuid, usize>>,
+    max_per_user: usize,
+}
+
+/// A user's hold on one of their stream places; released when the stream ends.
+pub struct Slot {
+    state: AppState,
+    user: Uuid,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.state.live.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.user);
+            }
+        }
+    }
+}
+
+impl Live {
+    pub fn new(settings: &LiveSettings) -> Self {
+        Self {
+            events: broadcast::channel(settings.backlog).0,
+            open: Mutex::new(HashMap::new()),
+            max_per_user: settings.max_streams_per_user,
+        }
+    }
+
+    /// Takes one of `user`'s stream places, if one is free.
+    pub fn acquire(state: &AppState, user: Uuid) -> Option<Slot> {
+        let mut open = state.live.open.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(user).or_default();
+        if *count >= state.live.max_per_user {
+            return None;
+        }
+        *count += 1;
+        Some(Slot { state: state.clone(), user })
+    }
+
+    /// Streams open on this server.
+    pub fn open_streams(&self) -> usize {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
+    }
+}
+
+/// Broadcasts new events to this server's streams until `stop`.
+pub async fn fan_out(state: AppState, stop: CancellationToken) {
+    let mut signals = state.bus.subscribe();
+    let mut cursor = loop {
+        match event_log::latest_id(&state.db).await {
+            Ok(id) => break id,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the event log yet");
+                tokio::select! {
+                    () = tokio::time::sleep(FALLBACK_POLL) => {}
+                    () = stop.cancelled() => return,
+                }
+            }
+        }
+    };
+    loop {
+        loop {
+            match event_log::after(&state.db, cursor, PAGE).await {
+                Ok(batch) => {
+                    let full = batch.len() as u64 == PAGE;
+                    for event in batch {
+                        cursor = event.id;
+                        let _ = state.live.events.send(Arc::new(event));
+                    }
+                    if !full {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read new events");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            () = wait_for(&mut signals, |signal| signal == Signal::Events) => {}
+            () = tokio::time::sleep(FALLBACK_POLL) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Completes on a signal `wanted` accepts, or when the receiver fell behind (which may hide one).
+async fn wait_for(signals: &mut broadcast::Receiver<Signal>, wanted: impl Fn(Signal) -> bool) {
+    loop {
+        match signals.recv().await {
+            Ok(signal) if wanted(signal) => return,
+            Ok(_) => {}
+            Err(RecvError::Lagged(_)) => return,
+            Err(RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}
+
+async fn org_ids(state: &AppState, user: Uuid) -> Result<Vec<Uuid>, DbErr> {
+    Ok(memberships::Entity::find()
+        .filter(memberships::Column::UserId.eq(user))
+        .all(&state.db)
+        .await?
+        .into_iter()
+        .map(|m| m.org_id)
+        .collect())
+}
+
+fn sse(event: &events::Model) -> SseEvent {
+    SseEvent::default().id(event.id.to_string()).event(&event.kind).data(event.payload.to_string())
+}
+
+fn failed(id: i64, what: &str, e: &DbErr) -> SseEvent {
+    tracing::warn!(error = %e, "{what}");
+    resync_event(id, "The server could not read the stream's source; reconnect to continue.")
+}
+
+fn resync_event(id: i64, message: &str) -> SseEvent {
+    SseEvent::default().id(id.to_string()).event("resync").data(json!({ "message": message }).to_string())
+}
+
+/// The user's event stream, after event `after` (or from now).
+pub async fn event_stream(
+    state: AppState,
+    slot: Slot,
+    user: Uuid,
+    after: Option<i64>,
+) -> Result<impl Stream<Item = Result<SseEvent, Infallible>>, DbErr> {
+    // Listen before looking, so that nothing falls between the two.
+    let live = state.live.events.subscribe();
+    let orgs = org_ids(&state, user).await?;
+    let (last, caught_up) = match after {
+        Some(id) => (id, false),
+        None => (event_log::latest_id(&state.db).await?, true),
+    };
+    let stream =
+        EventStream { state, _slot: slot, user, orgs, last, caught_up, backlog: VecDeque::new(), live, done: false };
+    Ok(futures::stream::unfold(stream, |mut stream| async move {
+        let event = stream.next().await?;
+        Some((Ok(event), stream))
+    }))
+}
+
+struct EventStream {
+    state: AppState,
+    _slot: Slot,
+    user: Uuid,
+    orgs: Vec<Uuid>,
+    /// The id of the last event sent (or skipped as not for this user).
+    last: i64,
+    caught_up: bool,
+    backlog: VecDeque<events::Model>,
+    live: broadcast::Receiver<Arc<events::Model>>,
+    done: bool,
+}
+
+impl EventStream {
+    fn visible(&self, event: &events::Model) -> bool {
+        event.user_id == Some(self.user) || event.org_id.is_some_and(|org| self.orgs.contains(&org))
+    }
+
+    /// A change of the user's memberships changes which organizations' events they see.
+    async fn note(&mut self, event: &events::Model) -> Result<(), DbErr> {
+        if event.user_id == Some(self.user) && event.kind == "membership" {
+            self.orgs = org_ids(&self.state, self.user).await?;
+        }
+        Ok(())
+    }
+
+    async fn next(&mut self) -> Option<SseEvent> {
+        if self.done {
+            return None;
+        }
+        loop {
+            if let Some(event) = self.backlog.pop_front() {
+                self.last = event.id;
+                if let Err(e) = self.note(&event).await {
+                    self.done = true;
+                    return Some(failed(self.last, "cannot reload memberships", &e));
+                }
+                return Some(sse(&event));
+            }
+            if !self.caught_up {
+                match event_log::visible_after(&self.state.db, self.user, &self.orgs, self.last, PAGE).await {
+                    Ok(page) => {
+                        self.caught_up = (page.len() as u64) < PAGE;
+                        self.backlog.extend(page);
+                        continue;
+                    }
+                    Err(e) => {
+                        self.done = true;
+                        return Some(failed(self.last, "cannot read the event log", &e));
+                    }
+                }
+            }
+            match self.live.recv().await {
+                Ok(event) if event.id <= self.last => {}
+                Ok(event) => {
+                    if !self.visible(&event) {
+                        continue;
+                    }
+                    self.last = event.id;
+                    if let Err(e) = self.note(&event).await {
+                        self.done = true;
+                        return Some(failed(self.last, "cannot reload memberships", &e));
+                    }
+                    return Some(sse(&event));
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::info!(user = %self.user, missed, "an event stream fell behind; telling it to resync");
+                    self.done = true;
+                    return Some(resync_event(
+                        self.last,
+                        "This stream fell behind. Reconnect with Last-Event-ID to catch up.",
+                    ));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+/// A run's log, after line `after`, then live, then `end`.
+pub fn log_stream(
+    state: AppState,
+    slot: Slot,
+    run: Uuid,
+    after: i64,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    let signals = state.bus.subscribe();
+    let stream = LogStream { state, _slot: slot, run, last: after, lines: VecDeque::new(), signals, done: false };
+    futures::stream::unfold(stream, |mut stream| async move {
+        let event = stream.next().await?;
+        Some((Ok(event), stream))
+    })
+}
+
+struct LogStream {
+    state: AppState,
+    _slot: Slot,
+    run: Uuid,
+    last: i64,
+    lines: VecDeque<run_logs::Model>,
+    signals: broadcast::Receiver<Signal>,
+    done: bool,
+}
+
+impl LogStream {
+    async fn read(&mut self) -> Result<bool, DbErr> {
+        let page = crate::runs::logs(&self.state, self.run, self.last, PAGE).await?;
+        let found = !page.is_empty();
+        self.lines.extend(page);
+        Ok(found)
+    }
+
+    async fn next(&mut self) -> Option<SseEvent> {
+        if self.done {
+            return None;
+        }
+        loop {
+            if let Some(line) = self.lines.pop_front() {
+                self.last = line.seq;
+                let data = json!({ "seq": line.seq, "stream": line.stream, "text": line.text, "at": line.at });
+                return Some(SseEvent::default().id(line.seq.to_string()).event("line").data(data.to_string()));
+            }
+            match self.read().await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => {
+                    self.done = true;
+                    return Some(failed(self.last, "cannot read run logs", &e));
+                }
+            }
+            // Nothing new: has the run ended? Its last lines are stored before it ends, so
+            // one more look after seeing the end finds any that came in between.
+            let run = runs::Entity::find_by_id(self.run).one(&self.state.db).await;
+            match run {
+                Ok(Some(run)) if run_status::is_terminal(&run.status) => match self.read().await {
+                    Ok(true) => continue,
+                    Ok(false) => {
+                        self.done = true;
+                        let outcome = json!({ "status": run.status, "reason": run.reason, "exit_code": run.exit_code });
+                        return Some(
+                            SseEvent::default().id(self.last.to_string()).event("end").data(outcome.to_string()),
+                        );
+                    }
+                    Err(e) => {
+                        self.done = true;
+                        return Some(failed(self.last, "cannot read run logs", &e));
+                    }
+                },
+                Ok(_) => {}
+                Err(e) => {
+                    self.done = true;
+                    return Some(failed(self.last, "cannot read the run", &e));
+                }
+            }
+            let run = self.run;
+            tokio::select! {
+                () = wait_for(&mut self.signals, |signal| signal == Signal::Logs(run) || signal == Signal::Events) => {}
+                () = tokio::time::sleep(FALLBACK_POLL) => {}
+            }
+        }
+    }
+}

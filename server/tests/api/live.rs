@@ -1,0 +1,384 @@
+//! Live updates: the event stream and run log streams (SSE), notifications, and the bus.
+
+use std::time::Duration;
+
+use fleetplane::{
+    bus::Signal,
+    entity::{run_logs, runs},
+    events::{self, Audience},
+};
+use reqwest::StatusCode;
+use sea_orm::{ActiveModelTrait, EntityTrait, Set, TransactionTrait};
+use serde_json::json;
+
+use crate::support::{
+    Client, TestApp,
+    runs::local_cluster,
+    sse::{Message, Stream},
+};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Adds `email` to ada's organization as `role` (which notifies them).
+async fn add_member(ada: &Client, email: &str, role: &str) {
+    ada.post("/api/v1/orgs/ada/members", json!({ "email": email, "role": role }))
+        .await
+        .expect_status(StatusCode::CREATED);
+}
+
+/// A queued run on a local cluster of ada's organization (no workers run it).
+async fn queued_run(ada: &Client) -> String {
+    let created = ada.post("/api/v1/orgs/ada/clusters", local_cluster("live", json!(null))).await;
+    created.expect_status(StatusCode::CREATED).json()["run"]["id"].as_str().expect("run id").to_owned()
+}
+
+/// Stores log lines for `run` as a worker does, and says so on the bus.
+async fn append_lines(app: &TestApp, run: &str, from: i64, count: i64) {
+    let run_id: uuid::Uuid = run.parse().expect("uuid");
+    let lines = (from..from + count).map(|seq| run_logs::ActiveModel {
+        run_id: Set(run_id),
+        seq: Set(seq),
+        attempt: Set(1),
+        stream: Set("stdout".into()),
+        text: Set(format!("line {seq}")),
+        at: Set(chrono::Utc::now()),
+    });
+    run_logs::Entity::insert_many(lines).exec(app.db()).await.expect("insert lines");
+    app.state.bus.publish(Signal::Logs(run_id));
+}
+
+/// Ends `run` as a worker does: its status, its event, then the signal.
+async fn finish_run(app: &TestApp, run: &str, status: &str) {
+    let run_id: uuid::Uuid = run.parse().expect("uuid");
+    let txn = app.db().begin().await.expect("txn");
+    let model = runs::Entity::find_by_id(run_id).one(&txn).await.expect("read").expect("run");
+    let mut active: runs::ActiveModel = model.into();
+    active.status = Set(status.to_owned());
+    active.reason = Set(Some("Completed.".into()));
+    active.finished_at = Set(Some(chrono::Utc::now()));
+    active.update(&txn).await.expect("update");
+    events::run_changed(&txn, run_id).await.expect("event");
+    txn.commit().await.expect("commit");
+    app.state.events_written();
+}
+
+#[tokio::test]
+async fn streams_need_a_session_or_token_and_respect_tenancy() {
+    let app = TestApp::spawn().await;
+    let ada = app.user("ada").await;
+    let bob = app.user("bob").await;
+    let run = queued_run(&ada).await;
+
+    let anonymous = app.client();
+    Stream::open(&anonymous, "/api/v1/events", None)
+        .await
+        .err()
+        .expect("refused")
+        .expect_problem(StatusCode::UNAUTHORIZED, "unauthenticated");
+    Stream::open(&anonymous, &format!("/api/v1/runs/{run}/logs"), None)
+        .await
+        .err()
+        .expect("refused")
+        .expect_problem(StatusCode::UNAUTHORIZED, "unauthenticated");
+    // Another organization's run does not exist for bob.
+    Stream::open(&bob, &format!("/api/v1/runs/{run}/logs"), None)
+        .await
+        .err()
+        .expect("refused")
+        .expect_problem(StatusCode::NOT_FOUND, "run_not_found");
+    Stream::open(&ada, "/api/v1/events", Some("not-a-number"))
+        .await
+        .err()
+        .expect("refused")
+        .expect_problem(StatusCode::BAD_REQUEST, "invalid_last_event_id");
+
+    // A script with a token gets the same stream.
+    let token = ada.post("/api/v1/me/tokens", json!({ "name": "stream" })).await.json()["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let request = app
+        .client()
+        .http
+        .get(app.base.join("api/v1/events").expect("url"))
+        .bearer_auth(&token)
+        .header("accept", "text/event-stream");
+    let mut stream = Stream::from_request(request).await.expect("token stream");
+    ada.post(&format!("/api/v1/runs/{run}/cancel"), json!({})).await.expect_status(StatusCode::OK);
+    let event = stream.next_of("run", WAIT).await;
+    assert_eq!(event.json()["id"], run.as_str());
+    assert_eq!(event.json()["status"], "canceled");
+}
+
+#[tokio::test]
+async fn status_changes_reach_members_and_viewers_do_not_get_approval_notifications() {
+    let app = TestApp::spawn().await;
+    let ada = app.user("ada").await;
+    let vera = app.user("vera").await;
+    let mut vera_events = Stream::open(&vera, "/api/v1/events", None).await.expect("stream");
+    add_member(&ada, "vera@example.com", "viewer").await;
+    // Vera hears she was added, and from then on sees the organization's status changes.
+    assert_eq!(vera_events.next(WAIT).await.expect("event").event, "membership");
+    let added = vera_events.next_of("notification", WAIT).await;
+    assert_eq!(added.json()["kind"], "org_added");
+
+    let mut ada_events = Stream::open(&ada, "/api/v1/events", None).await.expect("stream");
+    let run = queued_run(&ada).await;
+    for stream in [&mut ada_events, &mut vera_events] {
+        let cluster = stream.next(WAIT).await.expect("the new cluster");
+        assert_eq!((cluster.event.as_str(), cluster.json()["status"].as_str()), ("cluster", Some("pending")));
+        let queued = stream.next(WAIT).await.expect("its run");
+        assert_eq!(queued.event, "run");
+        assert_eq!(queued.json()["id"], run.as_str());
+        assert_eq!(queued.json()["status"], "queued");
+        assert!(queued.id() > cluster.id());
+    }
+
+    // Waiting for approval notifies admins and owners only.
+    finish_run(&app, &run, "awaiting_approval").await;
+    let approval = ada_events.next_of("notification", WAIT).await;
+    assert_eq!(approval.json()["kind"], "approval_needed");
+    let seen = vera_events.next_of("run", WAIT).await;
+    assert_eq!(seen.json()["status"], "awaiting_approval");
+    let vera_list = vera.get("/api/v1/notifications").await.json();
+    assert!(
+        vera_list["items"].as_array().expect("items").iter().all(|n| n["kind"] != "approval_needed"),
+        "{vera_list}"
+    );
+}
+
+#[tokio::test]
+async fn notifications_are_counted_read_and_deleted_per_user_and_pushed_to_other_tabs() {
+    let app = TestApp::spawn().await;
+    let ada = app.user("ada").await;
+    let bob = app.user("bob").await;
+    app.user("carl").await;
+    for org in ["two", "three"] {
+        ada.post("/api/v1/orgs", json!({ "name": org, "display_name": org })).await.expect_status(StatusCode::CREATED);
+        ada.post(&format!("/api/v1/orgs/{org}/members"), json!({ "email": "bob@example.com", "role": "viewer" }))
+            .await
+            .expect_status(StatusCode::CREATED);
+    }
+    add_member(&ada, "bob@example.com", "operator").await;
+    add_member(&ada, "carl@example.com", "viewer").await;
+
+    // Exactly one notification per addition, to the person added.
+    assert_eq!(bob.get("/api/v1/notifications/unread-count").await.json()["count"], 3);
+    assert_eq!(ada.get("/api/v1/notifications/unread-count").await.json()["count"], 0);
+    let page = bob.get("/api/v1/notifications?limit=2").await.expect_status(StatusCode::OK).json();
+    assert_eq!(page["items"].as_array().expect("items").len(), 2);
+    assert_eq!(page["items"][0]["title"], "You were added to ada", "newest first");
+    let before = page["next_before"].as_str().expect("another page");
+    let rest = bob.get(&format!("/api/v1/notifications?before={before}")).await.json();
+    assert_eq!(rest["items"].as_array().expect("items").len(), 1);
+    assert!(rest["next_before"].is_null());
+    bob.get("/api/v1/notifications?limit=0").await.expect_problem(StatusCode::BAD_REQUEST, "invalid_query");
+
+    // Another tab of bob's hears about every change.
+    let mut tab = Stream::open(&bob, "/api/v1/events", None).await.expect("stream");
+    let first = page["items"][0]["id"].as_str().expect("id").to_owned();
+    let read = bob.post_empty(&format!("/api/v1/notifications/{first}/read")).await.expect_status(StatusCode::OK);
+    assert_eq!(read.json()["read"], true);
+    assert_eq!(tab.next_of("notification_read", WAIT).await.json()["id"], first.as_str());
+    assert_eq!(bob.get("/api/v1/notifications/unread-count").await.json()["count"], 2);
+    let unread = bob.get("/api/v1/notifications?unread=true").await.json();
+    assert_eq!(unread["items"].as_array().expect("items").len(), 2);
+
+    // Nobody else can read or delete bob's notifications.
+    let carl = app.client();
+    carl.sign_in("carl@example.com", crate::support::PASSWORD).await;
+    carl.post_empty(&format!("/api/v1/notifications/{first}/read"))
+        .await
+        .expect_problem(StatusCode::NOT_FOUND, "notification_not_found");
+    carl.delete(&format!("/api/v1/notifications/{first}"))
+        .await
+        .expect_problem(StatusCode::NOT_FOUND, "notification_not_found");
+    assert_eq!(carl.get("/api/v1/notifications/unread-count").await.json()["count"], 1);
+
+    let all = bob.post_empty("/api/v1/notifications/read-all").await.expect_status(StatusCode::OK);
+    assert_eq!(all.json()["count"], 2);
+    assert_eq!(tab.next_of("notifications_read_all", WAIT).await.json()["count"], 2);
+    assert_eq!(bob.get("/api/v1/notifications/unread-count").await.json()["count"], 0);
+    bob.delete(&format!("/api/v1/notifications/{first}")).await.expect_status(StatusCode::NO_CONTENT);
+    assert_eq!(tab.next_of("notification_deleted", WAIT).await.json()["id"], first.as_str());
+    bob.delete(&format!("/api/v1/notifications/{first}"))
+        .await
+        .expect_problem(StatusCode::NOT_FOUND, "notification_not_found");
+    assert_eq!(bob.get("/api/v1/notifications").await.json()["items"].as_array().expect("items").len(), 2);
+    assert_eq!(carl.get("/api/v1/notifications/unread-count").await.json()["count"], 1, "carl's are untouched");
+}
+
+/// Reads events until `count` have arrived (comments skipped).
+async fn take(stream: &mut Stream, count: usize) -> Vec<Message> {
+    let mut messages = Vec::new();
+    while messages.len() < count {
+        messages.push(stream.next(WAIT).await.expect("the stream goes on"));
+    }
+    messages
+}
+
+#[tokio::test]
+async fn the_event_stream_resumes_from_last_event_id_without_gap_or_duplicate() {
+    let app = TestApp::spawn().await;
+    let ada = app.user("ada").await;
+    let ada_id: uuid::Uuid = ada.get("/api/v1/me").await.json()["id"].as_str().expect("id").parse().expect("uuid");
+    let record = |n: u32| {
+        let db = app.db().clone();
+        async move {
+            events::record(&db, Audience::User(ada_id), "membership", json!({ "n": n })).await.expect("record");
+        }
+    };
+
+    let mut stream = Stream::open(&ada, "/api/v1/events", None).await.expect("stream");
+    for n in 0..5 {
+        record(n).await;
+    }
+    app.state.events_written();
+    let first = take(&mut stream, 3).await;
+    drop(stream);
+    for n in 5..10 {
+        record(n).await;
+    }
+    app.state.events_written();
+    let last_id = first.last().expect("three").id.clone();
+    let mut resumed = Stream::open(&ada, "/api/v1/events", last_id.as_deref()).await.expect("resumed");
+    let rest = take(&mut resumed, 7).await;
+    let seen: Vec<u64> = first.iter().chain(&rest).map(|m| m.json()["n"].as_u64().expect("n")).collect();
+    assert_eq!(seen, (0..10).collect::<Vec<u64>>(), "every event once, in order");
+    let ids: Vec<i64> = first.iter().chain(&rest).map(Message::id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
+}
+
+#[tokio::test]
+async fn a_stream_that_falls_behind_is_told_to_resync_and_ends() {
+    let app = TestApp::spawn_with(|config| config.live.backlog = 16).await;
+    let ada = app.user("ada").await;
+    let ada_id: uuid::Uuid = ada.get("/api/v1/me").await.json()["id"].as_str().expect("id").parse().expect("uuid");
+    let mut stream = Stream::open(&ada, "/api/v1/events", None).await.expect("stream");
+    // Stop reading while far more than the backlog arrives (and more than the sockets hold).
+    let filler = "x".repeat(16 * 1024);
+    for batch in 0..20 {
+        let txn = app.db().begin().await.expect("txn");
+        for n in 0..50 {
+            events::record(
+                &txn,
+                Audience::User(ada_id),
+                "membership",
+                json!({ "n": batch * 50 + n, "filler": filler }),
+            )
+            .await
+            .expect("record");
+        }
+        txn.commit().await.expect("commit");
+        app.state.events_written();
+    }
+    let mut last = None;
+    let resync = loop {
+        let message = stream.next(WAIT).await.expect("a resync before the end");
+        if message.event == "resync" {
+            break message;
+        }
+        last = Some(message.id());
+    };
+    assert!(resync.json()["message"].as_str().expect("message").contains("Last-Event-ID"));
+    assert_eq!(resync.id, last.map(|id| id.to_string()).or(resync.id.clone()), "resync names the last event sent");
+    assert!(stream.next(WAIT).await.is_none(), "the server ends the stream after resync");
+    // Its place is given back, and resuming from the resync's id catches up.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(app.state.live.open_streams(), 0);
+    let mut resumed = Stream::open(&ada, "/api/v1/events", resync.id.as_deref()).await.expect("resume");
+    let next = resumed.next(WAIT).await.expect("caught up");
+    assert_eq!(next.id(), resync.id.as_deref().expect("id").parse::<i64>().expect("number") + 1);
+}
+
+#[tokio::test]
+async fn each_user_may_hold_a_limited_number_of_streams() {
+    let app = TestApp::spawn_with(|config| config.live.max_streams_per_user = 2).await;
+    let ada = app.user("ada").await;
+    let run = queued_run(&ada).await;
+    let first = Stream::open(&ada, "/api/v1/events", None).await.expect("first");
+    let _second = Stream::open(&ada, &format!("/api/v1/runs/{run}/logs"), None).await.expect("second");
+    Stream::open(&ada, "/api/v1/events", None)
+        .await
+        .err()
+        .expect("third refused")
+        .expect_problem(StatusCode::TOO_MANY_REQUESTS, "too_many_streams");
+    let bob = app.user("bob").await;
+    Stream::open(&bob, "/api/v1/events", None).await.expect("others are not affected");
+    drop(first);
+    let started = std::time::Instant::now();
+    loop {
+        match Stream::open(&ada, "/api/v1/events", None).await {
+            Ok(_) => break,
+            Err(refused) => {
+                refused.expect_problem(StatusCode::TOO_MANY_REQUESTS, "too_many_streams");
+                assert!(started.elapsed() < WAIT, "a closed stream frees its place");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn heartbeats_keep_a_quiet_stream_open() {
+    let app = TestApp::spawn_with(|config| config.live.heartbeat_secs = 1).await;
+    let ada = app.user("ada").await;
+    let mut stream = Stream::open(&ada, "/api/v1/events", None).await.expect("stream");
+    for _ in 0..2 {
+        let comment = stream.next_raw(Duration::from_secs(5)).await.expect("open");
+        assert_eq!((comment.event.as_str(), comment.data.as_str()), (":", "heartbeat"));
+    }
+}
+
+#[tokio::test]
+async fn a_run_log_streams_live_resumes_exactly_and_ends_with_the_outcome() {
+    let app = TestApp::spawn().await;
+    let ada = app.user("ada").await;
+    let run = queued_run(&ada).await;
+    let path = format!("/api/v1/runs/{run}/logs");
+    append_lines(&app, &run, 1, 3).await;
+
+    let mut stream = Stream::open(&ada, &path, None).await.expect("stream");
+    let mut seen: Vec<String> = Vec::new();
+    for _ in 0..3 {
+        let line = stream.next_of("line", WAIT).await;
+        seen.push(line.json()["text"].as_str().expect("text").to_owned());
+    }
+    // Live: lines stored now arrive without asking again.
+    append_lines(&app, &run, 4, 2).await;
+    for _ in 0..2 {
+        let line = stream.next_of("line", WAIT).await;
+        assert_eq!(line.id(), line.json()["seq"].as_i64().expect("seq"));
+        seen.push(line.json()["text"].as_str().expect("text").to_owned());
+    }
+    // Drop mid-log; more lines come; resume from the last id.
+    let last = seen.len().to_string();
+    drop(stream);
+    append_lines(&app, &run, 6, 500).await;
+    let mut resumed = Stream::open(&ada, &path, Some(&last)).await.expect("resumed");
+    for _ in 0..400 {
+        seen.push(resumed.next_of("line", WAIT).await.json()["text"].as_str().expect("text").to_owned());
+    }
+    drop(resumed);
+    // `?after=` works too, as for the paged API.
+    let mut again = Stream::open(&ada, &format!("{path}?after={}", seen.len()), None).await.expect("again");
+    for _ in 0..100 {
+        seen.push(again.next_of("line", WAIT).await.json()["text"].as_str().expect("text").to_owned());
+    }
+    finish_run(&app, &run, "succeeded").await;
+    let end = again.next(WAIT).await.expect("end");
+    assert_eq!(end.event, "end");
+    assert_eq!(end.json()["status"], "succeeded");
+    assert!(again.next(WAIT).await.is_none(), "the stream ends after `end`");
+
+    let stored: Vec<String> = (1..=505).map(|seq| format!("line {seq}")).collect();
+    assert_eq!(seen, stored, "the concatenated stream is the stored log, no gap, no duplicate");
+
+    // A finished run's stream is its whole log, then `end`.
+    let mut finished = Stream::open(&ada, &path, None).await.expect("finished");
+    let mut count = 0;
+    while finished.next(WAIT).await.expect("until end").event == "line" {
+        count += 1;
+    }
+    assert_eq!(count, 505);
+}
