@@ -19,16 +19,25 @@ use anyhow::{Context, Result, bail, ensure};
 
 use crate::ui::{self, BuildOptions};
 
-/// Debian packages the suite needs: PostgreSQL's server binaries, Chromium with its WebDriver
-/// for the browser tests, Python for the cloud emulators, and a Docker engine with static
-/// busybox for the provisioner image.
+/// Debian packages the suite needs: PostgreSQL's server binaries, Redis (each test that needs
+/// one starts its own on loopback), Chromium with its WebDriver for the browser tests, Python
+/// for the cloud emulators, and a Docker engine with static busybox for the provisioner image.
 /// The Terraform binary this machine provides (nothing may download one).
 const TERRAFORM: &str = "/usr/local/bin/terraform";
-const PACKAGES: &[&str] =
-    &["postgresql", "chromium", "chromium-driver", "python3", "python3-venv", "docker.io", "busybox-static"];
+const PACKAGES: &[&str] = &[
+    "postgresql",
+    "redis-server",
+    "chromium",
+    "chromium-driver",
+    "python3",
+    "python3-venv",
+    "docker.io",
+    "busybox-static",
+];
 /// Cloud emulators from PyPI, pinned: moto's server (AWS) and a Cloud Storage emulator.
 const EMULATORS: &[&str] = &["moto[server]==5.2.5", "gcp-storage-emulator==2026.7.19"];
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const REDIS_SERVER: &str = "/usr/bin/redis-server";
 /// The real browser binary; `/usr/bin/chromium` is a wrapper script that adds flags of its own.
 const CHROMIUM: &str = "/usr/lib/chromium/chromium";
 
@@ -115,6 +124,7 @@ pub fn run(args: &[String]) -> Result<()> {
             .env("FLEETPLANE_TEST_ARTIFACTS", &artifacts)
             .env("FLEETPLANE_TEST_EMULATORS", &emulators)
             .env("FLEETPLANE_TEST_OIDC_PROVIDER", &oidc_provider)
+            .env("FLEETPLANE_TEST_REDIS_SERVER", REDIS_SERVER)
             .env("DOCKER_HOST", docker.host())
             .env("FLEETPLANE_TEST_DOCKER", "1")
             .env_remove("TF_CLI_CONFIG_FILE");

@@ -2,34 +2,19 @@
 //! a clean exit on SIGTERM.
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, BufReader},
     process::{Command, Stdio},
 };
 
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::{TestApp, fresh_database_url};
+use crate::support::{
+    TestApp, fresh_database_url,
+    server::{fleetplane, run_with_stdin},
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fleetplane");
-
-/// The binary, with a clean environment pointing at `dir` and `database_url`.
-pub fn fleetplane(dir: &std::path::Path, database_url: &str) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("FLEETPLANE_DATA_DIR", dir)
-        .env("DATABASE_URL", database_url)
-        .env("RUST_LOG", "info");
-    command
-}
-
-pub fn run_with_stdin(mut command: Command, stdin: &str) -> std::process::Output {
-    let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
-    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
-    child.wait_with_output().expect("wait")
-}
 
 #[test]
 fn help_lists_the_commands() {

@@ -590,7 +590,7 @@ async fn rotate_key_reseals_every_secret_under_the_newest_master_key() {
     let first_key = key_id_in_db(&app).await;
     app.stop().await.expect("stop");
 
-    let output = crate::cli::fleetplane(dir.path(), &database_url)
+    let output = crate::support::server::fleetplane(dir.path(), &database_url)
         .args(["admin", "rotate-key", "--generate"])
         .output()
         .expect("run");
@@ -615,7 +615,7 @@ async fn rotate_key_reseals_every_secret_under_the_newest_master_key() {
     let current = key_file.lines().next().expect("newest key").to_owned();
     let newest = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
     let both = format!("{newest},{current}");
-    let output = crate::cli::fleetplane(dir.path(), &database_url)
+    let output = crate::support::server::fleetplane(dir.path(), &database_url)
         .env("FLEETPLANE_MASTER_KEY", &both)
         .args(["admin", "rotate-key"])
         .output()
@@ -638,14 +638,14 @@ async fn rotate_key_reseals_every_secret_under_the_newest_master_key() {
         .expect_problem(StatusCode::INTERNAL_SERVER_ERROR, "secret_unavailable");
     let sealed_with = key_id_in_db(&app).await;
     assert!(problem["detail"].as_str().expect("detail").contains(&sealed_with), "{problem}");
-    let refused = crate::cli::fleetplane(dir.path(), &database_url)
+    let refused = crate::support::server::fleetplane(dir.path(), &database_url)
         .env("FLEETPLANE_MASTER_KEY", &current)
         .args(["admin", "rotate-key"])
         .output()
         .expect("run");
     assert!(!refused.status.success(), "rotation must not skip secrets it cannot open");
     assert!(String::from_utf8_lossy(&refused.stderr).contains("cannot be opened"));
-    let generate_with_env = crate::cli::fleetplane(dir.path(), &database_url)
+    let generate_with_env = crate::support::server::fleetplane(dir.path(), &database_url)
         .env("FLEETPLANE_MASTER_KEY", &newest)
         .args(["admin", "rotate-key", "--generate"])
         .output()
@@ -746,10 +746,10 @@ async fn secret_canaries_appear_in_no_log_response_or_database_dump() {
             .env("FLEETPLANE_GCP_STORAGE_ENDPOINT", &gcs.url)
             .env("RUST_LOG", "debug");
     };
-    let mut create = crate::cli::fleetplane(dir.path(), &database_url);
+    let mut create = crate::support::server::fleetplane(dir.path(), &database_url);
     env(&mut create);
     create.args(["admin", "create-user", "--email", "ada@example.com", "--username", "ada", "--password-stdin"]);
-    assert!(crate::cli::run_with_stdin(create, "a long admin password\n").status.success());
+    assert!(crate::support::server::run_with_stdin(create, "a long admin password\n").status.success());
     let mut serve = Command::new(env!("CARGO_BIN_EXE_fleetplane"));
     env(&mut serve);
     let mut server = serve.arg("serve").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("serve");

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use fleetplane::{
-    bus::Signal,
+    bus::{Bus, Signal},
+    config::{ExecutorChoice, Secret},
     entity::{run_logs, runs},
     events::{self, Audience},
 };
@@ -13,7 +14,9 @@ use serde_json::json;
 
 use crate::support::{
     Client, TestApp,
-    runs::local_cluster,
+    redis::Redis,
+    runs::{local_cluster, with_workers},
+    server::ServerProcess,
     sse::{Message, Stream},
 };
 
@@ -381,4 +384,184 @@ async fn a_run_log_streams_live_resumes_exactly_and_ends_with_the_outcome() {
         count += 1;
     }
     assert_eq!(count, 505);
+}
+
+/// Publishes on `from` until `to`'s subscriber hears `signal` (Redis connects in the background).
+async fn heard(from: &Bus, to: &mut tokio::sync::broadcast::Receiver<Signal>, signal: Signal) {
+    let started = std::time::Instant::now();
+    loop {
+        from.publish(signal);
+        if let Ok(Ok(got)) = tokio::time::timeout(Duration::from_millis(200), to.recv()).await
+            && got == signal
+        {
+            return;
+        }
+        assert!(started.elapsed() < WAIT * 2, "{signal} did not cross Redis");
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run `cargo xtask test`"]
+async fn the_redis_bus_carries_signals_between_replicas_and_survives_a_restart() {
+    let mut redis = Redis::start();
+    let (a, b) = (Bus::redis(&redis.url()).expect("a"), Bus::redis(&redis.url()).expect("b"));
+    let mut a_hears = a.subscribe();
+    let mut b_hears = b.subscribe();
+    let run = uuid::Uuid::now_v7();
+    heard(&a, &mut b_hears, Signal::Logs(run)).await;
+    // A hears its own signals once, locally, not again through Redis.
+    while a_hears.try_recv().is_ok() {}
+    a.publish(Signal::Queue);
+    assert_eq!(a_hears.recv().await.expect("own"), Signal::Queue);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(a_hears.try_recv().is_err(), "no echo from Redis");
+
+    // Redis goes away: publishing neither blocks nor fails the caller, and local delivery goes on.
+    redis.stop();
+    a.publish(Signal::Events);
+    assert_eq!(a_hears.recv().await.expect("local"), Signal::Events);
+    redis.resume();
+    heard(&b, &mut a_hears, Signal::Queue).await;
+    heard(&a, &mut b_hears, Signal::Events).await;
+}
+
+/// A second server, as its own process, on the same database and Redis as `app`.
+fn second_server(app: &TestApp, dir: &std::path::Path, redis: &Redis) -> ServerProcess {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let env = [("REDIS_URL", redis.url()), ("FLEETPLANE_WORKERS", "0".into())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    ServerProcess::start(dir, app.state.config.database_url.expose(), port, &env)
+}
+
+/// Signs in on `server` through an API token made on `app` (sessions are per server key).
+async fn token_client(ada: &Client, server: &ServerProcess) -> (Client, String) {
+    let token = ada.post("/api/v1/me/tokens", json!({ "name": "replica" })).await.json()["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    (server.client(), token)
+}
+
+async fn open_with_token(server: &ServerProcess, token: &str, path: &str, last: Option<&str>) -> Stream {
+    let mut request = server
+        .client()
+        .http
+        .get(server.base.join(path.trim_start_matches('/')).expect("url"))
+        .bearer_auth(token)
+        .header("accept", "text/event-stream");
+    if let Some(last) = last {
+        request = request.header("last-event-id", last);
+    }
+    Stream::from_request(request).await.expect("stream")
+}
+
+/// The run's whole stored log, through the paged API.
+async fn stored_log(ada: &Client, run: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = ada.get(&format!("/api/v1/runs/{run}/logs?after={after}")).await.json();
+        for line in page["chunks"].as_array().expect("chunks") {
+            lines.push(line["text"].as_str().expect("text").to_owned());
+        }
+        after = page["next_after"].as_i64().expect("next_after");
+        if page["complete"] == true {
+            return lines;
+        }
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs Terraform and Redis: run `cargo xtask test`"]
+async fn a_run_on_one_server_streams_its_log_and_status_to_a_client_of_another() {
+    let redis = Redis::start();
+    let app = TestApp::spawn_with(|config| {
+        with_workers(config, ExecutorChoice::Process, 1);
+        config.redis_url = Some(Secret::new(redis.url()));
+    })
+    .await;
+    let ada = app.user("ada").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let other = second_server(&app, dir.path(), &redis);
+    let (_, token) = token_client(&ada, &other).await;
+    let mut events = open_with_token(&other, &token, "/api/v1/events", None).await;
+
+    let created = ada.post("/api/v1/orgs/ada/clusters", local_cluster("replica", json!({ "step_seconds": 1 }))).await;
+    let run = created.expect_status(StatusCode::CREATED).json()["run"]["id"].as_str().expect("run").to_owned();
+    let mut log = open_with_token(&other, &token, &format!("/api/v1/runs/{run}/logs"), None).await;
+    let mut streamed = Vec::new();
+    let end = loop {
+        let message = log.next(Duration::from_secs(60)).await.expect("the log goes on until `end`");
+        match message.event.as_str() {
+            "line" => streamed.push(message.json()["text"].as_str().expect("text").to_owned()),
+            "end" => break message,
+            other => panic!("unexpected `{other}` in a log stream"),
+        }
+    };
+    assert_eq!(end.json()["status"], "succeeded", "{}", end.data);
+    assert_eq!(streamed, stored_log(&ada, &run).await, "the other server streamed the whole log, in order");
+
+    let mut statuses = Vec::new();
+    while statuses.last().map(String::as_str) != Some("succeeded") {
+        let event = events.next_of("run", WAIT).await;
+        if event.json()["id"] == run.as_str() {
+            statuses.push(event.json()["status"].as_str().expect("status").to_owned());
+        }
+    }
+    assert_eq!(statuses.first().map(String::as_str), Some("queued"));
+    assert!(statuses.iter().any(|s| s == "running"), "{statuses:?}");
+    let ready = events.next_of("cluster", WAIT).await;
+    assert_eq!(ready.json()["status"], "ready");
+}
+
+#[tokio::test]
+#[ignore = "needs Terraform and Redis: run `cargo xtask test`"]
+async fn with_redis_down_during_a_run_servers_keep_serving_and_clients_catch_up() {
+    let mut redis = Redis::start();
+    let app = TestApp::spawn_with(|config| {
+        with_workers(config, ExecutorChoice::Process, 1);
+        config.redis_url = Some(Secret::new(redis.url()));
+    })
+    .await;
+    let ada = app.user("ada").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let other = second_server(&app, dir.path(), &redis);
+    let (_, token) = token_client(&ada, &other).await;
+    let mut events = open_with_token(&other, &token, "/api/v1/events", None).await;
+
+    let created = ada.post("/api/v1/orgs/ada/clusters", local_cluster("outage", json!({ "step_seconds": 2 }))).await;
+    let run = created.expect_status(StatusCode::CREATED).json()["run"]["id"].as_str().expect("run").to_owned();
+    let first = events.next_of("cluster", WAIT).await;
+    redis.stop();
+
+    // Both servers keep answering, and the run goes on and finishes on the first.
+    let other_client = other.client();
+    assert_eq!(other_client.get("/healthz").await.status, StatusCode::OK);
+    assert_eq!(ada.get(&format!("/api/v1/runs/{run}")).await.status, StatusCode::OK);
+    crate::support::runs::wait_for_run(&ada, &run, 120, |r| r["status"] == "succeeded").await;
+    drop(events);
+    redis.resume();
+
+    // A client reconnecting to the other server with its last id gets everything it missed.
+    let mut resumed = open_with_token(&other, &token, "/api/v1/events", first.id.as_deref()).await;
+    let mut statuses = Vec::new();
+    let mut ids = vec![first.id()];
+    while statuses.last().map(String::as_str) != Some("succeeded") {
+        let event = resumed.next(WAIT).await.expect("caught up");
+        ids.push(event.id());
+        if event.event == "run" {
+            statuses.push(event.json()["status"].as_str().expect("status").to_owned());
+        }
+    }
+    assert_eq!(statuses.first().map(String::as_str), Some("queued"), "{statuses:?}");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order, once: {ids:?}");
+    let mut log = open_with_token(&other, &token, &format!("/api/v1/runs/{run}/logs"), None).await;
+    let mut lines = Vec::new();
+    while let Some(message) = log.next(WAIT).await {
+        if message.event == "line" {
+            lines.push(message.json()["text"].as_str().expect("text").to_owned());
+        }
+    }
+    assert_eq!(lines, stored_log(&ada, &run).await, "nothing durable was lost");
+    assert!(!lines.is_empty());
 }

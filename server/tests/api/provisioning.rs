@@ -22,6 +22,7 @@ use crate::support::{
         docker_available, job_containers, local_cluster, log_text, running_job_containers, wait_for_run,
         wait_until_finished, with_workers,
     },
+    server::ServerProcess,
 };
 
 const CLUSTERS: &str = "/api/v1/orgs/ada/clusters";
@@ -821,44 +822,17 @@ async fn terraforms_own_http_backend_client_locks_writes_reads_and_unlocks() {
     assert_eq!(stale.status(), StatusCode::CONFLICT);
 }
 
-/// The server as a process, for tests that kill it.
-struct Server {
-    child: std::process::Child,
-}
-
-impl Server {
-    fn start(dir: &std::path::Path, database_url: &str, port: u16) -> Self {
-        use std::io::BufRead;
-        let log_path = dir.join(format!("server-{}.log", rand::random::<u32>()));
-        let log = std::fs::File::create(&log_path).expect("log file");
-        let mut child = crate::cli::fleetplane(dir, database_url)
-            .env("FLEETPLANE_LISTEN", format!("127.0.0.1:{port}"))
-            .env("FLEETPLANE_EXECUTOR", "docker")
-            .env("FLEETPLANE_WORKERS", "1")
-            .env("FLEETPLANE_RUN_LEASE_SECS", "6")
-            .env("FLEETPLANE_RUN_NETWORK", "host")
-            .env("DOCKER_HOST", std::env::var("DOCKER_HOST").unwrap_or_default())
-            .arg("serve")
-            .stdout(std::process::Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("start the server");
-        let mut banner = String::new();
-        std::io::BufReader::new(child.stdout.as_mut().expect("stdout")).read_line(&mut banner).expect("banner");
-        assert!(
-            banner.contains("running at"),
-            "the server did not start:\n{}",
-            std::fs::read_to_string(&log_path).unwrap_or_default()
-        );
-        Self { child }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The server as a process, for tests that kill it: Docker runs, one worker, short leases.
+fn start_server(dir: &std::path::Path, database_url: &str, port: u16) -> ServerProcess {
+    let docker_host = std::env::var("DOCKER_HOST").unwrap_or_default();
+    let env = [
+        ("FLEETPLANE_EXECUTOR", "docker"),
+        ("FLEETPLANE_WORKERS", "1"),
+        ("FLEETPLANE_RUN_LEASE_SECS", "6"),
+        ("FLEETPLANE_RUN_NETWORK", "host"),
+        ("DOCKER_HOST", docker_host.as_str()),
+    ];
+    ServerProcess::start(dir, database_url, port, &env)
 }
 
 #[tokio::test]
@@ -867,9 +841,9 @@ async fn a_run_survives_its_server_being_killed_and_leaves_no_orphan() {
     assert!(docker_available(), "FLEETPLANE_TEST_DOCKER is not set: run `cargo xtask test`");
     let dir = tempfile::tempdir().expect("tempdir");
     let database_url = crate::support::fresh_database_url(dir.path()).await;
-    let mut create_user = crate::cli::fleetplane(dir.path(), &database_url);
+    let mut create_user = crate::support::server::fleetplane(dir.path(), &database_url);
     create_user.args(["admin", "create-user", "--email", "ada@example.com", "--username", "ada", "--password-stdin"]);
-    assert!(crate::cli::run_with_stdin(create_user, "a long admin password\n").status.success());
+    assert!(crate::support::server::run_with_stdin(create_user, "a long admin password\n").status.success());
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
     let base: url::Url = format!("http://127.0.0.1:{port}/").parse().expect("url");
     let client = || {
@@ -878,7 +852,7 @@ async fn a_run_survives_its_server_being_killed_and_leaves_no_orphan() {
         Client::from_parts(http, jar, base.clone())
     };
 
-    let mut server = Server::start(dir.path(), &database_url, port);
+    let mut server = start_server(dir.path(), &database_url, port);
     let ada = client();
     ada.sign_in("ada@example.com", "a long admin password").await.expect_status(StatusCode::OK);
     let (cluster, run) = create(&ada, local_cluster("dev", json!({ "step_seconds": 8 }))).await;
@@ -890,7 +864,7 @@ async fn a_run_survives_its_server_being_killed_and_leaves_no_orphan() {
     server.child.kill().expect("kill -9");
     server.child.wait().expect("reap");
     drop(server);
-    let _server = Server::start(dir.path(), &database_url, port);
+    let _server = start_server(dir.path(), &database_url, port);
     let ada = client();
     ada.sign_in("ada@example.com", "a long admin password").await.expect_status(StatusCode::OK);
 

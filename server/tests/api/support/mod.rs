@@ -7,7 +7,9 @@
 
 pub mod clouds;
 pub mod oidc;
+pub mod redis;
 pub mod runs;
+pub mod server;
 pub mod smtp;
 pub mod sse;
 
