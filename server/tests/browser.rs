@@ -516,3 +516,60 @@ async fn sign_in_with_google_set_a_password_and_see_a_refusal_in_a_browser() {
 
     browser.close().await.expect("close the browser");
 }
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver, the built UI and Terraform: run `cargo xtask test`"]
+async fn a_run_streams_live_the_badge_turns_ready_and_the_bell_counts_in_a_browser() {
+    use fleetplane::config::ExecutorChoice;
+    use support::runs::{local_cluster, with_workers};
+
+    let site = std::env::var_os("FLEETPLANE_TEST_SITE_DIR")
+        .map(PathBuf::from)
+        .expect("FLEETPLANE_TEST_SITE_DIR: run `cargo xtask test`");
+    let app = TestApp::spawn_with(|config| {
+        config.site_dir = site;
+        with_workers(config, ExecutorChoice::Process, 1);
+    })
+    .await;
+    let ada = app.user("ada").await;
+    let (_driver, browser) = Driver::start().await;
+    let base = app.base.as_str().trim_end_matches('/');
+    sign_in_with_the_form(&browser, base, "ada@example.com").await;
+    assert!(browser.find(Locator::Css("[data-test=bell-count]")).await.is_err(), "nothing unread yet");
+
+    // A slow simulated apply: its log arrives line by line while the page is open.
+    let created = ada.post("/api/v1/orgs/ada/clusters", local_cluster("live", json!({ "step_seconds": 3 }))).await;
+    let created = created.json();
+    let run = created["run"]["id"].as_str().expect("run").to_owned();
+    browser.goto(&format!("{base}/runs/{run}")).await.expect("open the run");
+    hydrated(&browser).await;
+    wait_long(&browser, "[data-test=log-line]", 60).await;
+    let status = ada.get(&format!("/api/v1/runs/{run}")).await.json()["status"].clone();
+    assert!(
+        !matches!(status.as_str(), Some("succeeded" | "failed")),
+        "lines showed while the run was still going ({status})"
+    );
+    screenshot(&browser, "run-log-live").await;
+
+    // The clusters list: the badge turns ready by itself, and the bell counts the run's success.
+    browser.goto(&format!("{base}/orgs/ada/clusters")).await.expect("open clusters");
+    hydrated(&browser).await;
+    wait_long(&browser, "[data-test=cluster-row][data-status=ready]", 120).await;
+    eventually("the bell to count one", || async {
+        browser.find(Locator::Css("[data-test=bell-count]")).await.is_ok()
+            && text_of(&browser, "[data-test=bell-count]").await == "1"
+    })
+    .await;
+    find(&browser, "[data-test=toast]").await;
+    screenshot(&browser, "bell-and-toast").await;
+
+    // Open the bell, read the notification: the count goes away, here and in the API.
+    find(&browser, "[data-test=bell] summary").await.click().await.expect("open the bell");
+    let item = text_of(&browser, "[data-test=bell-item]").await;
+    assert!(item.contains("succeeded"), "{item}");
+    find(&browser, "[data-test=bell-mark-read]").await.click().await.expect("mark read");
+    eventually("the count to go", || async { browser.find(Locator::Css("[data-test=bell-count]")).await.is_err() })
+        .await;
+    assert_eq!(ada.get("/api/v1/notifications/unread-count").await.json()["count"], 0);
+    browser.close().await.expect("close the browser");
+}

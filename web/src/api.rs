@@ -1069,19 +1069,6 @@ pub struct LogChunk {
     pub at: String,
 }
 
-/// `GET /api/v1/runs/{id}/logs`: the chunks after a sequence number.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct LogPage {
-    #[serde(default)]
-    pub chunks: Vec<LogChunk>,
-    /// Where the next request starts (`?after=`).
-    #[serde(default)]
-    pub next_after: Option<u64>,
-    /// The run is over and every chunk has been sent.
-    #[serde(default)]
-    pub complete: bool,
-}
-
 /// A cluster just created, with the run that provisions it.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct CreatedCluster {
@@ -1159,6 +1146,51 @@ pub async fn change_username(username: &str) -> ApiResult<User> {
 pub async fn change_password(current_password: &str, new_password: &str) -> ApiResult<()> {
     let body = json!({ "current_password": current_password, "new_password": new_password });
     call_empty(Method::Put, "/api/v1/me/password", Some(body)).await
+}
+
+/// A notification, as its recipient sees it.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct Notification {
+    pub id: String,
+    pub kind: String,
+    pub title: String,
+    #[serde(default)]
+    pub body: String,
+    #[serde(default)]
+    pub link: Option<String>,
+    #[serde(default)]
+    pub read: bool,
+    pub created_at: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct NotificationPage {
+    pub items: Vec<Notification>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct Count {
+    pub count: u64,
+}
+
+pub async fn list_notifications(limit: u32) -> ApiResult<NotificationPage> {
+    call(Method::Get, &format!("/api/v1/notifications?limit={limit}"), None).await
+}
+
+pub async fn unread_notifications() -> ApiResult<Count> {
+    call(Method::Get, "/api/v1/notifications/unread-count", None).await
+}
+
+pub async fn mark_notification_read(id: &str) -> ApiResult<Notification> {
+    call(Method::Post, &format!("/api/v1/notifications/{}/read", encode(id)), None).await
+}
+
+pub async fn mark_all_notifications_read() -> ApiResult<Count> {
+    call(Method::Post, "/api/v1/notifications/read-all", None).await
+}
+
+pub async fn delete_notification(id: &str) -> ApiResult<()> {
+    call_empty(Method::Delete, &format!("/api/v1/notifications/{}", encode(id)), None).await
 }
 
 pub async fn list_identities() -> ApiResult<Vec<LinkedIdentity>> {
@@ -1381,18 +1413,6 @@ pub async fn cancel_run(id: &str) -> ApiResult<()> {
 /// Queues the run again as a new run, and returns that one.
 pub async fn retry_run(id: &str) -> ApiResult<Run> {
     call(Method::Post, &run_path(id, "/retry"), None).await
-}
-
-/// The most log chunks one request asks for.
-pub const LOG_PAGE_SIZE: usize = 500;
-
-/// The run's log chunks after sequence number `after` (from the start for `None`).
-pub async fn run_logs(id: &str, after: Option<u64>) -> ApiResult<LogPage> {
-    let mut path = run_path(id, &format!("/logs?limit={LOG_PAGE_SIZE}"));
-    if let Some(after) = after {
-        path.push_str(&format!("&after={after}"));
-    }
-    call(Method::Get, &path, None).await
 }
 
 fn run_path(id: &str, rest: &str) -> String {
@@ -1701,15 +1721,15 @@ mod tests {
         assert_eq!(state.latest().map(|version| version.serial), Some(7));
         assert_eq!(state.lock.and_then(|lock| lock.run_id).as_deref(), Some("r2"));
 
-        let page: LogPage = serde_json::from_str(
-            r#"{"chunks":[{"seq":1,"stream":"stdout","text":"Initializing…\n","at":"t"},
-                          {"seq":2,"stream":"stderr","text":"Error: boom","at":"t"},
-                          {"seq":3,"stream":"system","text":"Retrying","at":"t"}],
-                "next_after":3,"complete":false}"#,
-        )
-        .expect("log page parses");
-        let streams: Vec<LogStream> = page.chunks.iter().map(|chunk| chunk.stream).collect();
+        // Log lines as the live stream's `line` events carry them.
+        let lines = [
+            r#"{"seq":1,"stream":"stdout","text":"Initializing…\n","at":"t"}"#,
+            r#"{"seq":2,"stream":"stderr","text":"Error: boom","at":"t"}"#,
+            r#"{"seq":3,"stream":"system","text":"Retrying","at":"t"}"#,
+        ];
+        let chunks: Vec<LogChunk> = lines.iter().map(|line| serde_json::from_str(line).expect("line parses")).collect();
+        let streams: Vec<LogStream> = chunks.iter().map(|chunk| chunk.stream).collect();
         assert_eq!(streams, [LogStream::Stdout, LogStream::Stderr, LogStream::System]);
-        assert_eq!(page.next_after, Some(3));
+        assert_eq!(chunks[2].seq, 3);
     }
 }

@@ -5,7 +5,7 @@ use leptos_meta::{Title, provide_meta_context};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::path;
 
-use crate::components::{Hydrated, TopBar};
+use crate::components::{Hydrated, Toast, TopBar};
 use crate::context::use_ui_context;
 use crate::pages;
 
@@ -48,9 +48,13 @@ const FAVICON: &str = "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/s
 pub fn App() -> impl IntoView {
     provide_meta_context();
     let ui = use_ui_context();
+    let signed_in = ui.viewer.is_some();
     provide_context(ui);
     let hydrated = Hydrated::track();
     provide_context(hydrated);
+    if signed_in {
+        crate::live::provide_live();
+    }
 
     view! {
         <Title formatter=|page: String| {
@@ -78,6 +82,7 @@ pub fn App() -> impl IntoView {
                         <Route path=path!("/dev/outbox") view=pages::OutboxPage/>
                     </Routes>
                 </main>
+                <Toast/>
             </div>
         </Router>
     }

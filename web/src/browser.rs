@@ -154,3 +154,43 @@ impl ChosenFile {
         None
     }
 }
+
+/// Listens to the Server-Sent Events stream at `url` (same origin, so the session cookie goes
+/// along) until the component that called this is gone or `on_event` returns `false`.
+/// `on_event` gets each event of the `kinds` asked for, with its data. The browser's
+/// EventSource reconnects by itself after a network drop and sends `Last-Event-ID`, so the
+/// stream resumes where it stopped.
+pub fn listen(url: &str, kinds: &'static [&'static str], on_event: impl Fn(&str, String) -> bool + 'static) {
+    #[cfg(feature = "hydrate")]
+    {
+        use std::rc::Rc;
+
+        use leptos::prelude::{LocalStorage, StoredValue, UpdateValue, on_cleanup};
+        use wasm_bindgen::{JsCast, closure::Closure};
+
+        let Ok(source) = web_sys::EventSource::new(url) else { return };
+        let on_event = Rc::new(on_event);
+        let mut listeners = Vec::with_capacity(kinds.len());
+        for &kind in kinds {
+            let (on_event, stream) = (Rc::clone(&on_event), source.clone());
+            let listener = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
+                if !on_event(kind, event.data().as_string().unwrap_or_default()) {
+                    stream.close();
+                }
+            });
+            let _ = source.add_event_listener_with_callback(kind, listener.as_ref().unchecked_ref());
+            listeners.push(listener);
+        }
+        // The listeners live as long as the stream: both go when the component does.
+        let stream = StoredValue::<_, LocalStorage>::new_local(Some((source, listeners)));
+        on_cleanup(move || {
+            stream.update_value(|stream| {
+                if let Some((source, _listeners)) = stream.take() {
+                    source.close();
+                }
+            });
+        });
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (url, kinds, on_event);
+}

@@ -11,6 +11,7 @@ mod browser;
 mod components;
 mod context;
 mod format;
+mod live;
 mod pages;
 
 pub use app::App;

@@ -62,6 +62,7 @@ pub fn TopBar() -> impl IntoView {
                 <nav class="nav" aria-label="Main">
                     <ul class="nav-list">{items}</ul>
                 </nav>
+                <super::NotificationBell/>
                 <UserMenu viewer=viewer/>
             }
             .into_any()

@@ -7,6 +7,7 @@ mod form;
 mod google;
 mod guard;
 mod layout;
+mod notifications;
 
 pub use alert::{Alert, AlertKind};
 pub use confirm::ConfirmButton;
@@ -20,3 +21,4 @@ pub use form::{
 pub use google::{GoogleButton, GoogleError, OrDivider};
 pub use guard::{RequireGuest, RequireViewer};
 pub use layout::{AuthCard, Card, PageHeader, TopBar, sign_out};
+pub use notifications::{NotificationBell, Toast};

@@ -114,6 +114,8 @@ fn ClusterView(org: String, id: String) -> impl IntoView {
         state.kick.track();
         browser::poll(move || state.refresh());
     });
+    // A status change anywhere in the organization: look again now.
+    crate::live::on_change(move || state.kick.update(|n| *n += 1));
     let loaded = Memo::new(move |_| state.cluster.with(Option::is_some));
     move || {
         if loaded.get() {

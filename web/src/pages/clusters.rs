@@ -20,11 +20,12 @@ use crate::format::{self, encode};
 use crate::pages::cluster_form::ClusterForm;
 use crate::pages::org::use_org_name;
 
-/// How often a list (or a cluster) with something in progress is asked for again.
-pub const BUSY_REFRESH: Duration = Duration::from_secs(3);
+/// How often a list (or a cluster) with something in progress is asked for again. Status
+/// changes arrive at once on the live stream; this covers a stream that is reconnecting.
+pub const BUSY_REFRESH: Duration = Duration::from_secs(10);
 
-/// How often it is asked for again when nothing is happening (someone else may start a run).
-pub const IDLE_REFRESH: Duration = Duration::from_secs(15);
+/// How often it is asked for again when nothing is happening.
+pub const IDLE_REFRESH: Duration = Duration::from_secs(30);
 
 #[component]
 pub fn ClustersPage() -> impl IntoView {
@@ -131,7 +132,10 @@ fn Clusters(org: Org) -> impl IntoView {
     let org_name = StoredValue::new(org.name.clone());
     let clusters = RwSignal::new(None::<Vec<Cluster>>);
     let error = RwSignal::new(None::<ApiError>);
+    let kick = RwSignal::new(0u32);
+    crate::live::on_change(move || kick.update(|n| *n += 1));
     Effect::new(move |_| {
+        kick.track();
         browser::poll(move || async move {
             let result = api::list_clusters(&org_name.try_get_value()?).await;
             match result {

@@ -1,8 +1,11 @@
 //! One run: where it stands and why, its plan, its outputs, and its log as it is written.
 //!
-//! The page asks the API again every two seconds until the run is over, fetching only the log
-//! chunks it has not seen (`?after=<last seq>`). Operators and above can cancel a run that is
-//! not over; admins and owners approve plans that wait for them and retry failed runs.
+//! The log streams live (Server-Sent Events): lines as Terraform prints them, then an `end`
+//! event; after a network drop the browser reconnects and the stream resumes after the last
+//! line it delivered. The run itself is fetched again whenever the live event stream says it
+//! changed (and every 10 s while it is not over, in case that stream is reconnecting).
+//! Operators and above can cancel a run that is not over; admins and owners approve plans that
+//! wait for them and retry failed runs.
 
 use std::time::Duration;
 
@@ -20,11 +23,8 @@ use crate::components::{
 };
 use crate::format::{self, Mention, encode};
 
-/// How often the page asks again while the run is not over.
-const REFRESH: Duration = Duration::from_secs(2);
-
-/// The most pages of log one refresh fetches, so that a long log arrives in steps.
-const LOG_PAGES_PER_REFRESH: usize = 10;
+/// How often the page asks again while the run is not over (status changes also arrive live).
+const REFRESH: Duration = Duration::from_secs(10);
 
 #[component]
 pub fn RunPage() -> impl IntoView {
@@ -49,10 +49,7 @@ struct RunState {
     /// The viewer's role in the run's organization, once known.
     role: RwSignal<Option<Role>>,
     log: RwSignal<Vec<LogChunk>>,
-    /// Where the next log request starts.
-    after: StoredValue<Option<u64>>,
     log_complete: RwSignal<bool>,
-    log_error: RwSignal<Option<ApiError>>,
 }
 
 impl RunState {
@@ -63,18 +60,16 @@ impl RunState {
             error: RwSignal::new(None),
             role: RwSignal::new(None),
             log: RwSignal::new(Vec::new()),
-            after: StoredValue::new(None),
             log_complete: RwSignal::new(false),
-            log_error: RwSignal::new(None),
         }
     }
 
-    /// Adds the chunks the page has not seen yet, in order. Two refreshes may overlap (a button
-    /// asks for one), so a chunk may arrive twice.
-    fn append(self, chunks: Vec<LogChunk>) {
+    /// Adds a line the page has not shown yet.
+    fn append(self, chunk: LogChunk) {
         self.log.try_update(|log| {
-            let last = log.last().map(|chunk| chunk.seq);
-            log.extend(chunks.into_iter().filter(|chunk| last.is_none_or(|last| chunk.seq > last)));
+            if log.last().is_none_or(|last| chunk.seq > last.seq) {
+                log.push(chunk);
+            }
         });
     }
 
@@ -101,48 +96,32 @@ impl RunState {
         Some(result)
     }
 
-    /// Fetches the log chunks written since the last request. True when there were none.
-    async fn load_log(self) -> Option<bool> {
-        let id = self.id.try_get_value()?;
-        let mut nothing_new = true;
-        for _ in 0..LOG_PAGES_PER_REFRESH {
-            let after = self.after.try_get_value()?;
-            match api::run_logs(&id, after).await {
-                Ok(page) => {
-                    let full = page.chunks.len() >= api::LOG_PAGE_SIZE;
-                    nothing_new &= page.chunks.is_empty();
-                    self.append(page.chunks);
-                    self.after.try_set_value(page.next_after.or(after));
-                    self.log_error.try_set(None);
-                    if page.complete {
-                        self.log_complete.try_set(true);
-                        break;
-                    }
-                    if !full {
-                        break;
-                    }
-                }
-                Err(error) => {
-                    self.log_error.try_set(Some(error));
-                    break;
-                }
-            }
-        }
-        Some(nothing_new)
-    }
-
     /// One refresh; the delay until the next, or `None` when there is nothing left to wait for.
     async fn refresh(self) -> Option<Duration> {
-        let run = match self.load_run().await? {
-            Ok(run) => run,
+        match self.load_run().await? {
+            Ok(run) => (!run.status.is_terminal()).then_some(REFRESH),
             // Signed out, gone, or not ours: asking again will not help.
-            Err(error) if matches!(error.status, 401 | 403 | 404) => return None,
-            Err(_) => return Some(REFRESH * 3),
-        };
-        let nothing_new = self.load_log().await?;
-        // A finished run's log is complete once the server says so, or once it stops growing.
-        let done = run.status.is_terminal() && (self.log_complete.try_get_untracked()? || nothing_new);
-        (!done).then_some(REFRESH)
+            Err(error) if matches!(error.status, 401 | 403 | 404) => None,
+            Err(_) => Some(REFRESH),
+        }
+    }
+
+    /// Streams the log: every line from the first, then `end`.
+    fn stream_log(self) {
+        let Some(id) = self.id.try_get_value() else { return };
+        browser::listen(&format!("/api/v1/runs/{}/logs", encode(&id)), &["line", "end"], move |kind, data| {
+            if kind == "end" {
+                self.log_complete.try_set(true);
+                leptos::task::spawn_local(async move {
+                    self.load_run().await;
+                });
+                return false;
+            }
+            if let Ok(chunk) = serde_json::from_str::<LogChunk>(&data) {
+                self.append(chunk);
+            }
+            true
+        });
     }
 }
 
@@ -150,6 +129,12 @@ impl RunState {
 fn RunView(id: String) -> impl IntoView {
     let state = RunState::new(id);
     Effect::new(move |_| browser::poll(move || state.refresh()));
+    Effect::new(move |_| state.stream_log());
+    crate::live::on_change(move || {
+        leptos::task::spawn_local(async move {
+            state.load_run().await;
+        })
+    });
 
     let loaded = Memo::new(move |_| state.run.with(Option::is_some));
     move || {
@@ -712,7 +697,6 @@ fn RunLog(state: RunState) -> impl IntoView {
             </label>
             {move || running().then(|| view! { <span class="log-live small muted"><span class="live-dot" aria-hidden="true"></span>"Live"</span> })}
         </div>
-        {move || state.log_error.get().map(|error| view! { <Alert kind=AlertKind::Warning>{format!("Could not load more of the log: {}", error.message())}</Alert> })}
         <div
             class="log"
             data-test="run-log"
@@ -800,8 +784,9 @@ mod tests {
                 text: format!("line {seq}"),
                 at: String::new(),
             };
-            state.append(vec![chunk(1), chunk(2)]);
-            state.append(vec![chunk(2), chunk(3)]);
+            for seq in [1, 2, 2, 3, 1] {
+                state.append(chunk(seq));
+            }
             let seqs: Vec<u64> = state.log.get_untracked().iter().map(|chunk| chunk.seq).collect();
             assert_eq!(seqs, [1, 2, 3]);
         });
