@@ -39,8 +39,15 @@ const FALLBACK_POLL: Duration = Duration::from_secs(1);
 /// Rows read per query.
 const PAGE: u64 = 500;
 
+/// An event as the fan-out hands it to every stream: the payload is serialised once, not once
+/// per stream.
+struct Fanned {
+    event: events::Model,
+    data: String,
+}
+
 pub struct Live {
-    events: broadcast::Sender<Arc<events::Model>>,
+    events: broadcast::Sender<Arc<Fanned>>,
     open: Mutex<HashMap<Uuid, usize>>,
     max_per_user: usize,
 }
@@ -111,7 +118,8 @@ pub async fn fan_out(state: AppState, stop: CancellationToken) {
                     let full = batch.len() as u64 == PAGE;
                     for event in batch {
                         cursor = event.id;
-                        let _ = state.live.events.send(Arc::new(event));
+                        let data = event.payload.to_string();
+                        let _ = state.live.events.send(Arc::new(Fanned { event, data }));
                     }
                     if !full {
                         break;
@@ -153,8 +161,8 @@ async fn org_ids(state: &AppState, user: Uuid) -> Result<Vec<Uuid>, DbErr> {
         .collect())
 }
 
-fn sse(event: &events::Model) -> SseEvent {
-    SseEvent::default().id(event.id.to_string()).event(&event.kind).data(event.payload.to_string())
+fn sse(event: &events::Model, data: &str) -> SseEvent {
+    SseEvent::default().id(event.id.to_string()).event(&event.kind).data(data)
 }
 
 fn failed(id: i64, what: &str, e: &DbErr) -> SseEvent {
@@ -197,7 +205,7 @@ struct EventStream {
     last: i64,
     caught_up: bool,
     backlog: VecDeque<events::Model>,
-    live: broadcast::Receiver<Arc<events::Model>>,
+    live: broadcast::Receiver<Arc<Fanned>>,
     done: bool,
 }
 
@@ -206,10 +214,18 @@ impl EventStream {
         event.user_id == Some(self.user) || event.org_id.is_some_and(|org| self.orgs.contains(&org))
     }
 
-    /// A change of the user's memberships changes which organizations' events they see.
+    /// A change of the user's memberships changes which organizations' events they see. The
+    /// event says which and how; an event that does not is answered by reading them again.
     async fn note(&mut self, event: &events::Model) -> Result<(), DbErr> {
-        if event.user_id == Some(self.user) && event.kind == "membership" {
-            self.orgs = org_ids(&self.state, self.user).await?;
+        if event.user_id != Some(self.user) || event.kind != "membership" {
+            return Ok(());
+        }
+        let org = event.payload["org_id"].as_str().and_then(|id| id.parse::<Uuid>().ok());
+        match (org, event.payload["member"].as_bool()) {
+            (Some(org), Some(true)) if !self.orgs.contains(&org) => self.orgs.push(org),
+            (Some(_), Some(true)) => {}
+            (Some(org), Some(false)) => self.orgs.retain(|known| *known != org),
+            _ => self.orgs = Box::pin(org_ids(&self.state, self.user)).await?,
         }
         Ok(())
     }
@@ -221,14 +237,17 @@ impl EventStream {
         loop {
             if let Some(event) = self.backlog.pop_front() {
                 self.last = event.id;
-                if let Err(e) = self.note(&event).await {
+                if let Err(e) = Box::pin(self.note(&event)).await {
                     self.done = true;
                     return Some(failed(self.last, "cannot reload memberships", &e));
                 }
-                return Some(sse(&event));
+                return Some(sse(&event, &event.payload.to_string()));
             }
             if !self.caught_up {
-                match event_log::visible_after(&self.state.db, self.user, &self.orgs, self.last, PAGE).await {
+                // Boxed, so that an idle stream's state (waiting on the broadcast) stays small:
+                // a database query's future is large, and only this path needs one.
+                let page = Box::pin(event_log::visible_after(&self.state.db, self.user, &self.orgs, self.last, PAGE));
+                match page.await {
                     Ok(page) => {
                         self.caught_up = (page.len() as u64) < PAGE;
                         self.backlog.extend(page);
@@ -241,17 +260,17 @@ impl EventStream {
                 }
             }
             match self.live.recv().await {
-                Ok(event) if event.id <= self.last => {}
-                Ok(event) => {
-                    if !self.visible(&event) {
+                Ok(fanned) if fanned.event.id <= self.last => {}
+                Ok(fanned) => {
+                    if !self.visible(&fanned.event) {
                         continue;
                     }
-                    self.last = event.id;
-                    if let Err(e) = self.note(&event).await {
+                    self.last = fanned.event.id;
+                    if let Err(e) = Box::pin(self.note(&fanned.event)).await {
                         self.done = true;
                         return Some(failed(self.last, "cannot reload memberships", &e));
                     }
-                    return Some(sse(&event));
+                    return Some(sse(&fanned.event, &fanned.data));
                 }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::info!(user = %self.user, missed, "an event stream fell behind; telling it to resync");

@@ -182,7 +182,7 @@ pub async fn add_member(
         .details(json!({ "role": role }))
         .record(&txn)
         .await?;
-    membership_changed(&txn, actor, user.id).await?;
+    membership_changed(&txn, actor, user.id, true).await?;
     crate::notifications::create(
         &txn,
         crate::notifications::NewNotification {
@@ -206,8 +206,9 @@ async fn membership_changed<R: MinRole>(
     conn: &impl ConnectionTrait,
     actor: &OrgMember<R>,
     user: Uuid,
+    member: bool,
 ) -> Result<(), DbErr> {
-    let payload = json!({ "org": actor.org.name });
+    let payload = json!({ "org": actor.org.name, "org_id": actor.org.id, "member": member });
     crate::events::record(conn, crate::events::Audience::User(user), "membership", payload).await?;
     Ok(())
 }
@@ -259,7 +260,7 @@ pub async fn change_role(
         .details(json!({ "from": current, "to": role }))
         .record(&txn)
         .await?;
-    membership_changed(&txn, actor, user.id).await?;
+    membership_changed(&txn, actor, user.id, true).await?;
     txn.commit().await?;
     state.events_written();
     Ok(Member { user, role, joined_at })
@@ -298,7 +299,7 @@ pub async fn remove_member<R: MinRole>(
         .details(json!({ "role": role }))
         .record(&txn)
         .await?;
-    membership_changed(&txn, actor, user_id).await?;
+    membership_changed(&txn, actor, user_id, false).await?;
     txn.commit().await?;
     state.events_written();
     Ok(())

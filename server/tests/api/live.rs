@@ -148,6 +148,28 @@ async fn status_changes_reach_members_and_viewers_do_not_get_approval_notificati
         vera_list["items"].as_array().expect("items").iter().all(|n| n["kind"] != "approval_needed"),
         "{vera_list}"
     );
+
+    // Once removed, vera's open stream no longer carries the organization's changes.
+    let members = ada.get("/api/v1/orgs/ada/members").await.json();
+    let vera_id =
+        members.as_array().expect("members").iter().find(|m| m["username"] == "vera").expect("vera")["user_id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+    ada.delete(&format!("/api/v1/orgs/ada/members/{vera_id}")).await.expect_status(StatusCode::NO_CONTENT);
+    let removed = vera_events.next(WAIT).await.expect("removal");
+    assert_eq!((removed.event.as_str(), removed.json()["member"].as_bool()), ("membership", Some(false)));
+    ada.post(&format!("/api/v1/runs/{run}/cancel"), json!({})).await.expect_status(StatusCode::OK);
+    ada.post("/api/v1/orgs", json!({ "name": "two", "display_name": "Two" })).await.expect_status(StatusCode::CREATED);
+    ada.post("/api/v1/orgs/two/members", json!({ "email": "vera@example.com", "role": "viewer" }))
+        .await
+        .expect_status(StatusCode::CREATED);
+    let next = vera_events.next(WAIT).await.expect("the next event for vera");
+    assert_eq!(
+        (next.event.as_str(), next.json()["org"].as_str()),
+        ("membership", Some("two")),
+        "the canceled run of an organization vera left is not on her stream"
+    );
 }
 
 #[tokio::test]
