@@ -497,8 +497,8 @@ impl Config {
         if let Some(text) = env("FLEETPLANE_SSE_HEARTBEAT_SECS") {
             live.heartbeat_secs = parse_number("FLEETPLANE_SSE_HEARTBEAT_SECS", &text)?;
         }
-        if !(1..=1000).contains(&live.max_streams_per_user) {
-            return Err(invalid("FLEETPLANE_SSE_MAX_STREAMS_PER_USER", "must be between 1 and 1000"));
+        if !(1..=100_000).contains(&live.max_streams_per_user) {
+            return Err(invalid("FLEETPLANE_SSE_MAX_STREAMS_PER_USER", "must be between 1 and 100000"));
         }
         if !(1..=300).contains(&live.heartbeat_secs) {
             return Err(invalid("FLEETPLANE_SSE_HEARTBEAT_SECS", "must be between 1 and 300"));

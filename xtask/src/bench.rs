@@ -39,6 +39,8 @@ struct Options {
     claim_runs: u32,
     cycle_runs: u32,
     docker_clusters: u32,
+    live: bool,
+    streams: u32,
 }
 
 impl Options {
@@ -48,6 +50,8 @@ impl Options {
             postgres: true,
             auth: true,
             queue: true,
+            live: true,
+            streams: 10_000,
             claim_runs: 1000,
             cycle_runs: 2000,
             docker_clusters: 8,
@@ -62,15 +66,18 @@ impl Options {
                 "--claim-runs" => options.claim_runs = number()?,
                 "--cycle-runs" => options.cycle_runs = number()?,
                 "--docker-clusters" => options.docker_clusters = number()?,
+                "--streams" => options.streams = number()?,
                 "--sqlite-only" => options.postgres = false,
-                "--only" => match args.next().map(String::as_str) {
-                    Some("auth") => options.queue = false,
-                    Some("queue") => options.auth = false,
-                    _ => bail!("--only takes `auth` or `queue`"),
-                },
+                "--only" => {
+                    let only = args.next().map(String::as_str);
+                    ensure!(matches!(only, Some("auth" | "queue" | "live")), "--only takes `auth`, `queue` or `live`");
+                    options.auth = only == Some("auth");
+                    options.queue = only == Some("queue");
+                    options.live = only == Some("live");
+                }
                 other => bail!(
-                    "bench: unexpected argument `{other}` (options: --only auth|queue, --sqlite-only, --seconds N, \
-                     --claim-runs N, --cycle-runs N, --docker-clusters N)"
+                    "bench: unexpected argument `{other}` (options: --only auth|queue|live, --sqlite-only, --seconds N, \
+                     --claim-runs N, --cycle-runs N, --docker-clusters N, --streams N)"
                 ),
             }
         }
@@ -105,6 +112,89 @@ pub fn run(args: &[String]) -> Result<()> {
     if options.queue {
         queue(&options, &root)?;
     }
+    if options.live {
+        live(&options, &root)?;
+    }
+    Ok(())
+}
+
+/// Targets for the live streams.
+const STREAM_BYTES: f64 = 16.0 * 1024.0;
+const BROADCAST_P99_MS: f64 = 100.0;
+
+fn live(options: &Options, root: &Path) -> Result<()> {
+    ensure_packages(&["redis-server"])?;
+    eprintln!("==> Live streams: {} event streams", options.streams);
+    let output = Command::new(ui::cargo())
+        .current_dir(root)
+        .args(["bench", "--package", "fleetplane", "--bench", "live", "--"])
+        .args(["--streams", &options.streams.to_string(), "--broadcasts", "20"])
+        .args(["--redis-server", "/usr/bin/redis-server"])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running the live-stream benchmark")?;
+    ensure!(output.status.success(), "the live-stream benchmark failed");
+    let results: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).with_context(|| format!("reading `{line}`")))
+        .collect::<Result<_>>()?;
+
+    let Machine { cpu, cores, memory_gib, date } = machine()?;
+    let mut out = String::new();
+    writeln!(out, "## Live streams (SSE)\n")?;
+    writeln!(
+        out,
+        "- Command: `cargo xtask bench --only live` (release build of `server/benches/live.rs`; {} streams)",
+        options.streams
+    )?;
+    writeln!(
+        out,
+        "- Machine: {cpu}, {cores} cores, {memory_gib:.0} GiB RAM; the server is the `fleetplane` binary on \
+         SQLite, the load generator a separate process beside it on loopback"
+    )?;
+    writeln!(out, "- Date: {date}\n")?;
+    for result in results.iter().filter(|r| r["bench"] == "memory") {
+        let bytes = result["bytes_per_stream"].as_f64().unwrap_or(f64::NAN);
+        writeln!(out, "### Memory per open event stream\n")?;
+        writeln!(out, "| streams | server RSS before | after | per stream | target | met |")?;
+        writeln!(out, "|---:|---:|---:|---:|---|---|")?;
+        writeln!(
+            out,
+            "| {} | {:.1} MiB | {:.1} MiB | {:.1} KiB | ≤ 16 KiB | {} |\n",
+            result["streams"],
+            result["rss_before_kib"].as_f64().unwrap_or(f64::NAN) / 1024.0,
+            result["rss_after_kib"].as_f64().unwrap_or(f64::NAN) / 1024.0,
+            bytes / 1024.0,
+            if bytes <= STREAM_BYTES { "yes" } else { "**no**" }
+        )?;
+    }
+    writeln!(out, "### One event to every stream\n")?;
+    writeln!(
+        out,
+        "The streams' user marks a notification read: one `notification_read` event that each of their \
+         streams must get. From sending that request to each stream receiving the event; 20 broadcasts, so \
+         streams × 20 samples. With Redis: two servers on one database and one Redis, the request to the \
+         first, the streams on the second.\n"
+    )?;
+    writeln!(out, "| path | streams | samples | p50 | p99 | max | target | met |")?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|---|---|")?;
+    for result in results.iter().filter(|r| r["bench"] != "memory") {
+        let p99 = result["p99_ms"].as_f64().unwrap_or(f64::NAN);
+        let path = if result["bench"] == "broadcast-redis" { "two servers, Redis" } else { "one server" };
+        writeln!(
+            out,
+            "| {path} | {} | {} | {:.1} ms | {p99:.1} ms | {:.1} ms | p99 ≤ 100 ms | {} |",
+            result["streams"],
+            result["samples"],
+            result["p50_ms"].as_f64().unwrap_or(f64::NAN),
+            result["max_ms"].as_f64().unwrap_or(f64::NAN),
+            if p99 <= BROADCAST_P99_MS { "yes" } else { "**no**" }
+        )?;
+    }
+    println!("{out}");
+    write_section(&root.join("BENCHMARKS.md"), "live", &out)?;
+    eprintln!("Results written to BENCHMARKS.md");
     Ok(())
 }
 

@@ -1,0 +1,379 @@
+//! Live-stream benchmarks. `cargo xtask bench --only live` runs this and writes the figures into
+//! BENCHMARKS.md; by hand:
+//!
+//! ```text
+//! cargo bench -p fleetplane --bench live -- --streams 10000 --broadcasts 20 [--redis-server /usr/bin/redis-server]
+//! ```
+//!
+//! The server is the real `fleetplane serve` binary in its own process (so that its memory can
+//! be read from `/proc`), on SQLite; this program is the load generator beside it, on loopback.
+//!
+//! - `memory`: the server's resident memory before and after `--streams` event streams
+//!   (`GET /api/v1/events`, each its own connection) are open and idle, per stream.
+//! - `broadcast`: one event every stream must get: the streams' user marks a notification read
+//!   (one `notification_read` event on each of their streams). From sending that request to
+//!   each stream receiving the event; `--broadcasts` times, so streams × broadcasts samples.
+//! - `broadcast-redis` (with `--redis-server`): the same with two servers sharing the database
+//!   and a Redis: the request goes to the first, the streams are on the second.
+//!
+//! Each result is printed as one JSON object per line on standard output.
+
+use std::{
+    io::BufRead,
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+const BIN: &str = env!("CARGO_BIN_EXE_fleetplane");
+const PASSWORD: &str = "a long benchmark password";
+
+struct Options {
+    streams: usize,
+    broadcasts: usize,
+    redis_server: Option<String>,
+}
+
+impl Options {
+    fn parse() -> Result<Self> {
+        let mut options = Self { streams: 10_000, broadcasts: 20, redis_server: None };
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--streams" => options.streams = args.next().context("--streams N")?.parse()?,
+                "--broadcasts" => options.broadcasts = args.next().context("--broadcasts N")?.parse()?,
+                "--redis-server" => options.redis_server = Some(args.next().context("--redis-server PATH")?),
+                // `cargo bench` passes this to every bench target.
+                "--bench" => {}
+                other => bail!("unexpected argument `{other}`"),
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// A child process, killed on drop.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn fleetplane(dir: &Path, database_url: &str) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("FLEETPLANE_DATA_DIR", dir)
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "warn");
+    command
+}
+
+fn create_user(dir: &Path, database_url: &str, name: &str) -> Result<()> {
+    let mut child = fleetplane(dir, database_url)
+        .args(["admin", "create-user", "--email", &format!("{name}@example.com"), "--username", name])
+        .arg("--password-stdin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()?;
+    std::io::Write::write_all(&mut child.stdin.take().context("stdin")?, PASSWORD.as_bytes())?;
+    ensure!(child.wait()?.success(), "creating {name} failed");
+    Ok(())
+}
+
+/// `fleetplane serve` on `port`, returned once it says it is running.
+fn serve(dir: &Path, database_url: &str, port: u16, streams: usize, redis: Option<&str>) -> Result<Process> {
+    let mut command = fleetplane(dir, database_url);
+    command
+        .env("FLEETPLANE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("FLEETPLANE_WORKERS", "0")
+        .env("FLEETPLANE_RATE_LIMITS", "off")
+        .env("FLEETPLANE_SSE_MAX_STREAMS_PER_USER", (streams + 10).to_string())
+        .env("FLEETPLANE_SESSION_SECRET", "bench-session-secret-0123456789abcdefghij");
+    if let Some(url) = redis {
+        command.env("REDIS_URL", url);
+    }
+    let mut child = command.arg("serve").stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
+    let mut banner = String::new();
+    std::io::BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut banner)?;
+    ensure!(banner.contains("running at"), "the server did not start: {banner}");
+    Ok(Process(child))
+}
+
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS")
+}
+
+/// A signed-in client of `base`.
+async fn signed_in(base: &str, name: &str) -> Result<(reqwest::Client, String)> {
+    let client = reqwest::Client::builder().cookie_store(true).build()?;
+    let response = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({ "email": format!("{name}@example.com"), "password": PASSWORD }))
+        .send()
+        .await?;
+    ensure!(response.status().is_success(), "signing in {name}: {}", response.status());
+    let csrf = response
+        .cookies()
+        .find(|cookie| cookie.name() == "fp_csrf")
+        .map(|cookie| cookie.value().to_owned())
+        .context("no CSRF cookie")?;
+    Ok((client, csrf))
+}
+
+async fn post(client: &reqwest::Client, csrf: &str, url: String, body: Value) -> Result<Value> {
+    let response = client.post(&url).header("x-csrf-token", csrf).json(&body).send().await?;
+    ensure!(response.status().is_success(), "POST {url}: {}", response.status());
+    Ok(response.json().await.unwrap_or(Value::Null))
+}
+
+/// When each stream got each notification, and how many streams got each one so far.
+struct Received {
+    at: Vec<std::sync::Mutex<Vec<Instant>>>,
+    per_round: Vec<AtomicUsize>,
+}
+
+type Arrivals = Arc<Received>;
+
+fn arrivals(streams: usize, rounds: usize) -> Arrivals {
+    Arc::new(Received {
+        at: (0..streams).map(|_| std::sync::Mutex::new(Vec::with_capacity(rounds))).collect(),
+        per_round: (0..rounds).map(|_| AtomicUsize::new(0)).collect(),
+    })
+}
+
+/// Opens `count` event streams to `base` with `token`; returns once all are open.
+async fn open_streams(
+    base: &str,
+    token: &str,
+    count: usize,
+    arrivals: Arrivals,
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build()?;
+    let connecting = Arc::new(Semaphore::new(200));
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::with_capacity(count);
+    for index in 0..count {
+        let (client, connecting, open, arrivals) = (client.clone(), connecting.clone(), open.clone(), arrivals.clone());
+        let (url, token) = (format!("{base}/api/v1/events"), token.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let permit = connecting.acquire_owned().await.expect("semaphore");
+            let response = match client.get(&url).bearer_auth(&token).header("accept", "text/event-stream").send().await
+            {
+                Ok(response) if response.status().is_success() => response,
+                Ok(response) => panic!("stream {index}: {}", response.status()),
+                Err(e) => panic!("stream {index}: {e}"),
+            };
+            drop(permit);
+            open.fetch_add(1, Ordering::SeqCst);
+            let mut body = response.bytes_stream();
+            let mut pending = String::new();
+            while let Some(Ok(chunk)) = body.next().await {
+                pending.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = pending.find("\n\n") {
+                    let event: String = pending.drain(..end + 2).collect();
+                    if event.contains("event: notification_read\n") {
+                        let now = Instant::now();
+                        let round = {
+                            let mut at = arrivals.at[index].lock().expect("lock");
+                            at.push(now);
+                            at.len() - 1
+                        };
+                        if let Some(count) = arrivals.per_round.get(round) {
+                            count.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    while open.load(Ordering::SeqCst) < count {
+        ensure!(started.elapsed() < Duration::from_secs(300), "streams did not open within 300 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(tasks)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Gives `bench` `times` unread notifications: `host` adds them to an organization and
+/// removes them again.
+async fn notify(host: &(reqwest::Client, String), base: &str, times: usize) -> Result<()> {
+    let (client, csrf) = host;
+    for _ in 0..times {
+        let member = post(
+            client,
+            csrf,
+            format!("{base}/api/v1/orgs/relay/members"),
+            json!({ "email": "bench@example.com", "role": "viewer" }),
+        )
+        .await?;
+        let id = member["user_id"].as_str().context("the new member's id")?;
+        let removed =
+            client.delete(format!("{base}/api/v1/orgs/relay/members/{id}")).header("x-csrf-token", csrf).send().await?;
+        ensure!(removed.status().is_success(), "removing bench: {}", removed.status());
+    }
+    Ok(())
+}
+
+/// `bench` marks `broadcasts` of their notifications read, one at a time: each is one event
+/// (`notification_read`) that every one of their streams must get. From sending the request to
+/// each stream receiving it, in ms.
+async fn broadcast(
+    reader: &(reqwest::Client, String),
+    base: &str,
+    arrivals: &Arrivals,
+    streams: usize,
+    broadcasts: usize,
+) -> Result<Vec<f64>> {
+    let (client, csrf) = reader;
+    let unread: Value =
+        client.get(format!("{base}/api/v1/notifications?unread=true&limit=100")).send().await?.json().await?;
+    let ids: Vec<String> = unread["items"]
+        .as_array()
+        .context("items")?
+        .iter()
+        .filter_map(|n| n["id"].as_str().map(str::to_owned))
+        .collect();
+    ensure!(ids.len() >= broadcasts, "{} unread notifications, {broadcasts} needed", ids.len());
+    let mut latencies = Vec::with_capacity(streams * broadcasts);
+    for (round, id) in ids.iter().take(broadcasts).enumerate() {
+        let sent = Instant::now();
+        post(client, csrf, format!("{base}/api/v1/notifications/{id}/read"), Value::Null).await?;
+        let started = Instant::now();
+        loop {
+            let done = arrivals.per_round[round].load(Ordering::SeqCst);
+            if done == streams {
+                break;
+            }
+            ensure!(
+                started.elapsed() < Duration::from_secs(60),
+                "broadcast {round}: {done} of {streams} streams got it"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        for got in &arrivals.at {
+            latencies.push(got.lock().expect("lock")[round].duration_since(sent).as_secs_f64() * 1000.0);
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    Ok(latencies)
+}
+
+fn report(name: &str, streams: usize, latencies: &[f64]) {
+    println!(
+        "{}",
+        json!({
+            "bench": name,
+            "streams": streams,
+            "samples": latencies.len(),
+            "p50_ms": percentile(latencies, 0.50),
+            "p99_ms": percentile(latencies, 0.99),
+            "max_ms": latencies.last().copied().unwrap_or(f64::NAN),
+        })
+    );
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let options = Options::parse()?;
+    let dir = tempfile::tempdir()?;
+    let database_url = format!("sqlite://{}?mode=rwc", dir.path().join("fleetplane.db").display());
+    create_user(dir.path(), &database_url, "bench")?;
+    create_user(dir.path(), &database_url, "host")?;
+
+    let port = free_port()?;
+    let server = serve(dir.path(), &database_url, port, options.streams, None)?;
+    let base = format!("http://127.0.0.1:{port}");
+    let (bench_client, bench_csrf) = signed_in(&base, "bench").await?;
+    let token = post(&bench_client, &bench_csrf, format!("{base}/api/v1/me/tokens"), json!({ "name": "bench" }))
+        .await?["token"]
+        .as_str()
+        .context("token")?
+        .to_owned();
+    let host = signed_in(&base, "host").await?;
+    post(&host.0, &host.1, format!("{base}/api/v1/orgs"), json!({ "name": "relay", "display_name": "Relay" })).await?;
+
+    let reader = (bench_client, bench_csrf);
+    notify(&host, &base, 1 + 2 * options.broadcasts).await?;
+
+    // Warm up: one stream, one broadcast, so that one-off allocations are not counted.
+    let warm = arrivals(1, 1);
+    let tasks = open_streams(&base, &token, 1, warm.clone()).await?;
+    broadcast(&reader, &base, &warm, 1, 1).await?;
+    tasks.iter().for_each(tokio::task::JoinHandle::abort);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let before = rss_kib(server.0.id())?;
+    let received = arrivals(options.streams, options.broadcasts);
+    let tasks = open_streams(&base, &token, options.streams, received.clone()).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(server.0.id())?;
+    println!(
+        "{}",
+        json!({
+            "bench": "memory",
+            "streams": options.streams,
+            "rss_before_kib": before,
+            "rss_after_kib": after,
+            "bytes_per_stream": (after.saturating_sub(before) * 1024) as f64 / options.streams as f64,
+        })
+    );
+    let latencies = broadcast(&reader, &base, &received, options.streams, options.broadcasts).await?;
+    report("broadcast", options.streams, &latencies);
+    tasks.iter().for_each(tokio::task::JoinHandle::abort);
+    drop(server);
+
+    if let Some(redis_server) = &options.redis_server {
+        let redis_port = free_port()?;
+        let _redis = Process(
+            Command::new(redis_server)
+                .args(["--bind", "127.0.0.1", "--port", &redis_port.to_string(), "--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .spawn()
+                .context("starting redis-server")?,
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let redis_url = format!("redis://127.0.0.1:{redis_port}");
+        let (port_a, port_b) = (free_port()?, free_port()?);
+        let _a = serve(dir.path(), &database_url, port_a, options.streams, Some(&redis_url))?;
+        let _b = serve(dir.path(), &database_url, port_b, options.streams, Some(&redis_url))?;
+        let (base_a, base_b) = (format!("http://127.0.0.1:{port_a}"), format!("http://127.0.0.1:{port_b}"));
+        let reader = signed_in(&base_a, "bench").await?;
+        let received = arrivals(options.streams, options.broadcasts);
+        let tasks = open_streams(&base_b, &token, options.streams, received.clone()).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let latencies = broadcast(&reader, &base_a, &received, options.streams, options.broadcasts).await?;
+        report("broadcast-redis", options.streams, &latencies);
+        tasks.iter().for_each(tokio::task::JoinHandle::abort);
+    }
+    Ok(())
+}
