@@ -101,17 +101,9 @@ pub fn sign_out(form: FormState) {
     form.run(request, |()| browser::go_to("/login"));
 }
 
-/// The signed-in user's menu: a disclosure (`<details>`), so it works with keyboard and
-/// screen readers without scripts; Escape and a click elsewhere close it.
-#[component]
-fn UserMenu(viewer: Viewer) -> impl IntoView {
-    let menu = NodeRef::<leptos::html::Details>::new();
-    let form = FormState::new();
-    let close = move || {
-        if let Some(details) = menu.get_untracked() {
-            details.set_open(false);
-        }
-    };
+/// Closes the disclosure `menu` when a click lands outside it (for as long as the component
+/// that calls this lives).
+pub fn close_on_click_outside(menu: NodeRef<leptos::html::Details>) {
     let outside_click = window_event_listener(ev::click, move |event| {
         let Some(details) = menu.get_untracked() else {
             return;
@@ -125,6 +117,20 @@ fn UserMenu(viewer: Viewer) -> impl IntoView {
         }
     });
     on_cleanup(move || outside_click.remove());
+}
+
+/// The signed-in user's menu: a disclosure (`<details>`), so it works with keyboard and
+/// screen readers without scripts; Escape and a click elsewhere close it.
+#[component]
+fn UserMenu(viewer: Viewer) -> impl IntoView {
+    let menu = NodeRef::<leptos::html::Details>::new();
+    let form = FormState::new();
+    let close = move || {
+        if let Some(details) = menu.get_untracked() {
+            details.set_open(false);
+        }
+    };
+    close_on_click_outside(menu);
 
     let initial = viewer.username.chars().next().map(|c| c.to_uppercase().to_string()).unwrap_or_default();
     view! {

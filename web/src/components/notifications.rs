@@ -5,7 +5,6 @@
 use std::{future::Future, pin::Pin};
 
 use leptos::prelude::*;
-use leptos::{ev, wasm_bindgen::JsCast};
 
 use super::Time;
 use crate::api::{self, Notification};
@@ -41,17 +40,7 @@ pub fn NotificationBell() -> impl IntoView {
     };
 
     let menu = NodeRef::<leptos::html::Details>::new();
-    let outside_click = window_event_listener(ev::click, move |event| {
-        let Some(details) = menu.get_untracked() else { return };
-        let inside = event
-            .target()
-            .and_then(|target| target.dyn_into::<leptos::web_sys::Node>().ok())
-            .is_some_and(|node| details.contains(Some(&node)));
-        if details.open() && !inside {
-            details.set_open(false);
-        }
-    });
-    on_cleanup(move || outside_click.remove());
+    super::layout::close_on_click_outside(menu);
 
     view! {
         <details class="bell" node_ref=menu data-test="bell">
