@@ -15,6 +15,10 @@
 //!   each stream receiving the event; `--broadcasts` times, so streams × broadcasts samples.
 //! - `broadcast-redis` (with `--redis-server`): the same with two servers sharing the database
 //!   and a Redis: the request goes to the first, the streams are on the second.
+//! - `log-line` (with `--docker N` and `DOCKER_HOST`): N local clusters provisioned one after the
+//!   other by the server's worker with the Docker executor and the local provisioner image,
+//!   each run's log followed over SSE. For every line, from the moment the worker read it off
+//!   the container's output (`at`) to the client receiving it.
 //!
 //! Each result is printed as one JSON object per line on standard output.
 
@@ -41,17 +45,20 @@ struct Options {
     streams: usize,
     broadcasts: usize,
     redis_server: Option<String>,
+    /// Local clusters to provision on Docker for the log-latency measurement (0: skip it).
+    docker_clusters: usize,
 }
 
 impl Options {
     fn parse() -> Result<Self> {
-        let mut options = Self { streams: 10_000, broadcasts: 20, redis_server: None };
+        let mut options = Self { streams: 10_000, broadcasts: 20, redis_server: None, docker_clusters: 0 };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--streams" => options.streams = args.next().context("--streams N")?.parse()?,
                 "--broadcasts" => options.broadcasts = args.next().context("--broadcasts N")?.parse()?,
                 "--redis-server" => options.redis_server = Some(args.next().context("--redis-server PATH")?),
+                "--docker" => options.docker_clusters = args.next().context("--docker N")?.parse()?,
                 // `cargo bench` passes this to every bench target.
                 "--bench" => {}
                 other => bail!("unexpected argument `{other}`"),
@@ -375,5 +382,86 @@ async fn main() -> Result<()> {
         report("broadcast-redis", options.streams, &latencies);
         tasks.iter().for_each(tokio::task::JoinHandle::abort);
     }
+
+    if options.docker_clusters > 0 {
+        let port = free_port()?;
+        let docker_host = std::env::var("DOCKER_HOST").context("--docker needs DOCKER_HOST")?;
+        let mut command = fleetplane(dir.path(), &database_url);
+        command
+            .env("FLEETPLANE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("FLEETPLANE_WORKERS", "1")
+            .env("FLEETPLANE_EXECUTOR", "docker")
+            .env("FLEETPLANE_RUN_NETWORK", "host")
+            .env("FLEETPLANE_RATE_LIMITS", "off")
+            .env("DOCKER_HOST", docker_host);
+        let mut child = command.arg("serve").stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
+        let mut banner = String::new();
+        std::io::BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut banner)?;
+        ensure!(banner.contains("running at"), "the server did not start: {banner}");
+        let _server = Process(child);
+        let base = format!("http://127.0.0.1:{port}");
+        let (client, csrf) = signed_in(&base, "bench").await?;
+        let mut latencies = Vec::new();
+        for n in 0..options.docker_clusters {
+            let body = json!({
+                "target": "local", "name_prefix": "bench", "name_suffix": format!("logs{n}"), "region": "local",
+                "kubernetes_version": "1.33", "vpc_cidr": "10.0.0.0/16",
+                "public_subnets": ["10.0.0.0/20", "10.0.16.0/20"], "private_subnets": ["10.0.64.0/19"],
+                "node_instance_type": "local.small", "node_min": 1, "node_max": 3,
+                "simulate": { "step_seconds": 1 },
+            });
+            let created = post(&client, &csrf, format!("{base}/api/v1/orgs/bench/clusters"), body).await?;
+            let run = created["run"]["id"].as_str().context("run id")?.to_owned();
+            latencies.extend(follow_log(&base, &token, &run).await?);
+        }
+        latencies.sort_by(f64::total_cmp);
+        println!(
+            "{}",
+            json!({
+                "bench": "log-line",
+                "clusters": options.docker_clusters,
+                "samples": latencies.len(),
+                "p50_ms": percentile(&latencies, 0.50),
+                "p99_ms": percentile(&latencies, 0.99),
+                "max_ms": latencies.last().copied().unwrap_or(f64::NAN),
+            })
+        );
+    }
     Ok(())
+}
+
+/// Follows `run`'s log to its end; for each line, ms from `at` to its arrival here.
+async fn follow_log(base: &str, token: &str, run: &str) -> Result<Vec<f64>> {
+    let opened = chrono::Utc::now();
+    let response = reqwest::Client::new()
+        .get(format!("{base}/api/v1/runs/{run}/logs"))
+        .bearer_auth(token)
+        .header("accept", "text/event-stream")
+        .send()
+        .await?;
+    ensure!(response.status().is_success(), "log stream: {}", response.status());
+    let mut body = response.bytes_stream();
+    let mut pending = String::new();
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    while let Some(chunk) = body.next().await {
+        let arrived = chrono::Utc::now();
+        pending.push_str(&String::from_utf8_lossy(&chunk?));
+        while let Some(end) = pending.find("\n\n") {
+            let event: String = pending.drain(..end + 2).collect();
+            if event.contains("event: end\n") {
+                ensure!(event.contains("succeeded"), "the run did not succeed: {event}");
+                return Ok(latencies);
+            }
+            let Some(data) = event.lines().find_map(|line| line.strip_prefix("data: ")) else { continue };
+            let line: Value = serde_json::from_str(data)?;
+            let at: chrono::DateTime<chrono::Utc> = line["at"].as_str().context("at")?.parse()?;
+            // Lines written before the stream was open are catch-up, not live delivery.
+            if at >= opened {
+                latencies.push((arrived - at).num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0);
+            }
+        }
+        ensure!(started.elapsed() < Duration::from_secs(300), "run {run} did not end within 300 s");
+    }
+    bail!("the log stream of {run} ended without `end`")
 }

@@ -123,17 +123,28 @@ const STREAM_BYTES: f64 = 16.0 * 1024.0;
 const BROADCAST_P99_MS: f64 = 100.0;
 
 fn live(options: &Options, root: &Path) -> Result<()> {
-    ensure_packages(&["redis-server"])?;
+    ensure_packages(&["redis-server", "docker.io", "busybox-static"])?;
+    let docker = DockerEngine::start()?;
+    let status = Command::new(ui::cargo())
+        .current_dir(root)
+        .args(["xtask", "images"])
+        .env("DOCKER_HOST", docker.host())
+        .status()
+        .context("building the local provisioner image")?;
+    ensure!(status.success(), "building the local provisioner image failed");
     eprintln!("==> Live streams: {} event streams", options.streams);
     let output = Command::new(ui::cargo())
         .current_dir(root)
         .args(["bench", "--package", "fleetplane", "--bench", "live", "--"])
         .args(["--streams", &options.streams.to_string(), "--broadcasts", "20"])
         .args(["--redis-server", "/usr/bin/redis-server"])
+        .args(["--docker", &options.docker_clusters.to_string()])
+        .env("DOCKER_HOST", docker.host())
         .stderr(Stdio::inherit())
         .output()
         .context("running the live-stream benchmark")?;
     ensure!(output.status.success(), "the live-stream benchmark failed");
+    drop(docker);
     let results: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter(|line| line.starts_with('{'))
@@ -145,8 +156,9 @@ fn live(options: &Options, root: &Path) -> Result<()> {
     writeln!(out, "## Live streams (SSE)\n")?;
     writeln!(
         out,
-        "- Command: `cargo xtask bench --only live` (release build of `server/benches/live.rs`; {} streams)",
-        options.streams
+        "- Command: `cargo xtask bench --only live` (release build of `server/benches/live.rs`; {} streams, {} \
+         local clusters on Docker)",
+        options.streams, options.docker_clusters
     )?;
     writeln!(
         out,
@@ -179,7 +191,7 @@ fn live(options: &Options, root: &Path) -> Result<()> {
     )?;
     writeln!(out, "| path | streams | samples | p50 | p99 | max | target | met |")?;
     writeln!(out, "|---|---:|---:|---:|---:|---:|---|---|")?;
-    for result in results.iter().filter(|r| r["bench"] != "memory") {
+    for result in results.iter().filter(|r| r["bench"] == "broadcast" || r["bench"] == "broadcast-redis") {
         let p99 = result["p99_ms"].as_f64().unwrap_or(f64::NAN);
         let path = if result["bench"] == "broadcast-redis" { "two servers, Redis" } else { "one server" };
         writeln!(
@@ -190,6 +202,28 @@ fn live(options: &Options, root: &Path) -> Result<()> {
             result["p50_ms"].as_f64().unwrap_or(f64::NAN),
             result["max_ms"].as_f64().unwrap_or(f64::NAN),
             if p99 <= BROADCAST_P99_MS { "yes" } else { "**no**" }
+        )?;
+    }
+    for result in results.iter().filter(|r| r["bench"] == "log-line") {
+        let p99 = result["p99_ms"].as_f64().unwrap_or(f64::NAN);
+        writeln!(out, "\n### Log line → SSE client\n")?;
+        writeln!(
+            out,
+            "{} local clusters provisioned one after the other by the server's worker with the Docker \
+             executor and the local provisioner image, each run's log followed over SSE. For every line \
+             written after the stream opened: from the worker reading it off the container's output (the \
+             line's `at`) to the client receiving it.\n",
+            result["clusters"]
+        )?;
+        writeln!(out, "| lines | p50 | p99 | max | target | met |")?;
+        writeln!(out, "|---:|---:|---:|---:|---|---|")?;
+        writeln!(
+            out,
+            "| {} | {:.1} ms | {p99:.1} ms | {:.1} ms | p99 ≤ 250 ms | {} |",
+            result["samples"],
+            result["p50_ms"].as_f64().unwrap_or(f64::NAN),
+            result["max_ms"].as_f64().unwrap_or(f64::NAN),
+            if p99 <= 250.0 { "yes" } else { "**no**" }
         )?;
     }
     println!("{out}");
