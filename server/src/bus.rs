@@ -182,10 +182,6 @@ impl Bus {
     pub fn subscribe(&self) -> broadcast::Receiver<Signal> {
         self.local.subscribe()
     }
-
-    pub fn is_redis(&self) -> bool {
-        self.redis.is_some()
-    }
 }
 
 #[cfg(test)]

@@ -215,19 +215,29 @@ impl EventStream {
     }
 
     /// A change of the user's memberships changes which organizations' events they see. The
-    /// event says which and how; an event that does not is answered by reading them again.
+    /// event says which and how; one that does not is answered by reading them again (boxed:
+    /// that query's future is large, and it is rarely needed).
     async fn note(&mut self, event: &events::Model) -> Result<(), DbErr> {
+        if self.apply_membership(event) {
+            self.orgs = Box::pin(org_ids(&self.state, self.user)).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies a membership event for this user to its organizations; true when the event does
+    /// not say enough to do so.
+    fn apply_membership(&mut self, event: &events::Model) -> bool {
         if event.user_id != Some(self.user) || event.kind != "membership" {
-            return Ok(());
+            return false;
         }
         let org = event.payload["org_id"].as_str().and_then(|id| id.parse::<Uuid>().ok());
         match (org, event.payload["member"].as_bool()) {
             (Some(org), Some(true)) if !self.orgs.contains(&org) => self.orgs.push(org),
-            (Some(_), Some(true)) => {}
             (Some(org), Some(false)) => self.orgs.retain(|known| *known != org),
-            _ => self.orgs = Box::pin(org_ids(&self.state, self.user)).await?,
+            (Some(_), Some(true)) => {}
+            _ => return true,
         }
-        Ok(())
+        false
     }
 
     async fn next(&mut self) -> Option<SseEvent> {
@@ -237,7 +247,7 @@ impl EventStream {
         loop {
             if let Some(event) = self.backlog.pop_front() {
                 self.last = event.id;
-                if let Err(e) = Box::pin(self.note(&event)).await {
+                if let Err(e) = self.note(&event).await {
                     self.done = true;
                     return Some(failed(self.last, "cannot reload memberships", &e));
                 }
@@ -266,7 +276,7 @@ impl EventStream {
                         continue;
                     }
                     self.last = fanned.event.id;
-                    if let Err(e) = Box::pin(self.note(&fanned.event)).await {
+                    if let Err(e) = self.note(&fanned.event).await {
                         self.done = true;
                         return Some(failed(self.last, "cannot reload memberships", &e));
                     }

@@ -2,12 +2,14 @@
 //! change to it (read, all read, deleted), also goes on the user's event stream, so that every
 //! open tab updates.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
     QueryOrder, QuerySelect, Set, sea_query::Expr,
 };
+use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
@@ -28,17 +30,32 @@ pub struct NewNotification {
     pub link: Option<String>,
 }
 
-/// How a notification looks in the API and on the event stream.
-pub fn view(notification: &notifications::Model) -> serde_json::Value {
-    json!({
-        "id": notification.id,
-        "kind": notification.kind,
-        "title": notification.title,
-        "body": notification.body,
-        "link": notification.link,
-        "read": notification.read_at.is_some(),
-        "created_at": notification.created_at,
-    })
+/// A notification as its recipient sees it, in the API and on the event stream.
+#[derive(Serialize, ToSchema)]
+pub struct NotificationView {
+    pub id: Uuid,
+    /// `run_succeeded`, `run_failed`, `approval_needed`, `cloud_account_failed`, `org_added`.
+    pub kind: String,
+    pub title: String,
+    pub body: String,
+    /// The page it is about.
+    pub link: Option<String>,
+    pub read: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&notifications::Model> for NotificationView {
+    fn from(n: &notifications::Model) -> Self {
+        Self {
+            id: n.id,
+            kind: n.kind.clone(),
+            title: n.title.clone(),
+            body: n.body.clone(),
+            link: n.link.clone(),
+            read: n.read_at.is_some(),
+            created_at: n.created_at,
+        }
+    }
 }
 
 /// Stores a notification and its event, inside the caller's transaction.
@@ -56,7 +73,9 @@ pub async fn create(conn: &impl ConnectionTrait, new: NewNotification) -> Result
     }
     .insert(conn)
     .await?;
-    events::record(conn, Audience::User(new.user_id), "notification", view(&notification)).await?;
+    let payload = serde_json::to_value(NotificationView::from(&notification))
+        .map_err(|e| DbErr::Custom(format!("serialising a notification: {e}")))?;
+    events::record(conn, Audience::User(new.user_id), "notification", payload).await?;
     Ok(notification)
 }
 

@@ -443,11 +443,14 @@ impl Worker {
         let txn = self.state.db.begin().await?;
         let changed =
             update.filter(runs::Column::Id.eq(run.id)).filter(runs::Column::LeaseOwner.eq(&self.id)).exec(&txn).await?;
-        if plan.is_some() && changed.rows_affected == 1 {
+        let moved_on = plan.is_some() && changed.rows_affected == 1;
+        if moved_on {
             crate::events::run_changed(&txn, run.id).await?;
         }
         txn.commit().await?;
-        self.state.events_written();
+        if moved_on {
+            self.state.events_written();
+        }
         Ok(())
     }
 
@@ -670,7 +673,9 @@ impl Worker {
             crate::events::run_changed(&txn, run.id).await?;
         }
         txn.commit().await?;
-        self.state.events_written();
+        if changed.rows_affected == 1 {
+            self.state.events_written();
+        }
         tracing::info!(run = %run.id, status = next, "run attempt ended");
         Ok(())
     }

@@ -89,6 +89,13 @@ impl Drop for Driver {
     }
 }
 
+/// The built UI, which `cargo xtask test` names.
+fn site_dir() -> PathBuf {
+    std::env::var_os("FLEETPLANE_TEST_SITE_DIR")
+        .map(PathBuf::from)
+        .expect("FLEETPLANE_TEST_SITE_DIR: run `cargo xtask test`")
+}
+
 async fn find(browser: &Client, css: &str) -> Element {
     browser
         .wait()
@@ -165,9 +172,7 @@ async fn screenshot(browser: &Client, name: &str) {
 #[tokio::test]
 #[ignore = "needs Chromium, chromedriver and the built UI: run `cargo xtask test`"]
 async fn sign_up_verify_sign_in_rename_and_sign_out_in_a_browser() {
-    let site = std::env::var_os("FLEETPLANE_TEST_SITE_DIR")
-        .map(PathBuf::from)
-        .expect("FLEETPLANE_TEST_SITE_DIR: run `cargo xtask test`");
+    let site = site_dir();
     assert!(site.join("pkg/fleetplane_web_bg.wasm").is_file(), "the UI is not built in {}", site.display());
     let app = TestApp::spawn_with(|config| config.site_dir = site).await;
     let (_driver, browser) = Driver::start().await;
@@ -240,9 +245,7 @@ async fn sign_up_verify_sign_in_rename_and_sign_out_in_a_browser() {
 #[tokio::test]
 #[ignore = "needs Chromium, chromedriver and the built UI: run `cargo xtask test`"]
 async fn create_an_organization_add_a_member_and_change_their_role_in_a_browser() {
-    let site = std::env::var_os("FLEETPLANE_TEST_SITE_DIR")
-        .map(PathBuf::from)
-        .expect("FLEETPLANE_TEST_SITE_DIR: run `cargo xtask test`");
+    let site = site_dir();
     let app = TestApp::spawn_with(|config| config.site_dir = site).await;
     let ada = app.user("ada").await;
     app.user("grace").await;
@@ -295,9 +298,7 @@ async fn create_an_organization_add_a_member_and_change_their_role_in_a_browser(
 async fn link_an_aws_account_against_moto_in_a_browser() {
     use support::clouds::Moto;
 
-    let site = std::env::var_os("FLEETPLANE_TEST_SITE_DIR")
-        .map(PathBuf::from)
-        .expect("FLEETPLANE_TEST_SITE_DIR: run `cargo xtask test`");
+    let site = site_dir();
     let moto = Moto::start().await;
     let key = moto.create_user("platform", &["s3:ListAllMyBuckets"]).await;
     moto.create_bucket("acme-tf-state").await;
@@ -363,9 +364,7 @@ async fn create_watch_and_delete_a_local_cluster_in_a_browser() {
     use fleetplane::config::ExecutorChoice;
     use support::runs::with_workers;
 
-    let site = std::env::var_os("FLEETPLANE_TEST_SITE_DIR")
-        .map(PathBuf::from)
-        .expect("FLEETPLANE_TEST_SITE_DIR: run `cargo xtask test`");
+    let site = site_dir();
     let app = TestApp::spawn_with(|config| {
         config.site_dir = site;
         with_workers(config, ExecutorChoice::Process, 1);
@@ -459,9 +458,7 @@ async fn wait_long(browser: &Client, css: &str, seconds: u64) {
 #[tokio::test]
 #[ignore = "needs Chromium, chromedriver, the built UI and the local OpenID provider: run `cargo xtask test`"]
 async fn sign_in_with_google_set_a_password_and_see_a_refusal_in_a_browser() {
-    let site = std::env::var_os("FLEETPLANE_TEST_SITE_DIR")
-        .map(PathBuf::from)
-        .expect("FLEETPLANE_TEST_SITE_DIR: run `cargo xtask test`");
+    let site = site_dir();
     let provider = support::oidc::OidcProvider::shared();
     let app = TestApp::spawn_with(|config| {
         config.site_dir = site;
@@ -523,9 +520,7 @@ async fn a_run_streams_live_the_badge_turns_ready_and_the_bell_counts_in_a_brows
     use fleetplane::config::ExecutorChoice;
     use support::runs::{local_cluster, with_workers};
 
-    let site = std::env::var_os("FLEETPLANE_TEST_SITE_DIR")
-        .map(PathBuf::from)
-        .expect("FLEETPLANE_TEST_SITE_DIR: run `cargo xtask test`");
+    let site = site_dir();
     let app = TestApp::spawn_with(|config| {
         config.site_dir = site;
         with_workers(config, ExecutorChoice::Process, 1);

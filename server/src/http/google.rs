@@ -11,7 +11,6 @@ use axum::{
     response::{AppendHeaders, IntoResponse, Response},
 };
 use serde::Deserialize;
-use url::Url;
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -161,7 +160,6 @@ fn account_failure(page: &str, error: AppError, clear: HeaderValue) -> Result<Re
 
 fn failed(page: &str, reason: &str, code: &str, clear: HeaderValue) -> Response {
     tracing::info!(code, reason, "Google sign-in refused");
-    let mut url = Url::parse("http://x/").expect("static URL").join(page).expect("a path");
-    url.query_pairs_mut().append_pair("error", code);
-    redirect(&format!("{}?{}", url.path(), url.query().unwrap_or_default()), [clear])
+    let query: String = url::form_urlencoded::Serializer::new(String::new()).append_pair("error", code).finish();
+    redirect(&format!("{page}?{query}"), [clear])
 }

@@ -11,7 +11,6 @@ use axum::{
         sse::{KeepAlive, Sse},
     },
 };
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -20,10 +19,9 @@ use uuid::Uuid;
 use super::extract::{ApiPath, ApiQuery};
 use crate::{
     auth::CurrentUser,
-    entity::notifications as notification_rows,
     error::{AppError, Problem, Result},
     live::{self, Live, Slot},
-    notifications,
+    notifications::{self, NotificationView},
     state::AppState,
 };
 
@@ -40,11 +38,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Where a stream resumes: the `Last-Event-ID` header (sent by EventSource when it
 /// reconnects), or `?last_event_id=` for a first connection that already knows one.
 pub fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Result<Option<i64>> {
-    let header = headers.get("last-event-id").map(|value| value.to_str().unwrap_or("x"));
+    let invalid =
+        || AppError::bad_request("invalid_last_event_id", "`Last-Event-ID` must be an event id this stream sent.");
+    let header = headers.get("last-event-id").map(|value| value.to_str().map_err(|_| invalid())).transpose()?;
     let Some(text) = header.or(query).map(str::trim).filter(|text| !text.is_empty()) else { return Ok(None) };
-    text.parse::<i64>().ok().filter(|id| *id >= 0).map(Some).ok_or_else(|| {
-        AppError::bad_request("invalid_last_event_id", "`Last-Event-ID` must be an event id this stream sent.")
-    })
+    text.parse::<i64>().ok().filter(|id| *id >= 0).map(Some).ok_or_else(invalid)
 }
 
 /// One of the caller's stream places, or 429.
@@ -103,34 +101,6 @@ async fn event_stream(
     let slot = stream_slot(&state, &caller)?;
     let stream = live::event_stream(state.clone(), slot, caller.id(), after).await?;
     Ok(sse_response(&state, stream))
-}
-
-/// A notification as its recipient sees it.
-#[derive(Serialize, ToSchema)]
-pub struct NotificationView {
-    pub id: Uuid,
-    /// `run_succeeded`, `run_failed`, `approval_needed`, `cloud_account_failed`, `org_added`.
-    pub kind: String,
-    pub title: String,
-    pub body: String,
-    /// The page it is about.
-    pub link: Option<String>,
-    pub read: bool,
-    pub created_at: DateTime<Utc>,
-}
-
-impl From<&notification_rows::Model> for NotificationView {
-    fn from(n: &notification_rows::Model) -> Self {
-        Self {
-            id: n.id,
-            kind: n.kind.clone(),
-            title: n.title.clone(),
-            body: n.body.clone(),
-            link: n.link.clone(),
-            read: n.read_at.is_some(),
-            created_at: n.created_at,
-        }
-    }
 }
 
 #[derive(Serialize, ToSchema)]
