@@ -32,7 +32,7 @@ pub mod terraform_state;
 mod ui;
 pub mod worker;
 
-use std::{future::Future, net::SocketAddr};
+use std::future::Future;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -57,21 +57,22 @@ pub async fn launch(
     let fan_out = tokio::spawn(live::fan_out(state.clone(), background.clone()));
     let workers_stop = CancellationToken::new();
     let workers = start_workers(&state, workers_stop.clone()).await;
-    let http_shutdown = async move {
-        shutdown.await;
-        workers_stop.cancel();
-        if let Some(workers) = workers
-            && let Err(e) = workers.await
-        {
-            tracing::error!(error = %e, "the worker pool failed");
+    let http_shutdown = {
+        let state = state.clone();
+        async move {
+            shutdown.await;
+            workers_stop.cancel();
+            if let Some(workers) = workers
+                && let Err(e) = workers.await
+            {
+                tracing::error!(error = %e, "the worker pool failed");
+            }
+            // Live streams never end by themselves; their clients reconnect with their last id.
+            state.live.close();
         }
     };
 
-    let app = http::router(state.clone());
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(http_shutdown)
-        .await
-        .context("serving HTTP")?;
+    http::serve::serve(listener, http::router(state.clone()), http_shutdown).await;
 
     background.cancel();
     mailer.await.context("mail dispatcher")?;

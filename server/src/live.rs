@@ -8,16 +8,17 @@
 //! with its last id and catches up from the database, and the server holds nothing for it
 //! meanwhile. Logs: a log stream reads its run's lines from the database whenever the bus says
 //! there are new ones (and every second), at the pace the client reads, so it never falls
-//! behind; it ends with an `end` event carrying the run's outcome.
+//! behind; it ends with an `end` event carrying the run's outcome. When the server stops, every
+//! stream ends (the event channel closes, log streams see `closing`), and its client resumes.
+//! Events go out as frames encoded once by the fan-out ([`crate::http::sse`]).
 
 use std::{
     collections::{HashMap, VecDeque},
-    convert::Infallible,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use axum::response::sse::Event as SseEvent;
+use axum::body::Bytes;
 use futures::Stream;
 use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter};
 use serde_json::json;
@@ -30,6 +31,7 @@ use crate::{
     config::LiveSettings,
     entity::{events, memberships, run_logs, runs},
     events as event_log,
+    http::sse,
     runs::status as run_status,
     state::AppState,
 };
@@ -39,17 +41,19 @@ const FALLBACK_POLL: Duration = Duration::from_secs(1);
 /// Rows read per query.
 const PAGE: u64 = 500;
 
-/// An event as the fan-out hands it to every stream: the payload is serialised once, not once
-/// per stream.
+/// An event as the fan-out hands it to every stream: encoded once, not once per stream.
 struct Fanned {
     event: events::Model,
-    data: String,
+    frame: Bytes,
 }
 
 pub struct Live {
-    events: broadcast::Sender<Arc<Fanned>>,
+    /// Taken when the server stops: every event stream sees its channel close and ends.
+    events: Mutex<Option<broadcast::Sender<Arc<Fanned>>>>,
     open: Mutex<HashMap<Uuid, usize>>,
     max_per_user: usize,
+    /// Cancelled when the server stops; log streams end on it.
+    closing: CancellationToken,
 }
 
 /// A user's hold on one of their stream places; released when the stream ends.
@@ -73,9 +77,35 @@ impl Drop for Slot {
 impl Live {
     pub fn new(settings: &LiveSettings) -> Self {
         Self {
-            events: broadcast::channel(settings.backlog).0,
+            events: Mutex::new(Some(broadcast::channel(settings.backlog).0)),
             open: Mutex::new(HashMap::new()),
             max_per_user: settings.max_streams_per_user,
+            closing: CancellationToken::new(),
+        }
+    }
+
+    /// Ends every stream: the server is stopping. Their clients reconnect (to another server,
+    /// or to this one when it is back) from their last id.
+    pub fn close(&self) {
+        self.sender().take();
+        self.closing.cancel();
+    }
+
+    fn sender(&self) -> std::sync::MutexGuard<'_, Option<broadcast::Sender<Arc<Fanned>>>> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This server's events from now on; closed at once when the server is stopping.
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Fanned>> {
+        match &*self.sender() {
+            Some(sender) => sender.subscribe(),
+            None => broadcast::channel(1).1,
+        }
+    }
+
+    fn publish(&self, event: Fanned) {
+        if let Some(sender) = &*self.sender() {
+            let _ = sender.send(Arc::new(event));
         }
     }
 
@@ -118,8 +148,8 @@ pub async fn fan_out(state: AppState, stop: CancellationToken) {
                     let full = batch.len() as u64 == PAGE;
                     for event in batch {
                         cursor = event.id;
-                        let data = event.payload.to_string();
-                        let _ = state.live.events.send(Arc::new(Fanned { event, data }));
+                        let frame = sse_frame(&event);
+                        state.live.publish(Fanned { event, frame });
                     }
                     if !full {
                         break;
@@ -161,17 +191,17 @@ async fn org_ids(state: &AppState, user: Uuid) -> Result<Vec<Uuid>, DbErr> {
         .collect())
 }
 
-fn sse(event: &events::Model, data: &str) -> SseEvent {
-    SseEvent::default().id(event.id.to_string()).event(&event.kind).data(data)
+fn sse_frame(event: &events::Model) -> Bytes {
+    sse::frame(event.id, &event.kind, &event.payload.to_string())
 }
 
-fn failed(id: i64, what: &str, e: &DbErr) -> SseEvent {
+fn failed(id: i64, what: &str, e: &DbErr) -> Bytes {
     tracing::warn!(error = %e, "{what}");
     resync_event(id, "The server could not read the stream's source; reconnect to continue.")
 }
 
-fn resync_event(id: i64, message: &str) -> SseEvent {
-    SseEvent::default().id(id.to_string()).event("resync").data(json!({ "message": message }).to_string())
+fn resync_event(id: i64, message: &str) -> Bytes {
+    sse::frame(id, "resync", &json!({ "message": message }).to_string())
 }
 
 /// The user's event stream, after event `after` (or from now).
@@ -180,9 +210,9 @@ pub async fn event_stream(
     slot: Slot,
     user: Uuid,
     after: Option<i64>,
-) -> Result<impl Stream<Item = Result<SseEvent, Infallible>>, DbErr> {
+) -> Result<impl Stream<Item = Bytes>, DbErr> {
     // Listen before looking, so that nothing falls between the two.
-    let live = state.live.events.subscribe();
+    let live = state.live.subscribe();
     let orgs = org_ids(&state, user).await?;
     let (last, caught_up) = match after {
         Some(id) => (id, false),
@@ -192,7 +222,7 @@ pub async fn event_stream(
         EventStream { state, _slot: slot, user, orgs, last, caught_up, backlog: VecDeque::new(), live, done: false };
     Ok(futures::stream::unfold(stream, |mut stream| async move {
         let event = stream.next().await?;
-        Some((Ok(event), stream))
+        Some((event, stream))
     }))
 }
 
@@ -240,7 +270,7 @@ impl EventStream {
         false
     }
 
-    async fn next(&mut self) -> Option<SseEvent> {
+    async fn next(&mut self) -> Option<Bytes> {
         if self.done {
             return None;
         }
@@ -251,7 +281,7 @@ impl EventStream {
                     self.done = true;
                     return Some(failed(self.last, "cannot reload memberships", &e));
                 }
-                return Some(sse(&event, &event.payload.to_string()));
+                return Some(sse_frame(&event));
             }
             if !self.caught_up {
                 // Boxed, so that an idle stream's state (waiting on the broadcast) stays small:
@@ -280,7 +310,7 @@ impl EventStream {
                         self.done = true;
                         return Some(failed(self.last, "cannot reload memberships", &e));
                     }
-                    return Some(sse(&fanned.event, &fanned.data));
+                    return Some(fanned.frame.clone());
                 }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::info!(user = %self.user, missed, "an event stream fell behind; telling it to resync");
@@ -297,17 +327,12 @@ impl EventStream {
 }
 
 /// A run's log, after line `after`, then live, then `end`.
-pub fn log_stream(
-    state: AppState,
-    slot: Slot,
-    run: Uuid,
-    after: i64,
-) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+pub fn log_stream(state: AppState, slot: Slot, run: Uuid, after: i64) -> impl Stream<Item = Bytes> {
     let signals = state.bus.subscribe();
     let stream = LogStream { state, _slot: slot, run, last: after, lines: VecDeque::new(), signals, done: false };
     futures::stream::unfold(stream, |mut stream| async move {
         let event = stream.next().await?;
-        Some((Ok(event), stream))
+        Some((event, stream))
     })
 }
 
@@ -329,7 +354,7 @@ impl LogStream {
         Ok(found)
     }
 
-    async fn next(&mut self) -> Option<SseEvent> {
+    async fn next(&mut self) -> Option<Bytes> {
         if self.done {
             return None;
         }
@@ -337,7 +362,7 @@ impl LogStream {
             if let Some(line) = self.lines.pop_front() {
                 self.last = line.seq;
                 let data = json!({ "seq": line.seq, "stream": line.stream, "text": line.text, "at": line.at });
-                return Some(SseEvent::default().id(line.seq.to_string()).event("line").data(data.to_string()));
+                return Some(sse::frame(line.seq, "line", &data.to_string()));
             }
             match self.read().await {
                 Ok(true) => continue,
@@ -356,9 +381,7 @@ impl LogStream {
                     Ok(false) => {
                         self.done = true;
                         let outcome = json!({ "status": run.status, "reason": run.reason, "exit_code": run.exit_code });
-                        return Some(
-                            SseEvent::default().id(self.last.to_string()).event("end").data(outcome.to_string()),
-                        );
+                        return Some(sse::frame(self.last, "end", &outcome.to_string()));
                     }
                     Err(e) => {
                         self.done = true;
@@ -375,6 +398,7 @@ impl LogStream {
             tokio::select! {
                 () = wait_for(&mut self.signals, |signal| signal == Signal::Logs(run) || signal == Signal::Events) => {}
                 () = tokio::time::sleep(FALLBACK_POLL) => {}
+                () = self.state.live.closing.cancelled() => return None,
             }
         }
     }

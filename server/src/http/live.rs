@@ -4,19 +4,20 @@ use std::time::Duration;
 
 use axum::{
     Json,
+    body::Bytes,
     extract::State,
     http::{HeaderMap, StatusCode},
-    response::{
-        IntoResponse, Response,
-        sse::{KeepAlive, Sse},
-    },
+    response::Response,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::extract::{ApiPath, ApiQuery};
+use super::{
+    extract::{ApiPath, ApiQuery},
+    sse,
+};
 use crate::{
     auth::CurrentUser,
     error::{AppError, Problem, Result},
@@ -59,17 +60,9 @@ pub fn stream_slot(state: &AppState, caller: &CurrentUser) -> Result<Slot> {
     })
 }
 
-/// Wraps an SSE stream with the heartbeat comment.
-pub fn sse_response<S>(state: &AppState, stream: S) -> Response
-where
-    S: futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>> + Send + 'static,
-{
-    let heartbeat = KeepAlive::new().interval(Duration::from_secs(state.config.live.heartbeat_secs)).text("heartbeat");
-    let mut response = Sse::new(stream).keep_alive(heartbeat).into_response();
-    // Proxies must pass events on as they come.
-    response.headers_mut().insert("x-accel-buffering", axum::http::HeaderValue::from_static("no"));
-    response.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
-    response
+/// The response sending `stream`'s events, with the heartbeat comment, until the server stops.
+pub fn sse_response(state: &AppState, stream: impl futures::Stream<Item = Bytes> + Send + 'static) -> Response {
+    sse::response(stream, Duration::from_secs(state.config.live.heartbeat_secs))
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]

@@ -12,6 +12,8 @@ mod live;
 mod me;
 mod orgs;
 mod runs;
+pub mod serve;
+pub mod sse;
 mod state;
 
 use std::sync::Arc;

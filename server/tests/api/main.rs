@@ -10,6 +10,7 @@ mod live;
 mod operations;
 mod orgs;
 mod provisioning;
+mod serve;
 mod sessions;
 mod support;
 mod tokens;
