@@ -2,11 +2,13 @@
 //! BENCHMARKS.md; by hand:
 //!
 //! ```text
-//! cargo bench -p fleetplane --bench live -- --streams 10000 --broadcasts 20 [--redis-server /usr/bin/redis-server]
+//! cargo bench -p fleetplane --bench live -- --streams 10000 --broadcasts 50 [--redis-server /usr/bin/redis-server]
 //! ```
 //!
 //! The server is the real `fleetplane serve` binary in its own process (so that its memory can
 //! be read from `/proc`), on SQLite; this program is the load generator beside it, on loopback.
+//! Its streams are plain TCP connections read by a small loop each, so that it takes as little
+//! of the shared cores as it can; it reports its own CPU time and the server's per broadcast.
 //!
 //! - `memory`: the server's resident memory before and after `--streams` event streams
 //!   (`GET /api/v1/events`, each its own connection) are open and idle, per stream.
@@ -36,7 +38,11 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use futures::StreamExt;
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::Semaphore,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fleetplane");
 const PASSWORD: &str = "a long benchmark password";
@@ -133,6 +139,16 @@ fn rss_kib(pid: u32) -> Result<u64> {
         .context("no VmRSS")
 }
 
+/// CPU time (user and system) `pid` has used, in ms.
+fn cpu_ms(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command (which may hold spaces), from the third: utime and stime are the
+    // 14th and 15th, in clock ticks of 10 ms.
+    let fields: Vec<&str> = stat.rsplit_once(')').context("stat")?.1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(ticks as f64 * 10.0)
+}
+
 /// A signed-in client of `base`.
 async fn signed_in(base: &str, name: &str) -> Result<(reqwest::Client, String)> {
     let client = reqwest::Client::builder().cookie_store(true).build()?;
@@ -171,37 +187,54 @@ fn arrivals(streams: usize, rounds: usize) -> Arrivals {
     })
 }
 
-/// Opens `count` event streams to `base` with `token`; returns once all are open.
+/// Opens `count` event streams to the server on `port` with `token`; returns once all are open.
+/// Each is a plain TCP connection read by a small loop that only looks for the broadcast
+/// event: the load generator shares the cores with the server, so it should use little.
 async fn open_streams(
-    base: &str,
+    port: u16,
     token: &str,
     count: usize,
     arrivals: Arrivals,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>> {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build()?;
+    let request: Arc<[u8]> = format!(
+        "GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n\
+         Accept: text/event-stream\r\n\r\n"
+    )
+    .into_bytes()
+    .into();
     let connecting = Arc::new(Semaphore::new(200));
     let open = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::with_capacity(count);
     for index in 0..count {
-        let (client, connecting, open, arrivals) = (client.clone(), connecting.clone(), open.clone(), arrivals.clone());
-        let (url, token) = (format!("{base}/api/v1/events"), token.to_owned());
+        let (request, connecting, open, arrivals) =
+            (request.clone(), connecting.clone(), open.clone(), arrivals.clone());
         tasks.push(tokio::spawn(async move {
             let permit = connecting.acquire_owned().await.expect("semaphore");
-            let response = match client.get(&url).bearer_auth(&token).header("accept", "text/event-stream").send().await
-            {
-                Ok(response) if response.status().is_success() => response,
-                Ok(response) => panic!("stream {index}: {}", response.status()),
-                Err(e) => panic!("stream {index}: {e}"),
+            let mut tcp =
+                TcpStream::connect(("127.0.0.1", port)).await.unwrap_or_else(|e| panic!("stream {index}: {e}"));
+            tcp.write_all(&request).await.unwrap_or_else(|e| panic!("stream {index}: {e}"));
+            let mut pending = Vec::with_capacity(1024);
+            let mut chunk = [0; 4096];
+            let body_start = loop {
+                let read = tcp.read(&mut chunk).await.unwrap_or_else(|e| panic!("stream {index}: {e}"));
+                assert!(read > 0, "stream {index}: closed before its response head");
+                pending.extend_from_slice(&chunk[..read]);
+                if let Some(end) = find(&pending, b"\r\n\r\n") {
+                    assert!(
+                        pending.starts_with(b"HTTP/1.1 200 "),
+                        "stream {index}: {}",
+                        String::from_utf8_lossy(&pending)
+                    );
+                    break end + 4;
+                }
             };
+            pending.drain(..body_start);
             drop(permit);
             open.fetch_add(1, Ordering::SeqCst);
-            let mut body = response.bytes_stream();
-            let mut pending = String::new();
-            while let Some(Ok(chunk)) = body.next().await {
-                pending.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = pending.find("\n\n") {
-                    let event: String = pending.drain(..end + 2).collect();
-                    if event.contains("event: notification_read\n") {
+            // Events end with a blank line; the chunk framing between them does not matter here.
+            loop {
+                while let Some(end) = find(&pending, b"\n\n") {
+                    if find(&pending[..end + 1], b"event: notification_read\n").is_some() {
                         let now = Instant::now();
                         let round = {
                             let mut at = arrivals.at[index].lock().expect("lock");
@@ -212,6 +245,11 @@ async fn open_streams(
                             count.fetch_add(1, Ordering::SeqCst);
                         }
                     }
+                    pending.drain(..end + 2);
+                }
+                match tcp.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(read) => pending.extend_from_slice(&chunk[..read]),
                 }
             }
         }));
@@ -222,6 +260,10 @@ async fn open_streams(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(tasks)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    memchr::memmem::find(haystack, needle)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -295,13 +337,36 @@ async fn broadcast(
     Ok(latencies)
 }
 
-fn report(name: &str, streams: usize, latencies: &[f64]) {
+/// CPU used per broadcast by the server the streams are on and by this load generator.
+struct Cpu {
+    server_ms: f64,
+    generator_ms: f64,
+}
+
+impl Cpu {
+    fn measure(server: u32) -> Result<Self> {
+        Ok(Self { server_ms: cpu_ms(server)?, generator_ms: cpu_ms(std::process::id())? })
+    }
+
+    fn per_broadcast(&self, server: u32, broadcasts: usize) -> Result<Self> {
+        let now = Self::measure(server)?;
+        Ok(Self {
+            server_ms: (now.server_ms - self.server_ms) / broadcasts as f64,
+            generator_ms: (now.generator_ms - self.generator_ms) / broadcasts as f64,
+        })
+    }
+}
+
+fn report(name: &str, streams: usize, latencies: &[f64], cpu: &Cpu) {
     println!(
         "{}",
         json!({
             "bench": name,
             "streams": streams,
             "samples": latencies.len(),
+            "server_cpu_ms_per_broadcast": cpu.server_ms,
+            "generator_cpu_ms_per_broadcast": cpu.generator_ms,
+            "min_ms": latencies.first().copied().unwrap_or(f64::NAN),
             "p50_ms": percentile(latencies, 0.50),
             "p99_ms": percentile(latencies, 0.99),
             "max_ms": latencies.last().copied().unwrap_or(f64::NAN),
@@ -334,14 +399,14 @@ async fn main() -> Result<()> {
 
     // Warm up: one stream, one broadcast, so that one-off allocations are not counted.
     let warm = arrivals(1, 1);
-    let tasks = open_streams(&base, &token, 1, warm.clone()).await?;
+    let tasks = open_streams(port, &token, 1, warm.clone()).await?;
     broadcast(&reader, &base, &warm, 1, 1).await?;
     tasks.iter().for_each(tokio::task::JoinHandle::abort);
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let before = rss_kib(server.0.id())?;
     let received = arrivals(options.streams, options.broadcasts);
-    let tasks = open_streams(&base, &token, options.streams, received.clone()).await?;
+    let tasks = open_streams(port, &token, options.streams, received.clone()).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kib(server.0.id())?;
     println!(
@@ -354,8 +419,10 @@ async fn main() -> Result<()> {
             "bytes_per_stream": (after.saturating_sub(before) * 1024) as f64 / options.streams as f64,
         })
     );
+    let cpu = Cpu::measure(server.0.id())?;
     let latencies = broadcast(&reader, &base, &received, options.streams, options.broadcasts).await?;
-    report("broadcast", options.streams, &latencies);
+    let cpu = cpu.per_broadcast(server.0.id(), options.broadcasts)?;
+    report("broadcast", options.streams, &latencies, &cpu);
     tasks.iter().for_each(tokio::task::JoinHandle::abort);
     drop(server);
 
@@ -372,14 +439,16 @@ async fn main() -> Result<()> {
         let redis_url = format!("redis://127.0.0.1:{redis_port}");
         let (port_a, port_b) = (free_port()?, free_port()?);
         let _a = serve(dir.path(), &database_url, port_a, options.streams, Some(&redis_url))?;
-        let _b = serve(dir.path(), &database_url, port_b, options.streams, Some(&redis_url))?;
-        let (base_a, base_b) = (format!("http://127.0.0.1:{port_a}"), format!("http://127.0.0.1:{port_b}"));
+        let b = serve(dir.path(), &database_url, port_b, options.streams, Some(&redis_url))?;
+        let base_a = format!("http://127.0.0.1:{port_a}");
         let reader = signed_in(&base_a, "bench").await?;
         let received = arrivals(options.streams, options.broadcasts);
-        let tasks = open_streams(&base_b, &token, options.streams, received.clone()).await?;
+        let tasks = open_streams(port_b, &token, options.streams, received.clone()).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
+        let cpu = Cpu::measure(b.0.id())?;
         let latencies = broadcast(&reader, &base_a, &received, options.streams, options.broadcasts).await?;
-        report("broadcast-redis", options.streams, &latencies);
+        let cpu = cpu.per_broadcast(b.0.id(), options.broadcasts)?;
+        report("broadcast-redis", options.streams, &latencies, &cpu);
         tasks.iter().for_each(tokio::task::JoinHandle::abort);
     }
 
