@@ -568,3 +568,146 @@ async fn a_run_streams_live_the_badge_turns_ready_and_the_bell_counts_in_a_brows
     assert_eq!(ada.get("/api/v1/notifications/unread-count").await.json()["count"], 0);
     browser.close().await.expect("close the browser");
 }
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver, the built UI and Terraform: run `cargo xtask test`"]
+async fn a_run_log_survives_a_network_drop_in_a_browser() {
+    use fleetplane::config::ExecutorChoice;
+    use relay::Relay;
+    use support::runs::{local_cluster, with_workers};
+
+    // The browser reaches the server through a relay that can drop its connections.
+    let relay = Relay::start().await;
+    let base = format!("http://{}", relay.addr());
+    let site = site_dir();
+    let app = TestApp::spawn_with(|config| {
+        config.site_dir = site;
+        config.public_url = format!("{base}/").parse().expect("url");
+        with_workers(config, ExecutorChoice::Process, 1);
+    })
+    .await;
+    relay.forward_to(app.state.config.listen);
+    let ada = app.user("ada").await;
+    let (_driver, browser) = Driver::start().await;
+    sign_in_with_the_form(&browser, &base, "ada@example.com").await;
+
+    let created = ada.post("/api/v1/orgs/ada/clusters", local_cluster("drop", json!({ "step_seconds": 2 }))).await;
+    let run = created.json()["run"]["id"].as_str().expect("run").to_owned();
+    browser.goto(&format!("{base}/runs/{run}")).await.expect("open the run");
+    hydrated(&browser).await;
+    wait_long(&browser, "[data-test=log-line]", 60).await;
+
+    // The network drops while the log is streaming.
+    let shown_before = page_seqs(&browser).await.len();
+    relay.cut();
+    let status = ada.get(&format!("/api/v1/runs/{run}")).await.json()["status"].clone();
+    assert!(!matches!(status.as_str(), Some("succeeded" | "failed")), "the run was still going ({status})");
+
+    // The page reconnects by itself and, once the run is over, shows every stored line once,
+    // in order: nothing missed across the drop, nothing twice.
+    let started = Instant::now();
+    loop {
+        let status = ada.get(&format!("/api/v1/runs/{run}")).await.json()["status"].clone();
+        if matches!(status.as_str(), Some("succeeded" | "failed" | "canceled")) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(180), "the run did not end ({status})");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let stored = stored_seqs(&ada, &run).await;
+    assert!(stored.len() > shown_before, "lines came after the drop");
+    eventually("the page to show the whole log", || async { page_seqs(&browser).await == stored }).await;
+    screenshot(&browser, "run-log-after-drop").await;
+    browser.close().await.expect("close the browser");
+}
+
+/// The sequence numbers of the log lines the page shows, in page order.
+async fn page_seqs(browser: &Client) -> Vec<i64> {
+    let seqs = browser
+        .execute("return [...document.querySelectorAll('[data-test=log-line]')].map(line => line.dataset.seq);", vec![])
+        .await
+        .expect("read the page's lines");
+    seqs.as_array()
+        .expect("an array")
+        .iter()
+        .map(|seq| seq.as_str().and_then(|seq| seq.parse().ok()).expect("a numeric data-seq"))
+        .collect()
+}
+
+/// The sequence numbers of the run's stored log, in order.
+async fn stored_seqs(client: &support::Client, run: &str) -> Vec<i64> {
+    let mut seqs = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = client.get(&format!("/api/v1/runs/{run}/logs?after={after}")).await.json();
+        seqs.extend(page["chunks"].as_array().expect("chunks").iter().map(|line| line["seq"].as_i64().expect("seq")));
+        after = page["next_after"].as_i64().expect("next_after");
+        if page["complete"] == true {
+            return seqs;
+        }
+    }
+}
+
+/// A TCP relay in front of the server that can cut every connection through it at once: a
+/// network drop, for clients that must survive one. New connections are relayed as before.
+mod relay {
+    use std::{
+        net::SocketAddr,
+        sync::{Arc, OnceLock},
+    };
+
+    use tokio::{net::TcpListener, sync::watch};
+
+    pub struct Relay {
+        addr: SocketAddr,
+        target: Arc<OnceLock<SocketAddr>>,
+        cuts: watch::Sender<u64>,
+        accepting: tokio::task::JoinHandle<()>,
+    }
+
+    impl Relay {
+        /// Listens on a free loopback port; relays once [`Relay::forward_to`] says where to.
+        pub async fn start() -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the relay");
+            let addr = listener.local_addr().expect("relay address");
+            let target = Arc::new(OnceLock::<SocketAddr>::new());
+            let (cuts, _) = watch::channel(0);
+            let accepting = tokio::spawn({
+                let (target, cuts) = (target.clone(), cuts.clone());
+                async move {
+                    while let Ok((mut client, _)) = listener.accept().await {
+                        let Some(target) = target.get().copied() else { continue };
+                        let mut cut = cuts.subscribe();
+                        tokio::spawn(async move {
+                            let Ok(mut server) = tokio::net::TcpStream::connect(target).await else { return };
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                                _ = cut.changed() => {}
+                            }
+                        });
+                    }
+                }
+            });
+            Self { addr, target, cuts, accepting }
+        }
+
+        pub fn addr(&self) -> SocketAddr {
+            self.addr
+        }
+
+        pub fn forward_to(&self, target: SocketAddr) {
+            self.target.set(target).expect("the relay's target is set once");
+        }
+
+        /// Drops every connection open through the relay, both ways.
+        pub fn cut(&self) {
+            self.cuts.send_modify(|generation| *generation += 1);
+        }
+    }
+
+    impl Drop for Relay {
+        fn drop(&mut self) {
+            self.accepting.abort();
+        }
+    }
+}
