@@ -167,7 +167,7 @@ async fn requests_not_taken_whole_are_served_by_hyper() {
     assert!(first.starts_with("HTTP/1.1 200 OK\r\n"), "{first}");
     let mut bytes = rest;
     let mut chunk = [0; 4096];
-    while bytes.windows(17).filter(|w| w == b"HTTP/1.1 200 OK\r\n").count() < 1 {
+    while !bytes.windows(17).any(|w| w == b"HTTP/1.1 200 OK\r\n") {
         let read = tokio::time::timeout(WAIT, tcp.read(&mut chunk)).await.expect("a second answer").expect("read");
         assert!(read > 0, "closed before the second answer");
         bytes.extend_from_slice(&chunk[..read]);
