@@ -204,3 +204,39 @@ async fn stopping_the_server_ends_open_streams_cleanly() {
         .expect("join")
         .expect("a clean stop");
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_does_not_hold_up_the_stop() {
+    use fleetplane::events::{self, Audience};
+    use sea_orm::TransactionTrait;
+
+    let app = TestApp::spawn_with(|config| config.live.backlog = 100_000).await;
+    let ada = app.user("ada").await;
+    let ada_id: uuid::Uuid = ada.get("/api/v1/me").await.json()["id"].as_str().expect("id").parse().expect("uuid");
+    let mut stuck = send(&app, &stream_request("/api/v1/events", &token(&ada).await)).await;
+    let _ = read_head(&mut stuck).await;
+    wait_for_open_streams(&app, 1).await;
+    // Far more than the sockets hold, and never read: the server's writes to it block.
+    let filler = "x".repeat(16 * 1024);
+    for batch in 0..20 {
+        let txn = app.db().begin().await.expect("txn");
+        for n in 0..50 {
+            events::record(
+                &txn,
+                Audience::User(ada_id),
+                "membership",
+                json!({ "n": batch * 50 + n, "filler": filler }),
+            )
+            .await
+            .expect("record");
+        }
+        txn.commit().await.expect("commit");
+        app.state.events_written();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::timeout(WAIT, app.stop())
+        .await
+        .expect("the server stops while a client is not reading")
+        .expect("a clean stop");
+    drop(stuck);
+}
