@@ -9,11 +9,16 @@
 //! meanwhile. Logs: a log stream reads its run's lines from the database whenever the bus says
 //! there are new ones (and every second), at the pace the client reads, so it never falls
 //! behind; it ends with an `end` event carrying the run's outcome. When the server stops, every
-//! stream ends (the event channel closes, log streams see `closing`), and its client resumes.
-//! Events go out as frames encoded once by the fan-out ([`crate::http::sse`]).
+//! stream ends (the event channel closes, and the others see `closing`), and its client resumes.
+//! Events go out as frames encoded once by the fan-out ([`crate::http::sse`]). An event stream
+//! on a lean connection spends its idle time attached to the fan-out, which writes its events
+//! straight to its socket ([`direct`]).
+
+mod direct;
 
 use std::{
     collections::{HashMap, VecDeque},
+    io,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -31,7 +36,10 @@ use crate::{
     config::LiveSettings,
     entity::{events, memberships, run_logs, runs},
     events as event_log,
-    http::sse,
+    http::{
+        serve::{self, Socket},
+        sse,
+    },
     runs::status as run_status,
     state::AppState,
 };
@@ -44,7 +52,18 @@ const PAGE: u64 = 500;
 /// An event as the fan-out hands it to every stream: encoded once, not once per stream.
 struct Fanned {
     event: events::Model,
+    /// Its SSE frame, for a stream's body.
     frame: Bytes,
+    /// The same as an HTTP/1.1 chunk, for a stream written directly.
+    chunk: Bytes,
+}
+
+impl Fanned {
+    fn new(event: events::Model) -> Self {
+        let frame = sse_frame(&event);
+        let chunk = serve::chunk(&frame);
+        Self { event, frame, chunk }
+    }
 }
 
 pub struct Live {
@@ -52,8 +71,10 @@ pub struct Live {
     events: Mutex<Option<broadcast::Sender<Arc<Fanned>>>>,
     open: Mutex<HashMap<Uuid, usize>>,
     max_per_user: usize,
-    /// Cancelled when the server stops; log streams end on it.
+    /// Cancelled when the server stops; log streams and streams written directly end on it.
     closing: CancellationToken,
+    /// The event streams the fan-out writes to directly.
+    attached: direct::Shards,
 }
 
 /// A user's hold on one of their stream places; released when the stream ends.
@@ -76,8 +97,10 @@ impl Drop for Slot {
 
 impl Live {
     pub fn new(settings: &LiveSettings) -> Self {
+        let events = broadcast::channel(settings.backlog).0;
         Self {
-            events: Mutex::new(Some(broadcast::channel(settings.backlog).0)),
+            attached: direct::Shards::new(&events),
+            events: Mutex::new(Some(events)),
             open: Mutex::new(HashMap::new()),
             max_per_user: settings.max_streams_per_user,
             closing: CancellationToken::new(),
@@ -120,6 +143,11 @@ impl Live {
         Some(Slot { state: state.clone(), user })
     }
 
+    /// Registers the live streams' metrics.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.attached.register_metrics(registry);
+    }
+
     /// Streams open on this server.
     pub fn open_streams(&self) -> usize {
         self.open.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
@@ -129,6 +157,8 @@ impl Live {
 /// Broadcasts new events to this server's streams until `stop`.
 pub async fn fan_out(state: AppState, stop: CancellationToken) {
     let mut signals = state.bus.subscribe();
+    // Stopped with the fan-out (they end by themselves when the server closes its streams).
+    let _writers = state.live.attached.start();
     let mut cursor = loop {
         match event_log::latest_id(&state.db).await {
             Ok(id) => break id,
@@ -148,8 +178,7 @@ pub async fn fan_out(state: AppState, stop: CancellationToken) {
                     let full = batch.len() as u64 == PAGE;
                     for event in batch {
                         cursor = event.id;
-                        let frame = sse_frame(&event);
-                        state.live.publish(Fanned { event, frame });
+                        state.live.publish(Fanned::new(event));
                     }
                     if !full {
                         break;
@@ -205,12 +234,7 @@ fn resync_event(id: i64, message: &str) -> Bytes {
 }
 
 /// The user's event stream, after event `after` (or from now).
-pub async fn event_stream(
-    state: AppState,
-    slot: Slot,
-    user: Uuid,
-    after: Option<i64>,
-) -> Result<impl Stream<Item = Bytes>, DbErr> {
+pub async fn event_stream(state: AppState, slot: Slot, user: Uuid, after: Option<i64>) -> Result<EventStream, DbErr> {
     // Listen before looking, so that nothing falls between the two.
     let live = state.live.subscribe();
     let orgs = org_ids(&state, user).await?;
@@ -218,44 +242,25 @@ pub async fn event_stream(
         Some(id) => (id, false),
         None => (event_log::latest_id(&state.db).await?, true),
     };
-    let stream =
-        EventStream { state, _slot: slot, user, orgs, last, caught_up, backlog: VecDeque::new(), live, done: false };
-    Ok(futures::stream::unfold(stream, |mut stream| async move {
-        let event = stream.next().await?;
-        Some((event, stream))
-    }))
+    let filter = Filter { user, orgs, last };
+    Ok(EventStream::new(Parked { state, _slot: slot }, filter, live, caught_up))
 }
 
-struct EventStream {
-    state: AppState,
-    _slot: Slot,
+/// Which events a user's stream passes on, and where it is.
+struct Filter {
     user: Uuid,
     orgs: Vec<Uuid>,
-    /// The id of the last event sent (or skipped as not for this user).
+    /// The id of the last event sent.
     last: i64,
-    caught_up: bool,
-    backlog: VecDeque<events::Model>,
-    live: broadcast::Receiver<Arc<Fanned>>,
-    done: bool,
 }
 
-impl EventStream {
+impl Filter {
     fn visible(&self, event: &events::Model) -> bool {
         event.user_id == Some(self.user) || event.org_id.is_some_and(|org| self.orgs.contains(&org))
     }
 
-    /// A change of the user's memberships changes which organizations' events they see. The
-    /// event says which and how; one that does not is answered by reading them again (boxed:
-    /// that query's future is large, and it is rarely needed).
-    async fn note(&mut self, event: &events::Model) -> Result<(), DbErr> {
-        if self.apply_membership(event) {
-            self.orgs = Box::pin(org_ids(&self.state, self.user)).await?;
-        }
-        Ok(())
-    }
-
     /// Applies a membership event for this user to its organizations; true when the event does
-    /// not say enough to do so.
+    /// not say enough to do so, and they must be read again.
     fn apply_membership(&mut self, event: &events::Model) -> bool {
         if event.user_id != Some(self.user) || event.kind != "membership" {
             return false;
@@ -269,24 +274,109 @@ impl EventStream {
         }
         false
     }
+}
+
+/// What a stream holds while it is attached to the fan-out, which has its [`Filter`].
+struct Parked {
+    state: AppState,
+    _slot: Slot,
+}
+
+impl Parked {
+    /// The stream again, handed back at `filter`: it catches up from the database.
+    fn resume(self, filter: Filter, reload_orgs: bool) -> EventStream {
+        let live = self.state.live.subscribe();
+        EventStream { reload_orgs, ..EventStream::new(self, filter, live, false) }
+    }
+}
+
+/// A user's event stream: what it has to send, from the database while it catches up, then
+/// from this server's fan-out.
+pub struct EventStream {
+    parked: Parked,
+    filter: Filter,
+    caught_up: bool,
+    backlog: VecDeque<events::Model>,
+    live: broadcast::Receiver<Arc<Fanned>>,
+    /// Taken off `live` while looking whether the stream could be attached.
+    peeked: Option<Result<Arc<Fanned>, RecvError>>,
+    /// The user's organizations must be read again before anything else is sent.
+    reload_orgs: bool,
+    done: bool,
+}
+
+impl EventStream {
+    fn new(parked: Parked, filter: Filter, live: broadcast::Receiver<Arc<Fanned>>, caught_up: bool) -> Self {
+        let backlog = VecDeque::new();
+        Self { parked, filter, caught_up, backlog, live, peeked: None, reload_orgs: false, done: false }
+    }
+
+    /// The stream as a body's events.
+    pub fn into_stream(self) -> impl Stream<Item = Bytes> {
+        futures::stream::unfold(self, |mut stream| async move {
+            let event = stream.next().await?;
+            Some((event, stream))
+        })
+    }
+
+    /// Writes the stream to the client's connection itself, as HTTP/1.1 chunks, with the
+    /// heartbeat comment every `heartbeat`; while it has nothing of its own to send, the
+    /// fan-out writes its events (see [`direct`]).
+    pub async fn write_to(self, socket: Socket, heartbeat: Duration) -> io::Result<()> {
+        direct::write(self, socket, heartbeat).await
+    }
+
+    /// True when it has nothing to send but what the fan-out has yet to broadcast.
+    fn idle(&self) -> bool {
+        self.caught_up && self.backlog.is_empty() && self.peeked.is_none() && !self.reload_orgs && !self.done
+    }
+
+    /// A change of the user's memberships changes which organizations' events they see. The
+    /// event says which and how; one that does not is answered by reading them again.
+    async fn note(&mut self, event: &events::Model) -> Result<(), DbErr> {
+        if self.filter.apply_membership(event) {
+            self.reload_orgs().await?;
+        }
+        Ok(())
+    }
+
+    /// Boxed: that query's future is large, and it is rarely needed; an idle stream's state
+    /// stays small.
+    async fn reload_orgs(&mut self) -> Result<(), DbErr> {
+        self.filter.orgs = Box::pin(org_ids(&self.parked.state, self.filter.user)).await?;
+        self.reload_orgs = false;
+        Ok(())
+    }
 
     async fn next(&mut self) -> Option<Bytes> {
         if self.done {
             return None;
         }
+        if self.reload_orgs
+            && let Err(e) = self.reload_orgs().await
+        {
+            self.done = true;
+            return Some(failed(self.filter.last, "cannot reload memberships", &e));
+        }
         loop {
             if let Some(event) = self.backlog.pop_front() {
-                self.last = event.id;
+                self.filter.last = event.id;
                 if let Err(e) = self.note(&event).await {
                     self.done = true;
-                    return Some(failed(self.last, "cannot reload memberships", &e));
+                    return Some(failed(self.filter.last, "cannot reload memberships", &e));
                 }
                 return Some(sse_frame(&event));
             }
             if !self.caught_up {
-                // Boxed, so that an idle stream's state (waiting on the broadcast) stays small:
-                // a database query's future is large, and only this path needs one.
-                let page = Box::pin(event_log::visible_after(&self.state.db, self.user, &self.orgs, self.last, PAGE));
+                // Boxed, like the memberships' query.
+                let filter = &self.filter;
+                let page = Box::pin(event_log::visible_after(
+                    &self.parked.state.db,
+                    filter.user,
+                    &filter.orgs,
+                    filter.last,
+                    PAGE,
+                ));
                 match page.await {
                     Ok(page) => {
                         self.caught_up = (page.len() as u64) < PAGE;
@@ -295,28 +385,32 @@ impl EventStream {
                     }
                     Err(e) => {
                         self.done = true;
-                        return Some(failed(self.last, "cannot read the event log", &e));
+                        return Some(failed(self.filter.last, "cannot read the event log", &e));
                     }
                 }
             }
-            match self.live.recv().await {
-                Ok(fanned) if fanned.event.id <= self.last => {}
+            let received = match self.peeked.take() {
+                Some(received) => received,
+                None => self.live.recv().await,
+            };
+            match received {
+                Ok(fanned) if fanned.event.id <= self.filter.last => {}
                 Ok(fanned) => {
-                    if !self.visible(&fanned.event) {
+                    if !self.filter.visible(&fanned.event) {
                         continue;
                     }
-                    self.last = fanned.event.id;
+                    self.filter.last = fanned.event.id;
                     if let Err(e) = self.note(&fanned.event).await {
                         self.done = true;
-                        return Some(failed(self.last, "cannot reload memberships", &e));
+                        return Some(failed(self.filter.last, "cannot reload memberships", &e));
                     }
                     return Some(fanned.frame.clone());
                 }
                 Err(RecvError::Lagged(missed)) => {
-                    tracing::info!(user = %self.user, missed, "an event stream fell behind; telling it to resync");
+                    tracing::info!(user = %self.filter.user, missed, "an event stream fell behind; telling it to resync");
                     self.done = true;
                     return Some(resync_event(
-                        self.last,
+                        self.filter.last,
                         "This stream fell behind. Reconnect with Last-Event-ID to catch up.",
                     ));
                 }

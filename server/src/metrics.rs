@@ -1,4 +1,5 @@
-//! Prometheus metrics: request counts and latency histograms by route and status.
+//! Prometheus metrics: request counts and latency histograms by route and status, and those of
+//! other parts (the live streams') registered with them.
 
 use std::time::Instant;
 
@@ -43,16 +44,22 @@ fn latency_histogram() -> Histogram {
 
 impl Default for Metrics {
     fn default() -> Self {
+        Self::with(|_| {})
+    }
+}
+
+impl Metrics {
+    /// The request metrics, and those `more` registers.
+    pub fn with(more: impl FnOnce(&mut Registry)) -> Self {
         let mut registry = Registry::with_prefix("fleetplane");
         let requests = Family::<RequestLabels, Counter>::default();
         let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
         registry.register("http_requests", "HTTP requests served", requests.clone());
         registry.register("http_request_duration_seconds", "Time from request to response headers", latency.clone());
+        more(&mut registry);
         Self { registry, requests, latency }
     }
-}
 
-impl Metrics {
     fn observe(&self, labels: &RequestLabels, seconds: f64) {
         self.requests.get_or_create(labels).inc();
         self.latency.get_or_create(labels).observe(seconds);

@@ -107,18 +107,19 @@ impl AppState {
             ),
             None => None,
         };
+        let live = Live::new(&config.live);
         Ok(Self(Arc::new(App {
             sessions,
             passwords,
             limiter: RateLimiter::default(),
             users: UserCache::default(),
             mail,
-            metrics: Metrics::default(),
+            metrics: Metrics::with(|registry| live.register_metrics(registry)),
             keyring,
             clouds,
             google,
             bus,
-            live: Live::new(&config.live),
+            live,
             executor: std::sync::OnceLock::new(),
             db,
             config,

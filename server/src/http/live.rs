@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::{
-    Json,
+    Extension, Json,
     body::Bytes,
     extract::State,
     http::{HeaderMap, StatusCode},
@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::{
     extract::{ApiPath, ApiQuery},
+    serve::Socket,
     sse,
 };
 use crate::{
@@ -62,7 +63,11 @@ pub fn stream_slot(state: &AppState, caller: &CurrentUser) -> Result<Slot> {
 
 /// The response sending `stream`'s events, with the heartbeat comment, until the server stops.
 pub fn sse_response(state: &AppState, stream: impl futures::Stream<Item = Bytes> + Send + 'static) -> Response {
-    sse::response(stream, Duration::from_secs(state.config.live.heartbeat_secs))
+    sse::response(stream, heartbeat(state))
+}
+
+fn heartbeat(state: &AppState) -> Duration {
+    Duration::from_secs(state.config.live.heartbeat_secs)
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -89,11 +94,16 @@ async fn event_stream(
     caller: CurrentUser,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<StreamQuery>,
+    lean: Option<Extension<Socket>>,
 ) -> Result<Response> {
     let after = last_event_id(&headers, query.last_event_id.as_deref())?;
     let slot = stream_slot(&state, &caller)?;
     let stream = live::event_stream(state.clone(), slot, caller.id(), after).await?;
-    Ok(sse_response(&state, stream))
+    Ok(match lean {
+        // The fan-out may then write the events itself.
+        Some(Extension(socket)) => sse::written_directly(stream.write_to(socket, heartbeat(&state))),
+        None => sse_response(&state, stream.into_stream()),
+    })
 }
 
 #[derive(Serialize, ToSchema)]

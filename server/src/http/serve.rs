@@ -14,12 +14,17 @@
 //! does so to reconnect anyway). Anything else or unusual (a head split across reads, a request
 //! body, pipelining, HTTP/1.0, a head this module cannot take as it is) goes to hyper untouched:
 //! the first bytes were only peeked at.
+//!
+//! A response body may also write to the connection itself: such a request carries its
+//! [`Socket`], through which an event stream's events are written by whoever has them (the
+//! fan-out, see `live::direct`) without waking the connection's task.
 
 use std::{
     future::{Future, poll_fn},
-    io::{self, Write as _},
-    net::SocketAddr,
+    io::{self, IoSlice, Write as _},
+    net::{Shutdown, SocketAddr},
     pin::{Pin, pin},
+    sync::Arc,
     task::{Context, Poll, ready},
     time::{Duration, SystemTime},
 };
@@ -42,7 +47,7 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::AsyncReadExt,
     net::{TcpListener, TcpStream},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -100,11 +105,14 @@ async fn connection(mut tcp: TcpStream, peer: SocketAddr, router: Router, stop: 
     };
     match first {
         Ok(Some(mut request)) => {
+            let socket = Socket(Arc::new(tcp));
             request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(socket.clone());
             let Ok(response) = router.oneshot(request).await;
             // An error here is the client gone: there is nobody left to tell.
-            let _ = respond(&mut tcp, response, &stop).await;
-            let _ = tcp.shutdown().await;
+            let _ = respond(&socket, response, &stop).await;
+            // Closed for good once the last holder of the socket lets go of it.
+            let _ = socket2::SockRef::from(&*socket.0).shutdown(Shutdown::Write);
         }
         // Boxed: hyper's connection state is large, and an event stream's task should not
         // carry room for it.
@@ -167,9 +175,64 @@ fn parse_event_stream_request(bytes: &[u8]) -> Option<(Request, usize)> {
     (wants_stream && !unusual && headers.contains_key(header::HOST)).then_some((request, len))
 }
 
+/// The client's connection, for a response body that writes to it itself rather than yielding
+/// its data (`sse::written_directly`): it writes whole HTTP/1.1 chunks ([`chunk`]), after the
+/// head (sent before the body is first polled) and before the last chunk (sent once it ends).
+/// Requests answered on a lean connection carry it as an extension.
+#[derive(Clone)]
+pub struct Socket(Arc<TcpStream>);
+
+impl Socket {
+    /// Writes what the connection takes of `bytes` now, without waiting.
+    pub fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
+        self.0.try_write(bytes)
+    }
+
+    /// Writes what the connection takes of `bytes` now, without waiting.
+    pub fn try_write_vectored(&self, bytes: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.0.try_write_vectored(bytes)
+    }
+
+    /// Writes all of `bytes`, waiting while the client is not reading.
+    pub async fn write_all(&self, mut bytes: impl Buf) -> io::Result<()> {
+        while bytes.has_remaining() {
+            let mut slices = [IoSlice::new(&[]); 4];
+            let count = bytes.chunks_vectored(&mut slices);
+            match self.0.try_write_vectored(&slices[..count]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => bytes.advance(written),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.0.writable().await?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `data` as one HTTP/1.1 chunk, in one buffer (to be written many times).
+pub fn chunk(data: &[u8]) -> Bytes {
+    let (size, size_len) = chunk_size(data.len());
+    [&size[..size_len], data, b"\r\n"].concat().into()
+}
+
+/// `data` as one HTTP/1.1 chunk, without copying it.
+pub fn chunked(data: Bytes) -> impl Buf {
+    let (size, size_len) = chunk_size(data.len());
+    Buf::chain(Buf::take(io::Cursor::new(size), size_len), data).chain(&b"\r\n"[..])
+}
+
+/// The size line of a chunk of `len` bytes.
+fn chunk_size(len: usize) -> ([u8; 20], usize) {
+    let mut size = [0; 20];
+    let mut cursor = &mut size[..];
+    let _ = write!(cursor, "{len:x}\r\n");
+    let written = 20 - cursor.len();
+    (size, written)
+}
+
 /// Writes `response` and its body: an event stream chunk by chunk as its events come, until it
 /// ends or the client leaves; anything else (a problem, say) whole, with its length.
-async fn respond(tcp: &mut TcpStream, response: Response, stop: &CancellationToken) -> io::Result<()> {
+async fn respond(tcp: &Socket, response: Response, stop: &CancellationToken) -> io::Result<()> {
     let (parts, mut body) = response.into_parts();
     let streaming = parts.status == StatusCode::OK
         && parts
@@ -195,13 +258,7 @@ async fn respond(tcp: &mut TcpStream, response: Response, stop: &CancellationTok
             // No last chunk: the client sees the stream cut short, not ended.
             Some(Err(e)) => return Err(io::Error::other(e)),
         };
-        let mut size = [0; 20];
-        let size_len = {
-            let mut cursor = &mut size[..];
-            write!(cursor, "{:x}\r\n", data.len())?;
-            20 - cursor.len()
-        };
-        write_all(tcp, Buf::chain(&size[..size_len], data).chain(&b"\r\n"[..]), stop).await?;
+        write_all(tcp, chunked(data), stop).await?;
     }
     write_all(tcp, &b"0\r\n\r\n"[..], stop).await
 }
@@ -237,8 +294,8 @@ fn head(parts: &Parts, length: Option<usize>) -> Bytes {
 }
 
 /// Writes all of `bytes`, unless the server stops while the client is not reading.
-async fn write_all(tcp: &mut TcpStream, mut bytes: impl Buf, stop: &CancellationToken) -> io::Result<()> {
-    let mut write = pin!(tcp.write_all_buf(&mut bytes));
+async fn write_all(tcp: &Socket, bytes: impl Buf, stop: &CancellationToken) -> io::Result<()> {
+    let mut write = pin!(tcp.write_all(bytes));
     // Almost always done at once; only a client that is not reading makes it wait.
     if let Some(written) = write.as_mut().now_or_never() {
         return written;
@@ -257,7 +314,8 @@ enum Next {
 
 /// The body's next frame, unless the client leaves first. The client has nothing more to send
 /// on this connection; anything it sends anyway is read and dropped.
-fn next_frame(body: &mut Body, tcp: &TcpStream, cx: &mut Context<'_>) -> Poll<Next> {
+fn next_frame(body: &mut Body, tcp: &Socket, cx: &mut Context<'_>) -> Poll<Next> {
+    let tcp = &*tcp.0;
     if let Poll::Ready(frame) = Pin::new(body).poll_frame(cx) {
         return Poll::Ready(Next::Frame(frame));
     }

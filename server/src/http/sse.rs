@@ -1,11 +1,13 @@
 //! Server-Sent Events on the wire: frames encoded once (so that one event sent to ten thousand
-//! streams is one allocation, shared) and a heartbeat comment.
+//! streams is one allocation, shared), a heartbeat comment, and the two kinds of response: one
+//! whose body yields the events, one whose events are written straight to the connection.
 
 use std::{
     convert::Infallible,
     fmt::Display,
+    io,
     pin::Pin,
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
     time::Duration,
 };
 
@@ -14,7 +16,7 @@ use axum::{
     http::{HeaderValue, header},
     response::Response,
 };
-use futures::Stream;
+use futures::{FutureExt, Stream, future::Fuse};
 use http_body::Frame;
 use tokio::time::Sleep;
 
@@ -42,7 +44,17 @@ pub fn frame(id: impl Display, event: &str, data: &str) -> Bytes {
 /// every `heartbeat`, until `events` ends.
 pub fn response(events: impl Stream<Item = Bytes> + Send + 'static, heartbeat: Duration) -> Response {
     let body = SseBody { events, heartbeat: tokio::time::sleep(heartbeat), every: heartbeat };
-    let mut response = Response::new(Body::new(body));
+    with_headers(Response::new(Body::new(body)))
+}
+
+/// A `200 text/event-stream` response whose events `writer` writes straight to the client's
+/// connection (`serve::Socket`), not through the body. The body ends when `writer` does; cut
+/// short, with no last chunk, when `writer` fails.
+pub fn written_directly(writer: impl Future<Output = io::Result<()>> + Send + 'static) -> Response {
+    with_headers(Response::new(Body::new(WrittenBody { writer: writer.fuse() })))
+}
+
+fn with_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -63,6 +75,23 @@ pin_project_lite::pin_project! {
         #[pin]
         heartbeat: Sleep,
         every: Duration,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A body with no data of its own: polling it drives the writer.
+    struct WrittenBody<F> {
+        #[pin]
+        writer: Fuse<F>,
+    }
+}
+
+impl<F: Future<Output = io::Result<()>>> http_body::Body for WrittenBody<F> {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        Poll::Ready(ready!(self.project().writer.poll(cx)).err().map(Err))
     }
 }
 

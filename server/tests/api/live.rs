@@ -276,10 +276,24 @@ async fn the_event_stream_resumes_from_last_event_id_without_gap_or_duplicate() 
 
 #[tokio::test]
 async fn a_stream_that_falls_behind_is_told_to_resync_and_ends() {
+    falls_behind(false).await;
+}
+
+#[tokio::test]
+async fn a_stream_the_fan_out_writes_to_that_falls_behind_is_told_to_resync_and_ends() {
+    falls_behind(true).await;
+}
+
+async fn falls_behind(alone: bool) {
     let app = TestApp::spawn_with(|config| config.live.backlog = 16).await;
     let ada = app.user("ada").await;
     let ada_id: uuid::Uuid = ada.get("/api/v1/me").await.json()["id"].as_str().expect("id").parse().expect("uuid");
-    let mut stream = Stream::open(&ada, "/api/v1/events", None).await.expect("stream");
+    let mut stream = match alone {
+        true => Stream::open_alone(&ada, "/api/v1/events").await,
+        // On the connection that asked for `/me`, through hyper.
+        false => Stream::open(&ada, "/api/v1/events", None).await,
+    }
+    .expect("stream");
     let start = events::latest_id(app.db()).await.expect("latest id");
     // Stop reading while far more than the backlog arrives (and more than the sockets hold).
     let filler = "x".repeat(16 * 1024);
@@ -317,6 +331,72 @@ async fn a_stream_that_falls_behind_is_told_to_resync_and_ends() {
     assert_eq!(next.id(), resync.id.as_deref().expect("id").parse::<i64>().expect("number") + 1);
 }
 
+/// How many streams the fan-out handed back to their own task for `reason`, from `/metrics`.
+async fn handbacks(client: &Client, reason: &str) -> u64 {
+    let metrics = client.get("/metrics").await.expect_status(StatusCode::OK).text;
+    let series = format!("fleetplane_sse_handbacks_total{{reason=\"{reason}\"}} ");
+    metrics.lines().find_map(|line| line.strip_prefix(&series)).map_or(0, |count| count.parse().expect("a count"))
+}
+
+/// Stores `count` events for `user`, numbered from `from`, in one transaction.
+async fn record_notes(app: &TestApp, user: uuid::Uuid, from: u64, count: u64, filler: &str) {
+    let txn = app.db().begin().await.expect("txn");
+    for n in from..from + count {
+        events::record(&txn, Audience::User(user), "note", json!({ "n": n, "filler": filler })).await.expect("record");
+    }
+    txn.commit().await.expect("commit");
+    app.state.events_written();
+}
+
+#[tokio::test]
+async fn a_stream_too_slow_for_its_socket_gets_every_event_in_order_and_goes_on() {
+    let app = TestApp::spawn().await;
+    let ada = app.user("ada").await;
+    let ada_id: uuid::Uuid = ada.get("/api/v1/me").await.json()["id"].as_str().expect("id").parse().expect("uuid");
+    let mut stream = Stream::open_alone(&ada, "/api/v1/events").await.expect("stream");
+    let filler = "x".repeat(64 * 1024);
+    let mut expected = 0;
+    // Twice: once handed back, the stream is attached again when it has caught up.
+    for round in 1..=2 {
+        // Not read while far more than the sockets hold arrives (though less than the backlog):
+        // the fan-out's writes fall short and it hands the stream back to its task.
+        for _ in 0..16 {
+            record_notes(&app, ada_id, expected, 16, &filler).await;
+            expected += 16;
+        }
+        let started = std::time::Instant::now();
+        while handbacks(&ada, "slow_client").await < round {
+            assert!(started.elapsed() < WAIT, "the fan-out never found the socket full");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let from = expected - 256;
+        let got = take(&mut stream, 256).await;
+        let seen: Vec<u64> = got.iter().map(|m| m.json()["n"].as_u64().expect("n")).collect();
+        assert_eq!(seen, (from..expected).collect::<Vec<u64>>(), "every event once, in order");
+        assert!(got.iter().all(|m| m.event == "note"), "no resync");
+    }
+    record_notes(&app, ada_id, expected, 1, "").await;
+    assert_eq!(stream.next(WAIT).await.expect("live").json()["n"], expected);
+    assert_eq!(handbacks(&ada, "shard_behind").await, 0);
+}
+
+#[tokio::test]
+async fn a_burst_bigger_than_the_servers_backlog_reaches_a_reading_stream_whole() {
+    let app = TestApp::spawn_with(|config| config.live.backlog = 4).await;
+    let ada = app.user("ada").await;
+    let ada_id: uuid::Uuid = ada.get("/api/v1/me").await.json()["id"].as_str().expect("id").parse().expect("uuid");
+    let mut stream = Stream::open_alone(&ada, "/api/v1/events").await.expect("stream");
+    // Twenty events broadcast at once, while the fan-out keeps four: the stream's shard falls
+    // behind, and the stream catches up from the database instead of being told to resync.
+    record_notes(&app, ada_id, 0, 20, "").await;
+    let got = take(&mut stream, 20).await;
+    let seen: Vec<u64> = got.iter().map(|m| m.json()["n"].as_u64().expect("n")).collect();
+    assert_eq!(seen, (0..20).collect::<Vec<u64>>());
+    assert!(handbacks(&ada, "shard_behind").await >= 1, "the shard fell behind");
+    record_notes(&app, ada_id, 20, 1, "").await;
+    assert_eq!(stream.next(WAIT).await.expect("live").json()["n"], 20);
+}
+
 #[tokio::test]
 async fn each_user_may_hold_a_limited_number_of_streams() {
     let app = TestApp::spawn_with(|config| config.live.max_streams_per_user = 2).await;
@@ -349,10 +429,14 @@ async fn each_user_may_hold_a_limited_number_of_streams() {
 async fn heartbeats_keep_a_quiet_stream_open() {
     let app = TestApp::spawn_with(|config| config.live.heartbeat_secs = 1).await;
     let ada = app.user("ada").await;
-    let mut stream = Stream::open(&ada, "/api/v1/events", None).await.expect("stream");
-    for _ in 0..2 {
-        let comment = stream.next_raw(Duration::from_secs(5)).await.expect("open");
-        assert_eq!((comment.event.as_str(), comment.data.as_str()), (":", "heartbeat"));
+    // Through hyper, and attached to the fan-out.
+    let pooled = Stream::open(&ada, "/api/v1/events", None).await.expect("stream");
+    let alone = Stream::open_alone(&ada, "/api/v1/events").await.expect("stream");
+    for mut stream in [pooled, alone] {
+        for _ in 0..2 {
+            let comment = stream.next_raw(Duration::from_secs(5)).await.expect("open");
+            assert_eq!((comment.event.as_str(), comment.data.as_str()), (":", "heartbeat"));
+        }
     }
 }
 

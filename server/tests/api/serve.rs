@@ -152,11 +152,15 @@ async fn requests_not_taken_whole_are_served_by_hyper() {
     let mut tcp = send(&app, first).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     tcp.write_all(second.as_bytes()).await.expect("send");
-    let (head, _) = read_head(&mut tcp).await;
+    let (head, mut body) = read_head(&mut tcp).await;
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     assert!(head.contains("\r\ncontent-type: text/event-stream\r\n"), "{head}");
     assert!(!head.contains("connection: close"), "hyper keeps the connection: {head}");
     wait_for_open_streams(&app, 1).await;
+    // Its events come through its body.
+    ada.post("/api/v1/orgs/ada/clusters", local_cluster("split", json!(null))).await.expect_status(StatusCode::CREATED);
+    let event = String::from_utf8(next_chunk(&mut tcp, &mut body).await.expect("an event")).expect("text");
+    assert!(event.starts_with("id: ") && event.contains("\nevent: "), "{event}");
     drop(tcp);
     wait_for_open_streams(&app, 0).await;
 

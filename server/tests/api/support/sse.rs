@@ -45,6 +45,14 @@ impl Stream {
         Self::from_request(request).await
     }
 
+    /// Opens `path` as an event stream on a connection of its own, which the server answers on
+    /// a lean connection, attached to its fan-out (a reused connection goes through hyper).
+    pub async fn open_alone(client: &Client, path: &str) -> Result<Self, super::Resp> {
+        let http = reqwest::Client::builder().cookie_provider(client.jar.clone()).build().expect("client");
+        let request = http.get(client.base.join(path).expect("path")).header(header::ACCEPT, "text/event-stream");
+        Self::from_request(request).await
+    }
+
     pub async fn from_request(request: reqwest::RequestBuilder) -> Result<Self, super::Resp> {
         let response = request.send().await.expect("the stream's request reaches the server");
         let status = response.status();

@@ -1,0 +1,429 @@
+//! Event streams written by the fan-out itself.
+//!
+//! An event stream is idle nearly all its life, and when an event comes it is often one that
+//! thousands of streams wait for. Waking a task per stream to write the same bytes costs more
+//! than the writes do. So while a stream on a lean connection has nothing of its own to send
+//! (it is caught up, and its socket takes what it is given), it is *attached*: a shard of the
+//! fan-out writes every event the stream may see straight to its socket, as an HTTP/1.1 chunk
+//! encoded once for all, with one write that never waits. The stream's task sleeps meanwhile,
+//! waking for the heartbeat only.
+//!
+//! A shard *hands a stream back* to its task when a write would wait or is partial (the client
+//! is slow), when an event changes the user's organizations without saying how (they must be
+//! read again), or when the shard itself fell behind the fan-out. The task writes what the
+//! shard could not, catches up from the database after the stream's last event (as a
+//! reconnecting stream does), and attaches again once it has nothing left to send.
+//!
+//! Whoever holds a stream's lock owns its socket: a shard writes under it, and the task writes
+//! only while the stream is not attached, so bytes never interleave. The task attaches under
+//! the lock, and only when its receiver has nothing waiting: an event broadcast before that is
+//! in the receiver, and one broadcast after is written by the shard (which takes the lock after
+//! it hears the event); the stream's last id keeps either from sending one twice.
+
+use std::{
+    io::{self, IoSlice},
+    mem,
+    pin::pin,
+    sync::{
+        Arc, LazyLock, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::body::Bytes;
+use bytes::{Buf, BytesMut};
+use prometheus_client::{
+    metrics::{counter::Counter, family::Family},
+    registry::Registry,
+};
+use slab::Slab;
+use tokio::{
+    sync::{
+        Notify,
+        broadcast::{
+            self,
+            error::{RecvError, TryRecvError},
+        },
+    },
+    task::JoinSet,
+    time::{Instant, MissedTickBehavior},
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{EventStream, Fanned, Filter, Parked};
+use crate::http::{
+    serve::{self, Socket},
+    sse,
+};
+
+/// The heartbeat comment as a chunk.
+static HEARTBEAT: LazyLock<Bytes> = LazyLock::new(|| serve::chunk(sse::HEARTBEAT));
+
+/// This server's attached streams, spread over as many shards as it has cores, each written by
+/// its own task.
+pub(super) struct Shards {
+    shards: Box<[Arc<Shard>]>,
+    next: AtomicUsize,
+    handbacks: HandbackFamily,
+}
+
+/// Streams handed back to their task, by why.
+type HandbackFamily = Family<[(&'static str, &'static str); 1], Counter>;
+
+/// Why a stream was handed back to its task.
+#[derive(Clone, Copy)]
+enum Reason {
+    /// Its socket did not take all it was given.
+    SlowClient,
+    /// Its organizations must be read again.
+    Memberships,
+    /// Its shard fell behind the fan-out.
+    ShardBehind,
+}
+
+impl Reason {
+    fn label(self) -> [(&'static str, &'static str); 1] {
+        let reason = match self {
+            Self::SlowClient => "slow_client",
+            Self::Memberships => "memberships",
+            Self::ShardBehind => "shard_behind",
+        };
+        [("reason", reason)]
+    }
+}
+
+struct Shard {
+    streams: Mutex<Slab<Arc<Attached>>>,
+    handbacks: HandbackFamily,
+    /// Subscribed when the server starts, so that the shard hears every event a stream could
+    /// be attached for; taken by the shard's writer.
+    events: Mutex<Option<broadcast::Receiver<Arc<Fanned>>>>,
+}
+
+impl Shards {
+    pub(super) fn new(events: &broadcast::Sender<Arc<Fanned>>) -> Self {
+        let count = std::thread::available_parallelism().map_or(1, usize::from);
+        let handbacks = HandbackFamily::default();
+        let shards = (0..count)
+            .map(|_| {
+                let events = Mutex::new(Some(events.subscribe()));
+                Arc::new(Shard { streams: Mutex::default(), handbacks: handbacks.clone(), events })
+            })
+            .collect();
+        Self { shards, next: AtomicUsize::new(0), handbacks }
+    }
+
+    pub(super) fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "sse_handbacks",
+            "Event streams the fan-out handed back to their own task: slow_client (its socket was full), \
+             memberships (its organizations had to be read again), shard_behind (the fan-out got a whole backlog ahead)",
+            self.handbacks.clone(),
+        );
+    }
+
+    /// Starts the shards' writers. They stop when the event channel closes (the server is
+    /// stopping), or when the returned set is dropped.
+    pub(super) fn start(&self) -> JoinSet<()> {
+        let mut writers = JoinSet::new();
+        for shard in &self.shards {
+            if let Some(events) = lock(&shard.events).take() {
+                writers.spawn(Arc::clone(shard).write(events));
+            }
+        }
+        writers
+    }
+
+    fn register(&self, stream: &Arc<Attached>) -> Registration {
+        let shard = &self.shards[self.next.fetch_add(1, Ordering::Relaxed) % self.shards.len()];
+        let key = lock(&shard.streams).insert(Arc::clone(stream));
+        Registration { shard: Arc::clone(shard), key, stream: Arc::clone(stream) }
+    }
+}
+
+impl Shard {
+    /// Writes each event to the shard's attached streams, until the event channel closes.
+    async fn write(self: Arc<Self>, mut events: broadcast::Receiver<Arc<Fanned>>) {
+        let mut batch = Vec::new();
+        let mut streams = Vec::new();
+        loop {
+            let mut lagged = match events.recv().await {
+                Ok(fanned) => {
+                    batch.push(fanned);
+                    false
+                }
+                Err(RecvError::Lagged(_)) => true,
+                Err(RecvError::Closed) => return,
+            };
+            // Whatever else came meanwhile goes with it: one write per stream.
+            while !lagged {
+                match events.try_recv() {
+                    Ok(fanned) => batch.push(fanned),
+                    Err(TryRecvError::Lagged(_)) => lagged = true,
+                    Err(_) => break,
+                }
+            }
+            // The streams as they are now; a stream that comes later has these in its receiver.
+            streams.extend(lock(&self.streams).iter().map(|(_, stream)| Arc::clone(stream)));
+            if lagged {
+                tracing::info!(
+                    streams = streams.len(),
+                    "the fan-out got ahead of a shard; its streams catch up themselves"
+                );
+                for stream in &streams {
+                    if stream.hand_back(&mut lock(&stream.state), Bytes::new(), false) {
+                        self.handbacks.get_or_create(&Reason::ShardBehind.label()).inc();
+                    }
+                }
+            } else {
+                let mut chunks = Vec::with_capacity(batch.len());
+                for stream in &streams {
+                    if let Some(reason) = stream.deliver(&batch, &mut chunks) {
+                        self.handbacks.get_or_create(&reason.label()).inc();
+                    }
+                }
+            }
+            streams.clear();
+            batch.clear();
+        }
+    }
+}
+
+/// An event stream with a place in a shard.
+struct Attached {
+    socket: Socket,
+    state: Mutex<State>,
+    /// Wakes the stream's task when its shard hands it back.
+    handed_back: Notify,
+}
+
+enum State {
+    /// Its shard writes its events; the filter says which, and where the stream is.
+    Attached(Filter),
+    /// Its task sends what it has; the shard leaves it alone.
+    Detached,
+    /// Handed back by its shard; its task has yet to take it.
+    HandedBack(Handback),
+}
+
+/// Who sends a stream's events next.
+enum Turn {
+    /// Its task, from the stream.
+    Own(EventStream),
+    /// Its shard, while the task keeps the rest.
+    Shard(Parked),
+}
+
+struct Handback {
+    filter: Filter,
+    /// What the shard could not write of its last chunks; it goes first.
+    unsent: Bytes,
+    /// The user's organizations must be read again.
+    reload_orgs: bool,
+}
+
+impl Attached {
+    /// Writes the events of `batch` the stream may see, if it is attached. Hands it back to its
+    /// task when its socket does not take them all, or when an event leaves its organizations
+    /// unknown (what comes after it may not be for the ones it knew), and says why.
+    fn deliver<'a>(&self, batch: &'a [Arc<Fanned>], chunks: &mut Vec<IoSlice<'a>>) -> Option<Reason> {
+        let mut state = lock(&self.state);
+        let State::Attached(filter) = &mut *state else { return None };
+        chunks.clear();
+        let mut reload_orgs = false;
+        for fanned in batch {
+            if fanned.event.id <= filter.last || !filter.visible(&fanned.event) {
+                continue;
+            }
+            filter.last = fanned.event.id;
+            chunks.push(IoSlice::new(&fanned.chunk));
+            if filter.apply_membership(&fanned.event) {
+                reload_orgs = true;
+                break;
+            }
+        }
+        let written = match chunks.as_slice() {
+            [] => return None,
+            [one] => self.socket.try_write(one),
+            many => self.socket.try_write_vectored(many),
+        };
+        // Full, or failed: the task finds out which when it writes the rest.
+        let written = written.unwrap_or(0);
+        let total: usize = chunks.iter().map(|chunk| chunk.len()).sum();
+        let reason = if written < total { Reason::SlowClient } else { Reason::Memberships };
+        if written < total || reload_orgs {
+            self.hand_back(&mut state, unsent(chunks, written), reload_orgs);
+            return Some(reason);
+        }
+        None
+    }
+
+    /// Gives the stream back to its task, if it is attached, with `unsent` to write first.
+    fn hand_back(&self, state: &mut State, unsent: Bytes, reload_orgs: bool) -> bool {
+        let State::Attached(filter) = mem::replace(state, State::Detached) else { return false };
+        *state = State::HandedBack(Handback { filter, unsent, reload_orgs });
+        self.handed_back.notify_one();
+        true
+    }
+
+    /// Attaches `stream` if it has nothing of its own left to send.
+    fn attach(&self, mut stream: EventStream) -> Turn {
+        if !stream.idle() {
+            return Turn::Own(stream);
+        }
+        let mut state = lock(&self.state);
+        let received = match stream.live.try_recv() {
+            Err(TryRecvError::Empty) => {
+                *state = State::Attached(stream.filter);
+                return Turn::Shard(stream.parked);
+            }
+            Ok(fanned) => Ok(fanned),
+            Err(TryRecvError::Lagged(missed)) => Err(RecvError::Lagged(missed)),
+            Err(TryRecvError::Closed) => Err(RecvError::Closed),
+        };
+        stream.peeked = Some(received);
+        Turn::Own(stream)
+    }
+
+    fn take_back(&self) -> Option<Handback> {
+        let mut state = lock(&self.state);
+        match mem::replace(&mut *state, State::Detached) {
+            State::HandedBack(handback) => Some(handback),
+            other => {
+                *state = other;
+                None
+            }
+        }
+    }
+
+    /// Sends the heartbeat comment to the stream, if it is attached. A socket too full to take
+    /// any of it needs none (the client has plenty to read); one that takes only part of it
+    /// hands the stream back with the rest.
+    fn heartbeat(&self) -> io::Result<Option<Reason>> {
+        let mut state = lock(&self.state);
+        if !matches!(*state, State::Attached(_)) {
+            return Ok(None);
+        }
+        match self.socket.try_write(&HEARTBEAT) {
+            Ok(written) if written < HEARTBEAT.len() => {
+                self.hand_back(&mut state, HEARTBEAT.slice(written..), false);
+                Ok(Some(Reason::SlowClient))
+            }
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A stream's place in its shard, given up when the stream ends. The stream is detached first,
+/// so that once this is dropped nothing more is written to its socket.
+struct Registration {
+    shard: Arc<Shard>,
+    key: usize,
+    stream: Arc<Attached>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        *lock(&self.stream.state) = State::Detached;
+        lock(&self.shard.streams).try_remove(self.key);
+    }
+}
+
+/// Sends `stream` to `socket` until it ends or the server stops (or the client leaves: the
+/// connection then drops this): by itself while it has something to send, attached to a shard
+/// while it has not. A heartbeat comment goes every `every`.
+pub(super) async fn write(mut stream: EventStream, socket: Socket, every: Duration) -> io::Result<()> {
+    let state = stream.parked.state.clone();
+    let closing = &state.live.closing;
+    let attached = Arc::new(Attached { socket, state: Mutex::new(State::Detached), handed_back: Notify::new() });
+    let _registration = state.live.attached.register(&attached);
+    let socket = &attached.socket;
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        // Its own turn: it sends what it has, until it can be attached.
+        let parked = loop {
+            stream = match attached.attach(stream) {
+                Turn::Shard(parked) => break parked,
+                Turn::Own(stream) => stream,
+            };
+            // The next event is not given up for a heartbeat: it may be half read.
+            let mut next = pin!(stream.next());
+            let frame = loop {
+                tokio::select! {
+                    frame = &mut next => break frame,
+                    _ = heartbeat.tick() => send(socket, HEARTBEAT.clone(), closing).await?,
+                    () = closing.cancelled() => return Ok(()),
+                }
+            };
+            let Some(frame) = frame else { return Ok(()) };
+            send(socket, serve::chunked(frame), closing).await?;
+        };
+        // Its shard's turn, until it hands the stream back.
+        let handback = loop {
+            tokio::select! {
+                () = attached.handed_back.notified() => if let Some(handback) = attached.take_back() {
+                    break handback;
+                },
+                _ = heartbeat.tick() => if let Some(reason) = attached.heartbeat()? {
+                    state.live.attached.handbacks.get_or_create(&reason.label()).inc();
+                },
+                () = closing.cancelled() => return Ok(()),
+            }
+        };
+        // Listening again before the rest is written: a client that stays too slow while the
+        // fan-out gets a whole backlog ahead is told to resync, as any stream is.
+        stream = parked.resume(handback.filter, handback.reload_orgs);
+        send(socket, handback.unsent, closing).await?;
+    }
+}
+
+/// Writes all of `bytes`, unless the server stops first. The stream is then cut short rather
+/// than ended: its last chunk may be half written.
+async fn send(socket: &Socket, bytes: impl Buf, closing: &CancellationToken) -> io::Result<()> {
+    tokio::select! {
+        biased;
+        written = socket.write_all(bytes) => written,
+        () = closing.cancelled() => Err(io::Error::other("the server stopped while the client was not reading")),
+    }
+}
+
+/// What is left of `chunks` after their first `written` bytes.
+fn unsent(chunks: &[IoSlice<'_>], mut written: usize) -> Bytes {
+    let mut rest = BytesMut::new();
+    for chunk in chunks {
+        let skip = written.min(chunk.len());
+        written -= skip;
+        rest.extend_from_slice(&chunk[skip..]);
+    }
+    rest.freeze()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_left_unsent_starts_where_the_write_stopped() {
+        let chunks = [IoSlice::new(b"abc"), IoSlice::new(b"de"), IoSlice::new(b"fgh")];
+        assert_eq!(unsent(&chunks, 0), "abcdefgh");
+        assert_eq!(unsent(&chunks, 2), "cdefgh");
+        assert_eq!(unsent(&chunks, 3), "defgh");
+        assert_eq!(unsent(&chunks, 4), "efgh");
+        assert_eq!(unsent(&chunks, 7), "h");
+        assert_eq!(unsent(&chunks, 8), "");
+    }
+
+    #[test]
+    fn the_heartbeat_is_one_chunk() {
+        assert_eq!(*HEARTBEAT, serve::chunk(b": heartbeat\n\n"));
+        assert_eq!(&HEARTBEAT[..], b"d\r\n: heartbeat\n\n\r\n");
+    }
+}
