@@ -174,7 +174,8 @@ fn live(options: &Options, root: &Path) -> Result<()> {
         writeln!(
             out,
             "Each stream is its own idle connection, answered by the lean event-stream path of \
-             `server/src/http/serve.rs` (no hyper buffers held for it).\n"
+             `server/src/http/serve.rs` (no hyper buffers held for it) and attached to the fan-out \
+             (`server/src/live/direct.rs`).\n"
         )?;
         writeln!(out, "| streams | server RSS before | after | per stream | target | met |")?;
         writeln!(out, "|---:|---:|---:|---:|---|---|")?;
@@ -196,8 +197,9 @@ fn live(options: &Options, root: &Path) -> Result<()> {
          broadcasts, so streams × {BROADCASTS} samples. With Redis: two servers on one database and one Redis, \
          the request to the first, the streams on the second. The load generator is lean (a plain TCP \
          connection per stream that only looks for the event), yet it shares the two cores with the server; \
-         the CPU columns are each process's CPU time per broadcast. Most of the server's is the kernel \
-         sending ten thousand loopback packets, including the receiving side's work. On this virtual \
+         the CPU columns are each process's CPU time per broadcast. The server's fan-out writes the event to \
+         every stream's socket itself (one shard task per core), so most of its CPU is the kernel sending \
+         ten thousand loopback packets, including the receiving side's work. On this virtual \
          machine the same build's p99 varies by about ±15% between runs, and so does its CPU per broadcast.\n"
     )?;
     writeln!(out, "| path | streams | samples | p50 | p99 | max | server CPU | generator CPU | target | met |")?;
