@@ -148,6 +148,11 @@ impl Live {
         self.attached.register_metrics(registry);
     }
 
+    /// Event streams the fan-out writes to directly now.
+    pub fn attached_streams(&self) -> usize {
+        self.attached.attached()
+    }
+
     /// Streams open on this server.
     pub fn open_streams(&self) -> usize {
         self.open.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
@@ -326,11 +331,6 @@ impl EventStream {
         direct::write(self, socket, heartbeat).await
     }
 
-    /// True when it has nothing to send but what the fan-out has yet to broadcast.
-    fn idle(&self) -> bool {
-        self.caught_up && self.backlog.is_empty() && self.peeked.is_none() && !self.reload_orgs && !self.done
-    }
-
     /// A change of the user's memberships changes which organizations' events they see. The
     /// event says which and how; one that does not is answered by reading them again.
     async fn note(&mut self, event: &events::Model) -> Result<(), DbErr> {
@@ -348,24 +348,36 @@ impl EventStream {
         Ok(())
     }
 
+    /// The next event to send, waiting for the fan-out when nothing else is due.
     async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            match self.due().await {
+                Due::Event(frame) => return Some(frame),
+                Due::End => return None,
+                Due::Nothing => self.peeked = Some(self.live.recv().await),
+            }
+        }
+    }
+
+    /// What the stream has to send before anything more comes from the fan-out.
+    async fn due(&mut self) -> Due {
         if self.done {
-            return None;
+            return Due::End;
         }
         if self.reload_orgs
             && let Err(e) = self.reload_orgs().await
         {
             self.done = true;
-            return Some(failed(self.filter.last, "cannot reload memberships", &e));
+            return Due::Event(failed(self.filter.last, "cannot reload memberships", &e));
         }
         loop {
             if let Some(event) = self.backlog.pop_front() {
                 self.filter.last = event.id;
                 if let Err(e) = self.note(&event).await {
                     self.done = true;
-                    return Some(failed(self.filter.last, "cannot reload memberships", &e));
+                    return Due::Event(failed(self.filter.last, "cannot reload memberships", &e));
                 }
-                return Some(sse_frame(&event));
+                return Due::Event(sse_frame(&event));
             }
             if !self.caught_up {
                 // Boxed, like the memberships' query.
@@ -385,15 +397,13 @@ impl EventStream {
                     }
                     Err(e) => {
                         self.done = true;
-                        return Some(failed(self.filter.last, "cannot read the event log", &e));
+                        return Due::Event(failed(self.filter.last, "cannot read the event log", &e));
                     }
                 }
             }
-            let received = match self.peeked.take() {
-                Some(received) => received,
-                None => self.live.recv().await,
-            };
+            let Some(received) = self.peeked.take() else { return Due::Nothing };
             match received {
+                // Sent already, from the database.
                 Ok(fanned) if fanned.event.id <= self.filter.last => {}
                 Ok(fanned) => {
                     if !self.filter.visible(&fanned.event) {
@@ -402,22 +412,31 @@ impl EventStream {
                     self.filter.last = fanned.event.id;
                     if let Err(e) = self.note(&fanned.event).await {
                         self.done = true;
-                        return Some(failed(self.filter.last, "cannot reload memberships", &e));
+                        return Due::Event(failed(self.filter.last, "cannot reload memberships", &e));
                     }
-                    return Some(fanned.frame.clone());
+                    return Due::Event(fanned.frame.clone());
                 }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::info!(user = %self.filter.user, missed, "an event stream fell behind; telling it to resync");
                     self.done = true;
-                    return Some(resync_event(
+                    return Due::Event(resync_event(
                         self.filter.last,
                         "This stream fell behind. Reconnect with Last-Event-ID to catch up.",
                     ));
                 }
-                Err(RecvError::Closed) => return None,
+                Err(RecvError::Closed) => return Due::End,
             }
         }
     }
+}
+
+/// What an event stream has to send.
+enum Due {
+    Event(Bytes),
+    /// Nothing, until the fan-out broadcasts more.
+    Nothing,
+    /// The stream is over.
+    End,
 }
 
 /// A run's log, after line `after`, then live, then `end`.

@@ -51,11 +51,14 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{EventStream, Fanned, Filter, Parked};
+use super::{Due, EventStream, Fanned, Filter, Parked};
 use crate::http::{
     serve::{self, Socket},
     sse,
 };
+
+/// Streams a shard writes to before it lets the other tasks on its thread run.
+const YIELD_EVERY: usize = 256;
 
 /// The heartbeat comment as a chunk.
 static HEARTBEAT: LazyLock<Bytes> = LazyLock::new(|| serve::chunk(sse::HEARTBEAT));
@@ -135,6 +138,15 @@ impl Shards {
         writers
     }
 
+    /// Streams attached now.
+    pub(super) fn attached(&self) -> usize {
+        let attached = |shard: &Shard| {
+            let streams = lock(&shard.streams);
+            streams.iter().filter(|(_, stream)| matches!(*lock(&stream.state), State::Attached(_))).count()
+        };
+        self.shards.iter().map(|shard| attached(shard)).sum()
+    }
+
     fn register(&self, stream: &Arc<Attached>) -> Registration {
         let shard = &self.shards[self.next.fetch_add(1, Ordering::Relaxed) % self.shards.len()];
         let key = lock(&shard.streams).insert(Arc::clone(stream));
@@ -171,17 +183,22 @@ impl Shard {
                     streams = streams.len(),
                     "the fan-out got ahead of a shard; its streams catch up themselves"
                 );
-                for stream in &streams {
-                    if stream.hand_back(&mut lock(&stream.state), Bytes::new(), false) {
-                        self.handbacks.get_or_create(&Reason::ShardBehind.label()).inc();
+            }
+            let mut chunks = Vec::with_capacity(batch.len());
+            for (index, stream) in streams.iter().enumerate() {
+                let handed_back = match lagged {
+                    true => {
+                        stream.hand_back(&mut lock(&stream.state), Bytes::new(), false).then_some(Reason::ShardBehind)
                     }
+                    false => stream.deliver(&batch, &mut chunks),
+                };
+                if let Some(reason) = handed_back {
+                    self.handbacks.get_or_create(&reason.label()).inc();
                 }
-            } else {
-                let mut chunks = Vec::with_capacity(batch.len());
-                for stream in &streams {
-                    if let Some(reason) = stream.deliver(&batch, &mut chunks) {
-                        self.handbacks.get_or_create(&reason.label()).inc();
-                    }
+                // Writing to every stream takes a while (tens of milliseconds for thousands): the
+                // thread's other tasks, requests among them, get their turn in between.
+                if index % YIELD_EVERY == YIELD_EVERY - 1 {
+                    tokio::task::yield_now().await;
                 }
             }
             streams.clear();
@@ -267,11 +284,8 @@ impl Attached {
         true
     }
 
-    /// Attaches `stream` if it has nothing of its own left to send.
+    /// Attaches `stream`, which has nothing due, unless the fan-out broadcast more meanwhile.
     fn attach(&self, mut stream: EventStream) -> Turn {
-        if !stream.idle() {
-            return Turn::Own(stream);
-        }
         let mut state = lock(&self.state);
         let received = match stream.live.try_recv() {
             Err(TryRecvError::Empty) => {
@@ -344,23 +358,27 @@ pub(super) async fn write(mut stream: EventStream, socket: Socket, every: Durati
     let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
-        // Its own turn: it sends what it has, until it can be attached.
+        // Its own turn: it sends what is due, until it can be attached.
         let parked = loop {
-            stream = match attached.attach(stream) {
-                Turn::Shard(parked) => break parked,
-                Turn::Own(stream) => stream,
-            };
-            // The next event is not given up for a heartbeat: it may be half read.
-            let mut next = pin!(stream.next());
-            let frame = loop {
-                tokio::select! {
-                    frame = &mut next => break frame,
-                    _ = heartbeat.tick() => send(socket, HEARTBEAT.clone(), closing).await?,
-                    () = closing.cancelled() => return Ok(()),
+            let due = {
+                // What is due is not given up for a heartbeat: it may be half read.
+                let mut due = pin!(stream.due());
+                loop {
+                    tokio::select! {
+                        due = &mut due => break due,
+                        _ = heartbeat.tick() => send(socket, HEARTBEAT.clone(), closing).await?,
+                        () = closing.cancelled() => return Ok(()),
+                    }
                 }
             };
-            let Some(frame) = frame else { return Ok(()) };
-            send(socket, serve::chunked(frame), closing).await?;
+            match due {
+                Due::Event(frame) => send(socket, serve::chunked(frame), closing).await?,
+                Due::End => return Ok(()),
+                Due::Nothing => match attached.attach(stream) {
+                    Turn::Shard(parked) => break parked,
+                    Turn::Own(own) => stream = own,
+                },
+            }
         };
         // Its shard's turn, until it hands the stream back.
         let handback = loop {

@@ -294,6 +294,10 @@ async fn falls_behind(alone: bool) {
         false => Stream::open(&ada, "/api/v1/events", None).await,
     }
     .expect("stream");
+    match alone {
+        true => wait_until_attached(&app, 1).await,
+        false => assert_eq!(app.state.live.attached_streams(), 0, "served through hyper"),
+    }
     let start = events::latest_id(app.db()).await.expect("latest id");
     // Stop reading while far more than the backlog arrives (and more than the sockets hold).
     let filler = "x".repeat(16 * 1024);
@@ -338,6 +342,15 @@ async fn handbacks(client: &Client, reason: &str) -> u64 {
     metrics.lines().find_map(|line| line.strip_prefix(&series)).map_or(0, |count| count.parse().expect("a count"))
 }
 
+/// Waits until the server's fan-out writes to `count` event streams itself.
+async fn wait_until_attached(app: &TestApp, count: usize) {
+    let started = std::time::Instant::now();
+    while app.state.live.attached_streams() != count {
+        assert!(started.elapsed() < WAIT, "{} streams attached, {count} expected", app.state.live.attached_streams());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Stores `count` events for `user`, numbered from `from`, in one transaction.
 async fn record_notes(app: &TestApp, user: uuid::Uuid, from: u64, count: u64, filler: &str) {
     let txn = app.db().begin().await.expect("txn");
@@ -358,19 +371,19 @@ async fn a_stream_too_slow_for_its_socket_gets_every_event_in_order_and_goes_on(
     let mut expected = 0;
     // Twice: once handed back, the stream is attached again when it has caught up.
     for round in 1..=2 {
-        // Not read while far more than the sockets hold arrives (though less than the backlog):
-        // the fan-out's writes fall short and it hands the stream back to its task.
-        for _ in 0..16 {
+        wait_until_attached(&app, 1).await;
+        let from = expected;
+        // Not read while more arrives than the sockets hold (however far the kernel lets them
+        // grow), though less than the backlog: the fan-out's writes fall short and it hands the
+        // stream back to its task. Then a little more, for the task to send.
+        while handbacks(&ada, "slow_client").await < round {
+            assert!(expected - from < 960, "the fan-out never found the socket full");
             record_notes(&app, ada_id, expected, 16, &filler).await;
             expected += 16;
         }
-        let started = std::time::Instant::now();
-        while handbacks(&ada, "slow_client").await < round {
-            assert!(started.elapsed() < WAIT, "the fan-out never found the socket full");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let from = expected - 256;
-        let got = take(&mut stream, 256).await;
+        record_notes(&app, ada_id, expected, 16, &filler).await;
+        expected += 16;
+        let got = take(&mut stream, usize::try_from(expected - from).expect("count")).await;
         let seen: Vec<u64> = got.iter().map(|m| m.json()["n"].as_u64().expect("n")).collect();
         assert_eq!(seen, (from..expected).collect::<Vec<u64>>(), "every event once, in order");
         assert!(got.iter().all(|m| m.event == "note"), "no resync");
@@ -386,6 +399,7 @@ async fn a_burst_bigger_than_the_servers_backlog_reaches_a_reading_stream_whole(
     let ada = app.user("ada").await;
     let ada_id: uuid::Uuid = ada.get("/api/v1/me").await.json()["id"].as_str().expect("id").parse().expect("uuid");
     let mut stream = Stream::open_alone(&ada, "/api/v1/events").await.expect("stream");
+    wait_until_attached(&app, 1).await;
     // Twenty events broadcast at once, while the fan-out keeps four: the stream's shard falls
     // behind, and the stream catches up from the database instead of being told to resync.
     record_notes(&app, ada_id, 0, 20, "").await;
