@@ -411,6 +411,69 @@ async fn a_burst_bigger_than_the_servers_backlog_reaches_a_reading_stream_whole(
     assert_eq!(stream.next(WAIT).await.expect("live").json()["n"], 20);
 }
 
+/// The resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    let line = status.lines().find(|line| line.starts_with("VmRSS:")).expect("VmRSS");
+    line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).expect("a size in kB")
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_costs_the_server_no_memory_and_is_told_to_resync() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = TestApp::spawn().await;
+    let ada = app.user("ada").await;
+    let ada_id: uuid::Uuid = ada.get("/api/v1/me").await.json()["id"].as_str().expect("id").parse().expect("uuid");
+    // A server of its own (so that its memory is its own), on the same database, keeping 16 events.
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("fleetplane.toml");
+    std::fs::write(&config, "[live]\nbacklog = 16\n").expect("config");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let env = [("FLEETPLANE_WORKERS", "0"), ("FLEETPLANE_CONFIG", config.to_str().expect("path"))];
+    let server = ServerProcess::start(dir.path(), app.state.config.database_url.expose(), port, &env);
+    let (_, token) = token_client(&ada, &server).await;
+
+    // The client asks for its events, then reads nothing, with as small a buffer as it may have.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("buffer size");
+    let mut tcp = socket.connect(([127, 0, 0, 1], port).into()).await.expect("connect");
+    let request = format!(
+        "GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+         Accept: text/event-stream\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.expect("send");
+
+    // The server reads new events every second (no Redis between the two servers here).
+    let filler = "x".repeat(8 * 1024);
+    let flood = |from: u64, count: u64| {
+        let (app, filler) = (&app, &filler);
+        async move {
+            for batch in (from..from + count).step_by(50) {
+                record_notes(app, ada_id, batch, 50, filler).await;
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+    };
+    // More than the sockets hold, so that the server's writes to this client block.
+    flood(0, 1000).await;
+    let before = rss_kib(server.child.id());
+    // 16 MiB more go by.
+    flood(1000, 2000).await;
+    let after = rss_kib(server.child.id());
+    assert!(
+        after < before + 8 * 1024,
+        "the server grew from {before} to {after} KiB while 16 MiB of events went by a client reading nothing"
+    );
+
+    // Reading again, the client gets what was on its way, then `resync`, then the end.
+    let mut received = Vec::new();
+    tokio::time::timeout(WAIT * 3, tcp.read_to_end(&mut received)).await.expect("the server ends it").expect("read");
+    let received = String::from_utf8_lossy(&received);
+    assert!(received.contains("\nevent: resync\n"), "no resync in {} bytes", received.len());
+    assert!(received.ends_with("\r\n0\r\n\r\n"), "a clean end");
+}
+
 #[tokio::test]
 async fn each_user_may_hold_a_limited_number_of_streams() {
     let app = TestApp::spawn_with(|config| config.live.max_streams_per_user = 2).await;
