@@ -39,7 +39,7 @@ use anyhow::{Context, Result, bail, ensure};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncReadExt, AsyncWriteExt, Interest},
     net::TcpStream,
     sync::Semaphore,
 };
@@ -247,9 +247,8 @@ async fn open_streams(
                     }
                     pending.drain(..end + 2);
                 }
-                match tcp.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(read) => pending.extend_from_slice(&chunk[..read]),
+                if !read_some(&tcp, &mut chunk, &mut pending).await {
+                    return;
                 }
             }
         }));
@@ -260,6 +259,36 @@ async fn open_streams(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(tasks)
+}
+
+/// Reads what `tcp` has into `pending`; false once it is closed or failed. A read shorter than
+/// the buffer took all there was, so readiness is given up with it (only if nothing came since it
+/// was seen, which `try_io` checks) and the next wait is for new data: without this, every event
+/// cost a second read that found nothing, on the cores the server shares.
+async fn read_some(tcp: &TcpStream, chunk: &mut [u8], pending: &mut Vec<u8>) -> bool {
+    use std::io::Read;
+    loop {
+        if tcp.readable().await.is_err() {
+            return false;
+        }
+        let mut read = None;
+        let result = tcp.try_io(Interest::READABLE, || {
+            let count = (&*socket2::SockRef::from(tcp)).read(chunk)?;
+            read = Some(count);
+            pending.extend_from_slice(&chunk[..count]);
+            match count {
+                0 => Ok(()),
+                short if short < chunk.len() => Err(std::io::ErrorKind::WouldBlock.into()),
+                _ => Ok(()),
+            }
+        });
+        match (read, result) {
+            (Some(count), _) => return count > 0,
+            // Readiness was stale; it is cleared, and the wait starts again.
+            (None, Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            (None, _) => return false,
+        }
+    }
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -196,7 +196,7 @@ fn live(options: &Options, root: &Path) -> Result<()> {
          streams must get. From sending that request to each stream receiving the event; {BROADCASTS} \
          broadcasts, so streams × {BROADCASTS} samples. With Redis: two servers on one database and one Redis, \
          the request to the first, the streams on the second. The load generator is lean (a plain TCP \
-         connection per stream that only looks for the event), yet it shares the two cores with the server; \
+         connection per stream that only looks for the event, one read per event), yet it shares the two cores with the server; \
          the CPU columns are each process's CPU time per broadcast. The server's fan-out writes the event to \
          every stream's socket itself (one shard task per core), so most of its CPU is the kernel sending \
          ten thousand loopback packets, including the receiving side's work. On this virtual \
