@@ -12,8 +12,8 @@ mod live;
 mod me;
 mod orgs;
 mod runs;
-pub mod serve;
-pub mod sse;
+pub(crate) mod serve;
+pub(crate) mod sse;
 mod state;
 
 use std::sync::Arc;

@@ -246,7 +246,7 @@ async fn take(stream: &mut Stream, count: usize) -> Vec<Message> {
 async fn the_event_stream_resumes_from_last_event_id_without_gap_or_duplicate() {
     let app = TestApp::spawn().await;
     let ada = app.user("ada").await;
-    let ada_id: uuid::Uuid = ada.get("/api/v1/me").await.json()["id"].as_str().expect("id").parse().expect("uuid");
+    let ada_id = ada.user_id().await;
     let record = |n: u32| {
         let db = app.db().clone();
         async move {
@@ -287,7 +287,7 @@ async fn a_stream_the_fan_out_writes_to_that_falls_behind_is_told_to_resync_and_
 async fn falls_behind(alone: bool) {
     let app = TestApp::spawn_with(|config| config.live.backlog = 16).await;
     let ada = app.user("ada").await;
-    let ada_id: uuid::Uuid = ada.get("/api/v1/me").await.json()["id"].as_str().expect("id").parse().expect("uuid");
+    let ada_id = ada.user_id().await;
     let mut stream = match alone {
         true => Stream::open_alone(&ada, "/api/v1/events").await,
         // On the connection that asked for `/me`, through hyper.
@@ -302,19 +302,7 @@ async fn falls_behind(alone: bool) {
     // Stop reading while far more than the backlog arrives (and more than the sockets hold).
     let filler = "x".repeat(16 * 1024);
     for batch in 0..20 {
-        let txn = app.db().begin().await.expect("txn");
-        for n in 0..50 {
-            events::record(
-                &txn,
-                Audience::User(ada_id),
-                "membership",
-                json!({ "n": batch * 50 + n, "filler": filler }),
-            )
-            .await
-            .expect("record");
-        }
-        txn.commit().await.expect("commit");
-        app.state.events_written();
+        app.record_events(ada_id, "membership", batch * 50..batch * 50 + 50, &filler).await;
     }
     let mut last = None;
     let resync = loop {
@@ -344,28 +332,14 @@ async fn handbacks(client: &Client, reason: &str) -> u64 {
 
 /// Waits until the server's fan-out writes to `count` event streams itself.
 async fn wait_until_attached(app: &TestApp, count: usize) {
-    let started = std::time::Instant::now();
-    while app.state.live.attached_streams() != count {
-        assert!(started.elapsed() < WAIT, "{} streams attached, {count} expected", app.state.live.attached_streams());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Stores `count` events for `user`, numbered from `from`, in one transaction.
-async fn record_notes(app: &TestApp, user: uuid::Uuid, from: u64, count: u64, filler: &str) {
-    let txn = app.db().begin().await.expect("txn");
-    for n in from..from + count {
-        events::record(&txn, Audience::User(user), "note", json!({ "n": n, "filler": filler })).await.expect("record");
-    }
-    txn.commit().await.expect("commit");
-    app.state.events_written();
+    app.wait_for("streams attached", count, |state| state.live.attached_streams()).await;
 }
 
 #[tokio::test]
 async fn a_stream_too_slow_for_its_socket_gets_every_event_in_order_and_goes_on() {
     let app = TestApp::spawn().await;
     let ada = app.user("ada").await;
-    let ada_id: uuid::Uuid = ada.get("/api/v1/me").await.json()["id"].as_str().expect("id").parse().expect("uuid");
+    let ada_id = ada.user_id().await;
     let mut stream = Stream::open_alone(&ada, "/api/v1/events").await.expect("stream");
     let filler = "x".repeat(64 * 1024);
     let mut expected = 0;
@@ -378,17 +352,17 @@ async fn a_stream_too_slow_for_its_socket_gets_every_event_in_order_and_goes_on(
         // stream back to its task. Then a little more, for the task to send.
         while handbacks(&ada, "slow_client").await < round {
             assert!(expected - from < 960, "the fan-out never found the socket full");
-            record_notes(&app, ada_id, expected, 16, &filler).await;
+            app.record_events(ada_id, "note", expected..expected + 16, &filler).await;
             expected += 16;
         }
-        record_notes(&app, ada_id, expected, 16, &filler).await;
+        app.record_events(ada_id, "note", expected..expected + 16, &filler).await;
         expected += 16;
         let got = take(&mut stream, usize::try_from(expected - from).expect("count")).await;
         let seen: Vec<u64> = got.iter().map(|m| m.json()["n"].as_u64().expect("n")).collect();
         assert_eq!(seen, (from..expected).collect::<Vec<u64>>(), "every event once, in order");
         assert!(got.iter().all(|m| m.event == "note"), "no resync");
     }
-    record_notes(&app, ada_id, expected, 1, "").await;
+    app.record_events(ada_id, "note", expected..expected + 1, "").await;
     assert_eq!(stream.next(WAIT).await.expect("live").json()["n"], expected);
     assert_eq!(handbacks(&ada, "shard_behind").await, 0);
 }
@@ -397,17 +371,17 @@ async fn a_stream_too_slow_for_its_socket_gets_every_event_in_order_and_goes_on(
 async fn a_burst_bigger_than_the_servers_backlog_reaches_a_reading_stream_whole() {
     let app = TestApp::spawn_with(|config| config.live.backlog = 4).await;
     let ada = app.user("ada").await;
-    let ada_id: uuid::Uuid = ada.get("/api/v1/me").await.json()["id"].as_str().expect("id").parse().expect("uuid");
+    let ada_id = ada.user_id().await;
     let mut stream = Stream::open_alone(&ada, "/api/v1/events").await.expect("stream");
     wait_until_attached(&app, 1).await;
     // Twenty events broadcast at once, while the fan-out keeps four: the stream's shard falls
     // behind, and the stream catches up from the database instead of being told to resync.
-    record_notes(&app, ada_id, 0, 20, "").await;
+    app.record_events(ada_id, "note", 0..20, "").await;
     let got = take(&mut stream, 20).await;
     let seen: Vec<u64> = got.iter().map(|m| m.json()["n"].as_u64().expect("n")).collect();
     assert_eq!(seen, (0..20).collect::<Vec<u64>>());
     assert!(handbacks(&ada, "shard_behind").await >= 1, "the shard fell behind");
-    record_notes(&app, ada_id, 20, 1, "").await;
+    app.record_events(ada_id, "note", 20..21, "").await;
     assert_eq!(stream.next(WAIT).await.expect("live").json()["n"], 20);
 }
 
@@ -424,7 +398,7 @@ async fn a_client_that_stops_reading_costs_the_server_no_memory_and_is_told_to_r
 
     let app = TestApp::spawn().await;
     let ada = app.user("ada").await;
-    let ada_id: uuid::Uuid = ada.get("/api/v1/me").await.json()["id"].as_str().expect("id").parse().expect("uuid");
+    let ada_id = ada.user_id().await;
     // A server of its own (so that its memory is its own), on the same database, keeping 16 events.
     let dir = tempfile::tempdir().expect("dir");
     let config = dir.path().join("fleetplane.toml");
@@ -450,7 +424,7 @@ async fn a_client_that_stops_reading_costs_the_server_no_memory_and_is_told_to_r
         let (app, filler) = (&app, &filler);
         async move {
             for batch in (from..from + count).step_by(50) {
-                record_notes(app, ada_id, batch, 50, filler).await;
+                app.record_events(ada_id, "note", batch..batch + 50, filler).await;
             }
             tokio::time::sleep(Duration::from_secs(3)).await;
         }

@@ -72,11 +72,7 @@ async fn next_chunk(tcp: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Vec<u8>
 }
 
 async fn wait_for_open_streams(app: &TestApp, count: usize) {
-    let started = std::time::Instant::now();
-    while app.state.live.open_streams() != count {
-        assert!(started.elapsed() < WAIT, "{} streams open, {count} expected", app.state.live.open_streams());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    app.wait_for("streams open", count, |state| state.live.open_streams()).await;
 }
 
 #[tokio::test]
@@ -211,31 +207,16 @@ async fn stopping_the_server_ends_open_streams_cleanly() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_does_not_hold_up_the_stop() {
-    use fleetplane::events::{self, Audience};
-    use sea_orm::TransactionTrait;
-
     let app = TestApp::spawn_with(|config| config.live.backlog = 100_000).await;
     let ada = app.user("ada").await;
-    let ada_id: uuid::Uuid = ada.get("/api/v1/me").await.json()["id"].as_str().expect("id").parse().expect("uuid");
+    let ada_id = ada.user_id().await;
     let mut stuck = send(&app, &stream_request("/api/v1/events", &token(&ada).await)).await;
     let _ = read_head(&mut stuck).await;
     wait_for_open_streams(&app, 1).await;
     // Far more than the sockets hold, and never read: the server's writes to it block.
     let filler = "x".repeat(16 * 1024);
     for batch in 0..20 {
-        let txn = app.db().begin().await.expect("txn");
-        for n in 0..50 {
-            events::record(
-                &txn,
-                Audience::User(ada_id),
-                "membership",
-                json!({ "n": batch * 50 + n, "filler": filler }),
-            )
-            .await
-            .expect("record");
-        }
-        txn.commit().await.expect("commit");
-        app.state.events_written();
+        app.record_events(ada_id, "membership", batch * 50..batch * 50 + 50, &filler).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     tokio::time::timeout(WAIT, app.stop())

@@ -13,7 +13,7 @@ pub mod server;
 pub mod smtp;
 pub mod sse;
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, ops::Range, sync::Arc};
 
 use fleetplane::{config::Config, state::AppState};
 use reqwest::{
@@ -128,6 +128,35 @@ impl TestApp {
         client
     }
 
+    /// Stores an event for `user` for each number of `numbers` (`{"n": number, "filler": filler}`)
+    /// in one transaction, and tells the fan-out, as code that records events does.
+    pub async fn record_events(&self, user: uuid::Uuid, kind: &'static str, numbers: Range<u64>, filler: &str) {
+        use fleetplane::events::{self, Audience};
+        use sea_orm::TransactionTrait;
+        let txn = self.db().begin().await.expect("txn");
+        for n in numbers {
+            events::record(&txn, Audience::User(user), kind, json!({ "n": n, "filler": filler }))
+                .await
+                .expect("record");
+        }
+        txn.commit().await.expect("commit");
+        self.state.events_written();
+    }
+
+    /// Waits (10 s at most) until `count` of the server's state is `expected`: `what` names it
+    /// in the failure.
+    pub async fn wait_for(&self, what: &str, expected: usize, count: impl Fn(&AppState) -> usize) {
+        let started = std::time::Instant::now();
+        loop {
+            let now = count(&self.state);
+            if now == expected {
+                return;
+            }
+            assert!(started.elapsed() < std::time::Duration::from_secs(10), "{now} {what}, {expected} expected");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Row counts of the tables a refused request must not touch.
     pub async fn counts(&self) -> [u64; 6] {
         use fleetplane::entity::*;
@@ -231,6 +260,11 @@ impl Client {
 
     pub async fn send(&self, builder: reqwest::RequestBuilder) -> Resp {
         Resp::from(builder.send().await.expect("request reaches the server")).await
+    }
+
+    /// The signed-in user's id.
+    pub async fn user_id(&self) -> uuid::Uuid {
+        self.get("/api/v1/me").await.json()["id"].as_str().expect("id").parse().expect("uuid")
     }
 
     pub async fn get(&self, path: &str) -> Resp {
