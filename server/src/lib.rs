@@ -54,7 +54,7 @@ pub async fn launch(
         let (state, stop) = (state.clone(), background.clone());
         async move { state.mail.run(stop).await }
     });
-    let fan_out = tokio::spawn(live::fan_out(state.clone(), background.clone()));
+    let fan_out = live::start_fan_out(state.clone(), background.clone()).await;
     let workers_stop = CancellationToken::new();
     let workers = start_workers(&state, workers_stop.clone()).await;
     let http_shutdown = {

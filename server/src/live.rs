@@ -4,9 +4,11 @@
 //! and never depend on a signal arriving. Events: one fan-out task per server reads new rows of
 //! `events` when the bus says there are some (and every second regardless) and broadcasts them
 //! to this server's streams through a bounded ring; each stream passes on what its user may see.
-//! A stream that falls a whole ring behind gets a `resync` event and ends: the client reconnects
-//! with its last id and catches up from the database, and the server holds nothing for it
-//! meanwhile. Logs: a log stream reads its run's lines from the database whenever the bus says
+//! A stream whose client is too slow for the events (its receiver fell a whole ring behind while
+//! the stream waited for the client to read) gets a `resync` event and ends, as soon as it can
+//! tell: the client reconnects with its last id and catches up from the database, and the
+//! server holds nothing for it meanwhile. A stream that fell behind while its client kept up
+//! (the server was busy, or a burst came) listens again and catches up from the database. Logs: a log stream reads its run's lines from the database whenever the bus says
 //! there are new ones (and every second), at the pace the client reads, so it never falls
 //! behind; it ends with an `end` event carrying the run's outcome. When the server stops, every
 //! stream ends (the event channel closes, and the others see `closing`), and its client resumes.
@@ -27,7 +29,10 @@ use axum::body::Bytes;
 use futures::Stream;
 use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter};
 use serde_json::json;
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast::{
+    self,
+    error::{RecvError, TryRecvError},
+};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -159,23 +164,34 @@ impl Live {
     }
 }
 
-/// Broadcasts new events to this server's streams until `stop`.
-pub async fn fan_out(state: AppState, stop: CancellationToken) {
-    let mut signals = state.bus.subscribe();
-    // Stopped with the fan-out (they end by themselves when the server closes its streams).
-    let _writers = state.live.attached.start();
-    let mut cursor = loop {
+/// Starts broadcasting new events to this server's streams, until `stop`. Call before the
+/// server takes requests: it returns once the fan-out knows where the event log ends, so that a
+/// stream opened after it misses nothing.
+pub async fn start_fan_out(state: AppState, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    let signals = state.bus.subscribe();
+    let cursor = loop {
         match event_log::latest_id(&state.db).await {
-            Ok(id) => break id,
+            Ok(id) => break Some(id),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the event log yet");
                 tokio::select! {
                     () = tokio::time::sleep(FALLBACK_POLL) => {}
-                    () = stop.cancelled() => return,
+                    () = stop.cancelled() => break None,
                 }
             }
         }
     };
+    tokio::spawn(async move {
+        if let Some(cursor) = cursor {
+            fan_out(state, signals, cursor, stop).await;
+        }
+    })
+}
+
+/// Broadcasts the events after `cursor`, and each new one, until `stop`.
+async fn fan_out(state: AppState, mut signals: broadcast::Receiver<Signal>, mut cursor: i64, stop: CancellationToken) {
+    // Stopped with the fan-out (they end by themselves when the server closes its streams).
+    let _writers = state.live.attached.start();
     loop {
         loop {
             match event_log::after(&state.db, cursor, PAGE).await {
@@ -307,18 +323,36 @@ pub struct EventStream {
     peeked: Option<Result<Arc<Fanned>, RecvError>>,
     /// The user's organizations must be read again before anything else is sent.
     reload_orgs: bool,
+    /// Since `live` was subscribed, the stream waited for its client to read: if `live` lagged,
+    /// the client is too slow for the events.
+    waited_on_client: bool,
+    /// Hyper writes the stream's body, and cannot say whether it waited for the client: a
+    /// stream that lags once caught up is taken to have a client too slow for the events.
+    written_by_hyper: bool,
     done: bool,
 }
 
 impl EventStream {
     fn new(parked: Parked, filter: Filter, live: broadcast::Receiver<Arc<Fanned>>, caught_up: bool) -> Self {
         let backlog = VecDeque::new();
-        Self { parked, filter, caught_up, backlog, live, peeked: None, reload_orgs: false, done: false }
+        Self {
+            parked,
+            filter,
+            caught_up,
+            backlog,
+            live,
+            peeked: None,
+            reload_orgs: false,
+            waited_on_client: false,
+            written_by_hyper: false,
+            done: false,
+        }
     }
 
     /// The stream as a body's events.
     pub fn into_stream(self) -> impl Stream<Item = Bytes> {
-        futures::stream::unfold(self, |mut stream| async move {
+        let stream = Self { written_by_hyper: true, ..self };
+        futures::stream::unfold(stream, |mut stream| async move {
             let event = stream.next().await?;
             Some((event, stream))
         })
@@ -380,6 +414,11 @@ impl EventStream {
                 return Due::Event(sse_frame(&event));
             }
             if !self.caught_up {
+                // Between pages: a client too slow for the events hears so now, not after it
+                // was fed everything it missed.
+                if let Some(end) = self.check_lag() {
+                    return end;
+                }
                 // Boxed, like the memberships' query.
                 let filter = &self.filter;
                 let page = Box::pin(event_log::visible_after(
@@ -417,16 +456,58 @@ impl EventStream {
                     return Due::Event(fanned.frame.clone());
                 }
                 Err(RecvError::Lagged(missed)) => {
-                    tracing::info!(user = %self.filter.user, missed, "an event stream fell behind; telling it to resync");
-                    self.done = true;
-                    return Due::Event(resync_event(
-                        self.filter.last,
-                        "This stream fell behind. Reconnect with Last-Event-ID to catch up.",
-                    ));
+                    if let Some(end) = self.lagged(missed) {
+                        return end;
+                    }
                 }
                 Err(RecvError::Closed) => return Due::End,
             }
         }
+    }
+
+    /// Looks, without waiting, whether the fan-out got a whole ring ahead of the stream, passing
+    /// over what the stream has sent already; what is left to say, if that ends the stream.
+    fn check_lag(&mut self) -> Option<Due> {
+        loop {
+            match &self.peeked {
+                Some(Ok(fanned)) if fanned.event.id <= self.filter.last => self.peeked = None,
+                // Not sent yet (it comes after the catch-up), or the channel closed.
+                Some(Ok(_) | Err(RecvError::Closed)) => return None,
+                Some(Err(RecvError::Lagged(missed))) => {
+                    let missed = *missed;
+                    self.peeked = None;
+                    return self.lagged(missed);
+                }
+                None => {}
+            }
+            self.peeked = Some(match self.live.try_recv() {
+                Ok(fanned) => Ok(fanned),
+                Err(TryRecvError::Empty) => return None,
+                Err(TryRecvError::Lagged(missed)) => Err(RecvError::Lagged(missed)),
+                Err(TryRecvError::Closed) => Err(RecvError::Closed),
+            });
+        }
+    }
+
+    /// The fan-out got a whole ring ahead. If the stream waited for its client meanwhile, the
+    /// client is too slow: it is told to resync, and the stream ends. Otherwise (the server was
+    /// busy, a burst came, or the stream was catching up from the database anyway) the stream
+    /// listens again and catches up from the database, which has every event the ring dropped
+    /// (listening first, so that nothing falls between the two).
+    fn lagged(&mut self, missed: u64) -> Option<Due> {
+        let slow_client = self.waited_on_client || (self.written_by_hyper && self.caught_up);
+        if !slow_client {
+            tracing::debug!(user = %self.filter.user, missed, "an event stream fell behind its fan-out; it catches up");
+            self.live = self.parked.state.live.subscribe();
+            self.caught_up = false;
+            return None;
+        }
+        tracing::info!(user = %self.filter.user, missed, "an event stream's client is too slow; telling it to resync");
+        self.done = true;
+        Some(Due::Event(resync_event(
+            self.filter.last,
+            "This stream fell behind. Reconnect with Last-Event-ID to catch up.",
+        )))
     }
 }
 

@@ -105,7 +105,7 @@ async fn connection(mut tcp: TcpStream, peer: SocketAddr, router: Router, stop: 
     };
     match first {
         Ok(Some(mut request)) => {
-            let socket = Socket(Arc::new(tcp));
+            let socket = Socket::new(tcp);
             request.extensions_mut().insert(ConnectInfo(peer));
             request.extensions_mut().insert(socket.clone());
             let Ok(response) = router.oneshot(request).await;
@@ -183,6 +183,10 @@ fn parse_event_stream_request(bytes: &[u8]) -> Option<(Request, usize)> {
 pub struct Socket(Arc<TcpStream>);
 
 impl Socket {
+    pub(crate) fn new(tcp: TcpStream) -> Self {
+        Self(Arc::new(tcp))
+    }
+
     /// Writes what the connection takes of `bytes` now, without waiting.
     pub fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
         self.0.try_write(bytes)
@@ -293,8 +297,9 @@ fn head(parts: &Parts, length: Option<usize>) -> Bytes {
     Bytes::from(out)
 }
 
-/// Writes all of `bytes`, unless the server stops while the client is not reading.
-async fn write_all(tcp: &Socket, bytes: impl Buf, stop: &CancellationToken) -> io::Result<()> {
+/// Writes all of `bytes`, unless the server stops while the client is not reading (the
+/// response is then cut short: its last chunk may be half written).
+pub(crate) async fn write_all(tcp: &Socket, bytes: impl Buf, stop: &CancellationToken) -> io::Result<()> {
     let mut write = pin!(tcp.write_all(bytes));
     // Almost always done at once; only a client that is not reading makes it wait.
     if let Some(written) = write.as_mut().now_or_never() {

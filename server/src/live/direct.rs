@@ -33,8 +33,9 @@ use std::{
 
 use axum::body::Bytes;
 use bytes::{Buf, BytesMut};
+use futures::FutureExt;
 use prometheus_client::{
-    metrics::{counter::Counter, family::Family},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
 use slab::Slab;
@@ -69,6 +70,7 @@ pub(super) struct Shards {
     shards: Box<[Arc<Shard>]>,
     next: AtomicUsize,
     handbacks: HandbackFamily,
+    waiting: Waiting,
 }
 
 /// Streams handed back to their task, by why.
@@ -114,7 +116,7 @@ impl Shards {
                 Arc::new(Shard { streams: Mutex::default(), handbacks: handbacks.clone(), events })
             })
             .collect();
-        Self { shards, next: AtomicUsize::new(0), handbacks }
+        Self { shards, next: AtomicUsize::new(0), handbacks, waiting: Waiting::default() }
     }
 
     pub(super) fn register_metrics(&self, registry: &mut Registry) {
@@ -123,6 +125,11 @@ impl Shards {
             "Event streams the fan-out handed back to their own task: slow_client (its socket was full), \
              memberships (its organizations had to be read again), shard_behind (the fan-out got a whole backlog ahead)",
             self.handbacks.clone(),
+        );
+        registry.register(
+            "sse_writes_waiting",
+            "Event streams waiting for their client to read what they were sent (clients that are slow or gone quiet)",
+            self.waiting.0.clone(),
         );
     }
 
@@ -276,12 +283,21 @@ impl Attached {
         None
     }
 
-    /// Gives the stream back to its task, if it is attached, with `unsent` to write first.
+    /// Gives the stream back to its task, if it is attached, with `unsent` to write first. A
+    /// stream handed back already keeps its hand-back (its filter and unsent bytes) until its
+    /// task takes it.
     fn hand_back(&self, state: &mut State, unsent: Bytes, reload_orgs: bool) -> bool {
-        let State::Attached(filter) = mem::replace(state, State::Detached) else { return false };
-        *state = State::HandedBack(Handback { filter, unsent, reload_orgs });
-        self.handed_back.notify_one();
-        true
+        match mem::replace(state, State::Detached) {
+            State::Attached(filter) => {
+                *state = State::HandedBack(Handback { filter, unsent, reload_orgs });
+                self.handed_back.notify_one();
+                true
+            }
+            other => {
+                *state = other;
+                false
+            }
+        }
     }
 
     /// Attaches `stream`, which has nothing due, unless the fan-out broadcast more meanwhile.
@@ -355,24 +371,33 @@ pub(super) async fn write(mut stream: EventStream, socket: Socket, every: Durati
     let attached = Arc::new(Attached { socket, state: Mutex::new(State::Detached), handed_back: Notify::new() });
     let _registration = state.live.attached.register(&attached);
     let socket = &attached.socket;
+    let waiting = &state.live.attached.waiting;
     let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         // Its own turn: it sends what is due, until it can be attached.
         let parked = loop {
-            let due = {
-                // What is due is not given up for a heartbeat: it may be half read.
+            let (due, beat) = {
+                // What is due is not given up for a heartbeat: it may be half read. Nor is the
+                // heartbeat written meanwhile: `due` may hold a database connection, and a client
+                // that is not reading would keep it from the pool.
                 let mut due = pin!(stream.due());
+                let mut beat = false;
                 loop {
                     tokio::select! {
-                        due = &mut due => break due,
-                        _ = heartbeat.tick() => send(socket, HEARTBEAT.clone(), closing).await?,
+                        due = &mut due => break (due, beat),
+                        _ = heartbeat.tick() => beat = true,
                         () = closing.cancelled() => return Ok(()),
                     }
                 }
             };
+            if beat {
+                stream.waited_on_client |= waiting.send(socket, HEARTBEAT.clone(), closing).await?;
+            }
             match due {
-                Due::Event(frame) => send(socket, serve::chunked(frame), closing).await?,
+                Due::Event(frame) => {
+                    stream.waited_on_client |= waiting.send(socket, serve::chunked(frame), closing).await?;
+                }
                 Due::End => return Ok(()),
                 Due::Nothing => match attached.attach(stream) {
                     Turn::Shard(parked) => break parked,
@@ -393,19 +418,43 @@ pub(super) async fn write(mut stream: EventStream, socket: Socket, every: Durati
             }
         };
         // Listening again before the rest is written: a client that stays too slow while the
-        // fan-out gets a whole backlog ahead is told to resync, as any stream is.
+        // fan-out gets a whole backlog ahead is told to resync as soon as it reads again.
         stream = parked.resume(handback.filter, handback.reload_orgs);
-        send(socket, handback.unsent, closing).await?;
+        stream.waited_on_client = waiting.send(socket, handback.unsent, closing).await?;
     }
 }
 
-/// Writes all of `bytes`, unless the server stops first. The stream is then cut short rather
-/// than ended: its last chunk may be half written.
-async fn send(socket: &Socket, bytes: impl Buf, closing: &CancellationToken) -> io::Result<()> {
-    tokio::select! {
-        biased;
-        written = socket.write_all(bytes) => written,
-        () = closing.cancelled() => Err(io::Error::other("the server stopped while the client was not reading")),
+/// Writes that wait for their client to read.
+#[derive(Clone, Default)]
+struct Waiting(Gauge);
+
+impl Waiting {
+    /// Writes all of `bytes` (see [`serve::write_all`]); true when the client made it wait,
+    /// counted among the waiting meanwhile.
+    async fn send(&self, socket: &Socket, bytes: impl Buf, closing: &CancellationToken) -> io::Result<bool> {
+        let mut write = pin!(serve::write_all(socket, bytes, closing));
+        if let Some(written) = write.as_mut().now_or_never() {
+            return written.map(|()| false);
+        }
+        let _counted = Counted::new(&self.0);
+        write.await.map(|()| true)
+    }
+}
+
+/// One more on a gauge while it lives: counted out also when the client leaves and the write
+/// is dropped.
+struct Counted<'a>(&'a Gauge);
+
+impl<'a> Counted<'a> {
+    fn new(gauge: &'a Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -437,6 +486,33 @@ mod tests {
         assert_eq!(unsent(&chunks, 4), "efgh");
         assert_eq!(unsent(&chunks, 7), "h");
         assert_eq!(unsent(&chunks, 8), "");
+    }
+
+    /// A shard that falls behind twice before the stream's task wakes hands the stream back
+    /// once: the second time must not drop the first hand-back, or the task wakes to nothing
+    /// and the stream goes silent for good.
+    #[tokio::test]
+    async fn a_stream_handed_back_twice_keeps_its_first_hand_back() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
+        let (server_side, _) = listener.accept().await.expect("accept");
+        let attached = Attached {
+            socket: Socket::new(server_side),
+            state: Mutex::new(State::Detached),
+            handed_back: Notify::new(),
+        };
+        let filter = Filter { user: uuid::Uuid::now_v7(), orgs: Vec::new(), last: 41 };
+        *lock(&attached.state) = State::Attached(filter);
+
+        assert!(attached.hand_back(&mut lock(&attached.state), Bytes::from_static(b"rest"), false));
+        assert!(!attached.hand_back(&mut lock(&attached.state), Bytes::new(), false), "handed back already");
+        assert!(!attached.hand_back(&mut lock(&attached.state), Bytes::new(), true));
+
+        let handback = attached.take_back().expect("the first hand-back is still there");
+        assert_eq!((handback.filter.last, &handback.unsent[..], handback.reload_orgs), (41, &b"rest"[..], false));
+        assert!(attached.take_back().is_none(), "taken once");
+        // One wake-up is waiting for the task, for the one hand-back.
+        tokio::time::timeout(Duration::from_secs(30), attached.handed_back.notified()).await.expect("woken");
     }
 
     #[test]

@@ -72,6 +72,10 @@ impl TestApp {
 
     /// Starts a server whose configuration `adjust` may change first.
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let _ = rustls_provider();
         let dir = tempfile::tempdir().expect("tempdir");
         let smtp = SmtpSink::start().await;

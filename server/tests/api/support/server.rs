@@ -32,6 +32,8 @@ pub fn run_with_stdin(mut command: Command, stdin: &str) -> std::process::Output
 pub struct ServerProcess {
     pub child: std::process::Child,
     pub base: Url,
+    /// Its log (stderr), printed when a test fails.
+    log: std::path::PathBuf,
 }
 
 impl ServerProcess {
@@ -46,14 +48,17 @@ impl ServerProcess {
             command.env(key, value);
         }
         let mut child = command.arg("serve").stdout(Stdio::piped()).stderr(log_file).spawn().expect("start the server");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
         let mut banner = String::new();
-        std::io::BufReader::new(child.stdout.as_mut().expect("stdout")).read_line(&mut banner).expect("banner");
+        stdout.read_line(&mut banner).expect("banner");
         assert!(
             banner.contains("running at"),
             "the server did not start:\n{}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
-        Self { child, base: format!("http://127.0.0.1:{port}/").parse().expect("url") }
+        // Whatever it prints later is read, so that a full pipe never blocks it.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        Self { child, base: format!("http://127.0.0.1:{port}/").parse().expect("url"), log }
     }
 
     /// A new client of this server, with its own cookie jar.
@@ -68,5 +73,13 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(200).collect();
+            eprintln!("--- the last lines of the server's log ({}):", self.log.display());
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
     }
 }
