@@ -12,6 +12,7 @@ mod m20261124_000001_cloud_accounts;
 mod m20261125_000001_clusters_runs;
 mod m20261126_000001_user_identities;
 mod m20261127_000001_events_notifications;
+mod m20261203_000001_sessions;
 
 /// Applies Fleetplane's migrations in order; `fleetplane migrate` and `fleetplane serve` run it.
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_clusters_runs::Migration),
             Box::new(m20261126_000001_user_identities::Migration),
             Box::new(m20261127_000001_events_notifications::Migration),
+            Box::new(m20261203_000001_sessions::Migration),
         ]
     }
 }

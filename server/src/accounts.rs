@@ -20,7 +20,7 @@ use crate::{
     domain::{Email, Handle, Invalid, NewPassword, Role, Username},
     entity::{api_tokens, email_verification_tokens, memberships, organizations, user_identities, users},
     error::{AppError, FieldErrors, Result},
-    mail,
+    mail, sessions,
     state::AppState,
 };
 
@@ -28,11 +28,11 @@ use crate::{
 pub const VERIFICATION_TTL: TimeDelta = TimeDelta::hours(24);
 
 /// Counts a request against `limit` for `key`, or answers 429 with the wait.
-pub fn rate_limit(state: &AppState, key: &str, limit: Limit) -> Result<()> {
+pub async fn rate_limit(state: &AppState, key: &str, limit: Limit) -> Result<()> {
     if !state.config.rate_limits.enabled {
         return Ok(());
     }
-    state.limiter.check(key, limit).map_err(|wait| AppError::rate_limited(wait.as_secs_f64().ceil() as u64))
+    state.limiter.check(key, limit).await.map_err(|wait| AppError::rate_limited(wait.as_secs_f64().ceil() as u64))
 }
 
 /// A new account's validated fields.
@@ -71,7 +71,7 @@ pub async fn sign_up(state: &AppState, account: NewAccount, ip: IpAddr) -> Resul
             "Sign-up is closed on this server. Ask an administrator to create your account.",
         ));
     }
-    rate_limit(state, &format!("signup:ip:{ip}"), state.config.rate_limits.signup_per_ip)?;
+    rate_limit(state, &format!("signup:ip:{ip}"), state.config.rate_limits.signup_per_ip).await?;
     create_account(state, account, Some(ip)).await
 }
 
@@ -293,7 +293,7 @@ pub async fn verify_email(state: &AppState, token: &str, ip: IpAddr) -> Result<u
     };
     Event::new("auth.email_verified", Some(ip)).actor(&user).target(user.email.clone()).record(&txn).await?;
     txn.commit().await?;
-    state.users.invalidate(user.id);
+    state.account_changed(user.id);
     Ok(user)
 }
 
@@ -305,8 +305,8 @@ pub async fn resend_verification(state: &AppState, email: &str, ip: IpAddr) -> R
     errors.finish()?;
     let Some(email) = email else { return Ok(()) };
     let limits = &state.config.rate_limits;
-    rate_limit(state, &format!("resend:ip:{ip}"), limits.resend_per_ip)?;
-    rate_limit(state, &format!("resend:account:{}", email.normalized()), limits.resend_per_account)?;
+    rate_limit(state, &format!("resend:ip:{ip}"), limits.resend_per_ip).await?;
+    rate_limit(state, &format!("resend:account:{}", email.normalized()), limits.resend_per_account).await?;
 
     let txn = begin_write(&state.db).await?;
     if let Some(user) = find_by_email(&txn, &email).await?.filter(|u| u.email_verified_at.is_none()) {
@@ -331,8 +331,8 @@ pub async fn sign_in(state: &AppState, email: &str, password: &str, ip: IpAddr) 
         return Err(AppError::Internal(anyhow::anyhow!("validated email missing")));
     };
     let limits = &state.config.rate_limits;
-    rate_limit(state, &format!("login:ip:{ip}"), limits.login_per_ip)?;
-    rate_limit(state, &format!("login:account:{}", email.normalized()), limits.login_per_account)?;
+    rate_limit(state, &format!("login:ip:{ip}"), limits.login_per_ip).await?;
+    rate_limit(state, &format!("login:account:{}", email.normalized()), limits.login_per_account).await?;
 
     let user = find_by_email(&state.db, &email).await?;
     let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
@@ -389,7 +389,7 @@ pub async fn change_username(
         .record(&txn)
         .await?;
     txn.commit().await?;
-    state.users.invalidate(user.id);
+    state.account_changed(user.id);
     Ok(updated)
 }
 
@@ -410,7 +410,7 @@ pub async fn change_password(
     let new_password = errors.check("new_password", NewPassword::parse(new));
     if has_password && !current.is_empty() {
         // A stolen session must not become a way to guess the password.
-        rate_limit(state, &format!("password:account:{}", user.id), state.config.rate_limits.login_per_account)?;
+        rate_limit(state, &format!("password:account:{}", user.id), state.config.rate_limits.login_per_account).await?;
         if !state.passwords.verify(current, user.password_hash.as_deref()).await? {
             errors.add("current_password", Invalid::new("incorrect", "Your current password is not correct."));
         } else if current == new {
@@ -426,9 +426,10 @@ pub async fn change_password(
     active.session_version = Set(user.session_version + 1);
     active.updated_at = Set(Utc::now());
     let updated = active.update(&txn).await?;
+    sessions::revoke_all(&txn, user.id).await?;
     Event::new("account.password_changed", Some(ip)).actor(&updated).record(&txn).await?;
     txn.commit().await?;
-    state.users.invalidate(user.id);
+    state.account_changed(user.id);
     Ok(updated)
 }
 
@@ -441,9 +442,10 @@ pub async fn revoke_sessions(state: &AppState, user: &users::Model, ip: IpAddr) 
         .filter(users::Column::Id.eq(user.id))
         .exec(&txn)
         .await?;
+    sessions::revoke_all(&txn, user.id).await?;
     Event::new("auth.sessions_revoked", Some(ip)).actor(user).record(&txn).await?;
     txn.commit().await?;
-    state.users.invalidate(user.id);
+    state.account_changed(user.id);
     Ok(())
 }
 
@@ -510,6 +512,8 @@ pub async fn revoke_token(state: &AppState, user: &users::Model, token_id: Uuid,
     active.update(&txn).await?;
     Event::new("api_token.revoked", Some(ip)).actor(user).target(name).record(&txn).await?;
     txn.commit().await?;
+    // Its open streams end.
+    state.account_changed(user.id);
     Ok(())
 }
 
@@ -619,7 +623,7 @@ pub async fn sign_in_with_identity(state: &AppState, identity: ExternalIdentity,
             "Sign-up is closed on this server. Ask an administrator to create your account.",
         ));
     }
-    rate_limit(state, &format!("signup:ip:{ip}"), state.config.rate_limits.signup_per_ip)?;
+    rate_limit(state, &format!("signup:ip:{ip}"), state.config.rate_limits.signup_per_ip).await?;
     let username = free_username(&state.db, &identity.email).await?;
     let account = NewAccount { email: identity.email.clone(), username, password: None, verified: true };
     create_account_with_identity(state, account, Some(ip), Some(&identity)).await

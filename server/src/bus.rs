@@ -39,6 +39,9 @@ pub enum Signal {
     Logs(Uuid),
     /// A run may be claimable.
     Queue,
+    /// A user's account, sessions or API tokens changed: cached copies are stale, and streams
+    /// whose session or token was revoked end.
+    Account(Uuid),
 }
 
 impl fmt::Display for Signal {
@@ -47,6 +50,7 @@ impl fmt::Display for Signal {
             Self::Events => f.write_str("events"),
             Self::Logs(run) => write!(f, "logs:{run}"),
             Self::Queue => f.write_str("queue"),
+            Self::Account(user) => write!(f, "account:{user}"),
         }
     }
 }
@@ -58,7 +62,10 @@ impl FromStr for Signal {
         match text {
             "events" => Ok(Self::Events),
             "queue" => Ok(Self::Queue),
-            _ => text.strip_prefix("logs:").and_then(|id| id.parse().ok()).map(Self::Logs).ok_or(()),
+            _ => {
+                let id = |prefix| text.strip_prefix(prefix).and_then(|id: &str| id.parse::<Uuid>().ok());
+                id("logs:").map(Self::Logs).or_else(|| id("account:").map(Self::Account)).ok_or(())
+            }
         }
     }
 }
@@ -179,6 +186,11 @@ impl Bus {
         }
     }
 
+    /// The Redis connection, when the bus goes through Redis; others may use it too.
+    pub fn redis_client(&self) -> Option<&RedisClient> {
+        self.redis.as_ref().map(|redis| &redis.publisher)
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Signal> {
         self.local.subscribe()
     }
@@ -191,7 +203,7 @@ mod tests {
     #[test]
     fn signals_read_back_as_written() {
         let run = Uuid::now_v7();
-        for signal in [Signal::Events, Signal::Queue, Signal::Logs(run)] {
+        for signal in [Signal::Events, Signal::Queue, Signal::Logs(run), Signal::Account(run)] {
             assert_eq!(signal.to_string().parse::<Signal>(), Ok(signal));
         }
         assert!("logs:nope".parse::<Signal>().is_err());

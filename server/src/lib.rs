@@ -27,6 +27,7 @@ pub mod notifications;
 pub mod orgs;
 pub mod queue;
 pub mod runs;
+pub mod sessions;
 pub mod state;
 pub mod terraform_state;
 mod ui;
@@ -54,6 +55,7 @@ pub async fn launch(
         let (state, stop) = (state.clone(), background.clone());
         async move { state.mail.run(stop).await }
     });
+    let accounts = tokio::spawn(sessions::follow_changes(state.clone(), state.bus.subscribe(), background.clone()));
     let fan_out = live::start_fan_out(state.clone(), background.clone()).await;
     let workers_stop = CancellationToken::new();
     let workers = start_workers(&state, workers_stop.clone()).await;
@@ -77,6 +79,7 @@ pub async fn launch(
     background.cancel();
     mailer.await.context("mail dispatcher")?;
     fan_out.await.context("event fan-out")?;
+    accounts.await.context("following account changes")?;
     state.db.clone().close().await.context("closing the database")?;
     Ok(())
 }

@@ -19,14 +19,14 @@
 mod direct;
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     io,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use axum::body::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter};
 use serde_json::json;
 use tokio::sync::broadcast::{
@@ -74,7 +74,10 @@ impl Fanned {
 pub struct Live {
     /// Taken when the server stops: every event stream sees its channel close and ends.
     events: Mutex<Option<broadcast::Sender<Arc<Fanned>>>>,
-    open: Mutex<HashMap<Uuid, usize>>,
+    /// Each user's open streams.
+    open: Mutex<HashMap<Uuid, Vec<Open>>>,
+    /// Numbers the streams, to find one in `open`.
+    next_key: std::sync::atomic::AtomicU64,
     max_per_user: usize,
     /// Cancelled when the server stops; log streams and streams written directly end on it.
     closing: CancellationToken,
@@ -82,18 +85,37 @@ pub struct Live {
     attached: direct::Shards,
 }
 
+/// What a stream was opened with: it ends when that stops working.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Credential {
+    /// A browser session, by id.
+    Session(Uuid),
+    /// A personal API token, by id.
+    Token(Uuid),
+}
+
+/// One open stream, as its user's list holds it.
+struct Open {
+    key: u64,
+    credential: Credential,
+    ended: CancellationToken,
+}
+
 /// A user's hold on one of their stream places; released when the stream ends.
 pub struct Slot {
     state: AppState,
     user: Uuid,
+    key: u64,
+    /// Cancelled when the server stops, or when the stream's credential is revoked.
+    ended: CancellationToken,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut open = self.state.live.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = open.get_mut(&self.user) {
-            *count -= 1;
-            if *count == 0 {
+        if let Some(streams) = open.get_mut(&self.user) {
+            streams.retain(|stream| stream.key != self.key);
+            if streams.is_empty() {
                 open.remove(&self.user);
             }
         }
@@ -107,6 +129,7 @@ impl Live {
             attached: direct::Shards::new(&events),
             events: Mutex::new(Some(events)),
             open: Mutex::new(HashMap::new()),
+            next_key: std::sync::atomic::AtomicU64::new(0),
             max_per_user: settings.max_streams_per_user,
             closing: CancellationToken::new(),
         }
@@ -137,15 +160,40 @@ impl Live {
         }
     }
 
-    /// Takes one of `user`'s stream places, if one is free.
-    pub fn acquire(state: &AppState, user: Uuid) -> Option<Slot> {
-        let mut open = state.live.open.lock().unwrap_or_else(|p| p.into_inner());
-        let count = open.entry(user).or_default();
-        if *count >= state.live.max_per_user {
+    /// Takes one of `user`'s stream places, if one is free, for a stream opened with
+    /// `credential`.
+    pub fn acquire(state: &AppState, user: Uuid, credential: Credential) -> Option<Slot> {
+        let live = &state.live;
+        let mut open = live.open.lock().unwrap_or_else(|p| p.into_inner());
+        let streams = open.entry(user).or_default();
+        if streams.len() >= live.max_per_user {
             return None;
         }
-        *count += 1;
-        Some(Slot { state: state.clone(), user })
+        let key = live.next_key.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ended = live.closing.child_token();
+        streams.push(Open { key, credential, ended: ended.clone() });
+        Some(Slot { state: state.clone(), user, key, ended })
+    }
+
+    /// The credentials of the streams open on this server, `user`'s only when given.
+    pub fn credentials(&self, user: Option<Uuid>) -> HashSet<Credential> {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let streams = |streams: &Vec<Open>| streams.iter().map(|stream| stream.credential).collect::<Vec<_>>();
+        match user {
+            Some(user) => open.get(&user).map(streams).unwrap_or_default().into_iter().collect(),
+            None => open.values().flat_map(streams).collect(),
+        }
+    }
+
+    /// Ends the streams opened with one of `revoked`.
+    pub fn end_streams(&self, revoked: &HashSet<Credential>) {
+        if revoked.is_empty() {
+            return;
+        }
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        for stream in open.values().flatten().filter(|stream| revoked.contains(&stream.credential)) {
+            stream.ended.cancel();
+        }
     }
 
     /// Registers the live streams' metrics.
@@ -160,7 +208,7 @@ impl Live {
 
     /// Streams open on this server.
     pub fn open_streams(&self) -> usize {
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).values().map(Vec::len).sum()
     }
 }
 
@@ -264,7 +312,7 @@ pub async fn event_stream(state: AppState, slot: Slot, user: Uuid, after: Option
         None => (event_log::latest_id(&state.db).await?, true),
     };
     let filter = Filter { user, orgs, last };
-    Ok(EventStream::new(Parked { state, _slot: slot }, filter, live, caught_up))
+    Ok(EventStream::new(Parked { state, slot }, filter, live, caught_up))
 }
 
 /// Which events a user's stream passes on, and where it is.
@@ -300,7 +348,7 @@ impl Filter {
 /// What a stream holds while it is attached to the fan-out, which has its [`Filter`].
 struct Parked {
     state: AppState,
-    _slot: Slot,
+    slot: Slot,
 }
 
 impl Parked {
@@ -351,11 +399,13 @@ impl EventStream {
 
     /// The stream as a body's events.
     pub fn into_stream(self) -> impl Stream<Item = Bytes> {
+        let ended = self.parked.slot.ended.clone();
         let stream = Self { written_by_hyper: true, ..self };
         futures::stream::unfold(stream, |mut stream| async move {
             let event = stream.next().await?;
             Some((event, stream))
         })
+        .take_until(ended.cancelled_owned())
     }
 
     /// Writes the stream to the client's connection itself, as HTTP/1.1 chunks, with the
@@ -523,11 +573,13 @@ enum Due {
 /// A run's log, after line `after`, then live, then `end`.
 pub fn log_stream(state: AppState, slot: Slot, run: Uuid, after: i64) -> impl Stream<Item = Bytes> {
     let signals = state.bus.subscribe();
+    let ended = slot.ended.clone();
     let stream = LogStream { state, _slot: slot, run, last: after, lines: VecDeque::new(), signals, done: false };
     futures::stream::unfold(stream, |mut stream| async move {
         let event = stream.next().await?;
         Some((event, stream))
     })
+    .take_until(ended.cancelled_owned())
 }
 
 struct LogStream {
@@ -592,7 +644,6 @@ impl LogStream {
             tokio::select! {
                 () = wait_for(&mut self.signals, |signal| signal == Signal::Logs(run) || signal == Signal::Events) => {}
                 () = tokio::time::sleep(FALLBACK_POLL) => {}
-                () = self.state.live.closing.cancelled() => return None,
             }
         }
     }

@@ -4,6 +4,7 @@ use std::{ops::Deref, sync::Arc};
 
 use anyhow::Context;
 use sea_orm::DatabaseConnection;
+use uuid::Uuid;
 
 use crate::{
     auth::{UserCache, google::GoogleSignIn, password::PasswordHasher, rate_limit::RateLimiter, session::Sessions},
@@ -14,6 +15,7 @@ use crate::{
     live::Live,
     mail::Mailer,
     metrics::Metrics,
+    sessions::SessionCache,
 };
 
 /// Cheap to clone: one `Arc` around [`App`].
@@ -35,10 +37,13 @@ pub struct App {
     pub sessions: Sessions,
     /// argon2id, off the runtime, a bounded number at a time.
     pub passwords: PasswordHasher,
-    /// Sign-in, sign-up and resend limits per IP and per account.
+    /// Sign-in, sign-up and resend limits per IP and per account; shared by the replicas
+    /// through Redis when it is configured.
     pub limiter: RateLimiter,
     /// Users by id for session checks, so `GET /me` does not hit the database every time.
     pub users: UserCache,
+    /// Valid sessions by id, for the same reason.
+    pub session_cache: SessionCache,
     /// The outbox: mail is stored with the change that causes it, then delivered.
     pub mail: Mailer,
     pub metrics: Metrics,
@@ -67,6 +72,20 @@ impl App {
     /// Tells the live streams that new events are stored.
     pub fn events_written(&self) {
         self.bus.publish(Signal::Events);
+    }
+
+    /// Call after committing a change to a user's account, sessions or tokens: this process
+    /// forgets its cached copies at once, and every replica (this one included) hears it on the
+    /// bus, forgets them too, and ends the user's streams whose session or token stopped working.
+    pub fn account_changed(&self, user_id: Uuid) {
+        self.forget_account(user_id);
+        self.bus.publish(Signal::Account(user_id));
+    }
+
+    /// Drops this process's cached copies of the user and their sessions.
+    pub fn forget_account(&self, user_id: Uuid) {
+        self.users.invalidate(user_id);
+        self.session_cache.invalidate_user(user_id);
     }
 }
 
@@ -108,13 +127,22 @@ impl AppState {
             None => None,
         };
         let live = Live::new(&config.live);
+        let session_cache = SessionCache::default();
+        let metrics = Metrics::with(|registry| {
+            live.register_metrics(registry);
+            session_cache.register_metrics(registry);
+        });
         Ok(Self(Arc::new(App {
             sessions,
             passwords,
-            limiter: RateLimiter::default(),
+            limiter: match bus.redis_client() {
+                Some(redis) => RateLimiter::shared(redis.clone()),
+                None => RateLimiter::local(),
+            },
             users: UserCache::default(),
+            session_cache,
             mail,
-            metrics: Metrics::with(|registry| live.register_metrics(registry)),
+            metrics,
             keyring,
             clouds,
             google,

@@ -36,6 +36,7 @@ use crate::{
     domain::Role,
     entity::{api_tokens, memberships, organizations, users},
     error::{AppError, Result},
+    live::Credential,
     state::AppState,
 };
 
@@ -61,6 +62,14 @@ impl CurrentUser {
 
     pub fn is_session(&self) -> bool {
         matches!(self.via, AuthVia::Session(_))
+    }
+
+    /// What the caller signed in with, for a stream that must end when it stops working.
+    pub fn credential(&self) -> Credential {
+        match &self.via {
+            AuthVia::Session(claims) => Credential::Session(claims.sid),
+            AuthVia::Token(id) => Credential::Token(*id),
+        }
     }
 }
 
@@ -101,6 +110,7 @@ impl FromRequestParts<AppState> for CurrentUser {
         if user.session_version != claims.sv {
             return Err(AppError::unauthorized("session_revoked", "This session was signed out. Sign in again."));
         }
+        crate::sessions::check(state, &claims).await?;
         if !parts.method.is_safe() && !session::csrf_matches(&parts.headers, &claims) {
             return Err(AppError::forbidden(
                 "csrf_failed",
@@ -116,7 +126,11 @@ impl FromRequestParts<AppState> for CurrentUser {
 pub async fn cookie_user(state: &AppState, headers: &HeaderMap) -> Option<users::Model> {
     let claims = state.sessions.decode(session::cookie(headers, SESSION_COOKIE)?).ok()?;
     let user = state.users.get(&state.db, claims.sub).await.ok()??;
-    (user.session_version == claims.sv).then(|| (*user).clone())
+    if user.session_version != claims.sv {
+        return None;
+    }
+    crate::sessions::check(state, &claims).await.ok()?;
+    Some((*user).clone())
 }
 
 /// Only write `last_used_at` when it is this stale, so a busy script does not write per request.
@@ -201,8 +215,9 @@ impl<R: MinRole> FromRequestParts<AppState> for OrgMember<R> {
     }
 }
 
-/// How long a cached user may be served without re-reading it. Writes through this process
-/// invalidate at once; the TTL bounds how stale a change made by another replica can be.
+/// How long a cached user may be served without re-reading it. Every change invalidates it at
+/// once, here and, through the bus, on the other replicas; the TTL bounds how long a lost
+/// signal (Redis restarting) can leave one stale.
 const USER_TTL: Duration = Duration::from_secs(5);
 const USER_CACHE_MAX: usize = 100_000;
 
@@ -236,6 +251,12 @@ impl UserCache {
             entries.insert(id, (user.clone(), Instant::now()));
         }
         Ok(Some(user))
+    }
+
+    /// Forgets every user.
+    pub fn clear(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.entries.write().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// Call after committing any change to the user.

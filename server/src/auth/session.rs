@@ -1,7 +1,9 @@
-//! Browser sessions: a signed JWT in an HttpOnly cookie, plus a CSRF token for unsafe methods.
+//! Browser sessions on the wire: a signed JWT in an HttpOnly cookie, plus a CSRF token for
+//! unsafe methods.
 //!
-//! The JWT carries the user's session version; bumping the version in the database (password
-//! change, "sign out everywhere") makes every older session fail at once. The CSRF token is
+//! The JWT names its stored session (`sid`, see [`crate::sessions`]), which can be revoked on
+//! its own, and carries the user's session version; bumping the version in the database
+//! (password change, "sign out everywhere") makes every older session fail at once. The CSRF token is
 //! inside the signed JWT and also in a script-readable cookie; a cookie-authenticated unsafe
 //! request must echo it in `X-CSRF-Token` (double submit, bound to the session so a planted
 //! cookie cannot pass).
@@ -27,6 +29,8 @@ const AUDIENCE: &str = "fleetplane-session";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: Uuid,
+    /// The stored session this token belongs to.
+    pub sid: Uuid,
     /// The user's session version when this session was issued.
     pub sv: i64,
     pub csrf: String,
@@ -74,11 +78,18 @@ impl Sessions {
         }
     }
 
-    pub fn issue(&self, user: &users::Model) -> anyhow::Result<IssuedSession> {
+    /// How long a session lasts.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// A token for stored session `sid` of `user`, valid until `expires_at` (a Unix time).
+    pub fn issue(&self, user: &users::Model, sid: Uuid, expires_at: i64) -> anyhow::Result<IssuedSession> {
         let now = chrono::Utc::now().timestamp();
-        let exp = now + i64::try_from(self.ttl.as_secs())?;
+        let exp = expires_at;
         let claims = Claims {
             sub: user.id,
+            sid,
             sv: user.session_version,
             csrf: URL_SAFE_NO_PAD.encode(rand::random::<[u8; 24]>()),
             iat: now,
@@ -101,7 +112,8 @@ impl Sessions {
 
     /// `Set-Cookie` values that install `session` in the browser.
     pub fn cookies(&self, session: &IssuedSession) -> [HeaderValue; 2] {
-        let max_age = self.ttl.as_secs();
+        let left = session.expires_at - chrono::Utc::now().timestamp();
+        let max_age = u64::try_from(left).unwrap_or(0);
         [
             self.cookie(SESSION_COOKIE, &session.token, max_age, true),
             self.cookie(CSRF_COOKIE, &session.csrf, max_age, false),
@@ -162,12 +174,17 @@ mod tests {
         }
     }
 
+    fn in_an_hour() -> i64 {
+        chrono::Utc::now().timestamp() + 3600
+    }
+
     #[test]
     fn issued_sessions_decode_with_the_same_key_only() {
         let sessions = Sessions::new(&[7; 32], Duration::from_secs(3600), false);
-        let issued = sessions.issue(&user()).expect("issue");
+        let sid = Uuid::now_v7();
+        let issued = sessions.issue(&user(), sid, in_an_hour()).expect("issue");
         let claims = sessions.decode(&issued.token).expect("decode");
-        assert_eq!(claims.sv, 3);
+        assert_eq!((claims.sv, claims.sid), (3, sid));
         assert_eq!(claims.csrf, issued.csrf);
 
         let other = Sessions::new(&[8; 32], Duration::from_secs(3600), false);
@@ -181,7 +198,7 @@ mod tests {
     #[test]
     fn cookies_are_http_only_lax_and_secure_on_https() {
         let sessions = Sessions::new(&[7; 32], Duration::from_secs(60), true);
-        let issued = sessions.issue(&user()).expect("issue");
+        let issued = sessions.issue(&user(), Uuid::now_v7(), in_an_hour()).expect("issue");
         let [session, csrf] = sessions.cookies(&issued);
         let session = session.to_str().expect("ascii");
         assert!(session.contains("HttpOnly") && session.contains("SameSite=Lax") && session.contains("Secure"));

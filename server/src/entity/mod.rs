@@ -12,6 +12,7 @@ pub mod organizations;
 pub mod outbound_emails;
 pub mod run_logs;
 pub mod runs;
+pub mod sessions;
 pub mod state_locks;
 pub mod state_versions;
 pub mod user_identities;

@@ -3,7 +3,7 @@
 use axum::{
     Json,
     extract::{FromRequestParts, State},
-    http::{StatusCode, header, request::Parts},
+    http::{HeaderMap, StatusCode, header, request::Parts},
     response::{AppendHeaders, IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize};
@@ -17,9 +17,10 @@ use super::{
 use crate::{
     accounts::{self, NewAccount},
     audit::Event,
-    auth::CurrentUser,
+    auth::{AuthVia, CurrentUser, session::IssuedSession},
     entity::users,
     error::{AppError, Problem, Result},
+    sessions,
     state::AppState,
 };
 
@@ -72,11 +73,21 @@ pub struct LoginRequest {
     pub password: String,
 }
 
-/// Attaches a fresh session for `user` (cookies) to `body`.
-pub fn with_session(state: &AppState, user: &users::Model, body: impl IntoResponse) -> Result<Response> {
-    let issued = state.sessions.issue(user)?;
-    let [session, csrf] = state.sessions.cookies(&issued);
-    Ok((AppendHeaders([(header::SET_COOKIE, session), (header::SET_COOKIE, csrf)]), body).into_response())
+/// Starts a session for `user` signing in from `client`, and attaches its cookies to `body`.
+pub async fn with_new_session(
+    state: &AppState,
+    user: &users::Model,
+    client: &sessions::Client,
+    body: impl IntoResponse,
+) -> Result<Response> {
+    let issued = sessions::start(state, user, client).await?;
+    Ok(with_cookies(state, &issued, body))
+}
+
+/// Attaches the cookies of `session` to `body`.
+pub fn with_cookies(state: &AppState, session: &IssuedSession, body: impl IntoResponse) -> Response {
+    let [session, csrf] = state.sessions.cookies(session);
+    (AppendHeaders([(header::SET_COOKIE, session), (header::SET_COOKIE, csrf)]), body).into_response()
 }
 
 fn without_session(state: &AppState) -> Response {
@@ -143,20 +154,26 @@ async fn resend_verification(
 async fn log_in(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Response> {
     let user = accounts::sign_in(&state, &body.email, &body.password, ip).await?;
-    with_session(&state, &user, Json(UserView::from(&user)))
+    with_new_session(&state, &user, &sessions::Client::new(ip, &headers), Json(UserView::from(&user))).await
 }
 
-/// Sign out this browser: clears the session cookies.
+/// Sign out this browser: its session is revoked on the server at once (on every replica), and
+/// the cookies are cleared.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", responses(
-    (status = 204, description = "Signed out; cookies cleared"),
+    (status = 204, description = "Signed out; session revoked, cookies cleared"),
     (status = 403, description = "`csrf_failed`", body = Problem, content_type = "application/problem+json"),
 ))]
 async fn log_out(State(state): State<AppState>, ClientIp(ip): ClientIp, caller: MaybeUser) -> Result<Response> {
-    if let Some(user) = caller.0 {
-        Event::new("auth.logout", Some(ip)).actor(&user.user).record(&state.db).await?;
+    match caller.0 {
+        Some(CurrentUser { user, via: AuthVia::Session(claims) }) => {
+            sessions::revoke(&state, &user, claims.sid, ip, "auth.logout").await?;
+        }
+        Some(caller) => Event::new("auth.logout", Some(ip)).actor(&caller.user).record(&state.db).await?,
+        None => {}
     }
     Ok(without_session(&state))
 }

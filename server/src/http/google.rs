@@ -24,6 +24,7 @@ use crate::{
     },
     domain::Email,
     error::{AppError, Problem, Result},
+    sessions,
     state::AppState,
 };
 
@@ -87,7 +88,7 @@ async fn start(
             ));
         }
     };
-    accounts::rate_limit(&state, &format!("login:ip:{ip}"), state.config.rate_limits.login_per_ip)?;
+    accounts::rate_limit(&state, &format!("login:ip:{ip}"), state.config.rate_limits.login_per_ip).await?;
     let failure_page = if link.is_some() { "/settings" } else { "/login" };
     let request =
         StartRequest { login_hint: query.login_hint, next: fleetplane_web::safe_next(query.next.as_deref()), link };
@@ -141,7 +142,7 @@ async fn callback(
     }
     match accounts::sign_in_with_identity(&state, identity, ip).await {
         Ok(user) => {
-            let issued = state.sessions.issue(&user)?;
+            let issued = sessions::start(&state, &user, &sessions::Client::new(ip, &headers)).await?;
             let [session, csrf] = state.sessions.cookies(&issued);
             Ok(redirect(&flow.next, [clear, session, csrf]))
         }

@@ -49,7 +49,7 @@ pub fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Result<Option<
 
 /// One of the caller's stream places, or 429.
 pub fn stream_slot(state: &AppState, caller: &CurrentUser) -> Result<Slot> {
-    Live::acquire(state, caller.id()).ok_or_else(|| {
+    Live::acquire(state, caller.id(), caller.credential()).ok_or_else(|| {
         AppError::client(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_streams",

@@ -1,9 +1,10 @@
-//! `/api/v1/me`: the signed-in account, its username and password, and its API tokens.
+//! `/api/v1/me`: the signed-in account, its username and password, its API tokens and its
+//! sessions.
 
 use axum::{
     Json,
     extract::State,
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
 use chrono::{DateTime, Utc};
@@ -13,14 +14,15 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::{
-    auth::with_session,
+    auth::{with_cookies, with_new_session},
     extract::{ApiJson, ApiPath, ClientIp},
 };
 use crate::{
     accounts,
-    auth::CurrentUser,
-    entity::{api_tokens, user_identities, users},
+    auth::{AuthVia, CurrentUser},
+    entity::{api_tokens, sessions as sessions_entity, user_identities, users},
     error::{Problem, Result},
+    sessions,
     state::AppState,
 };
 
@@ -33,6 +35,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(revoke_token))
         .routes(routes!(list_identities))
         .routes(routes!(unlink_identity))
+        .routes(routes!(list_sessions))
+        .routes(routes!(revoke_session))
 }
 
 /// An account as its owner sees it.
@@ -136,14 +140,49 @@ impl From<&user_identities::Model> for IdentityView {
     }
 }
 
-/// Re-issues the session cookie when the caller signed in with one; token callers get `body`.
+/// A signed-in browser.
+#[derive(Serialize, ToSchema)]
+pub struct SessionView {
+    pub id: Uuid,
+    /// The browser's `User-Agent` when it signed in (shortened; empty when it sent none).
+    pub user_agent: String,
+    /// The address it signed in from.
+    pub ip: String,
+    pub created_at: DateTime<Utc>,
+    /// When it was last used (to the minute).
+    pub last_seen_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// This is the session making the request.
+    pub current: bool,
+}
+
+impl SessionView {
+    fn new(session: &sessions_entity::Model, caller: &CurrentUser) -> Self {
+        let current = matches!(&caller.via, AuthVia::Session(claims) if claims.sid == session.id);
+        Self {
+            id: session.id,
+            user_agent: session.user_agent.clone(),
+            ip: session.ip.clone(),
+            created_at: session.created_at,
+            last_seen_at: session.last_seen_at,
+            expires_at: session.expires_at,
+            current,
+        }
+    }
+}
+
+/// Re-issues the session cookie for the changed `user` when the caller signed in with one (the
+/// same session goes on); token callers get `body`.
 fn refresh_session(
     state: &AppState,
     caller: &CurrentUser,
     user: &users::Model,
     body: impl IntoResponse,
 ) -> Result<Response> {
-    if caller.is_session() { with_session(state, user, body) } else { Ok(body.into_response()) }
+    match &caller.via {
+        AuthVia::Session(claims) => Ok(with_cookies(state, &sessions::reissue(state, user, claims)?, body)),
+        AuthVia::Token(_) => Ok(body.into_response()),
+    }
 }
 
 /// The signed-in account.
@@ -180,11 +219,18 @@ async fn update_username(
 async fn update_password(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    headers: HeaderMap,
     caller: CurrentUser,
     ApiJson(body): ApiJson<PasswordRequest>,
 ) -> Result<Response> {
     let user = accounts::change_password(&state, &caller.user, &body.current_password, &body.new_password, ip).await?;
-    refresh_session(&state, &caller, &user, StatusCode::NO_CONTENT)
+    // Every session was revoked, this one too: the browser that asked gets a new one.
+    match caller.via {
+        AuthVia::Session(_) => {
+            with_new_session(&state, &user, &sessions::Client::new(ip, &headers), StatusCode::NO_CONTENT).await
+        }
+        AuthVia::Token(_) => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
 }
 
 /// The account's active API tokens, newest first.
@@ -248,5 +294,33 @@ async fn unlink_identity(
     ApiPath(provider): ApiPath<String>,
 ) -> Result<StatusCode> {
     accounts::unlink_identity(&state, &caller.user, &provider, ip).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The account's signed-in browsers, most recently used first.
+#[utoipa::path(get, path = "/api/v1/me/sessions", tag = "account", responses(
+    (status = 200, body = [SessionView]),
+    (status = 401, description = "`unauthenticated`", body = Problem, content_type = "application/problem+json"),
+))]
+async fn list_sessions(State(state): State<AppState>, caller: CurrentUser) -> Result<Json<Vec<SessionView>>> {
+    let sessions = sessions::list(&state, caller.id()).await?;
+    Ok(Json(sessions.iter().map(|session| SessionView::new(session, &caller)).collect()))
+}
+
+/// Sign a browser out: its session stops working at once, on every server, and its open live
+/// streams end.
+#[utoipa::path(delete, path = "/api/v1/me/sessions/{id}", tag = "account",
+    params(("id" = Uuid, Path, description = "The session's id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "`session_not_found`", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn revoke_session(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    caller: CurrentUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<StatusCode> {
+    sessions::revoke(&state, &caller.user, id, ip, "auth.session_revoked").await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -367,7 +367,9 @@ impl Drop for Registration {
 /// while it has not. A heartbeat comment goes every `every`.
 pub(super) async fn write(mut stream: EventStream, socket: Socket, every: Duration) -> io::Result<()> {
     let state = stream.parked.state.clone();
-    let closing = &state.live.closing;
+    // The server stopping, or the stream's session or token revoked.
+    let ended = stream.parked.slot.ended.clone();
+    let closing = &ended;
     let attached = Arc::new(Attached { socket, state: Mutex::new(State::Detached), handed_back: Notify::new() });
     let _registration = state.live.attached.register(&attached);
     let socket = &attached.socket;

@@ -10,6 +10,7 @@ mod live;
 mod operations;
 mod orgs;
 mod provisioning;
+mod replicas;
 mod serve;
 mod sessions;
 mod support;

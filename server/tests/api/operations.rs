@@ -68,6 +68,8 @@ async fn the_openapi_document_covers_every_endpoint() {
         ("delete", "/api/v1/me/tokens/{id}"),
         ("get", "/api/v1/me/identities"),
         ("delete", "/api/v1/me/identities/{provider}"),
+        ("get", "/api/v1/me/sessions"),
+        ("delete", "/api/v1/me/sessions/{id}"),
         ("get", "/api/v1/orgs"),
         ("post", "/api/v1/orgs"),
         ("get", "/api/v1/orgs/{org}"),

@@ -143,3 +143,124 @@ async fn cookies_are_secure_when_the_public_url_is_https() {
     assert_eq!(cookies.len(), 2);
     assert!(cookies.iter().all(|c| c.contains("; Secure")), "{cookies:?}");
 }
+
+/// A client signed in as `email` from a browser that calls itself `user_agent`.
+async fn browser(app: &TestApp, email: &str, user_agent: &str) -> Client {
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    let http = reqwest::Client::builder().cookie_provider(jar.clone()).user_agent(user_agent).build().expect("client");
+    let client = Client::from_parts(http, jar, app.base.clone());
+    client.sign_in(email, PASSWORD).await.expect_status(StatusCode::OK);
+    client
+}
+
+#[tokio::test]
+async fn signing_out_revokes_the_session_on_the_server() {
+    let app = TestApp::spawn().await;
+    let ada = app.user("ada").await;
+    let copied = ada.cookie("fp_session").expect("session");
+    ada.post_empty("/api/v1/auth/logout").await.expect_status(StatusCode::NO_CONTENT);
+    // Someone who kept the cookie cannot use it any more.
+    let thief = app.client();
+    thief.set_cookie("fp_session", &copied);
+    thief.get("/api/v1/me").await.expect_problem(StatusCode::UNAUTHORIZED, "session_revoked");
+}
+
+#[tokio::test]
+async fn settings_list_the_signed_in_browsers_and_revoke_one() {
+    let app = TestApp::spawn().await;
+    app.user("ada").await;
+    let laptop = browser(&app, "ada@example.com", "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0").await;
+    let phone = browser(&app, "ada@example.com", "Mozilla/5.0 (iPhone) Safari/604.1").await;
+
+    let listed = laptop.get("/api/v1/me/sessions").await.expect_status(StatusCode::OK).json();
+    let listed = listed.as_array().expect("a list");
+    assert_eq!(listed.len(), 3, "the test's own sign-in, the laptop and the phone: {listed:?}");
+    let this = listed.iter().find(|s| s["current"] == true).expect("the current session is marked");
+    assert_eq!(this["user_agent"], "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0");
+    assert_eq!(this["ip"], "127.0.0.1");
+    for field in ["created_at", "last_seen_at", "expires_at"] {
+        assert!(this[field].is_string(), "{field}");
+    }
+    let phones = listed.iter().find(|s| s["user_agent"] == "Mozilla/5.0 (iPhone) Safari/604.1").expect("the phone");
+    assert_eq!(phones["current"], false);
+    let phone_id = phones["id"].as_str().expect("id");
+
+    laptop.delete(&format!("/api/v1/me/sessions/{phone_id}")).await.expect_status(StatusCode::NO_CONTENT);
+    phone.get("/api/v1/me").await.expect_problem(StatusCode::UNAUTHORIZED, "session_revoked");
+    laptop.get("/api/v1/me").await.expect_status(StatusCode::OK);
+    let listed = laptop.get("/api/v1/me/sessions").await.json();
+    assert!(listed.as_array().expect("list").iter().all(|s| s["id"] != phone_id), "revoked sessions are not listed");
+
+    // Revoked already, unknown, or someone else's: the same 404, and nothing changes.
+    laptop
+        .delete(&format!("/api/v1/me/sessions/{phone_id}"))
+        .await
+        .expect_problem(StatusCode::NOT_FOUND, "session_not_found");
+    let bob = app.user("bob").await;
+    let own = laptop.get("/api/v1/me/sessions").await.json()[0]["id"].as_str().expect("id").to_owned();
+    bob.delete(&format!("/api/v1/me/sessions/{own}")).await.expect_problem(StatusCode::NOT_FOUND, "session_not_found");
+    laptop.get("/api/v1/me").await.expect_status(StatusCode::OK);
+    bob.delete("/api/v1/me/sessions/not-a-uuid").await.expect_problem(StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn a_password_change_revokes_every_session_but_the_browser_that_asked_gets_a_new_one() {
+    let app = TestApp::spawn().await;
+    let laptop = app.user("ada").await;
+    let phone = browser(&app, "ada@example.com", "phone").await;
+    laptop
+        .put("/api/v1/me/password", json!({ "current_password": PASSWORD, "new_password": "a new one, longer" }))
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
+    phone.get("/api/v1/me").await.expect_problem(StatusCode::UNAUTHORIZED, "session_revoked");
+    let listed = laptop.get("/api/v1/me/sessions").await.expect_status(StatusCode::OK).json();
+    let listed = listed.as_array().expect("list");
+    assert_eq!(listed.len(), 1, "only the new session of the browser that changed it: {listed:?}");
+    assert_eq!(listed[0]["current"], true);
+}
+
+#[tokio::test]
+async fn a_revoked_sessions_open_streams_end_and_other_streams_go_on() {
+    use crate::support::sse::Stream;
+    let wait = std::time::Duration::from_secs(30);
+    let app = TestApp::spawn().await;
+    let laptop = app.user("ada").await;
+    let phone = browser(&app, "ada@example.com", "phone").await;
+    let ada_id = laptop.user_id().await;
+    // On a connection of its own (written by the fan-out) and on a reused one (through hyper).
+    let mut alone = Stream::open_alone(&phone, "/api/v1/events").await.expect("stream");
+    phone.get("/api/v1/me").await.expect_status(StatusCode::OK);
+    let mut pooled = Stream::open(&phone, "/api/v1/events", None).await.expect("stream");
+    let mut laptops = Stream::open(&laptop, "/api/v1/events", None).await.expect("stream");
+    let token = laptop.post("/api/v1/me/tokens", json!({ "name": "script" })).await.json();
+    let mut scripts = {
+        let request = app
+            .client()
+            .http
+            .get(app.base.join("api/v1/events").expect("url"))
+            .bearer_auth(token["token"].as_str().expect("token"))
+            .header("accept", "text/event-stream");
+        Stream::from_request(request).await.expect("stream")
+    };
+    app.wait_for("open streams", 4, |state| state.live.open_streams()).await;
+
+    let sessions = laptop.get("/api/v1/me/sessions").await.json();
+    let phone_id = sessions.as_array().expect("list").iter().find(|s| s["user_agent"] == "phone").expect("phone")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    laptop.delete(&format!("/api/v1/me/sessions/{phone_id}")).await.expect_status(StatusCode::NO_CONTENT);
+    assert!(alone.next(wait).await.is_none(), "the fan-out's stream of the revoked session ends");
+    assert!(pooled.next(wait).await.is_none(), "hyper's stream of the revoked session ends");
+
+    // The laptop's session and the token still stream.
+    app.record_events(ada_id, "note", 0..1, "").await;
+    assert_eq!(laptops.next_of("note", wait).await.json()["n"], 0);
+    assert_eq!(scripts.next_of("note", wait).await.json()["n"], 0);
+
+    // Revoking the token ends its stream too.
+    let token_id = token["id"].as_str().expect("id");
+    laptop.delete(&format!("/api/v1/me/tokens/{token_id}")).await.expect_status(StatusCode::NO_CONTENT);
+    assert!(scripts.next(wait).await.is_none(), "the revoked token's stream ends");
+    app.wait_for("open streams", 1, |state| state.live.open_streams()).await;
+}

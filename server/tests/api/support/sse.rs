@@ -64,7 +64,8 @@ impl Stream {
         Ok(Self { body: response.bytes_stream().boxed(), buffer: String::new() })
     }
 
-    /// The next message, comments included; `None` when the server ended the stream.
+    /// The next message, comments included; `None` when the server ended the stream (with its
+    /// last chunk: a connection cut short fails the test).
     pub async fn next_raw(&mut self, wait: Duration) -> Option<Message> {
         let read = async {
             let mut message = Message { id: None, event: String::new(), data: String::new() };
@@ -102,7 +103,9 @@ impl Stream {
                 }
                 match self.body.next().await {
                     Some(Ok(chunk)) => self.buffer.push_str(&String::from_utf8_lossy(&chunk)),
-                    Some(Err(_)) | None => return None,
+                    // A reset or a cut-short body is not the end the server says it sent.
+                    Some(Err(e)) => panic!("the stream broke instead of ending: {e:?}"),
+                    None => return None,
                 }
             }
         };
