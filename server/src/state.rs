@@ -10,6 +10,7 @@ use crate::{
     bus::{Bus, Signal},
     config::Config,
     crypto::Keyring,
+    janitor::Tally,
     keyfile,
     live::Live,
     mail::Mailer,
@@ -50,6 +51,8 @@ pub struct App {
     pub bus: Bus,
     /// Fans events out to this process's live streams.
     pub live: Live,
+    /// What this process's retention janitor deleted, for `/metrics`.
+    pub janitor: Tally,
     /// Google sign-in, when configured.
     pub google: Option<GoogleSignIn>,
     /// What runs this process's jobs (`docker`, `process`), once its worker has started.
@@ -108,18 +111,24 @@ impl AppState {
             None => None,
         };
         let live = Live::new(&config.live);
+        let janitor = Tally::default();
+        let metrics = Metrics::with(|registry| {
+            live.register_metrics(registry);
+            janitor.register_metrics(registry);
+        });
         Ok(Self(Arc::new(App {
             sessions,
             passwords,
             limiter: RateLimiter::default(),
             users: UserCache::default(),
             mail,
-            metrics: Metrics::with(|registry| live.register_metrics(registry)),
+            metrics,
             keyring,
             clouds,
             google,
             bus,
             live,
+            janitor,
             executor: std::sync::OnceLock::new(),
             db,
             config,
