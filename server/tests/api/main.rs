@@ -10,6 +10,7 @@ mod live;
 mod operations;
 mod orgs;
 mod provisioning;
+mod retention;
 mod serve;
 mod sessions;
 mod support;
