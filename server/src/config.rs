@@ -128,6 +128,7 @@ pub struct Config {
     /// Redis for the bus between replicas (`redis://…` or `rediss://…`); none: in-process.
     pub redis_url: Option<Secret>,
     pub live: LiveSettings,
+    pub retention: RetentionSettings,
 }
 
 /// The live streams (SSE).
@@ -145,6 +146,35 @@ pub struct LiveSettings {
 impl Default for LiveSettings {
     fn default() -> Self {
         Self { max_streams_per_user: 10, heartbeat_secs: 15, backlog: 1024 }
+    }
+}
+
+/// What the janitor ([`crate::janitor`]) deletes, and how often it looks.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Seconds between two passes; the first runs when the worker starts.
+    pub interval_secs: u64,
+    /// Delivered mail is deleted this many days after its delivery.
+    pub outbox_days: u64,
+    /// Events older than this are deleted, except the newest `live.backlog`.
+    pub events_days: u64,
+    /// Terraform state versions kept per cluster, the current one among them.
+    pub state_versions_keep: u64,
+    /// The logs of runs that finished longer ago than this are deleted, except the logs of each
+    /// cluster's latest run.
+    pub run_logs_days: u64,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self { interval_secs: 3600, outbox_days: 7, events_days: 30, state_versions_keep: 20, run_logs_days: 90 }
+    }
+}
+
+impl RetentionSettings {
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(self.interval_secs)
     }
 }
 
@@ -308,6 +338,7 @@ struct FileConfig {
     google: Option<FileGoogle>,
     redis_url: Option<Secret>,
     live: Option<LiveSettings>,
+    retention: Option<RetentionSettings>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -506,6 +537,7 @@ impl Config {
         if !(16..=1_000_000).contains(&live.backlog) {
             return Err(invalid("live.backlog", "must be between 16 and 1000000"));
         }
+        let retention = retention_settings(file.retention.unwrap_or_default(), &env)?;
 
         Ok(Self {
             listen,
@@ -527,6 +559,7 @@ impl Config {
             google,
             redis_url,
             live,
+            retention,
         })
     }
 
@@ -622,6 +655,35 @@ fn run_settings(mut runs: RunSettings, env: &impl Fn(&str) -> Option<String>) ->
         return Err(invalid("FLEETPLANE_WORKERS", "must be at most 64"));
     }
     Ok(runs)
+}
+
+/// At most a hundred years: longer is "forever", and day counts stay far from overflowing dates.
+const MAX_DAYS: u64 = 36_500;
+
+fn retention_settings(
+    mut retention: RetentionSettings,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<RetentionSettings, ConfigError> {
+    // None of them can be zero: no pause between passes, keeping nothing, or not even a day of
+    // history would each be a mistake rather than a choice.
+    let settings: [(&'static str, &mut u64, u64); 5] = [
+        ("FLEETPLANE_RETENTION_INTERVAL_SECS", &mut retention.interval_secs, 7 * 24 * 3600),
+        ("FLEETPLANE_RETENTION_OUTBOX_DAYS", &mut retention.outbox_days, MAX_DAYS),
+        ("FLEETPLANE_RETENTION_EVENTS_DAYS", &mut retention.events_days, MAX_DAYS),
+        ("FLEETPLANE_RETENTION_STATE_VERSIONS_KEEP", &mut retention.state_versions_keep, 1_000_000),
+        ("FLEETPLANE_RETENTION_RUN_LOGS_DAYS", &mut retention.run_logs_days, MAX_DAYS),
+    ];
+    for (key, value, max) in settings {
+        if let Some(text) = env(key) {
+            // Read signed, so that a negative value is told the range rather than "not a number".
+            let number: i64 = parse_number(key, &text)?;
+            *value = u64::try_from(number).unwrap_or(0);
+        }
+        if !(1..=max).contains(&*value) {
+            return Err(invalid(key, format!("must be between 1 and {max}")));
+        }
+    }
+    Ok(retention)
 }
 
 fn google_settings(
@@ -814,5 +876,52 @@ mod tests {
     #[test]
     fn unknown_file_keys_are_rejected() {
         assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+        assert!(toml::from_str::<FileConfig>("[retention]\nevent_days = 3").is_err());
+    }
+
+    #[test]
+    fn retention_has_defaults_the_file_and_the_environment_override() {
+        let defaults = load("", &[]).expect("valid").retention;
+        assert_eq!(defaults, RetentionSettings::default());
+        assert_eq!(
+            (defaults.interval_secs, defaults.outbox_days, defaults.events_days),
+            (3600, 7, 30),
+            "hourly; a week of delivered mail; a month of events"
+        );
+        assert_eq!((defaults.state_versions_keep, defaults.run_logs_days), (20, 90));
+
+        let config = load(
+            "[retention]\ninterval_secs = 600\nevents_days = 10\nstate_versions_keep = 5\n",
+            &[("FLEETPLANE_RETENTION_EVENTS_DAYS", "3"), ("FLEETPLANE_RETENTION_RUN_LOGS_DAYS", "30")],
+        )
+        .expect("valid");
+        let retention = &config.retention;
+        assert_eq!(retention.interval(), Duration::from_secs(600));
+        assert_eq!(retention.events_days, 3, "the environment wins over the file");
+        assert_eq!((retention.state_versions_keep, retention.run_logs_days, retention.outbox_days), (5, 30, 7));
+        let printed = config.to_redacted_toml();
+        assert!(printed.contains("[retention]") && printed.contains("events_days = 3"), "{printed}");
+    }
+
+    #[test]
+    fn retention_refuses_zero_negative_and_absurd_values() {
+        let keys = [
+            "FLEETPLANE_RETENTION_INTERVAL_SECS",
+            "FLEETPLANE_RETENTION_OUTBOX_DAYS",
+            "FLEETPLANE_RETENTION_EVENTS_DAYS",
+            "FLEETPLANE_RETENTION_STATE_VERSIONS_KEEP",
+            "FLEETPLANE_RETENTION_RUN_LOGS_DAYS",
+        ];
+        for key in keys {
+            for value in ["0", "-1", "99999999"] {
+                let err = load("", &[(key, value)]).expect_err(key);
+                assert!(err.to_string().starts_with(&format!("{key}: must be between 1 and ")), "{key}={value}: {err}");
+            }
+            let err = load("", &[(key, "soon")]).expect_err(key);
+            assert_eq!(err.to_string(), format!("{key}: `soon` is not a number"));
+        }
+        let err = load("[retention]\nstate_versions_keep = 0\n", &[]).expect_err("zero in the file");
+        assert_eq!(err.to_string(), "FLEETPLANE_RETENTION_STATE_VERSIONS_KEEP: must be between 1 and 1000000");
+        assert!(toml::from_str::<FileConfig>("[retention]\nrun_logs_days = -5\n").is_err(), "negative in the file");
     }
 }

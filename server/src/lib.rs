@@ -19,6 +19,7 @@ pub mod entity;
 pub mod error;
 pub mod events;
 pub mod http;
+pub mod janitor;
 pub mod keyfile;
 pub mod live;
 pub mod mail;

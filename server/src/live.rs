@@ -12,6 +12,8 @@
 //! there are new ones (and every second), at the pace the client reads, so it never falls
 //! behind; it ends with an `end` event carrying the run's outcome. When the server stops, every
 //! stream ends (the event channel closes, and the others see `closing`), and its client resumes.
+//! The retention janitor deletes old events but never the newest backlog ([`crate::janitor`]); a
+//! client resuming from an id that was deleted goes on from the next event still stored.
 //! Events go out as frames encoded once by the fan-out ([`crate::http::sse`]). An event stream
 //! on a lean connection spends its idle time attached to the fan-out, which writes its events
 //! straight to its socket ([`direct`]).

@@ -32,12 +32,14 @@ const CLAIM_LEASE: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_secs(15);
 const BATCH: u64 = 20;
 
-mod status {
+pub(crate) mod status {
     pub const PENDING: &str = "pending";
     pub const SENDING: &str = "sending";
     pub const SENT: &str = "sent";
     pub const LOGGED: &str = "logged";
     pub const FAILED: &str = "failed";
+    /// Handed to the SMTP server, or (with none configured) written to the log.
+    pub const DELIVERED: [&str; 2] = [SENT, LOGGED];
 }
 
 pub struct Mailer {

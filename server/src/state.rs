@@ -11,6 +11,7 @@ use crate::{
     bus::{Bus, Signal},
     config::Config,
     crypto::Keyring,
+    janitor::Tally,
     keyfile,
     live::Live,
     mail::Mailer,
@@ -55,6 +56,8 @@ pub struct App {
     pub bus: Bus,
     /// Fans events out to this process's live streams.
     pub live: Live,
+    /// What this process's retention janitor deleted, for `/metrics`.
+    pub janitor: Tally,
     /// Google sign-in, when configured.
     pub google: Option<GoogleSignIn>,
     /// What runs this process's jobs (`docker`, `process`), once its worker has started.
@@ -128,9 +131,11 @@ impl AppState {
         };
         let live = Live::new(&config.live);
         let session_cache = SessionCache::default();
+        let janitor = Tally::default();
         let metrics = Metrics::with(|registry| {
             live.register_metrics(registry);
             session_cache.register_metrics(registry);
+            janitor.register_metrics(registry);
         });
         Ok(Self(Arc::new(App {
             sessions,
@@ -148,6 +153,7 @@ impl AppState {
             google,
             bus,
             live,
+            janitor,
             executor: std::sync::OnceLock::new(),
             db,
             config,

@@ -4,7 +4,8 @@
 //! cancel request. A run is planned in one job and applied in another (with the saved plan,
 //! kept sealed in between, so an approval approves exactly what will be applied). The job's
 //! output is stored line by line, with secrets scrubbed, before anything else sees it. Jobs
-//! left behind by a worker that died are found by their labels and removed.
+//! left behind by a worker that died are found by their labels and removed. The pool also runs
+//! the process's retention janitor ([`crate::janitor`]).
 
 use std::{
     collections::HashSet,
@@ -153,6 +154,8 @@ impl Worker {
         }
         tracing::info!(worker = %self.id, executor = self.executor.kind(), concurrency = self.concurrency, "worker started");
         let presence = tokio::spawn(self.clone().presence(shutdown.clone()));
+        // One per process: a process runs one pool.
+        let janitor = tokio::spawn(crate::janitor::run(self.state.clone(), shutdown.clone()));
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let mut signals = self.state.bus.subscribe();
         let mut jobs = JoinSet::new();
@@ -192,6 +195,9 @@ impl Worker {
         }
         while jobs.join_next().await.is_some() {}
         presence.abort();
+        if let Err(e) = janitor.await {
+            tracing::warn!(error = %e, "the retention janitor failed");
+        }
         let stopped = workers::Entity::update_many()
             .col_expr(workers::Column::StoppedAt, Expr::value(Some(Utc::now())))
             .filter(workers::Column::Id.eq(&self.id))

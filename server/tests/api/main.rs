@@ -11,6 +11,7 @@ mod operations;
 mod orgs;
 mod provisioning;
 mod replicas;
+mod retention;
 mod serve;
 mod sessions;
 mod support;
