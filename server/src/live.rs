@@ -219,22 +219,25 @@ impl Live {
 /// stream opened after it misses nothing.
 pub async fn start_fan_out(state: AppState, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
     let signals = state.bus.subscribe();
-    let cursor = loop {
-        match event_log::latest_id(&state.db).await {
-            Ok(id) => break Some(id),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the event log yet");
-                tokio::select! {
-                    () = tokio::time::sleep(FALLBACK_POLL) => {}
-                    () = stop.cancelled() => break None,
+    // Almost always read at once. If the database does not answer, the server starts anyway and
+    // the fan-out keeps trying in the background.
+    let first = event_log::latest_id(&state.db).await;
+    tokio::spawn(async move {
+        let mut cursor = first;
+        let cursor = loop {
+            match cursor {
+                Ok(id) => break id,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the event log yet");
+                    tokio::select! {
+                        () = tokio::time::sleep(FALLBACK_POLL) => {}
+                        () = stop.cancelled() => return,
+                    }
+                    cursor = event_log::latest_id(&state.db).await;
                 }
             }
-        }
-    };
-    tokio::spawn(async move {
-        if let Some(cursor) = cursor {
-            fan_out(state, signals, cursor, stop).await;
-        }
+        };
+        fan_out(state, signals, cursor, stop).await;
     })
 }
 
