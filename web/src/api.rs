@@ -233,6 +233,24 @@ pub struct Token {
     pub last_used_at: Option<String>,
 }
 
+/// A signed-in browser (`GET /api/v1/me/sessions`).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct Session {
+    #[serde(deserialize_with = "text")]
+    pub id: String,
+    #[serde(default)]
+    pub user_agent: String,
+    #[serde(default)]
+    pub ip: String,
+    pub created_at: String,
+    pub last_seen_at: String,
+    #[serde(default)]
+    pub expires_at: String,
+    /// The session making the request.
+    #[serde(default)]
+    pub current: bool,
+}
+
 /// A token just created: the secret is in `token`, and is never shown again.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct NewToken {
@@ -1216,6 +1234,15 @@ pub async fn create_token(name: &str, expires_in_days: Option<u32>) -> ApiResult
 
 pub async fn revoke_token(id: &str) -> ApiResult<()> {
     let path = format!("/api/v1/me/tokens/{}", encode(id));
+    call_empty(Method::Delete, &path, None).await
+}
+
+pub async fn list_sessions() -> ApiResult<Vec<Session>> {
+    call(Method::Get, "/api/v1/me/sessions", None).await
+}
+
+pub async fn revoke_session(id: &str) -> ApiResult<()> {
+    let path = format!("/api/v1/me/sessions/{}", encode(id));
     call_empty(Method::Delete, &path, None).await
 }
 

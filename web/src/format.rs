@@ -259,6 +259,55 @@ pub fn strip_ansi(text: &str) -> String {
     out
 }
 
+/// A short, human name for a browser from its `User-Agent`: "Firefox on Linux", "Chrome on
+/// macOS", "curl". Unknown agents come back as their first word; an empty one as "Unknown browser".
+pub fn browser_name(user_agent: &str) -> String {
+    let agent = user_agent.trim();
+    if agent.is_empty() {
+        return "Unknown browser".to_owned();
+    }
+    let has = |needle: &str| agent.contains(needle);
+    // Order matters: Edge and Opera say "Chrome", Chrome says "Safari", headless Chrome both.
+    let browser = if has("Edg/") {
+        Some("Edge")
+    } else if has("OPR/") {
+        Some("Opera")
+    } else if has("Firefox/") {
+        Some("Firefox")
+    } else if has("HeadlessChrome/") {
+        Some("Headless Chrome")
+    } else if has("Chromium/") {
+        Some("Chromium")
+    } else if has("Chrome/") || has("CriOS/") {
+        Some("Chrome")
+    } else if has("Safari/") {
+        Some("Safari")
+    } else {
+        None
+    };
+    let system = if has("iPhone") || has("iPad") {
+        Some("iOS")
+    } else if has("Android") {
+        Some("Android")
+    } else if has("Windows") {
+        Some("Windows")
+    } else if has("Mac OS X") || has("Macintosh") {
+        Some("macOS")
+    } else if has("CrOS") {
+        Some("ChromeOS")
+    } else if has("Linux") || has("X11") {
+        Some("Linux")
+    } else {
+        None
+    };
+    match (browser, system) {
+        (Some(browser), Some(system)) => format!("{browser} on {system}"),
+        (Some(browser), None) => browser.to_owned(),
+        // Scripts and tools: "curl/8.5.0" reads best as "curl".
+        (None, _) => agent.split(['/', ' ']).next().unwrap_or(agent).chars().take(40).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,5 +414,34 @@ mod tests {
         assert_eq!(timestamp("2026-04-14T09:30:12+02:00"), "2026-04-14 09:30");
         assert_eq!(timestamp("yesterday"), "yesterday");
         assert_eq!(date("2026-04-14T09:30:12Z"), "2026-04-14");
+    }
+
+    #[test]
+    fn browsers_are_named_by_engine_and_system() {
+        let cases = [
+            ("Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0", "Firefox on Linux"),
+            (
+                "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+                "Chrome on macOS",
+            ),
+            (
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0",
+                "Edge on Windows",
+            ),
+            (
+                "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+                "Safari on iOS",
+            ),
+            (
+                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/156.0.0.0 Safari/537.36",
+                "Headless Chrome on Linux",
+            ),
+            ("curl/8.5.0", "curl"),
+            ("", "Unknown browser"),
+            ("   ", "Unknown browser"),
+        ];
+        for (agent, expected) in cases {
+            assert_eq!(browser_name(agent), expected, "{agent}");
+        }
     }
 }

@@ -5,13 +5,14 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
 
-use crate::api::{self, NewToken, Token};
+use crate::api::{self, NewToken, Session, Token};
 use crate::browser;
 use crate::components::{
     Alert, AlertKind, Card, ConfirmButton, CopyButton, EmptyState, FormBanner, FormState, GoogleButton, GoogleError,
     LoadError, Loading, PageHeader, RequireViewer, SelectField, SubmitButton, TextField, Time,
 };
 use crate::context::{use_ui_context, use_viewer};
+use crate::format;
 
 #[component]
 pub fn SettingsPage() -> impl IntoView {
@@ -77,6 +78,14 @@ fn SettingsContent() -> impl IntoView {
             <Card
                 title="Sessions"
                 id="sessions"
+                aside=true
+                description="The browsers signed in to your account. Revoke one you do not recognise: it is signed out at once."
+            >
+                <Sessions/>
+            </Card>
+            <Card
+                title="Sign out everywhere"
+                id="sign-out-everywhere"
                 danger=true
                 aside=true
                 description="Sign out of every browser and device, including this one. API tokens keep working."
@@ -421,6 +430,96 @@ fn NewTokenPanel(token: NewToken, on_done: impl Fn() + 'static) -> impl IntoView
                 <CopyButton text=secret.get_value() test="copy-token" class="btn btn-primary"/>
             </div>
             <button type="button" class="btn btn-link" on:click=move |_| on_done()>"Done"</button>
+        </div>
+    }
+}
+
+#[component]
+fn Sessions() -> impl IntoView {
+    let sessions = LocalResource::new(api::list_sessions);
+    let revoke = FormState::new();
+    let on_revoke = Callback::new(move |(id, current): (String, bool)| {
+        revoke.run(async move { api::revoke_session(&id).await }, move |()| {
+            if current {
+                // This browser's own session: it is signed out now.
+                browser::go_to("/login");
+            } else {
+                sessions.refetch();
+            }
+        });
+    });
+    view! {
+        <div class="stack">
+            <FormBanner form=revoke fields=&[]/>
+            <Suspense fallback=|| view! { <Loading/> }>
+                {move || {
+                    sessions
+                        .get()
+                        .map(|result| match result {
+                            Err(error) => view! { <LoadError error/> }.into_any(),
+                            // Signed in with a token only: there is no browser session to show.
+                            Ok(list) if list.is_empty() => view! {
+                                <EmptyState title="No browser sessions">"Nothing is signed in with a password or Google."</EmptyState>
+                            }
+                            .into_any(),
+                            Ok(list) => view! { <SessionTable list busy=revoke.busy on_revoke/> }.into_any(),
+                        })
+                }}
+            </Suspense>
+        </div>
+    }
+}
+
+#[component]
+fn SessionTable(list: Vec<Session>, busy: RwSignal<bool>, on_revoke: Callback<(String, bool)>) -> impl IntoView {
+    view! {
+        <div class="table-wrap">
+            <table class="table table-stack" data-test="session-table">
+                <thead>
+                    <tr>
+                        <th scope="col">"Browser"</th>
+                        <th scope="col">"IP address"</th>
+                        <th scope="col">"Signed in"</th>
+                        <th scope="col">"Last seen"</th>
+                        <th scope="col"><span class="visually-hidden">"Actions"</span></th>
+                    </tr>
+                </thead>
+                <tbody>
+                    {list
+                        .into_iter()
+                        .map(|session| {
+                            let browser = format::browser_name(&session.user_agent);
+                            let (id, current) = (session.id.clone(), session.current);
+                            let prompt = if current {
+                                "Revoke this session? You will be signed out here.".to_owned()
+                            } else {
+                                format!("Revoke the session of {browser} from {}? It is signed out at once.", session.ip)
+                            };
+                            view! {
+                                <tr data-test="session-row" data-session-id=session.id.clone() data-current=current.to_string()>
+                                    <td class="strong" title=session.user_agent.clone()>
+                                        {browser}
+                                        {current.then(|| view! { <span class="badge badge-success badge-inline" data-test="current-session">"This browser"</span> })}
+                                    </td>
+                                    <td data-label="IP address"><code class="mono">{session.ip.clone()}</code></td>
+                                    <td data-label="Signed in"><Time value=session.created_at/></td>
+                                    <td data-label="Last seen"><Time value=session.last_seen_at/></td>
+                                    <td class="actions">
+                                        <ConfirmButton
+                                            label="Revoke"
+                                            prompt=prompt
+                                            confirm_label="Revoke"
+                                            busy=busy
+                                            test="revoke-session"
+                                            on_confirm=move |()| on_revoke.run((id.clone(), current))
+                                        />
+                                    </td>
+                                </tr>
+                            }
+                        })
+                        .collect_view()}
+                </tbody>
+            </table>
         </div>
     }
 }
