@@ -129,6 +129,9 @@ pub struct Config {
     pub redis_url: Option<Secret>,
     pub live: LiveSettings,
     pub retention: RetentionSettings,
+    /// Lets Prometheus read `/metrics` from another host with `Authorization: Bearer <token>`;
+    /// without it only direct loopback clients may.
+    pub metrics_token: Option<Secret>,
 }
 
 /// The live streams (SSE).
@@ -339,6 +342,7 @@ struct FileConfig {
     redis_url: Option<Secret>,
     live: Option<LiveSettings>,
     retention: Option<RetentionSettings>,
+    metrics_token: Option<Secret>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -539,6 +543,11 @@ impl Config {
         }
         let retention = retention_settings(file.retention.unwrap_or_default(), &env)?;
 
+        let metrics_token = env("FLEETPLANE_METRICS_TOKEN").map(Secret::new).or(file.metrics_token);
+        if metrics_token.as_ref().is_some_and(|token| token.expose().len() < 32) {
+            return Err(invalid("FLEETPLANE_METRICS_TOKEN", "must be at least 32 characters"));
+        }
+
         Ok(Self {
             listen,
             data_dir,
@@ -560,6 +569,7 @@ impl Config {
             redis_url,
             live,
             retention,
+            metrics_token,
         })
     }
 
@@ -775,6 +785,16 @@ mod tests {
     fn https_public_url_makes_cookies_secure() {
         let config = load("", &[("FLEETPLANE_PUBLIC_URL", "https://fleet.example.com")]).expect("valid");
         assert!(config.secure_cookies());
+    }
+
+    #[test]
+    fn a_metrics_token_must_be_long_and_prints_redacted() {
+        let error = load("", &[("FLEETPLANE_METRICS_TOKEN", "short")]).expect_err("too short");
+        assert!(error.to_string().contains("FLEETPLANE_METRICS_TOKEN"), "{error}");
+        let token = "prometheus-0123456789abcdefghijklmnop";
+        let config = load(&format!("metrics_token = \"{token}\"\n"), &[]).expect("valid");
+        assert_eq!(config.metrics_token.as_ref().map(Secret::expose), Some(token));
+        assert!(!config.to_redacted_toml().contains(token));
     }
 
     #[test]

@@ -31,10 +31,17 @@ struct RequestLabels {
 
 type HistogramFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectiveLabels {
+    /// One of a fixed set ([`crate::http`]'s report handler maps the rest to `other`).
+    directive: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: HistogramFamily,
+    csp_violations: Family<DirectiveLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -56,8 +63,19 @@ impl Metrics {
         let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
         registry.register("http_requests", "HTTP requests served", requests.clone());
         registry.register("http_request_duration_seconds", "Time from request to response headers", latency.clone());
+        let csp_violations = Family::<DirectiveLabels, Counter>::default();
+        registry.register(
+            "csp_violations",
+            "Content-Security-Policy violations that browsers reported, by directive",
+            csp_violations.clone(),
+        );
         more(&mut registry);
-        Self { registry, requests, latency }
+        Self { registry, requests, latency, csp_violations }
+    }
+
+    /// Counts a violation report for `directive`.
+    pub fn csp_violation(&self, directive: &'static str) {
+        self.csp_violations.get_or_create(&DirectiveLabels { directive }).inc();
     }
 
     fn observe(&self, labels: &RequestLabels, seconds: f64) {

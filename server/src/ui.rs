@@ -13,10 +13,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use fleetplane_web::{App, STYLESHEET, STYLESHEET_VERSION, UiContext, Viewer};
 use leptos::config::LeptosOptions;
+use leptos::nonce::Nonce;
 use leptos::prelude::provide_context;
 use tower::ServiceExt;
 use tower_http::services::ServeDir;
 
+use crate::http::headers::page_policy;
 use crate::state::AppState;
 
 /// Leptos's name for the bundle: the pages load `/pkg/fleetplane_web.js` and
@@ -60,17 +62,32 @@ fn leptos_options(state: &AppState) -> LeptosOptions {
 }
 
 /// Renders a page on the server; the browser then hydrates it with the same context.
+///
+/// Each response has its own nonce: Leptos puts it on every inline script it writes (the
+/// hydration script, streamed resources), and the page's Content-Security-Policy allows only
+/// scripts that carry it.
 async fn render_page(State(state): State<AppState>, request: Request) -> Response {
     let ui = ui_context(&state, request.headers()).await;
     let options = leptos_options(&state);
+    let nonce = Nonce::new();
+    let policy = HeaderValue::try_from(page_policy(&nonce));
     let render = leptos_axum::render_app_to_stream_with_context(
-        move || provide_context(ui.clone()),
+        move || {
+            provide_context(ui.clone());
+            provide_context(nonce.clone());
+        },
         move || fleetplane_web::shell(options.clone()),
     );
     let mut response = render(request).await;
+    let headers = response.headers_mut();
     // Pages carry the signed-in user's name: never share them between users, and always
     // revalidate.
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+    // A nonce is URL-safe base64, so this cannot fail; if it did, the default policy would
+    // apply, which blocks the scripts rather than allowing any.
+    if let Ok(policy) = policy {
+        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+    }
     response
 }
 

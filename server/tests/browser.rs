@@ -96,6 +96,34 @@ fn site_dir() -> PathBuf {
         .expect("FLEETPLANE_TEST_SITE_DIR: run `cargo xtask test`")
 }
 
+/// The Content-Security-Policy violations the browser reported to `app` so far, as
+/// `directive count` lines from `/metrics`.
+fn csp_violations(app: &TestApp) -> Vec<String> {
+    app.state
+        .metrics
+        .render()
+        .lines()
+        .filter_map(|line| line.strip_prefix("fleetplane_csp_violations_total{directive=\""))
+        .map(|rest| rest.replacen("\"}", "", 1))
+        .filter(|series| !series.ends_with(" 0"))
+        .collect()
+}
+
+/// Ends a browser test: fails it if the page broke its Content-Security-Policy anywhere, then
+/// closes the browser. A request from the page goes first, so that a report still on its way
+/// has been sent.
+async fn finish(browser: Client, app: &TestApp) {
+    let _ = browser
+        .execute_async(
+            "const done = arguments[arguments.length - 1]; fetch('/healthz').then(() => done(), () => done());",
+            vec![],
+        )
+        .await;
+    let violations = csp_violations(app);
+    assert!(violations.is_empty(), "the pages broke their Content-Security-Policy: {violations:?}");
+    browser.close().await.expect("close the browser");
+}
+
 async fn find(browser: &Client, css: &str) -> Element {
     browser
         .wait()
@@ -171,6 +199,34 @@ async fn screenshot(browser: &Client, name: &str) {
 
 #[tokio::test]
 #[ignore = "needs Chromium, chromedriver and the built UI: run `cargo xtask test`"]
+async fn pages_run_under_their_csp_and_a_violation_is_reported() {
+    let site = site_dir();
+    let app = TestApp::spawn_with(|config| config.site_dir = site).await;
+    let (_driver, browser) = Driver::start().await;
+    let base = app.base.as_str().trim_end_matches('/');
+    browser.goto(&format!("{base}/login")).await.expect("open the sign-in page");
+    // The page hydrates: its nonced scripts ran and loaded the wasm.
+    hydrated(&browser).await;
+    assert!(csp_violations(&app).is_empty(), "{:?}", csp_violations(&app));
+    // An inline script without the nonce does not run, and is reported.
+    let ran = browser
+        .execute(
+            "const s = document.createElement('script'); s.textContent = 'window.injected = true'; \
+             document.body.appendChild(s); return window.injected === true;",
+            vec![],
+        )
+        .await
+        .expect("inject");
+    assert_eq!(ran, json!(false), "an inline script without the nonce ran");
+    eventually("the violation to be reported", || async {
+        csp_violations(&app).iter().any(|series| series.starts_with("script-src"))
+    })
+    .await;
+    browser.close().await.expect("close the browser");
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built UI: run `cargo xtask test`"]
 async fn sign_up_verify_sign_in_rename_and_sign_out_in_a_browser() {
     let site = site_dir();
     assert!(site.join("pkg/fleetplane_web_bg.wasm").is_file(), "the UI is not built in {}", site.display());
@@ -224,6 +280,24 @@ async fn sign_up_verify_sign_in_rename_and_sign_out_in_a_browser() {
     assert_eq!(me.get("/api/v1/me").await.json()["username"], "countess", "the change is stored");
     screenshot(&browser, "settings-after-rename").await;
 
+    // The settings list both sessions, this browser's marked; revoking the other signs it out.
+    browser.goto(&format!("{base}/settings")).await.expect("reload settings");
+    hydrated(&browser).await;
+    eventually("both sessions listed", || async {
+        browser.find_all(Locator::Css("[data-test=session-row]")).await.is_ok_and(|rows| rows.len() == 2)
+    })
+    .await;
+    let other = find(&browser, "[data-test=session-row][data-current=false]").await;
+    other.find(Locator::Css("[data-test=revoke-session]")).await.expect("revoke button").click().await.expect("revoke");
+    find(&browser, "[data-test=revoke-session-confirm]").await.click().await.expect("confirm");
+    eventually("one session left", || async {
+        browser.find_all(Locator::Css("[data-test=session-row]")).await.is_ok_and(|rows| rows.len() == 1)
+    })
+    .await;
+    find(&browser, "[data-test=session-row][data-current=true] [data-test=current-session]").await;
+    assert_eq!(me.get("/api/v1/me").await.status, 401, "the revoked session is signed out at once");
+    screenshot(&browser, "settings-sessions").await;
+
     // Sign out from the user menu.
     find(&browser, "[data-test=nav-username]").await.click().await.expect("open the user menu");
     find(&browser, "[data-test=sign-out]").await.click().await.expect("sign out");
@@ -239,7 +313,7 @@ async fn sign_up_verify_sign_in_rename_and_sign_out_in_a_browser() {
     assert_eq!(status, json!(401), "the browser's session is gone");
     screenshot(&browser, "signed-out").await;
 
-    browser.close().await.expect("close the browser");
+    finish(browser, &app).await;
 }
 
 #[tokio::test]
@@ -290,7 +364,7 @@ async fn create_an_organization_add_a_member_and_change_their_role_in_a_browser(
         select.prop("value").await.ok().flatten().as_deref() == Some("owner")
     })
     .await;
-    browser.close().await.expect("close the browser");
+    finish(browser, &app).await;
 }
 
 #[tokio::test]
@@ -355,7 +429,7 @@ async fn link_an_aws_account_against_moto_in_a_browser() {
     let accounts = stored.get("/api/v1/orgs/ada/cloud-accounts").await.json();
     assert_eq!(accounts[0]["status"], "verified");
     assert_eq!(accounts[0]["environment"], "prod");
-    browser.close().await.expect("close the browser");
+    finish(browser, &app).await;
 }
 
 #[tokio::test]
@@ -442,7 +516,7 @@ async fn create_watch_and_delete_a_local_cluster_in_a_browser() {
     api.sign_in("ada@example.com", PASSWORD).await;
     let clusters = api.get("/api/v1/orgs/ada/clusters").await.json();
     assert_eq!(clusters[0]["status"], "destroyed", "{clusters}");
-    browser.close().await.expect("close the browser");
+    finish(browser, &app).await;
 }
 
 /// Waits up to `seconds` for `css`: provisioning takes longer than a page update.
@@ -511,7 +585,7 @@ async fn sign_in_with_google_set_a_password_and_see_a_refusal_in_a_browser() {
     screenshot(&browser, "google-declined").await;
     assert!(browser.find(Locator::Css("[data-test=nav-username]")).await.is_err(), "not signed in");
 
-    browser.close().await.expect("close the browser");
+    finish(browser, &app).await;
 }
 
 #[tokio::test]
@@ -566,7 +640,7 @@ async fn a_run_streams_live_the_badge_turns_ready_and_the_bell_counts_in_a_brows
     eventually("the count to go", || async { browser.find(Locator::Css("[data-test=bell-count]")).await.is_err() })
         .await;
     assert_eq!(ada.get("/api/v1/notifications/unread-count").await.json()["count"], 0);
-    browser.close().await.expect("close the browser");
+    finish(browser, &app).await;
 }
 
 #[tokio::test]
@@ -618,7 +692,7 @@ async fn a_run_log_survives_a_network_drop_in_a_browser() {
     assert!(stored.len() > shown_before, "lines came after the drop");
     eventually("the page to show the whole log", || async { page_seqs(&browser).await == stored }).await;
     screenshot(&browser, "run-log-after-drop").await;
-    browser.close().await.expect("close the browser");
+    finish(browser, &app).await;
 }
 
 /// The sequence numbers of the log lines the page shows, in page order.

@@ -7,6 +7,7 @@ mod clusters;
 mod dev;
 pub mod extract;
 mod google;
+pub(crate) mod headers;
 mod health;
 mod live;
 mod me;
@@ -21,15 +22,12 @@ use std::sync::Arc;
 use axum::{
     Router,
     extract::{DefaultBodyLimit, MatchedPath, Request},
-    http::{HeaderName, HeaderValue, StatusCode, header},
+    http::{StatusCode, header},
     middleware,
     response::{IntoResponse, Response},
     routing::{any, get},
 };
-use tower_http::{
-    set_header::SetResponseHeaderLayer,
-    trace::{DefaultOnResponse, TraceLayer},
-};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use utoipa::{
     Modify, OpenApi,
@@ -132,6 +130,7 @@ fn api() -> (Router<AppState>, OpenApiDoc) {
         .merge(state::router())
         .merge(dev::router())
         .merge(health::router())
+        .merge(headers::router())
         .split_for_parts();
     add_default_problem(&mut openapi);
     (router, openapi)
@@ -166,15 +165,7 @@ pub fn router(state: AppState) -> Router {
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
         .layer(DefaultBodyLimit::max(extract::MAX_BODY))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            HeaderName::from_static("referrer-policy"),
-            HeaderValue::from_static("same-origin"),
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), headers::secure))
         .with_state(state)
 }
 

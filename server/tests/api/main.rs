@@ -6,6 +6,7 @@ mod cli;
 mod cloud_accounts;
 mod errors;
 mod google;
+mod headers;
 mod live;
 mod operations;
 mod orgs;

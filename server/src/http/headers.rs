@@ -1,0 +1,137 @@
+//! Security headers on every response, and the Content-Security-Policy reports browsers send.
+//!
+//! Pages get their own policy from [`page_policy`], with the nonce that their inline scripts
+//! carry ([`crate::ui`]); everything else (JSON, the event streams, assets) gets
+//! [`DEFAULT_POLICY`], which lets nothing load at all. Either way nothing may frame us.
+
+use axum::{
+    body::Bytes,
+    extract::{Request, State},
+    http::{HeaderName, HeaderValue, StatusCode, header},
+    middleware::Next,
+    response::Response,
+};
+use serde_json::Value;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::state::AppState;
+
+/// Where browsers send the policy violations they see.
+pub const REPORT_PATH: &str = "/api/v1/csp-reports";
+
+/// For responses that are not pages: nothing is loaded from them, and they are never framed.
+const DEFAULT_POLICY: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// HSTS for two years once users reach us over https; subdomains are not ours to decide.
+const HSTS: &str = "max-age=63072000";
+
+/// The policy of a page whose inline scripts carry `nonce`.
+///
+/// Scripts: the nonced inline ones (hydration, Leptos's streamed resources) and our own files
+/// (the bundle the hydration script imports, and its `modulepreload`); `wasm-unsafe-eval`
+/// compiles the wasm, and nothing else is evaluated. No `unsafe-inline` anywhere: styles come
+/// from the stylesheet only, images from us or `data:` URLs (the favicon).
+pub fn page_policy(nonce: &str) -> String {
+    format!(
+        "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; style-src 'self'; \
+         img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
+         frame-ancestors 'none'; report-uri {REPORT_PATH}"
+    )
+}
+
+/// Adds the security headers to every response; a response that set its own policy (a page)
+/// keeps it.
+pub async fn secure(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    let defaults = [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "same-origin"),
+        (header::CONTENT_SECURITY_POLICY, DEFAULT_POLICY),
+        (HeaderName::from_static("cross-origin-opener-policy"), "same-origin"),
+    ];
+    for (name, value) in defaults {
+        headers.entry(name).or_insert(HeaderValue::from_static(value));
+    }
+    if state.config.secure_cookies() {
+        headers.entry(header::STRICT_TRANSPORT_SECURITY).or_insert(HeaderValue::from_static(HSTS));
+    }
+    response
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(csp_report))
+}
+
+/// Receives a browser's Content-Security-Policy violation report (`report-uri`; the body is
+/// `application/csp-report` JSON), logs it and counts it in `fleetplane_csp_violations_total`.
+///
+/// Anyone may send one, so nothing in it is trusted: the label is one of a fixed set of
+/// directives, and the log line is cut short.
+#[utoipa::path(post, path = "/api/v1/csp-reports", tag = "operations", security(()),
+    request_body(content = Object, content_type = "application/csp-report",
+        description = "A violation report, as browsers send it"),
+    responses((status = 204, description = "Counted")),
+)]
+async fn csp_report(State(state): State<AppState>, body: Bytes) -> StatusCode {
+    let report = serde_json::from_slice::<Value>(&body).ok();
+    let violation = report.as_ref().and_then(|report| report.get("csp-report")).unwrap_or(&Value::Null);
+    let text = |key: &str| violation.get(key).and_then(Value::as_str).unwrap_or("");
+    let directive = directive(text("effective-directive"));
+    state.metrics.csp_violation(directive);
+    tracing::warn!(
+        directive,
+        blocked = %truncated(text("blocked-uri")),
+        page = %truncated(text("document-uri")),
+        "a browser reported a Content-Security-Policy violation"
+    );
+    StatusCode::NO_CONTENT
+}
+
+/// The directive a report names, when it is one our policies set; `other` otherwise, so that
+/// reports cannot grow the metric's labels.
+fn directive(reported: &str) -> &'static str {
+    const KNOWN: [&str; 14] = [
+        "default-src",
+        "script-src",
+        "script-src-elem",
+        "script-src-attr",
+        "style-src",
+        "style-src-elem",
+        "style-src-attr",
+        "img-src",
+        "connect-src",
+        "object-src",
+        "base-uri",
+        "form-action",
+        "frame-ancestors",
+        "font-src",
+    ];
+    KNOWN.into_iter().find(|known| *known == reported).unwrap_or("other")
+}
+
+fn truncated(text: &str) -> String {
+    text.chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_policy_allows_only_nonced_inline_scripts() {
+        let policy = page_policy("abc123");
+        assert!(policy.contains("script-src 'self' 'nonce-abc123' 'wasm-unsafe-eval';"), "{policy}");
+        assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+        assert!(!policy.contains("unsafe-inline"), "{policy}");
+    }
+
+    #[test]
+    fn reported_directives_are_a_fixed_set() {
+        assert_eq!(directive("script-src-elem"), "script-src-elem");
+        assert_eq!(directive("img-src"), "img-src");
+        assert_eq!(directive("made-up\nlabel"), "other");
+        assert_eq!(directive(""), "other");
+    }
+}
