@@ -75,7 +75,7 @@ pub async fn launch(
         }
     };
 
-    http::serve::serve(listener, http::router(state.clone()), http_shutdown).await;
+    http::serve::serve(listener, http::router(state.clone()), state.connections.clone(), http_shutdown).await;
 
     background.cancel();
     mailer.await.context("mail dispatcher")?;

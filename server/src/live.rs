@@ -208,6 +208,11 @@ impl Live {
         self.attached.attached()
     }
 
+    /// Streams waiting for their client to read what they were sent.
+    pub fn writes_waiting(&self) -> usize {
+        self.attached.writes_waiting()
+    }
+
     /// Streams open on this server.
     pub fn open_streams(&self) -> usize {
         self.open.lock().unwrap_or_else(|p| p.into_inner()).values().map(Vec::len).sum()

@@ -58,6 +58,11 @@ pub struct App {
     pub live: Live,
     /// What this process's retention janitor deleted, for `/metrics`.
     pub janitor: Tally,
+    /// Finished passes of the workers' search for orphaned jobs
+    /// (`fleetplane_worker_orphan_sweeps_total`).
+    pub sweeps: prometheus_client::metrics::counter::Counter,
+    /// Connections by the path that served them.
+    pub connections: crate::http::serve::Connections,
     /// Google sign-in, when configured.
     pub google: Option<GoogleSignIn>,
     /// What runs this process's jobs (`docker`, `process`), once its worker has started.
@@ -132,10 +137,18 @@ impl AppState {
         let live = Live::new(&config.live);
         let session_cache = SessionCache::default();
         let janitor = Tally::default();
+        let sweeps = prometheus_client::metrics::counter::Counter::default();
+        let connections = crate::http::serve::Connections::default();
         let metrics = Metrics::with(|registry| {
             live.register_metrics(registry);
             session_cache.register_metrics(registry);
             janitor.register_metrics(registry);
+            connections.register_metrics(registry);
+            registry.register(
+                "worker_orphan_sweeps",
+                "Finished passes of the workers' search for jobs no live worker watches",
+                sweeps.clone(),
+            );
         });
         Ok(Self(Arc::new(App {
             sessions,
@@ -154,6 +167,8 @@ impl AppState {
             bus,
             live,
             janitor,
+            sweeps,
+            connections,
             executor: std::sync::OnceLock::new(),
             db,
             config,

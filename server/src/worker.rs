@@ -242,8 +242,9 @@ impl Worker {
                 Ok(_) => self.state.wake_workers(),
                 Err(e) => tracing::warn!(error = %e, "reaping expired leases failed"),
             }
-            if let Err(e) = self.sweep().await {
-                tracing::warn!(error = %e, "looking for orphaned jobs failed");
+            match self.sweep().await {
+                Ok(()) => drop(self.state.sweeps.inc()),
+                Err(e) => tracing::warn!(error = %e, "looking for orphaned jobs failed"),
             }
             tokio::select! {
                 () = tokio::time::sleep(PRESENCE) => {}

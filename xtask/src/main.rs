@@ -5,6 +5,7 @@
 
 mod bench;
 mod images;
+mod stress;
 mod test;
 mod ui;
 
@@ -23,6 +24,9 @@ Commands:
         [--claim-runs N] [--cycle-runs N] [--docker-clusters N]
                                      Benchmarks (sessions under load, the run queue);
                                      results go into BENCHMARKS.md
+  stress [--rounds N] [--sqlite-only] [-- <test filters>...]
+                                     The live and provisioning tests (or the filters given),
+                                     N times (default 20) on both databases with every core busy
   images [--tag T]                   Build the `local` provisioner image with docker, offline
                                      (default tag fleetplane/provisioner-local:latest)
   help                               Show this message
@@ -38,6 +42,9 @@ fn main() -> ExitCode {
         Some("test") => test::run(&rest),
         Some("bench") => bench::run(&rest),
         Some("images") => images::run(&rest),
+        Some("stress") => stress::run(&rest),
+        // The CPU load `stress` runs beside the tests.
+        Some("hog") => stress::hog(),
         None | Some("help" | "-h" | "--help") => {
             print!("{USAGE}");
             Ok(())

@@ -69,81 +69,115 @@ impl TestOptions {
 pub fn run(args: &[String]) -> Result<()> {
     let options = TestOptions::parse(args)?;
     let started = Instant::now();
-    let root = ui::workspace_root();
-    install_cleanup_on_interrupt();
-
-    ensure_packages(PACKAGES)?;
-    let site = ui::build_ui(&BuildOptions { release: false })?;
-    let target_dir = ui::target_dir(&root)?;
-    let emulators = ensure_emulators(&target_dir)?;
-    let oidc_provider = ensure_oidc_provider(&root, &target_dir)?;
-    if options.lint {
-        step("Checking formatting", cargo(&root).args(["fmt", "--all", "--", "--check"]))?;
-        step(
-            "Checking the Terraform modules' formatting (terraform fmt)",
-            Command::new(TERRAFORM).current_dir(&root).args(["fmt", "-check", "-diff", "-recursive", "terraform"]),
-        )?;
-        step(
-            "Linting (clippy, warnings are errors)",
-            cargo(&root).args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
-        )?;
-        step(
-            "Linting the browser half of the UI (clippy on wasm32)",
-            cargo(&root).args([
-                "clippy",
-                "--package",
-                "fleetplane-web",
-                "--lib",
-                "--target",
-                "wasm32-unknown-unknown",
-                "--features",
-                "hydrate",
-                "--",
-                "-D",
-                "warnings",
-            ]),
-        )?;
-    }
-    let docker = DockerEngine::start()?;
-    step(
-        "Building the local provisioner image",
-        Command::new(ui::cargo()).current_dir(&root).args(["xtask", "images"]).env("DOCKER_HOST", docker.host()),
-    )?;
-    let artifacts = root.join("artifacts");
-    fs::create_dir_all(&artifacts).context("creating artifacts/")?;
-
-    let suite = |database: &str| {
-        let mut command = cargo(&root);
-        command
-            .args(["test", "--workspace", "--", "--include-ignored"])
-            .args(&options.test_args)
-            .env("FLEETPLANE_TEST_DATABASE", database)
-            .env("FLEETPLANE_TEST_SITE_DIR", &site)
-            .env("FLEETPLANE_TEST_CHROMEDRIVER", CHROMEDRIVER)
-            .env("FLEETPLANE_TEST_CHROMIUM", CHROMIUM)
-            .env("FLEETPLANE_TEST_ARTIFACTS", &artifacts)
-            .env("FLEETPLANE_TEST_EMULATORS", &emulators)
-            .env("FLEETPLANE_TEST_OIDC_PROVIDER", &oidc_provider)
-            .env("FLEETPLANE_TEST_REDIS_SERVER", REDIS_SERVER)
-            .env("DOCKER_HOST", docker.host())
-            .env("FLEETPLANE_TEST_DOCKER", "1")
-            .env_remove("TF_CLI_CONFIG_FILE");
-        command
-    };
-    step("Tests on SQLite (unit, API, CLI, browser)", &mut suite("sqlite"))?;
+    let suite = Suite::prepare(options.lint)?;
+    step("Tests on SQLite (unit, API, CLI, browser)", &mut suite.tests("sqlite", &options.test_args))?;
     if options.postgres {
         let postgres = Postgres::start()?;
         step(
             "Tests on PostgreSQL (unit, API, CLI, browser)",
-            suite("postgres").env("FLEETPLANE_TEST_PG_URL", postgres.url()),
+            suite.tests("postgres", &options.test_args).env("FLEETPLANE_TEST_PG_URL", postgres.url()),
         )?;
     }
-    drop(docker);
+    let artifacts = suite.artifacts.clone();
+    drop(suite);
     eprintln!("\nAll tests passed in {:.0?}. Screenshots are in {}.", started.elapsed(), artifacts.display());
     Ok(())
 }
 
-fn cargo(root: &Path) -> Command {
+/// Everything the tests need but a database: the packages, the UI, the emulators and the
+/// OpenID provider, a Docker engine with the provisioner image. Dropping it stops the engine.
+pub struct Suite {
+    root: PathBuf,
+    site: PathBuf,
+    emulators: PathBuf,
+    oidc_provider: PathBuf,
+    pub artifacts: PathBuf,
+    docker: DockerEngine,
+}
+
+impl Suite {
+    /// Installs and starts what the tests need; with `lint`, checks formatting and clippy first.
+    pub fn prepare(lint: bool) -> Result<Self> {
+        let root = ui::workspace_root();
+        install_cleanup_on_interrupt();
+
+        ensure_packages(PACKAGES)?;
+        let site = ui::build_ui(&BuildOptions { release: false })?;
+        let target_dir = ui::target_dir(&root)?;
+        let emulators = ensure_emulators(&target_dir)?;
+        let oidc_provider = ensure_oidc_provider(&root, &target_dir)?;
+        if lint {
+            lint_workspace(&root)?;
+        }
+        let docker = DockerEngine::start()?;
+        step(
+            "Building the local provisioner image",
+            Command::new(ui::cargo()).current_dir(&root).args(["xtask", "images"]).env("DOCKER_HOST", docker.host()),
+        )?;
+        let artifacts = root.join("artifacts");
+        fs::create_dir_all(&artifacts).context("creating artifacts/")?;
+        Ok(Self { root, site, emulators, oidc_provider, artifacts, docker })
+    }
+
+    /// `cargo test` over the whole workspace on `database` (`sqlite` or `postgres`, whose
+    /// server URL the caller adds), the ignored tests included, with `test_args`.
+    pub fn tests(&self, database: &str, test_args: &[String]) -> Command {
+        let mut command = cargo(&self.root);
+        command.args(["test", "--workspace", "--", "--include-ignored"]).args(test_args);
+        self.environment(&mut command, database);
+        command
+    }
+
+    /// The environment variables that tell the tests where their tools are.
+    pub fn environment(&self, command: &mut Command, database: &str) {
+        command
+            .env("FLEETPLANE_TEST_DATABASE", database)
+            .env("FLEETPLANE_TEST_SITE_DIR", &self.site)
+            .env("FLEETPLANE_TEST_CHROMEDRIVER", CHROMEDRIVER)
+            .env("FLEETPLANE_TEST_CHROMIUM", CHROMIUM)
+            .env("FLEETPLANE_TEST_ARTIFACTS", &self.artifacts)
+            .env("FLEETPLANE_TEST_EMULATORS", &self.emulators)
+            .env("FLEETPLANE_TEST_OIDC_PROVIDER", &self.oidc_provider)
+            .env("FLEETPLANE_TEST_REDIS_SERVER", REDIS_SERVER)
+            .env("DOCKER_HOST", self.docker.host())
+            .env("FLEETPLANE_TEST_DOCKER", "1")
+            .env_remove("TF_CLI_CONFIG_FILE");
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+fn lint_workspace(root: &Path) -> Result<()> {
+    step("Checking formatting", cargo(root).args(["fmt", "--all", "--", "--check"]))?;
+    step(
+        "Checking the Terraform modules' formatting (terraform fmt)",
+        Command::new(TERRAFORM).current_dir(root).args(["fmt", "-check", "-diff", "-recursive", "terraform"]),
+    )?;
+    step(
+        "Linting (clippy, warnings are errors)",
+        cargo(root).args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+    )?;
+    step(
+        "Linting the browser half of the UI (clippy on wasm32)",
+        cargo(root).args([
+            "clippy",
+            "--package",
+            "fleetplane-web",
+            "--lib",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--features",
+            "hydrate",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )
+}
+
+pub fn cargo(root: &Path) -> Command {
     let mut command = Command::new(ui::cargo());
     command.current_dir(root);
     command

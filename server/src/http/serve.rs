@@ -46,6 +46,10 @@ use hyper_util::{
     server::conn::auto::Builder,
     service::TowerToHyperService,
 };
+use prometheus_client::{
+    metrics::{counter::Counter, family::Family},
+    registry::Registry,
+};
 use tokio::{
     io::AsyncReadExt,
     net::{TcpListener, TcpStream},
@@ -59,9 +63,38 @@ use super::sse;
 const MAX_HEAD: usize = 8 * 1024;
 const MAX_HEADERS: usize = 64;
 
+/// How many connections each path took: `direct` (an event stream answered here) or `hyper`
+/// (everything else), as `fleetplane_http_connections_total{by}`.
+#[derive(Clone, Default)]
+pub struct Connections(Family<[(&'static str, &'static str); 1], Counter>);
+
+impl Connections {
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "http_connections",
+            "Connections accepted, by the path that served them: direct (event streams) or hyper",
+            self.0.clone(),
+        );
+    }
+
+    fn took(&self, by: &'static str) {
+        self.0.get_or_create(&[("by", by)]).inc();
+    }
+
+    /// Connections that have gone to hyper so far.
+    pub fn by_hyper(&self) -> u64 {
+        self.0.get_or_create(&[("by", "hyper")]).get()
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` completes; then stops accepting, asks open
 /// connections to finish (idle ones close, in-flight requests complete) and waits for them.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    connections_seen: Connections,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut shutdown = pin!(shutdown);
     let stop = CancellationToken::new();
     let connections = TaskTracker::new();
@@ -76,7 +109,7 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<
             },
             () = &mut shutdown => break,
         };
-        connections.spawn(connection(tcp, peer, router.clone(), stop.clone()));
+        connections.spawn(connection(tcp, peer, router.clone(), connections_seen.clone(), stop.clone()));
     }
     drop(listener);
     stop.cancel();
@@ -95,7 +128,7 @@ async fn accept_failed(e: io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-async fn connection(mut tcp: TcpStream, peer: SocketAddr, router: Router, stop: CancellationToken) {
+async fn connection(mut tcp: TcpStream, peer: SocketAddr, router: Router, seen: Connections, stop: CancellationToken) {
     // Events are small writes that must leave at once.
     let _ = tcp.set_nodelay(true);
     let first = tokio::select! {
@@ -105,6 +138,7 @@ async fn connection(mut tcp: TcpStream, peer: SocketAddr, router: Router, stop: 
     };
     match first {
         Ok(Some(mut request)) => {
+            seen.took("direct");
             let socket = Socket::new(tcp);
             request.extensions_mut().insert(ConnectInfo(peer));
             request.extensions_mut().insert(socket.clone());
@@ -116,7 +150,10 @@ async fn connection(mut tcp: TcpStream, peer: SocketAddr, router: Router, stop: 
         }
         // Boxed: hyper's connection state is large, and an event stream's task should not
         // carry room for it.
-        Ok(None) => Box::pin(with_hyper(tcp, peer, router, stop)).await,
+        Ok(None) => {
+            seen.took("hyper");
+            Box::pin(with_hyper(tcp, peer, router, stop)).await;
+        }
         Err(_) => {}
     }
 }

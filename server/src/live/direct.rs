@@ -133,6 +133,11 @@ impl Shards {
         );
     }
 
+    /// Streams waiting for their client to read what they were sent.
+    pub(super) fn writes_waiting(&self) -> usize {
+        usize::try_from(self.waiting.0.get()).unwrap_or(0)
+    }
+
     /// Starts the shards' writers. They stop when the event channel closes (the server is
     /// stopping), or when the returned set is dropped.
     pub(super) fn start(&self) -> JoinSet<()> {

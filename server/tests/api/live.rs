@@ -601,8 +601,16 @@ async fn the_redis_bus_carries_signals_between_replicas_and_survives_a_restart()
     while a_hears.try_recv().is_ok() {}
     a.publish(Signal::Queue);
     assert_eq!(a_hears.recv().await.expect("own"), Signal::Queue);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(a_hears.try_recv().is_err(), "no echo from Redis");
+    // Once B has heard it through Redis, an echo to A would already be on A's subscription,
+    // ahead of anything B publishes next: B's marker coming first proves there is none.
+    let started = std::time::Instant::now();
+    while tokio::time::timeout(WAIT, b_hears.recv()).await.expect("B hears A").expect("signal") != Signal::Queue {
+        assert!(started.elapsed() < WAIT, "B never heard A's signal");
+    }
+    let marker = Signal::Logs(uuid::Uuid::now_v7());
+    b.publish(marker);
+    let next = tokio::time::timeout(WAIT, a_hears.recv()).await.expect("A hears B").expect("signal");
+    assert_eq!(next, marker, "no echo from Redis");
 
     // Redis goes away: publishing neither blocks nor fails the caller, and local delivery goes on.
     redis.stop();

@@ -12,7 +12,7 @@ use tokio::{
 
 use crate::support::{Client, TestApp, runs::local_cluster, sse::Stream};
 
-const WAIT: Duration = Duration::from_secs(10);
+const WAIT: Duration = Duration::from_secs(30);
 
 async fn token(client: &Client) -> String {
     client.post("/api/v1/me/tokens", json!({ "name": "raw" })).await.json()["token"].as_str().expect("token").to_owned()
@@ -28,6 +28,15 @@ fn stream_request(path: &str, token: &str) -> String {
 async fn send(app: &TestApp, request: &str) -> TcpStream {
     let mut tcp = TcpStream::connect(app.state.config.listen).await.expect("connect");
     tcp.write_all(request.as_bytes()).await.expect("send");
+    tcp
+}
+
+/// Connects and sends `part` of a request head, and waits until the server has seen it is not
+/// a whole one and handed the connection to hyper.
+async fn send_to_hyper(app: &TestApp, part: &str) -> TcpStream {
+    let before = app.state.connections.by_hyper();
+    let tcp = send(app, part).await;
+    app.wait_for("the connection handed to hyper", 1, |state| usize::from(state.connections.by_hyper() > before)).await;
     tcp
 }
 
@@ -143,10 +152,9 @@ async fn requests_not_taken_whole_are_served_by_hyper() {
     let ada = app.user("ada").await;
     let request = stream_request("/api/v1/events", &token(&ada).await);
 
-    // A head that arrives in two parts.
+    // A head that arrives in two parts: the second is sent once the first went to hyper.
     let (first, second) = request.split_at(30);
-    let mut tcp = send(&app, first).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut tcp = send_to_hyper(&app, first).await;
     tcp.write_all(second.as_bytes()).await.expect("send");
     let (head, mut body) = read_head(&mut tcp).await;
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
@@ -186,8 +194,7 @@ async fn stopping_the_server_ends_open_streams_cleanly() {
     let mut lean = send(&app, &stream_request("/api/v1/events", &token)).await;
     let (_, mut lean_body) = read_head(&mut lean).await;
     let request = stream_request("/api/v1/events", &token);
-    let mut through_hyper = send(&app, &request[..20]).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut through_hyper = send_to_hyper(&app, &request[..20]).await;
     through_hyper.write_all(&request.as_bytes()[20..]).await.expect("send");
     let (_, mut hyper_body) = read_head(&mut through_hyper).await;
     let mut log = Stream::open(&ada, &format!("/api/v1/runs/{run}/logs"), None).await.expect("log stream");
@@ -218,7 +225,7 @@ async fn a_client_that_stops_reading_does_not_hold_up_the_stop() {
     for batch in 0..20 {
         app.record_events(ada_id, "membership", batch * 50..batch * 50 + 50, &filler).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.wait_for("writes waiting on the client", 1, |state| state.live.writes_waiting()).await;
     tokio::time::timeout(WAIT, app.stop())
         .await
         .expect("the server stops while a client is not reading")

@@ -156,7 +156,7 @@ impl TestApp {
             if now == expected {
                 return;
             }
-            assert!(started.elapsed() < std::time::Duration::from_secs(10), "{now} {what}, {expected} expected");
+            assert!(started.elapsed() < std::time::Duration::from_secs(30), "{now} {what}, {expected} expected");
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }

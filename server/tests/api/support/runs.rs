@@ -87,9 +87,50 @@ pub fn job_containers(runs: &[&str]) -> Vec<String> {
     containers("-aq", runs)
 }
 
-/// How many job containers of `runs` are running now.
-pub fn running_job_containers(runs: &[&str]) -> usize {
-    containers("-q", runs).len()
+/// From the engine's event log since `since`: how many job containers of `runs` started, and
+/// the most that were running at once.
+pub fn concurrency_of(runs: &[&str], since: std::time::SystemTime) -> (usize, usize) {
+    let seconds =
+        |at: std::time::SystemTime| at.duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs().to_string();
+    let until = std::time::SystemTime::now() + Duration::from_secs(1);
+    let log = docker(&[
+        "events",
+        "--since",
+        &seconds(since - Duration::from_secs(1)),
+        "--until",
+        &seconds(until),
+        "--filter",
+        "type=container",
+        "--filter",
+        "label=dev.fleetplane.managed=true",
+        "--format",
+        "{{json .}}",
+    ]);
+    let mut changes: Vec<(i64, i32)> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| {
+            let run = event["Actor"]["Attributes"]["dev.fleetplane.run"].as_str().unwrap_or_default();
+            runs.contains(&run)
+        })
+        .filter_map(|event| {
+            let change = match event["Action"].as_str()? {
+                "start" => 1,
+                "die" => -1,
+                _ => return None,
+            };
+            Some((event["timeNano"].as_i64()?, change))
+        })
+        .collect();
+    // An exit and a start at the same instant: the exit first.
+    changes.sort_unstable();
+    let starts = changes.iter().filter(|(_, change)| *change == 1).count();
+    let (mut running, mut most) = (0, 0);
+    for (_, change) in changes {
+        running += change;
+        most = most.max(running);
+    }
+    (starts, usize::try_from(most).unwrap_or(0))
 }
 
 fn containers(flags: &str, runs: &[&str]) -> Vec<String> {
