@@ -266,40 +266,29 @@ pub fn browser_name(user_agent: &str) -> String {
     if agent.is_empty() {
         return "Unknown browser".to_owned();
     }
-    let has = |needle: &str| agent.contains(needle);
-    // Order matters: Edge and Opera say "Chrome", Chrome says "Safari", headless Chrome both.
-    let browser = if has("Edg/") {
-        Some("Edge")
-    } else if has("OPR/") {
-        Some("Opera")
-    } else if has("Firefox/") {
-        Some("Firefox")
-    } else if has("HeadlessChrome/") {
-        Some("Headless Chrome")
-    } else if has("Chromium/") {
-        Some("Chromium")
-    } else if has("Chrome/") || has("CriOS/") {
-        Some("Chrome")
-    } else if has("Safari/") {
-        Some("Safari")
-    } else {
-        None
+    // First match wins: Edge and Opera say "Chrome", Chrome says "Safari", headless Chrome both.
+    const BROWSERS: [(&[&str], &str); 7] = [
+        (&["Edg/"], "Edge"),
+        (&["OPR/"], "Opera"),
+        (&["Firefox/"], "Firefox"),
+        (&["HeadlessChrome/"], "Headless Chrome"),
+        (&["Chromium/"], "Chromium"),
+        (&["Chrome/", "CriOS/"], "Chrome"),
+        (&["Safari/"], "Safari"),
+    ];
+    // iOS and Android agents also say "Mac OS X" and "Linux".
+    const SYSTEMS: [(&[&str], &str); 6] = [
+        (&["iPhone", "iPad"], "iOS"),
+        (&["Android"], "Android"),
+        (&["Windows"], "Windows"),
+        (&["Mac OS X", "Macintosh"], "macOS"),
+        (&["CrOS"], "ChromeOS"),
+        (&["Linux", "X11"], "Linux"),
+    ];
+    let first = |table: &[(&[&str], &'static str)]| {
+        table.iter().find(|(needles, _)| needles.iter().any(|n| agent.contains(n))).map(|(_, name)| *name)
     };
-    let system = if has("iPhone") || has("iPad") {
-        Some("iOS")
-    } else if has("Android") {
-        Some("Android")
-    } else if has("Windows") {
-        Some("Windows")
-    } else if has("Mac OS X") || has("Macintosh") {
-        Some("macOS")
-    } else if has("CrOS") {
-        Some("ChromeOS")
-    } else if has("Linux") || has("X11") {
-        Some("Linux")
-    } else {
-        None
-    };
+    let (browser, system) = (first(&BROWSERS), first(&SYSTEMS));
     match (browser, system) {
         (Some(browser), Some(system)) => format!("{browser} on {system}"),
         (Some(browser), None) => browser.to_owned(),

@@ -76,41 +76,24 @@ async fn csp_reports_are_counted_by_directive_and_odd_ones_change_nothing_else()
         "effective-directive": "script-src-elem",
         "blocked-uri": "inline",
     }});
-    let sent = client
-        .http
-        .post(app.base.join("api/v1/csp-reports").expect("url"))
-        .header("content-type", "application/csp-report")
-        .body(report.to_string())
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(sent.status(), StatusCode::NO_CONTENT);
-    // Junk, and a directive nobody sets, are counted as `other`: the labels stay a fixed set.
-    for body in ["not json", r#"{"csp-report":{"effective-directive":"x\ny"}}"#] {
-        let sent = client
+    let send = |body: String| {
+        let request = client
             .http
             .post(app.base.join("api/v1/csp-reports").expect("url"))
             .header("content-type", "application/csp-report")
-            .body(body)
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(sent.status(), StatusCode::NO_CONTENT);
+            .body(body);
+        async move { request.send().await.expect("send").status() }
+    };
+    assert_eq!(send(report.to_string()).await, StatusCode::NO_CONTENT);
+    // Junk, and a directive nobody sets, are counted as `other`: the labels stay a fixed set.
+    for body in ["not json", r#"{"csp-report":{"effective-directive":"x\ny"}}"#] {
+        assert_eq!(send(body.to_owned()).await, StatusCode::NO_CONTENT);
     }
     let metrics = client.get("/metrics").await.text;
     assert!(metrics.contains("fleetplane_csp_violations_total{directive=\"script-src-elem\"} 1"), "{metrics}");
     assert!(metrics.contains("fleetplane_csp_violations_total{directive=\"other\"} 2"), "{metrics}");
     // Larger than a report can be: refused before it is read.
-    let huge = "x".repeat(128 * 1024);
-    let sent = client
-        .http
-        .post(app.base.join("api/v1/csp-reports").expect("url"))
-        .header("content-type", "application/csp-report")
-        .body(huge)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(sent.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(send("x".repeat(128 * 1024)).await, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
 #[tokio::test]
