@@ -87,9 +87,9 @@ pub fn job_containers(runs: &[&str]) -> Vec<String> {
     containers("-aq", runs)
 }
 
-/// From the engine's event log since `since`: how many job containers of `runs` started, and
-/// the most that were running at once.
-pub fn concurrency_of(runs: &[&str], since: std::time::SystemTime) -> (usize, usize) {
+/// From the engine's event log since `since`: the job containers of `runs` that started, as
+/// `run/phase` in order of their start, and the most that were running at once.
+pub fn concurrency_of(runs: &[&str], since: std::time::SystemTime) -> (Vec<String>, usize) {
     let seconds =
         |at: std::time::SystemTime| at.duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs().to_string();
     let until = std::time::SystemTime::now() + Duration::from_secs(1);
@@ -106,7 +106,7 @@ pub fn concurrency_of(runs: &[&str], since: std::time::SystemTime) -> (usize, us
         "--format",
         "{{json .}}",
     ]);
-    let mut changes: Vec<(i64, i32)> = log
+    let mut changes: Vec<(i64, i32, String)> = log
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter(|event| {
@@ -119,14 +119,20 @@ pub fn concurrency_of(runs: &[&str], since: std::time::SystemTime) -> (usize, us
                 "die" => -1,
                 _ => return None,
             };
-            Some((event["timeNano"].as_i64()?, change))
+            let attributes = &event["Actor"]["Attributes"];
+            let job = format!(
+                "{}/{}",
+                attributes["dev.fleetplane.run"].as_str()?,
+                attributes["dev.fleetplane.phase"].as_str().unwrap_or("?")
+            );
+            Some((event["timeNano"].as_i64()?, change, job))
         })
         .collect();
     // An exit and a start at the same instant: the exit first.
     changes.sort_unstable();
-    let starts = changes.iter().filter(|(_, change)| *change == 1).count();
+    let starts = changes.iter().filter(|(_, change, _)| *change == 1).map(|(_, _, job)| job.clone()).collect();
     let (mut running, mut most) = (0, 0);
-    for (_, change) in changes {
+    for (_, change, _) in changes {
         running += change;
         most = most.max(running);
     }
