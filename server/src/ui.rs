@@ -11,7 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use fleetplane_web::{App, STYLESHEET, STYLESHEET_VERSION, UiContext, Viewer};
+use fleetplane_web::{App, LAST_ORG_COOKIE, STYLESHEET, STYLESHEET_VERSION, UiContext, Viewer};
 use leptos::config::LeptosOptions;
 use leptos::nonce::Nonce;
 use leptos::prelude::provide_context;
@@ -39,18 +39,39 @@ pub fn routes() -> Router<AppState> {
 
 /// What the UI needs to know about this request before it can call the API.
 async fn ui_context(state: &AppState, headers: &HeaderMap) -> UiContext {
-    let viewer = crate::auth::cookie_user(state, headers).await.map(|user| Viewer {
-        id: user.id.to_string(),
-        has_password: user.password_hash.is_some(),
-        username: user.username,
-        email: user.email,
-    });
+    let viewer = match crate::auth::cookie_user(state, headers).await {
+        Some(user) => Some(Viewer {
+            id: user.id.to_string(),
+            has_password: user.password_hash.is_some(),
+            org: current_org(state, headers, user.id).await,
+            username: user.username,
+            email: user.email,
+        }),
+        None => None,
+    };
     UiContext {
         viewer,
         signup_open: state.config.signup_open(),
         dev_outbox: state.mail.dev_outbox_enabled(),
         google_sign_in: state.google.is_some(),
     }
+}
+
+/// The organization the top bar leads to: the one last opened in this browser if the user
+/// still belongs to it, else their personal one, else the first they belong to. A page renders
+/// without it rather than fail when the organizations cannot be read.
+async fn current_org(state: &AppState, headers: &HeaderMap, user: uuid::Uuid) -> Option<String> {
+    let orgs = match crate::orgs::list_for_user(state, user).await {
+        Ok(orgs) => orgs,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the viewer's organizations for the top bar");
+            return None;
+        }
+    };
+    let last = crate::auth::session::cookie(headers, LAST_ORG_COOKIE);
+    let by_cookie = orgs.iter().find(|(org, _)| Some(org.name.as_str()) == last);
+    let personal = || orgs.iter().find(|(org, _)| org.personal_owner_id == Some(user));
+    by_cookie.or_else(personal).or(orgs.first()).map(|(org, _)| org.name.clone())
 }
 
 fn leptos_options(state: &AppState) -> LeptosOptions {

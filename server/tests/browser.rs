@@ -334,6 +334,13 @@ async fn create_an_organization_add_a_member_and_change_their_role_in_a_browser(
     fill(&browser, "org-form", "display_name", "Acme Corp").await;
     submit(&browser, "org-form").await;
     wait_for_path(&browser, "/orgs/acme").await;
+    // The top bar now leads to the new organization's clusters and cloud accounts.
+    eventually("the top bar to follow the organization", || async {
+        text_of(&browser, "[data-test=nav-org] .nav-org-name").await == "acme"
+            && nav_href(&browser, "nav-clusters").await == "/orgs/acme/clusters"
+    })
+    .await;
+    assert_eq!(nav_href(&browser, "nav-cloud-accounts").await, "/orgs/acme/cloud-accounts");
 
     fill(&browser, "member-form", "email", "grace@example.com").await;
     find(&browser, "#member-form select[name=role]").await.select_by_value("operator").await.expect("pick a role");
@@ -364,7 +371,20 @@ async fn create_an_organization_add_a_member_and_change_their_role_in_a_browser(
         select.prop("value").await.ok().flatten().as_deref() == Some("owner")
     })
     .await;
+
+    // A page outside any organization, loaded afresh, still leads back to the one last opened.
+    browser.goto(&format!("{base}/settings")).await.expect("open settings");
+    hydrated(&browser).await;
+    assert_eq!(nav_href(&browser, "nav-clusters").await, "/orgs/acme/clusters");
+    find(&browser, "[data-test=nav-clusters]").await.click().await.expect("open clusters from the top bar");
+    wait_for_path(&browser, "/orgs/acme/clusters").await;
     finish(browser, &app).await;
+}
+
+/// The path a top-bar link leads to.
+async fn nav_href(browser: &Client, test: &str) -> String {
+    let link = find(browser, &format!("[data-test={test}]")).await;
+    link.attr("href").await.expect("href").unwrap_or_default()
 }
 
 #[tokio::test]
@@ -449,8 +469,16 @@ async fn create_watch_and_delete_a_local_cluster_in_a_browser() {
     let base = app.base.as_str().trim_end_matches('/');
 
     sign_in_with_the_form(&browser, base, "ada@example.com").await;
-    browser.goto(&format!("{base}/orgs/ada/clusters")).await.expect("open clusters");
+    // The home page shows the way to a first cluster; the top bar leads to the clusters.
+    browser.goto(&format!("{base}/")).await.expect("open the home page");
     hydrated(&browser).await;
+    let overview = "[data-test=org-overview][data-org=ada]";
+    let first_account = find(&browser, &format!("{overview} [data-test=first-cloud-account]")).await;
+    assert!(first_account.attr("href").await.expect("href").is_some_and(|href| href.ends_with("#add-account")));
+    find(&browser, &format!("{overview} [data-test=first-cluster]")).await;
+    screenshot(&browser, "home-first-steps").await;
+    find(&browser, "[data-test=nav-clusters]").await.click().await.expect("open clusters from the top bar");
+    wait_for_path(&browser, "/orgs/ada/clusters").await;
     // No cloud account is linked, so the process executor's notice and the local simulation show.
     let notice = text_of(&browser, "[data-test=executor-notice]").await;
     assert!(notice.to_lowercase().contains("terraform"), "{notice}");
@@ -500,7 +528,16 @@ async fn create_watch_and_delete_a_local_cluster_in_a_browser() {
     })
     .await;
     screenshot(&browser, "run-log").await;
-    browser.back().await.expect("back to the cluster");
+
+    // The home page lists the cluster with its status and leads back to it.
+    browser.goto(&format!("{base}/")).await.expect("open the home page");
+    let listed = find(&browser, "[data-test=home-cluster][data-name=shop-demo][data-status=ready]").await;
+    screenshot(&browser, "home-clusters").await;
+    listed.find(Locator::Css("a.cluster-link")).await.expect("the cluster's link").click().await.expect("open it");
+    eventually("the cluster page", || async {
+        browser.current_url().await.is_ok_and(|url| url.path().starts_with("/orgs/ada/clusters/"))
+    })
+    .await;
 
     // Deleting asks for the name, then destroys.
     hydrated(&browser).await;

@@ -15,6 +15,29 @@ pub fn go_to(path: &str) {
     let _ = path;
 }
 
+/// Remembers `org` as the organization last opened (the [`LAST_ORG_COOKIE`] cookie, for a
+/// year), so that the next page the server renders leads back to it.
+///
+/// [`LAST_ORG_COOKIE`]: crate::context::LAST_ORG_COOKIE
+pub fn remember_org(org: &str) {
+    #[cfg(feature = "hydrate")]
+    {
+        use wasm_bindgen::JsCast;
+        let document = web_sys::window().and_then(|window| window.document());
+        if let Some(document) = document.and_then(|document| document.dyn_into::<web_sys::HtmlDocument>().ok()) {
+            let cookie = format!(
+                "{}={}; Path=/; Max-Age=31536000; SameSite=Lax",
+                crate::context::LAST_ORG_COOKIE,
+                crate::format::encode(org)
+            );
+            // A browser that refuses cookies only loses the convenience.
+            let _ = document.set_cookie(&cookie);
+        }
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = org;
+}
+
 /// Puts `text` on the clipboard; false when the browser does not allow it.
 pub async fn copy_text(text: &str) -> bool {
     #[cfg(feature = "hydrate")]

@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 /// The `id` of the `<script type="application/json">` element that carries the context.
 pub const SCRIPT_ID: &str = "fp-context";
 
+/// The cookie that remembers the organization last opened in this browser, so the top bar
+/// leads back to it. It holds an organization's name, which is not a secret; the server uses it
+/// only if the viewer still belongs to that organization.
+pub const LAST_ORG_COOKIE: &str = "fp_org";
+
 /// The signed-in user.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Viewer {
@@ -19,6 +24,11 @@ pub struct Viewer {
     /// `false` for an account that signs in with Google only.
     #[serde(default)]
     pub has_password: bool,
+    /// The organization the top bar leads to on pages outside any organization: the one last
+    /// opened, if the viewer still belongs to it, else their personal one. `None` for a viewer
+    /// in no organization.
+    #[serde(default)]
+    pub org: Option<String>,
 }
 
 /// Per-request facts the UI needs before it can talk to the API.
@@ -93,6 +103,7 @@ mod tests {
                 username: "</script><!--&".into(),
                 email: "a@example.com".into(),
                 has_password: true,
+                org: Some("ada".into()),
             }),
             signup_open: true,
             dev_outbox: false,

@@ -17,7 +17,7 @@ mod pages;
 pub use app::App;
 #[cfg(feature = "ssr")]
 pub use app::shell;
-pub use context::{UiContext, Viewer};
+pub use context::{LAST_ORG_COOKIE, UiContext, Viewer};
 pub use format::safe_next;
 
 /// The application's one stylesheet, served by the server at `/assets/app.css`.

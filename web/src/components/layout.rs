@@ -4,26 +4,67 @@ use leptos::ev;
 use leptos::prelude::*;
 use leptos::wasm_bindgen::JsCast;
 use leptos_router::components::A;
+use leptos_router::hooks::use_location;
 
 use crate::api;
 use crate::browser;
 use crate::components::FormState;
 use crate::context::{Viewer, use_ui_context};
+use crate::format::encode;
+
+/// Where a navigation entry leads.
+#[derive(Clone, Copy)]
+enum Href {
+    /// Always the same page.
+    Fixed(&'static str),
+    /// A page of the current organization: `/orgs/{org}` followed by this.
+    InOrg(&'static str),
+}
 
 /// One entry of the main navigation.
 struct NavItem {
-    href: &'static str,
+    href: Href,
     label: &'static str,
     /// Shown only when the development outbox is on.
     dev_only: bool,
 }
 
-/// The main navigation, in order. New sections (cloud accounts, clusters) are one line here.
+/// The main navigation, in order.
 const NAV: &[NavItem] = &[
-    NavItem { href: "/orgs", label: "Organizations", dev_only: false },
-    NavItem { href: "/settings", label: "Settings", dev_only: false },
-    NavItem { href: "/dev/outbox", label: "Dev outbox", dev_only: true },
+    NavItem { href: Href::InOrg("/clusters"), label: "Clusters", dev_only: false },
+    NavItem { href: Href::InOrg("/cloud-accounts"), label: "Cloud accounts", dev_only: false },
+    NavItem { href: Href::Fixed("/orgs"), label: "Organizations", dev_only: false },
+    NavItem { href: Href::Fixed("/settings"), label: "Settings", dev_only: false },
+    NavItem { href: Href::Fixed("/dev/outbox"), label: "Dev outbox", dev_only: true },
 ];
+
+/// The organization named by `path`, if it is one of an organization's pages (`/orgs/{org}`
+/// and below).
+fn org_in_path(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/orgs/")?;
+    let org = rest.split('/').next()?;
+    // Organization names are plain slugs: anything else is not one (a 404 page, say).
+    let slug = !org.is_empty() && org.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    slug.then_some(org)
+}
+
+/// The organization whose pages the top bar leads to: the one in the URL, else the one last
+/// opened, starting from the one the server chose for this page ([`Viewer::org`]). Opening an
+/// organization's page also tells the server, for the next full page load.
+fn use_current_org(initial: Option<String>) -> Signal<Option<String>> {
+    let location = use_location();
+    let last = RwSignal::new(initial);
+    let in_url = Memo::new(move |_| org_in_path(&location.pathname.get()).map(str::to_owned));
+    Effect::new(move || {
+        if let Some(org) = in_url.get() {
+            if last.get_untracked().as_deref() != Some(org.as_str()) {
+                browser::remember_org(&org);
+            }
+            last.set(Some(org));
+        }
+    });
+    Signal::derive(move || in_url.get().or_else(|| last.get()))
+}
 
 /// The product mark: three stacked planes.
 #[component]
@@ -45,21 +86,63 @@ pub fn TopBar() -> impl IntoView {
     let dev_outbox = ui.dev_outbox;
     let end = match ui.viewer {
         Some(viewer) => {
+            let org = use_current_org(viewer.org.clone());
             let items = NAV
                 .iter()
                 .filter(|item| dev_outbox || !item.dev_only)
                 .map(|item| {
-                    view! {
-                        <li>
-                            <A href=item.href attr:class=if item.dev_only { "nav-link nav-link-dev" } else { "nav-link" }>
-                                {item.label}
-                            </A>
-                        </li>
+                    let class = if item.dev_only { "nav-link nav-link-dev" } else { "nav-link" };
+                    match item.href {
+                        Href::Fixed(href) => view! {
+                            <li>
+                                <A href=href attr:class=class>{item.label}</A>
+                            </li>
+                        }
+                        .into_any(),
+                        Href::InOrg(page) => {
+                            let label = item.label;
+                            let test = format!("nav-{}", page.trim_start_matches('/'));
+                            view! {
+                                {move || {
+                                    org.get()
+                                        .map(|org| {
+                                            let href = format!("/orgs/{}{page}", encode(&org));
+                                            view! {
+                                                <li>
+                                                    <A
+                                                        href=href
+                                                        attr:class=class
+                                                        attr:data-test=test.clone()
+                                                        attr:title=format!("{label} of {org}")
+                                                    >
+                                                        {label}
+                                                    </A>
+                                                </li>
+                                            }
+                                        })
+                                }}
+                            }
+                            .into_any()
+                        }
                     }
                 })
                 .collect_view();
+            let org_chip = move || {
+                org.get().map(|org| {
+                    let href = format!("/orgs/{}", encode(&org));
+                    view! {
+                        <A href=href attr:class="nav-org" attr:data-test="nav-org" attr:title="The organization these links are for">
+                            <span class="nav-org-avatar" aria-hidden="true">
+                                {org.chars().next().map(|c| c.to_uppercase().to_string()).unwrap_or_default()}
+                            </span>
+                            <span class="nav-org-name">{org}</span>
+                        </A>
+                    }
+                })
+            };
             view! {
                 <nav class="nav" aria-label="Main">
+                    {org_chip}
                     <ul class="nav-list">{items}</ul>
                 </nav>
                 <super::NotificationBell/>
@@ -258,5 +341,22 @@ pub fn AuthCard(
                 {children()}
             </div>
         </div>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::org_in_path;
+
+    #[test]
+    fn the_organization_comes_from_its_pages_only() {
+        assert_eq!(org_in_path("/orgs/acme"), Some("acme"));
+        assert_eq!(org_in_path("/orgs/acme/clusters/0190"), Some("acme"));
+        assert_eq!(org_in_path("/orgs/team-1/cloud-accounts"), Some("team-1"));
+        assert_eq!(org_in_path("/orgs"), None);
+        assert_eq!(org_in_path("/orgs/"), None);
+        assert_eq!(org_in_path("/orgs/%3Cscript%3E"), None);
+        assert_eq!(org_in_path("/runs/0190"), None);
+        assert_eq!(org_in_path("/settings"), None);
     }
 }
