@@ -259,9 +259,15 @@ fn ensure_wasm_target() -> Result<()> {
     Ok(())
 }
 
+/// The workspace this xtask runs for.
+///
+/// Taken from the environment `cargo run` sets, not from the path baked in at compile time: two
+/// clones that share a `CARGO_TARGET_DIR` (a CI checkout and a working copy) share one xtask
+/// binary, and each must work on its own sources.
 pub fn workspace_root() -> PathBuf {
-    let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
-    xtask.parent().unwrap_or(xtask).to_path_buf()
+    let manifest_dir =
+        env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest_dir.parent().map_or_else(|| manifest_dir.clone(), Path::to_path_buf)
 }
 
 /// `CARGO_TARGET_DIR` when set (relative to the workspace root), else what cargo reports.
