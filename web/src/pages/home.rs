@@ -54,30 +54,10 @@ fn Dashboard() -> impl IntoView {
             </div>
             <Card title="Quick links">
                 <ul class="quick-links">
-                    <li>
-                        <A href="/orgs" attr:class="quick-link">
-                            <span class="quick-link-title">"Organizations"</span>
-                            <span class="quick-link-text">"Members, roles and audit logs."</span>
-                        </A>
-                    </li>
-                    <li>
-                        <A href="/orgs#new-org" attr:class="quick-link">
-                            <span class="quick-link-title">"Create an organization"</span>
-                            <span class="quick-link-text">"Start a shared space for your team."</span>
-                        </A>
-                    </li>
-                    <li>
-                        <A href="/settings#tokens" attr:class="quick-link">
-                            <span class="quick-link-title">"API tokens"</span>
-                            <span class="quick-link-text">"Call the API from scripts and CI."</span>
-                        </A>
-                    </li>
-                    <li>
-                        <A href="/settings" attr:class="quick-link">
-                            <span class="quick-link-title">"Account settings"</span>
-                            <span class="quick-link-text">"Username, password and sessions."</span>
-                        </A>
-                    </li>
+                    {QUICK_LINKS
+                        .iter()
+                        .map(|&(href, title, text)| view! { <li><QuickLink href title text/></li> })
+                        .collect_view()}
                 </ul>
             </Card>
         </div>
@@ -197,19 +177,22 @@ fn FirstSteps(org: String, role: api::Role, cloud_accounts: usize) -> impl IntoV
     let cluster_href = format!("/orgs/{}/clusters#new-cluster", encode(&org));
     let accounts = match cloud_accounts {
         0 => view! {
-            <A href=accounts_href attr:class="quick-link" attr:data-test="first-cloud-account">
-                <span class="quick-link-title">"1. Link a cloud account"</span>
-                <span class="quick-link-text">"AWS, Azure or GCP. Fleetplane checks it before use."</span>
-            </A>
+            <QuickLink
+                href=accounts_href
+                title="1. Link a cloud account"
+                text="AWS, Azure or GCP. Fleetplane checks it before use."
+                test="first-cloud-account"
+            />
         }
         .into_any(),
         linked => view! {
-            <A href=accounts_href attr:class="quick-link quick-link-done" attr:data-test="first-cloud-account">
-                <span class="quick-link-title">"1. Cloud accounts ✓"</span>
-                <span class="quick-link-text">
-                    {if linked == 1 { "1 account linked.".to_owned() } else { format!("{linked} accounts linked.") }}
-                </span>
-            </A>
+            <QuickLink
+                href=accounts_href
+                title="1. Cloud accounts ✓"
+                text=if linked == 1 { "1 account linked.".to_owned() } else { format!("{linked} accounts linked.") }
+                test="first-cloud-account"
+                done=true
+            />
         }
         .into_any(),
     };
@@ -217,11 +200,39 @@ fn FirstSteps(org: String, role: api::Role, cloud_accounts: usize) -> impl IntoV
         <p class="muted">"No clusters yet. Two steps to the first one:"</p>
         <div class="getting-started">
             {accounts}
-            <A href=cluster_href attr:class="quick-link" attr:data-test="first-cluster">
-                <span class="quick-link-title">"2. Create a cluster"</span>
-                <span class="quick-link-text">"EKS, AKS or GKE, planned and applied by Terraform."</span>
-            </A>
+            <QuickLink
+                href=cluster_href
+                title="2. Create a cluster"
+                text="EKS, AKS or GKE, planned and applied by Terraform."
+                test="first-cluster"
+            />
         </div>
     }
     .into_any()
+}
+
+/// Where the quick links card leads: `(href, title, text)`.
+const QUICK_LINKS: [(&str, &str, &str); 4] = [
+    ("/orgs", "Organizations", "Members, roles and audit logs."),
+    ("/orgs#new-org", "Create an organization", "Start a shared space for your team."),
+    ("/settings#tokens", "API tokens", "Call the API from scripts and CI."),
+    ("/settings", "Account settings", "Username, password and sessions."),
+];
+
+/// A link with a title and a line saying where it leads; `done` marks a step already taken.
+#[component]
+fn QuickLink(
+    #[prop(into)] href: String,
+    title: &'static str,
+    #[prop(into)] text: String,
+    #[prop(optional)] test: &'static str,
+    #[prop(optional)] done: bool,
+) -> impl IntoView {
+    let class = if done { "quick-link quick-link-done" } else { "quick-link" };
+    view! {
+        <A href attr:class=class attr:data-test=(!test.is_empty()).then_some(test)>
+            <span class="quick-link-title">{title}</span>
+            <span class="quick-link-text">{text}</span>
+        </A>
+    }
 }

@@ -46,7 +46,7 @@ fn OrgsContent() -> impl IntoView {
     }
 }
 
-/// The user's organizations with their role in each; used here and on the home page.
+/// The user's organizations with their role in each.
 #[component]
 pub fn OrgTable(orgs: LocalResource<api::ApiResult<Vec<Org>>>) -> impl IntoView {
     view! {
