@@ -120,44 +120,9 @@ impl fmt::Debug for Credentials {
     }
 }
 
-/// Who the credentials turned out to be.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "provider", rename_all = "lowercase")]
-pub enum Identity {
-    Aws {
-        account_id: String,
-        /// The caller's ARN: the user, or the assumed role session when a role is configured.
-        arn: String,
-        /// The ARN behind the access key, when a role was assumed on top of it.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        source_arn: Option<String>,
-    },
-    Azure {
-        tenant_id: String,
-        subscriptions: Vec<AzureSubscription>,
-    },
-    Gcp {
-        project_id: String,
-        client_email: String,
-    },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AzureSubscription {
-    pub id: String,
-    pub name: String,
-    pub state: String,
-}
-
-/// A storage container that can hold Terraform state: an S3 bucket, an Azure storage account,
-/// or a GCS bucket.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Bucket {
-    pub name: String,
-    pub location: Option<String>,
-    /// For Azure: the subscription holding the storage account.
-    pub scope: Option<String>,
-}
+/// Who the credentials turned out to be, and the storage that can hold Terraform state: the
+/// API shows them as the clouds report them, so they are the API's own types.
+pub use fleetplane_api::{AzureSubscription, Bucket, CloudIdentity as Identity};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CloudError {
