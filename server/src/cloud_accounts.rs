@@ -7,14 +7,13 @@ use std::net::IpAddr;
 
 use axum::http::StatusCode;
 use chrono::Utc;
+use fleetplane_api as api;
 use fleetplane_cloud::{CloudError, Credentials, Identity};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set,
     SqlErr,
 };
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
@@ -28,56 +27,7 @@ use crate::{
     state::AppState,
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Provider {
-    Aws,
-    Azure,
-    Gcp,
-}
-
-impl Provider {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::Aws => "aws",
-            Provider::Azure => "azure",
-            Provider::Gcp => "gcp",
-        }
-    }
-
-    fn from_db(value: &str) -> Option<Self> {
-        [Provider::Aws, Provider::Azure, Provider::Gcp].into_iter().find(|p| p.as_str() == value)
-    }
-}
-
-/// What an account is for; a `prod` account's runs wait for an admin's approval.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Environment {
-    Prod,
-    Dev,
-    Uat,
-    Sandbox,
-    Other,
-}
-
-impl Environment {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Environment::Prod => "prod",
-            Environment::Dev => "dev",
-            Environment::Uat => "uat",
-            Environment::Sandbox => "sandbox",
-            Environment::Other => "other",
-        }
-    }
-}
-
-mod status {
-    pub const VERIFIED: &str = "verified";
-    pub const INVALID: &str = "invalid";
-    pub const UNREACHABLE: &str = "unreachable";
-}
+pub use fleetplane_api::{AccountStatus, Environment, Provider};
 
 const NAME_MAX: usize = 64;
 
@@ -90,49 +40,6 @@ fn parse_name(name: &str) -> std::result::Result<String, Invalid> {
         return Err(Invalid::new("invalid", format!("Use up to {NAME_MAX} printable characters.")));
     }
     Ok(name.to_owned())
-}
-
-/// AWS credentials as sent by a client.
-#[derive(Default, Deserialize, ToSchema)]
-#[serde(default, deny_unknown_fields)]
-pub struct AwsCredentialsInput {
-    /// An access key id, like `AKIAIOSFODNN7EXAMPLE`.
-    pub access_key_id: String,
-    pub secret_access_key: String,
-    /// A role to assume with the key (`arn:aws:iam::123456789012:role/name`).
-    pub role_arn: Option<String>,
-    /// The external id the role's trust policy requires, if any.
-    pub external_id: Option<String>,
-}
-
-/// An Azure service principal (app registration) with a client secret.
-#[derive(Default, Deserialize, ToSchema)]
-#[serde(default, deny_unknown_fields)]
-pub struct AzureCredentialsInput {
-    /// Directory (tenant) id, a UUID.
-    pub tenant_id: String,
-    /// Application (client) id, a UUID.
-    pub client_id: String,
-    pub client_secret: String,
-    /// The subscription to use; it must be visible to the service principal.
-    pub subscription_id: Option<String>,
-}
-
-/// A Google Cloud service-account key.
-#[derive(Default, Deserialize, ToSchema)]
-#[serde(default, deny_unknown_fields)]
-pub struct GcpCredentialsInput {
-    /// The key file's contents, as downloaded from Google Cloud.
-    pub service_account_json: String,
-}
-
-/// Credentials for the account's provider (documentation type: the shape follows `provider`).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub enum CredentialsInput {
-    Aws(AwsCredentialsInput),
-    Azure(AzureCredentialsInput),
-    Gcp(GcpCredentialsInput),
 }
 
 fn optional(value: Option<String>) -> Option<String> {
@@ -164,7 +71,7 @@ fn parse_credentials(
     }
     match provider {
         Provider::Aws => {
-            let input: AwsCredentialsInput = decode(value, errors)?;
+            let input: api::AwsCredentials = decode(value, errors)?;
             let key_id = input.access_key_id.trim().to_owned();
             let role_arn = optional(input.role_arn);
             let external_id = optional(input.external_id);
@@ -182,7 +89,7 @@ fn parse_credentials(
             }))
         }
         Provider::Azure => {
-            let input: AzureCredentialsInput = decode(value, errors)?;
+            let input: api::AzureCredentials = decode(value, errors)?;
             let subscription_id = optional(input.subscription_id);
             let ok = [
                 field(errors, "tenant_id", check_uuid(&input.tenant_id, "tenant (directory) id")),
@@ -204,7 +111,7 @@ fn parse_credentials(
             })
         }
         Provider::Gcp => {
-            let input: GcpCredentialsInput = decode(value, errors)?;
+            let input: api::GcpCredentials = decode(value, errors)?;
             if input.service_account_json.trim().is_empty() {
                 field(
                     errors,
@@ -370,24 +277,11 @@ async fn name_is_taken(
     Ok(query.one(conn).await?.is_some())
 }
 
-/// What a client sends to link an account.
-#[derive(Deserialize, ToSchema)]
-pub struct LinkRequest {
-    pub provider: Provider,
-    #[serde(default)]
-    pub name: String,
-    pub environment: Environment,
-    /// The provider's credentials; see `CredentialsInput`.
-    #[schema(value_type = CredentialsInput)]
-    #[serde(default)]
-    pub credentials: Value,
-}
-
 /// Links an account: validates, verifies with the cloud, and only then stores it, sealed.
 pub async fn link(
     state: &AppState,
     actor: &OrgMember<Admin>,
-    request: LinkRequest,
+    request: api::LinkRequest,
     ip: IpAddr,
 ) -> Result<cloud_accounts::Model> {
     let mut errors = FieldErrors::new();
@@ -427,7 +321,7 @@ pub async fn link(
         name_key: Set(name.to_lowercase()),
         name: Set(name),
         environment: Set(request.environment.as_str().to_owned()),
-        status: Set(status::VERIFIED.to_owned()),
+        status: Set(AccountStatus::Verified.as_str().to_owned()),
         status_reason: Set(None),
         identity: Set(Some(serde_json::to_value(&identity).map_err(anyhow::Error::from)?)),
         settings: Set(settings),
@@ -500,19 +394,12 @@ pub async fn get<R: MinRole>(state: &AppState, member: &OrgMember<R>, id: Uuid) 
         .ok_or_else(not_found)
 }
 
-#[derive(Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateRequest {
-    pub name: Option<String>,
-    pub environment: Option<Environment>,
-}
-
 /// Renames an account or changes its environment.
 pub async fn update(
     state: &AppState,
     actor: &OrgMember<Admin>,
     id: Uuid,
-    request: UpdateRequest,
+    request: api::UpdateAccountRequest,
     ip: IpAddr,
 ) -> Result<cloud_accounts::Model> {
     let mut errors = FieldErrors::new();
@@ -567,7 +454,7 @@ pub async fn rotate(
     ip: IpAddr,
 ) -> Result<cloud_accounts::Model> {
     let account = get(state, actor, id).await?;
-    let provider = Provider::from_db(&account.provider)
+    let provider = Provider::parse(&account.provider)
         .ok_or_else(|| AppError::Internal(anyhow::anyhow!("unknown provider {:?}", account.provider)))?;
     let mut errors = FieldErrors::new();
     let credentials = parse_credentials(state, provider, credentials, &mut errors);
@@ -587,7 +474,7 @@ pub async fn rotate(
     active.secret_hint = Set(hint);
     active.settings = Set(settings);
     active.identity = Set(Some(serde_json::to_value(&identity).map_err(anyhow::Error::from)?));
-    active.status = Set(status::VERIFIED.to_owned());
+    active.status = Set(AccountStatus::Verified.as_str().to_owned());
     active.status_reason = Set(None);
     active.verified_at = Set(Some(now));
     active.checked_at = Set(now);
@@ -622,7 +509,7 @@ pub async fn verify<R: MinRole>(
     active.checked_at = Set(now);
     let (event, details, failure) = match &outcome {
         Ok(identity) => {
-            active.status = Set(status::VERIFIED.to_owned());
+            active.status = Set(AccountStatus::Verified.as_str().to_owned());
             active.status_reason = Set(None);
             active.identity = Set(Some(serde_json::to_value(identity).map_err(anyhow::Error::from)?));
             active.verified_at = Set(Some(now));
@@ -630,7 +517,8 @@ pub async fn verify<R: MinRole>(
         }
         Err(error) => {
             let unreachable = matches!(error, CloudError::Unreachable { .. });
-            active.status = Set(if unreachable { status::UNREACHABLE } else { status::INVALID }.to_owned());
+            active.status =
+                Set(if unreachable { AccountStatus::Unreachable } else { AccountStatus::Invalid }.as_str().to_owned());
             active.status_reason = Set(Some(error.to_string()));
             let failure = unreachable.then(|| cloud_error(error.clone()));
             ("cloud_account.verification_failed", json!({ "reason": error.to_string() }), failure)

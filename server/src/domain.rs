@@ -2,9 +2,6 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-
 /// Why an input was refused: a stable machine code and a sentence for people.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invalid {
@@ -18,8 +15,10 @@ impl Invalid {
     }
 }
 
-/// An email address, trimmed. Deliberately simple: one `@`, a plausible local part and domain.
-/// The verification mail is the real test of an address.
+/// An email address, trimmed. Deliberately simple: one `@`, a local part of up to 64
+/// printable characters, and a domain of ASCII labels (an international domain is written in
+/// its `xn--` form), as the API's `EmailAddress` schema states. The verification mail is the
+/// real test of an address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Email(String);
 
@@ -30,7 +29,7 @@ impl Email {
         if email.is_empty() {
             return Err(Invalid::new("required", "Enter your email address."));
         }
-        if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if email.chars().count() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(bad());
         }
         let (local, domain) = email.rsplit_once('@').ok_or_else(bad)?;
@@ -41,9 +40,9 @@ impl Email {
                     && label.len() <= 63
                     && !label.starts_with('-')
                     && !label.ends_with('-')
-                    && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
             });
-        if local.is_empty() || local.len() > 64 || local.contains('@') || !domain_ok {
+        if local.is_empty() || local.chars().count() > 64 || local.contains('@') || !domain_ok {
             return Err(bad());
         }
         Ok(Self(email.to_owned()))
@@ -139,43 +138,8 @@ impl fmt::Debug for NewPassword {
     }
 }
 
-/// A member's role in an organization, from most to least powerful.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Viewer,
-    Operator,
-    Admin,
-    Owner,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-            Role::Owner => "owner",
-        }
-    }
-
-    /// Reads a role stored by [`Role::as_str`]; the schema only ever holds these four.
-    pub fn from_db(value: &str) -> Option<Self> {
-        match value {
-            "viewer" => Some(Role::Viewer),
-            "operator" => Some(Role::Operator),
-            "admin" => Some(Role::Admin),
-            "owner" => Some(Role::Owner),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// A member's role in an organization; the API and the database spell it the same way.
+pub use fleetplane_api::Role;
 
 #[cfg(test)]
 mod tests {
@@ -186,7 +150,19 @@ mod tests {
         for ok in ["a@b.co", "  Alice.Smith+ops@Example.COM ", "x@sub.domain.io"] {
             assert!(Email::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "plain", "@example.com", "a@", "a@b", "a@-b.com", "a b@c.com", "a@b..com", "a@b@c.com"] {
+        assert!(Email::parse(&format!("{}@example.com", "é".repeat(64))).is_ok(), "64 characters, not bytes");
+        for bad in [
+            "",
+            "plain",
+            "@example.com",
+            "a@",
+            "a@b",
+            "a@-b.com",
+            "a b@c.com",
+            "a@b..com",
+            "a@b@c.com",
+            "a@exämple.com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(
@@ -228,7 +204,7 @@ mod tests {
     fn roles_order_by_power() {
         assert!(Role::Owner > Role::Admin && Role::Admin > Role::Operator && Role::Operator > Role::Viewer);
         for role in [Role::Viewer, Role::Operator, Role::Admin, Role::Owner] {
-            assert_eq!(Role::from_db(role.as_str()), Some(role));
+            assert_eq!(Role::parse(role.as_str()), Some(role));
         }
     }
 }

@@ -11,34 +11,19 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use sea_orm::{DbErr, RuntimeErr, SqlErr};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use crate::domain::Invalid;
 
 pub type Result<T, E = AppError> = std::result::Result<T, E>;
 
-/// An error response body, as `application/problem+json`.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Problem {
-    /// A URI naming the kind of problem: `urn:fleetplane:problem:<code>`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub title: String,
-    pub status: u16,
-    pub detail: String,
-    /// Stable, machine-readable; clients branch on this, not on the text.
-    pub code: String,
-    /// Present when the problem is with specific fields of the request.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<FieldError>,
-}
+/// An error response body (`application/problem+json`) and its per-field problems.
+pub use fleetplane_api::{FieldError, Problem};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct FieldError {
-    pub field: String,
-    pub code: String,
-    pub message: String,
+/// Reads a value the database stores as text (a status, a provider) with `parse`. One this build
+/// cannot read (a newer schema, a bug) is a 500 that names the column, never a panic.
+pub fn stored<T>(column: &'static str, value: &str, parse: impl FnOnce(&str) -> Option<T>) -> Result<T> {
+    parse(value)
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("{column} holds {value:?}, which this build cannot read")))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -194,7 +194,7 @@ pub async fn members_with_role(conn: &impl ConnectionTrait, org: Uuid, least: Ro
     let members = memberships::Entity::find().filter(memberships::Column::OrgId.eq(org)).all(conn).await?;
     Ok(members
         .into_iter()
-        .filter(|m| Role::from_db(&m.role).is_some_and(|role| role >= least))
+        .filter(|m| Role::parse(&m.role).is_some_and(|role| role >= least))
         .map(|m| m.user_id)
         .collect())
 }

@@ -94,7 +94,9 @@ async fn start_workers(state: &AppState, stop: CancellationToken) -> Option<toki
     }
     match worker::executor(state).await {
         Ok(executor) => {
-            let _ = state.executor.set(executor.kind());
+            if let Some(kind) = fleetplane_api::Executor::parse(executor.kind()) {
+                let _ = state.executor.set(kind);
+            }
             let pool = worker::Worker::new(state.clone(), executor, concurrency);
             Some(tokio::spawn(pool.run(stop)))
         }

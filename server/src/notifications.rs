@@ -2,14 +2,13 @@
 //! change to it (read, all read, deleted), also goes on the user's event stream, so that every
 //! open tab updates.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
+use fleetplane_api as api;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
     QueryOrder, QuerySelect, Set, sea_query::Expr,
 };
-use serde::Serialize;
 use serde_json::json;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
@@ -31,30 +30,15 @@ pub struct NewNotification {
 }
 
 /// A notification as its recipient sees it, in the API and on the event stream.
-#[derive(Serialize, ToSchema)]
-pub struct NotificationView {
-    pub id: Uuid,
-    /// `run_succeeded`, `run_failed`, `approval_needed`, `cloud_account_failed`, `org_added`.
-    pub kind: String,
-    pub title: String,
-    pub body: String,
-    /// The page it is about.
-    pub link: Option<String>,
-    pub read: bool,
-    pub created_at: DateTime<Utc>,
-}
-
-impl From<&notifications::Model> for NotificationView {
-    fn from(n: &notifications::Model) -> Self {
-        Self {
-            id: n.id,
-            kind: n.kind.clone(),
-            title: n.title.clone(),
-            body: n.body.clone(),
-            link: n.link.clone(),
-            read: n.read_at.is_some(),
-            created_at: n.created_at,
-        }
+pub fn view(n: &notifications::Model) -> api::Notification {
+    api::Notification {
+        id: n.id,
+        kind: n.kind.clone(),
+        title: n.title.clone(),
+        body: n.body.clone(),
+        link: n.link.clone(),
+        read: n.read_at.is_some(),
+        created_at: n.created_at,
     }
 }
 
@@ -73,7 +57,7 @@ pub async fn create(conn: &impl ConnectionTrait, new: NewNotification) -> Result
     }
     .insert(conn)
     .await?;
-    let payload = serde_json::to_value(NotificationView::from(&notification))
+    let payload = serde_json::to_value(view(&notification))
         .map_err(|e| DbErr::Custom(format!("serialising a notification: {e}")))?;
     events::record(conn, Audience::User(new.user_id), "notification", payload).await?;
     Ok(notification)

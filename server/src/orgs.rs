@@ -85,7 +85,7 @@ pub async fn list_for_user(state: &AppState, user_id: Uuid) -> Result<Vec<(organ
         .all(&state.db)
         .await?
         .into_iter()
-        .filter_map(|m| Some((m.org_id, Role::from_db(&m.role)?)))
+        .filter_map(|m| Some((m.org_id, Role::parse(&m.role)?)))
         .collect();
     let orgs = organizations::Entity::find()
         .filter(organizations::Column::Id.is_in(roles.keys().copied()))
@@ -115,7 +115,7 @@ pub async fn list_members(state: &AppState, org_id: Uuid) -> Result<Vec<Member>>
     let mut members: Vec<Member> = memberships
         .into_iter()
         .filter_map(|m| {
-            Some(Member { role: Role::from_db(&m.role)?, joined_at: m.created_at, user: users.remove(&m.user_id)? })
+            Some(Member { role: Role::parse(&m.role)?, joined_at: m.created_at, user: users.remove(&m.user_id)? })
         })
         .collect();
     members.sort_by(|a, b| a.user.username.cmp(&b.user.username));
@@ -240,7 +240,7 @@ pub async fn change_role(
     let membership =
         memberships::Entity::find_by_id((actor.org.id, user_id)).one(&txn).await?.ok_or_else(member_not_found)?;
     let user = users::Entity::find_by_id(user_id).one(&txn).await?.ok_or_else(member_not_found)?;
-    let current = Role::from_db(&membership.role).unwrap_or(Role::Viewer);
+    let current = Role::parse(&membership.role).unwrap_or(Role::Viewer);
     if current == role {
         return Ok(Member { user, role, joined_at: membership.created_at });
     }
@@ -281,7 +281,7 @@ pub async fn remove_member<R: MinRole>(
     let txn = begin_write(&state.db).await?;
     let membership =
         memberships::Entity::find_by_id((actor.org.id, user_id)).one(&txn).await?.ok_or_else(member_not_found)?;
-    let role = Role::from_db(&membership.role).unwrap_or(Role::Viewer);
+    let role = Role::parse(&membership.role).unwrap_or(Role::Viewer);
     if role == Role::Owner {
         if !leaving && actor.role < Role::Owner {
             return Err(owner_required());

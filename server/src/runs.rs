@@ -15,7 +15,6 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
@@ -29,14 +28,17 @@ use crate::{
     state::AppState,
 };
 
+/// A run's `status` column, as the API spells [`RunStatus`](fleetplane_api::RunStatus).
 pub mod status {
-    pub const QUEUED: &str = "queued";
-    pub const RUNNING: &str = "running";
-    pub const AWAITING_APPROVAL: &str = "awaiting_approval";
-    pub const APPLYING: &str = "applying";
-    pub const SUCCEEDED: &str = "succeeded";
-    pub const FAILED: &str = "failed";
-    pub const CANCELED: &str = "canceled";
+    use fleetplane_api::RunStatus;
+
+    pub const QUEUED: &str = RunStatus::Queued.as_str();
+    pub const RUNNING: &str = RunStatus::Running.as_str();
+    pub const AWAITING_APPROVAL: &str = RunStatus::AwaitingApproval.as_str();
+    pub const APPLYING: &str = RunStatus::Applying.as_str();
+    pub const SUCCEEDED: &str = RunStatus::Succeeded.as_str();
+    pub const FAILED: &str = RunStatus::Failed.as_str();
+    pub const CANCELED: &str = RunStatus::Canceled.as_str();
 
     pub const TERMINAL: [&str; 3] = [SUCCEEDED, FAILED, CANCELED];
 
@@ -45,40 +47,7 @@ pub mod status {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    /// Create or update the cluster: plan, then apply.
-    Apply,
-    /// Tear the cluster down: plan a destroy, then apply it.
-    Destroy,
-    /// Plan only, to see what an apply would change.
-    Plan,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Apply => "apply",
-            Action::Destroy => "destroy",
-            Action::Plan => "plan",
-        }
-    }
-
-    pub fn from_db(value: &str) -> Option<Self> {
-        [Action::Apply, Action::Destroy, Action::Plan].into_iter().find(|a| a.as_str() == value)
-    }
-}
-
-/// Knobs of the simulated `local` target, per run (a retry runs without them).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(default, deny_unknown_fields)]
-pub struct Simulate {
-    /// Make `plan` or `apply` fail, to see how failures look.
-    pub fail_at: Option<String>,
-    /// Seconds each simulated step takes (default 2).
-    pub step_seconds: Option<u32>,
-}
+pub use fleetplane_api::{RunAction as Action, Simulate};
 
 /// What a run works from, fixed when it is queued.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -146,7 +115,7 @@ pub async fn load_for(
     let membership =
         memberships::Entity::find_by_id((run.org_id, caller.id())).one(&state.db).await?.ok_or_else(not_found)?;
     let org = organizations::Entity::find_by_id(run.org_id).one(&state.db).await?.ok_or_else(not_found)?;
-    let role = Role::from_db(&membership.role).unwrap_or(Role::Viewer);
+    let role = Role::parse(&membership.role).unwrap_or(Role::Viewer);
     Ok((run, org, role))
 }
 
@@ -244,7 +213,7 @@ pub async fn cancel(state: &AppState, caller: &CurrentUser, id: Uuid, ip: IpAddr
 /// Queues a new run like a failed or canceled one, from the cluster's current spec.
 pub async fn retry(state: &AppState, caller: &CurrentUser, id: Uuid, ip: IpAddr) -> Result<runs::Model> {
     let (run, org, role) = load_for(state, caller, id).await?;
-    let action = Action::from_db(&run.action).unwrap_or(Action::Apply);
+    let action = Action::parse(&run.action).unwrap_or(Action::Apply);
     require(role, if action == Action::Plan { Role::Operator } else { Role::Admin }, "Retrying this run")?;
     if !matches!(run.status.as_str(), status::FAILED | status::CANCELED) {
         return Err(conflict(&run, "retried (only failed or canceled runs are)"));

@@ -65,8 +65,8 @@ pub struct App {
     pub connections: crate::http::serve::Connections,
     /// Google sign-in, when configured.
     pub google: Option<GoogleSignIn>,
-    /// What runs this process's jobs (`docker`, `process`), once its worker has started.
-    pub executor: std::sync::OnceLock<&'static str>,
+    /// What runs this process's jobs (Docker or processes), once its worker has started.
+    pub executor: std::sync::OnceLock<fleetplane_api::Executor>,
 }
 
 impl App {

@@ -6,13 +6,13 @@
 //! API, is released when the run's attempt ends, and can be force-released by an admin.
 
 use chrono::Utc;
+use fleetplane_api as api;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
     SqlErr,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
@@ -48,7 +48,7 @@ pub async fn authenticate(state: &AppState, cluster: Uuid, token: &str) -> Resul
 }
 
 /// Terraform's lock information, as its http backend sends it (field names as Terraform spells them).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct LockInfo {
     #[serde(rename = "ID")]
     pub id: String,
@@ -187,32 +187,8 @@ pub async fn store(
     Ok(())
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct StateVersionView {
-    pub id: Uuid,
-    pub serial: i64,
-    pub run_id: Option<Uuid>,
-    pub size: i32,
-    pub created_at: chrono::DateTime<Utc>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct LockView {
-    pub id: String,
-    pub run_id: Option<Uuid>,
-    pub operation: String,
-    pub who: String,
-    pub created_at: chrono::DateTime<Utc>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct StateInfo {
-    /// Newest first (at most 50).
-    pub versions: Vec<StateVersionView>,
-    pub lock: Option<LockView>,
-}
-
-pub async fn info(conn: &impl ConnectionTrait, cluster: Uuid) -> Result<StateInfo, DbErr> {
+/// The cluster's newest state versions (at most 50) and who holds its lock.
+pub async fn info(conn: &impl ConnectionTrait, cluster: Uuid) -> Result<api::StateInfo, DbErr> {
     let versions = state_versions::Entity::find()
         .filter(state_versions::Column::ClusterId.eq(cluster))
         .order_by_desc(state_versions::Column::Id)
@@ -220,17 +196,17 @@ pub async fn info(conn: &impl ConnectionTrait, cluster: Uuid) -> Result<StateInf
         .all(conn)
         .await?
         .into_iter()
-        .map(|v| StateVersionView {
+        .map(|v| api::StateVersion {
             id: v.id,
-            serial: v.serial,
+            serial: u64::try_from(v.serial).unwrap_or_default(),
             run_id: v.run_id,
-            size: v.size,
+            size: u64::try_from(v.size).unwrap_or_default(),
             created_at: v.created_at,
         })
         .collect();
     let lock = state_locks::Entity::find_by_id(cluster).one(conn).await?.map(|lock| {
         let text = |key: &str| lock.info.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
-        LockView {
+        api::StateLock {
             id: lock.lock_id.clone(),
             run_id: lock.run_id,
             operation: text("Operation"),
@@ -238,7 +214,7 @@ pub async fn info(conn: &impl ConnectionTrait, cluster: Uuid) -> Result<StateInf
             created_at: lock.created_at,
         }
     });
-    Ok(StateInfo { versions, lock })
+    Ok(api::StateInfo { versions, lock })
 }
 
 /// Drops the lock whoever holds it (admins, for a lock whose Terraform is gone).

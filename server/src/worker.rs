@@ -371,7 +371,7 @@ impl Worker {
     ) -> Result<Ended, ExecError> {
         let spec: RunSpec = serde_json::from_value(run.spec.clone())
             .map_err(|e| ExecError::Failed(format!("the run's stored spec is unreadable: {e}")))?;
-        let action = Action::from_db(&run.action).unwrap_or(Action::Apply);
+        let action = Action::parse(&run.action).unwrap_or(Action::Apply);
         let environment = self.environment(run, &spec, token).await?;
 
         let plan_file = if run.status == status::APPLYING {

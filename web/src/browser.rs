@@ -55,12 +55,12 @@ pub async fn copy_text(text: &str) -> bool {
     }
 }
 
-/// The browser's clock, in whole seconds since the Unix epoch; `None` on the server.
-pub fn now_seconds() -> Option<i64> {
+/// The browser's clock; `None` on the server.
+pub fn now() -> Option<chrono::DateTime<chrono::Utc>> {
     #[cfg(feature = "hydrate")]
     {
         // Milliseconds since the epoch fit an i64 for the next 292 million years.
-        Some((web_sys::js_sys::Date::now() / 1000.0) as i64)
+        chrono::DateTime::from_timestamp_millis(web_sys::js_sys::Date::now() as i64)
     }
     #[cfg(not(feature = "hydrate"))]
     None

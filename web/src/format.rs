@@ -1,5 +1,8 @@
 //! Small pure helpers: URL encoding, timestamps and durations, redirect targets, log text.
 
+use chrono::{DateTime, SecondsFormat, Utc};
+use uuid::Uuid;
+
 /// A 64-bit FNV-1a hash, usable in `const` items (for cache-busting asset URLs).
 #[cfg_attr(not(feature = "ssr"), allow(dead_code))]
 pub const fn fingerprint(bytes: &[u8]) -> u64 {
@@ -49,31 +52,20 @@ pub fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-/// Renders an RFC 3339 timestamp as `2026-04-14 09:30 UTC`; other text is returned unchanged.
-pub fn timestamp(rfc3339: &str) -> String {
-    let bytes = rfc3339.as_bytes();
-    let shaped = bytes.len() >= 16
-        && bytes[4] == b'-'
-        && bytes[7] == b'-'
-        && (bytes[10] == b'T' || bytes[10] == b' ')
-        && bytes[13] == b':';
-    let (Some(day), Some(time), Some(zone)) = (rfc3339.get(..10), rfc3339.get(11..16), rfc3339.get(16..)) else {
-        return rfc3339.to_owned();
-    };
-    if !shaped {
-        return rfc3339.to_owned();
-    }
-    let utc = zone.ends_with('Z') || zone.ends_with("+00:00") || zone.ends_with("+0000");
-    let suffix = if utc { " UTC" } else { "" };
-    format!("{day} {time}{suffix}")
+/// A timestamp as people read it: `2026-04-14 09:30 UTC`.
+pub fn timestamp(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
-/// Just the date part of an RFC 3339 timestamp.
-pub fn date(rfc3339: &str) -> String {
-    match rfc3339.get(..10) {
-        Some(day) if day.as_bytes().get(4) == Some(&b'-') => day.to_owned(),
-        _ => rfc3339.to_owned(),
-    }
+/// Just the date of a timestamp: `2026-04-14`.
+pub fn date(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d").to_string()
+}
+
+/// A timestamp as the API writes it (RFC 3339, `2026-04-14T09:30:12.123456Z`), for the
+/// `datetime` attribute of `<time>`.
+pub fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
 /// A size in bytes for people: `512 B`, `2.3 KB`, `1.5 MB` (powers of 1024).
@@ -90,58 +82,19 @@ pub fn bytes(size: u64) -> String {
     format!("{} {unit}", amount.strip_suffix(".0").unwrap_or(&amount))
 }
 
-/// Seconds since the Unix epoch of an RFC 3339 timestamp (`2026-04-14T09:30:12.5+02:00`).
-pub fn epoch_seconds(rfc3339: &str) -> Option<i64> {
-    let number = |range: std::ops::Range<usize>| -> Option<i64> {
-        let part = rfc3339.get(range)?;
-        if part.bytes().all(|b| b.is_ascii_digit()) { part.parse().ok() } else { None }
-    };
-    let bytes = rfc3339.as_bytes();
-    if bytes.len() < 20 || bytes[4] != b'-' || bytes[7] != b'-' || !matches!(bytes[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
-    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
-    // Skip fractional seconds; what follows is the offset.
-    let zone = rfc3339[19..].trim_start_matches(|c: char| c == '.' || c.is_ascii_digit());
-    let offset = match zone.as_bytes().first()? {
-        b'Z' | b'z' => 0,
-        sign @ (b'+' | b'-') => {
-            let hours: i64 = zone.get(1..3)?.parse().ok()?;
-            let minutes: i64 = zone.get(4..6).or_else(|| zone.get(3..5))?.parse().ok()?;
-            let offset = hours * 3600 + minutes * 60;
-            if *sign == b'+' { offset } else { -offset }
-        }
-        _ => return None,
-    };
-    Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset)
-}
-
-/// Days from 1970-01-01 to a date of the proleptic Gregorian calendar (Howard Hinnant's
-/// `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-/// How long ago `rfc3339` was, at `now` (seconds since the epoch): `just now`, `5 minutes
-/// ago`, `3 days ago`, or the date when it is older than a month. `None` if it is no timestamp.
-pub fn relative(rfc3339: &str, now: i64) -> Option<String> {
-    let then = epoch_seconds(rfc3339)?;
+/// How long ago `then` was, at `now`: `just now`, `5 minutes ago`, `3 days ago`, or the date
+/// when it is older than a month.
+pub fn relative(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
     // A clock a little ahead of the server's still reads as "just now".
-    let ago = (now - then).max(0);
+    let ago = (now - then).num_seconds().max(0);
     let count = |n: i64, unit: &str| if n == 1 { format!("1 {unit} ago") } else { format!("{n} {unit}s ago") };
-    Some(match ago {
+    match ago {
         0..60 => "just now".to_owned(),
         60..3_600 => count(ago / 60, "minute"),
         3_600..86_400 => count(ago / 3_600, "hour"),
         86_400..2_592_000 => count(ago / 86_400, "day"),
-        _ => date(rfc3339),
-    })
+        _ => date(then),
+    }
 }
 
 /// A length of time for people: `45s`, `3m 12s`, `2h 05m`.
@@ -154,21 +107,17 @@ pub fn duration(seconds: i64) -> String {
     }
 }
 
-/// The time between two RFC 3339 timestamps, for people (see [`duration`]).
-pub fn elapsed(from: &str, to: &str) -> Option<String> {
-    Some(duration(epoch_seconds(to)? - epoch_seconds(from)?))
+/// The time between two timestamps, for people (see [`duration`]).
+pub fn elapsed(from: DateTime<Utc>, to: DateTime<Utc>) -> String {
+    duration((to - from).num_seconds())
 }
 
-/// The end of a long id, enough to tell runs apart: `…e4f32cd3`. Time-ordered ids (UUIDv7)
-/// made close together share their start, so the end is what differs.
-pub fn short_id(id: &str) -> String {
+/// The end of an id, enough to tell runs apart: `…e4f32cd3`. Time-ordered ids (UUIDv7) made
+/// close together share their start, so the end is what differs.
+pub fn short_id(id: Uuid) -> String {
     const SHOWN: usize = 8;
-    let count = id.chars().count();
-    if count <= SHOWN + 4 {
-        return id.to_owned();
-    }
-    let tail: String = id.chars().skip(count - SHOWN).collect();
-    format!("…{tail}")
+    let id = id.hyphenated().to_string();
+    format!("…{}", &id[id.len() - SHOWN..])
 }
 
 /// A piece of text that may name a run by its UUID.
@@ -176,7 +125,7 @@ pub fn short_id(id: &str) -> String {
 pub enum Mention {
     Text(String),
     /// A UUID in the text.
-    Id(String),
+    Id(Uuid),
 }
 
 /// Splits `text` around the UUIDs in it ("Waiting behind run 01a2…-…cd3 on the same
@@ -196,11 +145,12 @@ pub fn mentions(text: &str) -> Vec<Mention> {
         if let Some(candidate) = rest.get(..UUID_LEN)
             && is_uuid(candidate)
             && !plain.ends_with(|c: char| c.is_ascii_alphanumeric())
+            && let Ok(id) = Uuid::parse_str(candidate)
         {
             if !plain.is_empty() {
                 parts.push(Mention::Text(std::mem::take(&mut plain)));
             }
-            parts.push(Mention::Id(candidate.to_owned()));
+            parts.push(Mention::Id(id));
             rest = &rest[UUID_LEN..];
             continue;
         }
@@ -325,30 +275,21 @@ mod tests {
         assert_eq!(bytes(3 * 1024 * 1024 / 2), "1.5 MB");
     }
 
-    #[test]
-    fn reads_rfc3339_timestamps() {
-        assert_eq!(epoch_seconds("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(epoch_seconds("2026-04-14T09:30:12Z"), Some(1_776_159_012));
-        assert_eq!(epoch_seconds("2026-04-14T09:30:12.123456Z"), Some(1_776_159_012));
-        assert_eq!(epoch_seconds("2026-04-14T11:30:12+02:00"), Some(1_776_159_012));
-        assert_eq!(epoch_seconds("2026-04-14T08:30:12-01:00"), Some(1_776_159_012));
-        assert_eq!(epoch_seconds("2000-02-29T00:00:00Z"), Some(951_782_400));
-        assert_eq!(epoch_seconds("yesterday"), None);
-        assert_eq!(epoch_seconds("2026-04-14"), None);
+    /// `2026-04-14T09:30:12Z` moved by `seconds`.
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_776_159_012 + seconds, 0).expect("in range")
     }
 
     #[test]
     fn says_how_long_ago() {
-        let then = "2026-04-14T09:30:12Z";
-        let at = 1_776_159_012;
-        assert_eq!(relative(then, at - 5).as_deref(), Some("just now"));
-        assert_eq!(relative(then, at + 59).as_deref(), Some("just now"));
-        assert_eq!(relative(then, at + 60).as_deref(), Some("1 minute ago"));
-        assert_eq!(relative(then, at + 7 * 60 + 30).as_deref(), Some("7 minutes ago"));
-        assert_eq!(relative(then, at + 2 * 3_600).as_deref(), Some("2 hours ago"));
-        assert_eq!(relative(then, at + 86_400).as_deref(), Some("1 day ago"));
-        assert_eq!(relative(then, at + 90 * 86_400).as_deref(), Some("2026-04-14"));
-        assert_eq!(relative("soon", at), None);
+        let then = at(0);
+        assert_eq!(relative(then, at(-5)), "just now");
+        assert_eq!(relative(then, at(59)), "just now");
+        assert_eq!(relative(then, at(60)), "1 minute ago");
+        assert_eq!(relative(then, at(7 * 60 + 30)), "7 minutes ago");
+        assert_eq!(relative(then, at(2 * 3_600)), "2 hours ago");
+        assert_eq!(relative(then, at(86_400)), "1 day ago");
+        assert_eq!(relative(then, at(90 * 86_400)), "2026-04-14");
     }
 
     #[test]
@@ -357,27 +298,28 @@ mod tests {
         assert_eq!(duration(45), "45s");
         assert_eq!(duration(192), "3m 12s");
         assert_eq!(duration(7_500), "2h 05m");
-        assert_eq!(elapsed("2026-04-14T09:30:00Z", "2026-04-14T09:31:05Z").as_deref(), Some("1m 05s"));
+        assert_eq!(elapsed(at(0), at(65)), "1m 05s");
     }
 
     #[test]
     fn shortens_ids_to_their_distinct_end() {
-        assert_eq!(short_id("01a20b29-8292-7196-af7e-d490e4f32cd3"), "…e4f32cd3");
-        assert_eq!(short_id("run-1"), "run-1");
+        let id = Uuid::parse_str("01a20b29-8292-7196-af7e-d490e4f32cd3").expect("a uuid");
+        assert_eq!(short_id(id), "…e4f32cd3");
     }
 
     #[test]
     fn finds_run_ids_in_reasons() {
         let id = "01a20b29-8292-7196-af7e-d490e4f32cd3";
+        let uuid = Uuid::parse_str(id).expect("a uuid");
         assert_eq!(
             mentions(&format!("Waiting behind run {id} on the same cluster (running).")),
             [
                 Mention::Text("Waiting behind run ".into()),
-                Mention::Id(id.into()),
+                Mention::Id(uuid),
                 Mention::Text(" on the same cluster (running).".into()),
             ]
         );
-        assert_eq!(mentions(id), [Mention::Id(id.into())]);
+        assert_eq!(mentions(id), [Mention::Id(uuid)]);
         assert_eq!(
             mentions("Waiting for a free worker (2 ahead)."),
             [Mention::Text("Waiting for a free worker (2 ahead).".into())]
@@ -399,10 +341,17 @@ mod tests {
 
     #[test]
     fn formats_timestamps() {
-        assert_eq!(timestamp("2026-04-14T09:30:12.123456Z"), "2026-04-14 09:30 UTC");
-        assert_eq!(timestamp("2026-04-14T09:30:12+02:00"), "2026-04-14 09:30");
-        assert_eq!(timestamp("yesterday"), "yesterday");
-        assert_eq!(date("2026-04-14T09:30:12Z"), "2026-04-14");
+        let then = at(0) + chrono::TimeDelta::microseconds(123_456);
+        assert_eq!(timestamp(then), "2026-04-14 09:30 UTC");
+        assert_eq!(date(then), "2026-04-14");
+        assert_eq!(rfc3339(then), "2026-04-14T09:30:12.123456Z");
+        assert_eq!(rfc3339(at(0)), "2026-04-14T09:30:12Z");
+    }
+
+    #[test]
+    fn writes_timestamps_as_the_api_does() {
+        let then = at(0) + chrono::TimeDelta::milliseconds(5);
+        assert_eq!(serde_json::to_value(then).expect("serializes"), serde_json::json!(rfc3339(then)));
     }
 
     #[test]

@@ -3,20 +3,9 @@
 //! fetch again when it moves; the notification bell tracks [`Live::notifications`].
 
 use leptos::prelude::*;
-use serde::Deserialize;
 
+use crate::api::Notification;
 use crate::browser;
-
-/// A notification as the event stream carries it.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct Arrived {
-    pub id: String,
-    pub title: String,
-    #[serde(default)]
-    pub body: String,
-    #[serde(default)]
-    pub link: Option<String>,
-}
 
 #[derive(Clone, Copy)]
 pub struct Live {
@@ -25,7 +14,7 @@ pub struct Live {
     /// Moves on every change to the user's notifications (new, read, deleted).
     pub notifications: RwSignal<u64>,
     /// The newest notification that arrived while the page was open.
-    pub arrived: RwSignal<Option<Arrived>>,
+    pub arrived: RwSignal<Option<Notification>>,
 }
 
 /// Starts the stream for a signed-in user and provides [`Live`] to the page.
@@ -48,7 +37,7 @@ pub fn provide_live() {
                     live.changed.try_update(|n| *n += 1);
                 }
                 "notification" => {
-                    if let Ok(arrived) = serde_json::from_str::<Arrived>(&data) {
+                    if let Ok(arrived) = serde_json::from_str::<Notification>(&data) {
                         live.arrived.try_set(Some(arrived));
                     }
                     live.notifications.try_update(|n| *n += 1);

@@ -203,7 +203,7 @@ impl<R: MinRole> FromRequestParts<AppState> for OrgMember<R> {
             .ok_or_else(not_found)?;
         let membership =
             memberships::Entity::find_by_id((org.id, user.id())).one(&state.db).await?.ok_or_else(not_found)?;
-        let role = Role::from_db(&membership.role)
+        let role = Role::parse(&membership.role)
             .ok_or_else(|| AppError::Internal(anyhow::anyhow!("unknown role {:?} in memberships", membership.role)))?;
         if role < R::ROLE {
             return Err(AppError::forbidden(

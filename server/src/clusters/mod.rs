@@ -10,13 +10,12 @@ pub mod spec;
 use std::net::IpAddr;
 
 use chrono::Utc;
+use fleetplane_api::{Provider, RequestedAction};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set,
     SqlErr,
 };
-use serde::{Deserialize, Serialize};
 use serde_json::json;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use self::spec::{ClusterSpec, SpecInput};
@@ -31,27 +30,19 @@ use crate::{
     state::AppState,
 };
 
+/// A cluster's `status` column, as the API spells [`ClusterStatus`].
 pub mod status {
-    pub const PENDING: &str = "pending";
-    pub const PROVISIONING: &str = "provisioning";
-    pub const READY: &str = "ready";
-    pub const FAILED: &str = "failed";
-    pub const DESTROYING: &str = "destroying";
-    pub const DESTROYED: &str = "destroyed";
+    use fleetplane_api::ClusterStatus;
+
+    pub const PENDING: &str = ClusterStatus::Pending.as_str();
+    pub const PROVISIONING: &str = ClusterStatus::Provisioning.as_str();
+    pub const READY: &str = ClusterStatus::Ready.as_str();
+    pub const FAILED: &str = ClusterStatus::Failed.as_str();
+    pub const DESTROYING: &str = ClusterStatus::Destroying.as_str();
+    pub const DESTROYED: &str = ClusterStatus::Destroyed.as_str();
 }
 
-/// A new cluster, as a client sends it.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
-#[serde(default)]
-pub struct CreateRequest {
-    pub cloud_account_id: Option<Uuid>,
-    /// Defaults to the account's cloud: `aws-eks`, `azure-aks` or `gcp-gke`; or `local`.
-    pub target: Option<String>,
-    #[serde(flatten)]
-    pub spec: SpecInput,
-    /// Options of the simulated `local` target for the first run.
-    pub simulate: Option<Simulate>,
-}
+pub use fleetplane_api::CreateClusterRequest as CreateRequest;
 
 fn not_found() -> AppError {
     AppError::not_found("cluster_not_found", "No such cluster in this organization.")
@@ -128,10 +119,12 @@ pub async fn create(
             Some(account) => Some(account),
         },
     };
-    let target_id = request
-        .target
-        .clone()
-        .or_else(|| account.as_ref().and_then(|a| options::target_for_provider(&a.provider)).map(|t| t.id.to_owned()));
+    let target_id = request.target.clone().or_else(|| {
+        account
+            .as_ref()
+            .and_then(|a| Provider::parse(&a.provider).and_then(options::target_for_provider))
+            .map(|t| t.id.to_owned())
+    });
     let target = match target_id.as_deref().map(|id| (id, options::target(id))) {
         None => None,
         Some((id, None)) => {
@@ -144,16 +137,13 @@ pub async fn create(
         }
         Some((_, Some(target))) => {
             if let (Some(wanted), Some(account)) = (target.provider, &account)
-                && wanted != account.provider
+                && wanted.as_str() != account.provider
             {
                 errors.add(
                     "target",
                     Invalid::new(
                         "provider",
-                        format!(
-                            "{} needs a {wanted} account; `{}` is {}.",
-                            target.label, account.name, account.provider
-                        ),
+                        format!("{} needs an account in {}; `{}` is not.", target.label, wanted.label(), account.name),
                     ),
                 );
             }
@@ -369,18 +359,16 @@ pub async fn request_run<R: MinRole>(
     state: &AppState,
     member: &OrgMember<R>,
     id: Uuid,
-    action: Action,
+    action: RequestedAction,
     simulate: Option<Simulate>,
     ip: IpAddr,
 ) -> Result<runs::Model> {
     use crate::domain::Role;
     let needed = match action {
-        Action::Plan => Role::Operator,
-        Action::Apply => Role::Admin,
-        Action::Destroy => {
-            return Err(AppError::invalid_field("action", "invalid", "Delete the cluster to destroy it."));
-        }
+        RequestedAction::Plan => Role::Operator,
+        RequestedAction::Apply => Role::Admin,
     };
+    let action = Action::from(action);
     if member.role < needed {
         return Err(AppError::forbidden(
             "forbidden",

@@ -1,14 +1,13 @@
 //! What a cluster can be: targets with their regions and node sizes, Kubernetes versions,
 //! defaults and limits. The create form and the validation both read these.
 
-use serde::Serialize;
-use utoipa::ToSchema;
+use fleetplane_api::{self as api, Provider};
 
 /// A provisioning target: where and how a cluster's Terraform runs.
 pub struct Target {
     pub id: &'static str,
     /// The cloud whose accounts it uses; `None` for the simulated `local` target.
-    pub provider: Option<&'static str>,
+    pub provider: Option<Provider>,
     pub label: &'static str,
     pub regions: &'static [&'static str],
     pub instance_types: &'static [&'static str],
@@ -17,7 +16,7 @@ pub struct Target {
 pub const TARGETS: &[Target] = &[
     Target {
         id: "aws-eks",
-        provider: Some("aws"),
+        provider: Some(Provider::Aws),
         label: "Amazon EKS",
         regions: &[
             "us-east-1",
@@ -36,7 +35,7 @@ pub const TARGETS: &[Target] = &[
     },
     Target {
         id: "azure-aks",
-        provider: Some("azure"),
+        provider: Some(Provider::Azure),
         label: "Azure AKS",
         regions: &[
             "eastus",
@@ -55,7 +54,7 @@ pub const TARGETS: &[Target] = &[
     },
     Target {
         id: "gcp-gke",
-        provider: Some("gcp"),
+        provider: Some(Provider::Gcp),
         label: "Google GKE",
         regions: &[
             "us-central1",
@@ -89,67 +88,34 @@ pub fn target(id: &str) -> Option<&'static Target> {
 }
 
 /// The real target for a cloud provider.
-pub fn target_for_provider(provider: &str) -> Option<&'static Target> {
+pub fn target_for_provider(provider: Provider) -> Option<&'static Target> {
     TARGETS.iter().find(|t| t.provider == Some(provider))
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct TargetView {
-    pub id: &'static str,
-    pub provider: Option<&'static str>,
-    pub label: &'static str,
-    pub regions: Vec<&'static str>,
-    pub instance_types: Vec<&'static str>,
-    /// `local` can be turned off by configuration.
-    pub enabled: bool,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Defaults {
-    pub vpc_cidr: &'static str,
-    pub public_subnets: Vec<&'static str>,
-    pub private_subnets: Vec<&'static str>,
-    pub node_min: u32,
-    pub node_max: u32,
-    pub node_desired: u32,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Limits {
-    pub node_max: u32,
-    pub name_max: usize,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ClusterOptions {
-    pub targets: Vec<TargetView>,
-    pub kubernetes_versions: Vec<&'static str>,
-    pub defaults: Defaults,
-    pub limits: Limits,
-}
-
-pub fn options(local_enabled: bool) -> ClusterOptions {
-    ClusterOptions {
+/// What a new cluster may be, for `GET /api/v1/cluster-options`.
+pub fn options(local_enabled: bool) -> api::ClusterOptions {
+    let texts = |items: &[&str]| items.iter().map(|item| (*item).to_owned()).collect::<Vec<_>>();
+    api::ClusterOptions {
         targets: TARGETS
             .iter()
-            .map(|t| TargetView {
-                id: t.id,
+            .map(|t| api::TargetOption {
+                id: t.id.to_owned(),
                 provider: t.provider,
-                label: t.label,
-                regions: t.regions.to_vec(),
-                instance_types: t.instance_types.to_vec(),
+                label: t.label.to_owned(),
+                regions: texts(t.regions),
+                instance_types: texts(t.instance_types),
                 enabled: t.provider.is_some() || local_enabled,
             })
             .collect(),
-        kubernetes_versions: KUBERNETES_VERSIONS.to_vec(),
-        defaults: Defaults {
-            vpc_cidr: "10.0.0.0/16",
-            public_subnets: vec!["10.0.0.0/20", "10.0.16.0/20"],
-            private_subnets: vec!["10.0.64.0/19", "10.0.96.0/19"],
+        kubernetes_versions: texts(KUBERNETES_VERSIONS),
+        defaults: api::SpecDefaults {
+            vpc_cidr: "10.0.0.0/16".to_owned(),
+            public_subnets: texts(&["10.0.0.0/20", "10.0.16.0/20"]),
+            private_subnets: texts(&["10.0.64.0/19", "10.0.96.0/19"]),
             node_min: 1,
             node_max: 3,
             node_desired: 2,
         },
-        limits: Limits { node_max: NODE_MAX, name_max: NAME_MAX },
+        limits: api::SpecLimits { node_max: NODE_MAX, name_max: NAME_MAX as u32 },
     }
 }

@@ -3,7 +3,6 @@
 use std::{fmt, net::Ipv4Addr, str::FromStr};
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use super::options::{self, NAME_MAX, NODE_MAX, Target};
 use crate::{domain::Invalid, error::FieldErrors};
@@ -71,41 +70,10 @@ impl fmt::Display for Ipv4Net {
     }
 }
 
-/// Where the cluster's Terraform state lives.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum StateBackend {
-    /// Fleetplane's own, encrypted, with history and a visible lock.
-    #[default]
-    Fleetplane,
-    S3 {
-        bucket: String,
-        key: Option<String>,
-    },
-    Gcs {
-        bucket: String,
-        key: Option<String>,
-    },
-    /// `bucket` is the storage account; state goes to its `tfstate` container.
-    Azurerm {
-        bucket: String,
-        key: Option<String>,
-    },
-}
-
-impl StateBackend {
-    fn provider(&self) -> Option<&'static str> {
-        match self {
-            StateBackend::Fleetplane => None,
-            StateBackend::S3 { .. } => Some("aws"),
-            StateBackend::Gcs { .. } => Some("gcp"),
-            StateBackend::Azurerm { .. } => Some("azure"),
-        }
-    }
-}
+pub use fleetplane_api::{SpecInput, StateBackend};
 
 /// A validated cluster specification: what the Terraform variables are made of.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterSpec {
     pub name_prefix: String,
     pub name_suffix: String,
@@ -126,24 +94,6 @@ impl ClusterSpec {
     pub fn name(&self) -> String {
         format!("{}-{}", self.name_prefix, self.name_suffix)
     }
-}
-
-/// A spec as a client sends it: every field optional, so that all problems are reported at once.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
-#[serde(default)]
-pub struct SpecInput {
-    pub name_prefix: Option<String>,
-    pub name_suffix: Option<String>,
-    pub region: Option<String>,
-    pub kubernetes_version: Option<String>,
-    pub vpc_cidr: Option<String>,
-    pub public_subnets: Option<Vec<String>>,
-    pub private_subnets: Option<Vec<String>>,
-    pub node_instance_type: Option<String>,
-    pub node_min: Option<i64>,
-    pub node_max: Option<i64>,
-    pub node_desired: Option<i64>,
-    pub state_backend: Option<StateBackend>,
 }
 
 fn required<'a>(errors: &mut FieldErrors, field: &str, value: &'a Option<String>, what: &str) -> Option<&'a str> {
@@ -308,7 +258,7 @@ fn check_nodes(
 fn check_backend(
     errors: &mut FieldErrors,
     backend: Option<&StateBackend>,
-    provider: Option<&str>,
+    provider: Option<fleetplane_api::Provider>,
 ) -> Option<StateBackend> {
     let backend = backend.cloned().unwrap_or_default();
     if let Some(wanted) = backend.provider() {

@@ -6,13 +6,12 @@ use axum::{
     http::{HeaderMap, StatusCode, header, request::Parts},
     response::{AppendHeaders, IntoResponse, Response},
 };
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use fleetplane_api as api;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     extract::{ApiJson, ClientIp},
-    me::UserView,
+    me::user_view,
 };
 use crate::{
     accounts::{self, NewAccount},
@@ -32,45 +31,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(log_in))
         .routes(routes!(log_out))
         .routes(routes!(log_out_everywhere))
-}
-
-/// Missing fields arrive as empty strings, so that validation reports all of them at once.
-#[derive(Default, Deserialize, ToSchema)]
-#[serde(default)]
-pub struct SignupRequest {
-    pub email: String,
-    pub username: String,
-    pub password: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct SignupResponse {
-    pub user: UserView,
-    pub message: String,
-}
-
-#[derive(Default, Deserialize, ToSchema)]
-#[serde(default)]
-pub struct VerifyEmailRequest {
-    pub token: String,
-}
-
-#[derive(Default, Deserialize, ToSchema)]
-#[serde(default)]
-pub struct ResendRequest {
-    pub email: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct MessageResponse {
-    pub message: String,
-}
-
-#[derive(Default, Deserialize, ToSchema)]
-#[serde(default)]
-pub struct LoginRequest {
-    pub email: String,
-    pub password: String,
 }
 
 /// Starts a session for `user` signing in from `client`, and attaches its cookies to `body`.
@@ -96,8 +56,8 @@ fn without_session(state: &AppState) -> Response {
 }
 
 /// Create an account; a verification email is sent and the account can sign in once verified.
-#[utoipa::path(post, path = "/api/v1/auth/signup", tag = "auth", request_body = SignupRequest, responses(
-    (status = 201, description = "Account created, verification email sent", body = SignupResponse),
+#[utoipa::path(post, path = "/api/v1/auth/signup", tag = "auth", request_body = api::SignupRequest, security(()), responses(
+    (status = 201, description = "Account created, verification email sent", body = api::SignupResponse),
     (status = 403, description = "`signup_closed`", body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "`email_taken` or `username_taken`", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
@@ -106,47 +66,47 @@ fn without_session(state: &AppState) -> Response {
 async fn sign_up(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
-    ApiJson(body): ApiJson<SignupRequest>,
-) -> Result<(StatusCode, Json<SignupResponse>)> {
+    ApiJson(body): ApiJson<api::SignupRequest>,
+) -> Result<(StatusCode, Json<api::SignupResponse>)> {
     let account = NewAccount::parse(&body.email, &body.username, &body.password, false)?;
     let user = accounts::sign_up(&state, account, ip).await?;
     let message = format!("We sent a verification link to {}. Follow it to activate your account.", user.email);
-    Ok((StatusCode::CREATED, Json(SignupResponse { user: UserView::from(&user), message })))
+    Ok((StatusCode::CREATED, Json(api::SignupResponse { user: user_view(&user), message })))
 }
 
 /// Redeem the token from a verification email.
-#[utoipa::path(post, path = "/api/v1/auth/verify-email", tag = "auth", request_body = VerifyEmailRequest, responses(
-    (status = 200, description = "Email verified", body = UserView),
+#[utoipa::path(post, path = "/api/v1/auth/verify-email", tag = "auth", request_body = api::VerifyEmailRequest, security(()), responses(
+    (status = 200, description = "Email verified", body = api::User),
     (status = 400, description = "`verification_token_invalid`, `verification_token_expired` or `verification_token_used`", body = Problem, content_type = "application/problem+json"),
 ))]
 async fn verify_email(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
-    ApiJson(body): ApiJson<VerifyEmailRequest>,
-) -> Result<Json<UserView>> {
+    ApiJson(body): ApiJson<api::VerifyEmailRequest>,
+) -> Result<Json<api::User>> {
     let user = accounts::verify_email(&state, &body.token, ip).await?;
-    Ok(Json(UserView::from(&user)))
+    Ok(Json(user_view(&user)))
 }
 
 /// Send a new verification link. Answers the same whether or not the address has an account.
-#[utoipa::path(post, path = "/api/v1/auth/resend-verification", tag = "auth", request_body = ResendRequest, responses(
-    (status = 202, description = "If an unverified account uses this address, a new link is on its way", body = MessageResponse),
+#[utoipa::path(post, path = "/api/v1/auth/resend-verification", tag = "auth", request_body = api::ResendRequest, security(()), responses(
+    (status = 202, description = "If an unverified account uses this address, a new link is on its way", body = api::Message),
     (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
     (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
 ))]
 async fn resend_verification(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
-    ApiJson(body): ApiJson<ResendRequest>,
-) -> Result<(StatusCode, Json<MessageResponse>)> {
+    ApiJson(body): ApiJson<api::ResendRequest>,
+) -> Result<(StatusCode, Json<api::Message>)> {
     accounts::resend_verification(&state, &body.email, ip).await?;
     let message = "If an unverified account uses this address, we sent it a new verification link.".to_owned();
-    Ok((StatusCode::ACCEPTED, Json(MessageResponse { message })))
+    Ok((StatusCode::ACCEPTED, Json(api::Message { message })))
 }
 
 /// Sign in with email and password; sets the `fp_session` and `fp_csrf` cookies.
-#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest, responses(
-    (status = 200, description = "Signed in; session cookies set", body = UserView),
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = api::LoginRequest, security(()), responses(
+    (status = 200, description = "Signed in; session cookies set", body = api::User),
     (status = 401, description = "`invalid_credentials`", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "`email_not_verified`", body = Problem, content_type = "application/problem+json"),
     (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
@@ -155,15 +115,15 @@ async fn log_in(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<LoginRequest>,
+    ApiJson(body): ApiJson<api::LoginRequest>,
 ) -> Result<Response> {
     let user = accounts::sign_in(&state, &body.email, &body.password, ip).await?;
-    with_new_session(&state, &user, &sessions::Client::new(ip, &headers), Json(UserView::from(&user))).await
+    with_new_session(&state, &user, &sessions::Client::new(ip, &headers), Json(user_view(&user))).await
 }
 
 /// Sign out this browser: its session is revoked on the server at once (on every replica), and
 /// the cookies are cleared.
-#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", responses(
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", security((), ("session" = []), ("token" = [])), responses(
     (status = 204, description = "Signed out; session revoked, cookies cleared"),
     (status = 403, description = "`csrf_failed`", body = Problem, content_type = "application/problem+json"),
 ))]

@@ -3,29 +3,26 @@
 use std::collections::HashMap;
 
 use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
+use fleetplane_api as api;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::{
     extract::{ApiJson, ApiPath, ApiQuery, ClientIp},
-    runs::{RunView, run_views},
+    runs::{object, run_views},
 };
 use crate::{
     audit::Event,
     auth::{Admin, CurrentUser, OrgMember, Viewer},
-    clusters::{
-        self, CreateRequest, Created, options,
-        spec::{SpecInput, StateBackend},
-    },
+    clusters::{self, Created, options},
     entity::{clusters as entity, runs as run_entity, workers},
-    error::{AppError, Problem, Result},
-    runs::{Action, Simulate},
+    error::{AppError, Problem, Result, stored},
     state::AppState,
-    terraform_state::{self, StateInfo},
+    terraform_state,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -39,42 +36,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(force_unlock))
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct ClusterView {
-    pub id: Uuid,
-    /// The organization's name.
-    pub org: String,
-    pub name: String,
-    pub name_prefix: String,
-    pub name_suffix: String,
-    /// None for a local simulation created without an account.
-    pub cloud_account_id: Option<Uuid>,
-    /// `aws`, `azure`, `gcp`; none for the local simulation.
-    pub provider: Option<&'static str>,
-    pub target: String,
-    pub region: String,
-    pub kubernetes_version: String,
-    pub vpc_cidr: String,
-    pub public_subnets: Vec<String>,
-    pub private_subnets: Vec<String>,
-    pub node_instance_type: String,
-    pub node_min: u32,
-    pub node_max: u32,
-    pub node_desired: u32,
-    pub state_backend: StateBackend,
-    /// `pending`, `provisioning`, `ready`, `failed`, `destroying`, `destroyed`.
-    pub status: String,
-    /// Terraform's non-sensitive outputs of the last successful apply (endpoint, CA data, kubeconfig).
-    #[schema(value_type = Object)]
-    pub outputs: Option<serde_json::Value>,
-    pub last_run: Option<RunView>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-fn view(cluster: entity::Model, org: &str, last_run: Option<RunView>) -> Result<ClusterView> {
+fn view(cluster: entity::Model, org: &str, last_run: Option<api::Run>) -> Result<api::Cluster> {
     let spec = clusters::spec_of(&cluster)?;
-    Ok(ClusterView {
+    Ok(api::Cluster {
         id: cluster.id,
         org: org.to_owned(),
         name: cluster.name,
@@ -93,21 +57,21 @@ fn view(cluster: entity::Model, org: &str, last_run: Option<RunView>) -> Result<
         node_max: spec.node_max,
         node_desired: spec.node_desired,
         state_backend: spec.state_backend,
-        status: cluster.status,
-        outputs: cluster.outputs,
+        status: stored("clusters.status", &cluster.status, api::ClusterStatus::parse)?,
+        outputs: cluster.outputs.and_then(object),
         last_run,
         created_at: cluster.created_at,
         updated_at: cluster.updated_at,
     })
 }
 
-async fn with_last_run(state: &AppState, cluster: entity::Model, org: &str) -> Result<ClusterView> {
+async fn with_last_run(state: &AppState, cluster: entity::Model, org: &str) -> Result<api::Cluster> {
     let mut views = with_last_runs(state, vec![cluster], org).await?;
     views.pop().ok_or_else(|| AppError::Internal(anyhow::anyhow!("a cluster view went missing")))
 }
 
 /// The clusters' views, each with its latest run: one query for those runs, whatever the count.
-async fn with_last_runs(state: &AppState, clusters: Vec<entity::Model>, org: &str) -> Result<Vec<ClusterView>> {
+async fn with_last_runs(state: &AppState, clusters: Vec<entity::Model>, org: &str) -> Result<Vec<api::Cluster>> {
     use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
 
     // A cluster's latest run is the one no later run of the same cluster follows (PostgreSQL has
@@ -130,7 +94,7 @@ async fn with_last_runs(state: &AppState, clusters: Vec<entity::Model>, org: &st
         .filter(Expr::exists(follower).not())
         .all(&state.db)
         .await?;
-    let mut last: HashMap<Uuid, RunView> =
+    let mut last: HashMap<Uuid, api::Run> =
         run_views(state, runs, org).await?.into_iter().map(|run| (run.cluster_id, run)).collect();
     clusters
         .into_iter()
@@ -142,67 +106,47 @@ async fn with_last_runs(state: &AppState, clusters: Vec<entity::Model>, org: &st
 }
 
 /// What a cluster can be: targets, regions, node sizes, versions, defaults and limits.
-#[utoipa::path(get, path = "/api/v1/cluster-options", tag = "clusters", responses((status = 200, body = options::ClusterOptions)))]
-async fn cluster_options(State(state): State<AppState>, _caller: CurrentUser) -> Json<options::ClusterOptions> {
+#[utoipa::path(get, path = "/api/v1/cluster-options", tag = "clusters", responses((status = 200, body = api::ClusterOptions)))]
+async fn cluster_options(State(state): State<AppState>, _caller: CurrentUser) -> Json<api::ClusterOptions> {
     Json(options::options(state.config.runs.local_target))
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct SystemView {
-    /// What runs this server's jobs: `docker`, `process` (no Docker engine), or `none` (no
-    /// embedded workers).
-    pub executor: &'static str,
-    /// Workers seen alive, on any machine.
-    pub workers: u64,
-}
-
 /// How runs are carried out.
-#[utoipa::path(get, path = "/api/v1/system", tag = "clusters", responses((status = 200, body = SystemView)))]
-async fn system(State(state): State<AppState>, _caller: CurrentUser) -> Result<Json<SystemView>> {
+#[utoipa::path(get, path = "/api/v1/system", tag = "clusters", responses((status = 200, body = api::System)))]
+async fn system(State(state): State<AppState>, _caller: CurrentUser) -> Result<Json<api::System>> {
     use sea_orm::PaginatorTrait;
     let workers = workers::Entity::find()
         .filter(workers::Column::StoppedAt.is_null())
         .filter(workers::Column::LastSeenAt.gt(Utc::now() - crate::runs::WORKER_LIVENESS))
         .count(&state.db)
         .await?;
-    Ok(Json(SystemView { executor: state.executor.get().copied().unwrap_or("none"), workers }))
+    Ok(Json(api::System { executor: state.executor.get().copied().unwrap_or(api::Executor::None), workers }))
 }
 
 /// The organization's clusters, newest first.
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/clusters", tag = "clusters",
     params(("org" = String, Path, description = "Organization name")),
-    responses((status = 200, body = [ClusterView])))]
-async fn list_clusters(State(state): State<AppState>, member: OrgMember<Viewer>) -> Result<Json<Vec<ClusterView>>> {
+    responses((status = 200, body = [api::Cluster])))]
+async fn list_clusters(State(state): State<AppState>, member: OrgMember<Viewer>) -> Result<Json<Vec<api::Cluster>>> {
     let clusters = clusters::list(&state, &member).await?;
     Ok(Json(with_last_runs(&state, clusters, &member.org.name).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DryRun {
     /// Only validate; store nothing.
     #[serde(default)]
     pub dry_run: bool,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct CreatedView {
-    pub cluster: ClusterView,
-    pub run: RunView,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ValidView {
-    /// The name the cluster would get.
-    pub name: String,
-}
-
 /// Create a cluster: validates the spec field by field and queues the first apply. With
 /// `?dry_run=true`, only validates. Admins and owners.
-#[utoipa::path(post, path = "/api/v1/orgs/{org}/clusters", tag = "clusters", request_body = CreateRequest,
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/clusters", tag = "clusters", request_body = api::CreateClusterRequest,
     params(("org" = String, Path, description = "Organization name"), DryRun),
     responses(
-        (status = 201, description = "Created; its first run is queued", body = CreatedView),
-        (status = 200, description = "Dry run: the spec is valid", body = ValidView),
+        (status = 201, description = "Created; its first run is queued", body = api::CreatedCluster),
+        (status = 200, description = "Dry run: the spec is valid", body = api::CheckedCluster),
         (status = 409, description = "`cluster_name_taken`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`, with a field error per problem", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -211,17 +155,17 @@ async fn create_cluster(
     ClientIp(ip): ClientIp,
     actor: OrgMember<Admin>,
     ApiQuery(query): ApiQuery<DryRun>,
-    ApiJson(body): ApiJson<CreateRequest>,
+    ApiJson(body): ApiJson<api::CreateClusterRequest>,
 ) -> Result<axum::response::Response> {
     match clusters::create(&state, &actor, &body, query.dry_run, ip).await? {
-        Created::Valid { name } => Ok(Json(ValidView { name }).into_response()),
+        Created::Valid { name } => Ok(Json(api::CheckedCluster { name }).into_response()),
         Created::Queued { cluster, run } => {
             let run = run_views(&state, vec![*run], &actor.org.name)
                 .await?
                 .pop()
                 .ok_or_else(|| AppError::Internal(anyhow::anyhow!("the queued run vanished")))?;
             let cluster = view(*cluster, &actor.org.name, Some(run.clone()))?;
-            Ok((StatusCode::CREATED, Json(CreatedView { cluster, run })).into_response())
+            Ok((StatusCode::CREATED, Json(api::CreatedCluster { cluster, run })).into_response())
         }
     }
 }
@@ -236,23 +180,23 @@ pub struct ClusterPath {
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/clusters/{id}", tag = "clusters",
     params(("org" = String, Path, description = "Organization name"), ("id" = Uuid, Path, description = "Cluster id")),
     responses(
-        (status = 200, body = ClusterView),
+        (status = 200, body = api::Cluster),
         (status = 404, description = "`cluster_not_found`", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_cluster(
     State(state): State<AppState>,
     member: OrgMember<Viewer>,
     ApiPath(path): ApiPath<ClusterPath>,
-) -> Result<Json<ClusterView>> {
+) -> Result<Json<api::Cluster>> {
     let cluster = clusters::get(&state, &member, path.id).await?;
     Ok(Json(with_last_run(&state, cluster, &member.org.name).await?))
 }
 
 /// Change the Kubernetes version, node size or node counts; queues the apply. Admins and owners.
-#[utoipa::path(patch, path = "/api/v1/orgs/{org}/clusters/{id}", tag = "clusters", request_body = SpecInput,
+#[utoipa::path(patch, path = "/api/v1/orgs/{org}/clusters/{id}", tag = "clusters", request_body = api::SpecInput,
     params(("org" = String, Path, description = "Organization name"), ("id" = Uuid, Path, description = "Cluster id")),
     responses(
-        (status = 200, body = CreatedView),
+        (status = 200, body = api::CreatedCluster),
         (status = 422, description = "`validation_failed`; `immutable` for fields that cannot change", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn update_cluster(
@@ -260,21 +204,21 @@ async fn update_cluster(
     ClientIp(ip): ClientIp,
     actor: OrgMember<Admin>,
     ApiPath(path): ApiPath<ClusterPath>,
-    ApiJson(body): ApiJson<SpecInput>,
-) -> Result<Json<CreatedView>> {
+    ApiJson(body): ApiJson<api::SpecInput>,
+) -> Result<Json<api::CreatedCluster>> {
     let (cluster, run) = clusters::update(&state, &actor, path.id, &body, ip).await?;
     let run = run_views(&state, vec![run], &actor.org.name)
         .await?
         .pop()
         .ok_or_else(|| AppError::Internal(anyhow::anyhow!("run vanished")))?;
-    Ok(Json(CreatedView { cluster: view(cluster, &actor.org.name, Some(run.clone()))?, run }))
+    Ok(Json(api::CreatedCluster { cluster: view(cluster, &actor.org.name, Some(run.clone()))?, run }))
 }
 
 /// Destroy the cluster: queues a destroy run. Admins and owners.
 #[utoipa::path(delete, path = "/api/v1/orgs/{org}/clusters/{id}", tag = "clusters",
     params(("org" = String, Path, description = "Organization name"), ("id" = Uuid, Path, description = "Cluster id")),
     responses(
-        (status = 202, description = "The destroy run is queued", body = RunView),
+        (status = 202, description = "The destroy run is queued", body = api::Run),
         (status = 409, description = "`cluster_destroyed` or `cluster_destroying`", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn delete_cluster(
@@ -282,7 +226,7 @@ async fn delete_cluster(
     ClientIp(ip): ClientIp,
     actor: OrgMember<Admin>,
     ApiPath(path): ApiPath<ClusterPath>,
-) -> Result<(StatusCode, Json<RunView>)> {
+) -> Result<(StatusCode, Json<api::Run>)> {
     let run = clusters::destroy(&state, &actor, path.id, ip).await?;
     let run = run_views(&state, vec![run], &actor.org.name)
         .await?
@@ -294,12 +238,12 @@ async fn delete_cluster(
 /// The cluster's runs, newest first (at most 100).
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/clusters/{id}/runs", tag = "clusters",
     params(("org" = String, Path, description = "Organization name"), ("id" = Uuid, Path, description = "Cluster id")),
-    responses((status = 200, body = [RunView])))]
+    responses((status = 200, body = [api::Run])))]
 async fn list_cluster_runs(
     State(state): State<AppState>,
     member: OrgMember<Viewer>,
     ApiPath(path): ApiPath<ClusterPath>,
-) -> Result<Json<Vec<RunView>>> {
+) -> Result<Json<Vec<api::Run>>> {
     let cluster = clusters::get(&state, &member, path.id).await?;
     let runs = run_entity::Entity::find()
         .filter(run_entity::Column::ClusterId.eq(cluster.id))
@@ -310,19 +254,11 @@ async fn list_cluster_runs(
     Ok(Json(run_views(&state, runs, &member.org.name).await?))
 }
 
-#[derive(Deserialize, ToSchema)]
-pub struct RunRequest {
-    /// `plan` (operators and up) or `apply` (admins and up).
-    pub action: Action,
-    /// Options of the simulated `local` target.
-    pub simulate: Option<Simulate>,
-}
-
 /// Queue a plan or an apply of the cluster's current spec.
-#[utoipa::path(post, path = "/api/v1/orgs/{org}/clusters/{id}/runs", tag = "clusters", request_body = RunRequest,
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/clusters/{id}/runs", tag = "clusters", request_body = api::RunRequest,
     params(("org" = String, Path, description = "Organization name"), ("id" = Uuid, Path, description = "Cluster id")),
     responses(
-        (status = 201, body = RunView),
+        (status = 201, body = api::Run),
         (status = 403, description = "`forbidden`", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn request_run(
@@ -330,8 +266,8 @@ async fn request_run(
     ClientIp(ip): ClientIp,
     member: OrgMember<Viewer>,
     ApiPath(path): ApiPath<ClusterPath>,
-    ApiJson(body): ApiJson<RunRequest>,
-) -> Result<(StatusCode, Json<RunView>)> {
+    ApiJson(body): ApiJson<api::RunRequest>,
+) -> Result<(StatusCode, Json<api::Run>)> {
     let run = clusters::request_run(&state, &member, path.id, body.action, body.simulate, ip).await?;
     let run = run_views(&state, vec![run], &member.org.name)
         .await?
@@ -343,12 +279,12 @@ async fn request_run(
 /// The cluster's Terraform state: versions (newest first) and who holds the lock.
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/clusters/{id}/state", tag = "clusters",
     params(("org" = String, Path, description = "Organization name"), ("id" = Uuid, Path, description = "Cluster id")),
-    responses((status = 200, body = StateInfo)))]
+    responses((status = 200, body = api::StateInfo)))]
 async fn get_state_info(
     State(state): State<AppState>,
     member: OrgMember<Viewer>,
     ApiPath(path): ApiPath<ClusterPath>,
-) -> Result<Json<StateInfo>> {
+) -> Result<Json<api::StateInfo>> {
     let cluster = clusters::get(&state, &member, path.id).await?;
     Ok(Json(terraform_state::info(&state.db, cluster.id).await?))
 }

@@ -3,11 +3,8 @@
 //! without SMTP never shows verification links to the network.
 
 use axum::{Json, extract::State};
-use chrono::{DateTime, Utc};
-use serde::Serialize;
-use utoipa::ToSchema;
+use fleetplane_api as api;
 use utoipa_axum::{router::OpenApiRouter, routes};
-use uuid::Uuid;
 
 use super::extract::ClientIp;
 use crate::{
@@ -19,21 +16,12 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_outbox))
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct OutboxEmail {
-    pub id: Uuid,
-    pub to: String,
-    pub subject: String,
-    pub body: String,
-    pub created_at: DateTime<Utc>,
-}
-
 /// Emails written to the log instead of sent (no SMTP configured), newest first. Loopback only.
-#[utoipa::path(get, path = "/api/v1/dev/outbox", tag = "development", responses(
-    (status = 200, body = [OutboxEmail]),
+#[utoipa::path(get, path = "/api/v1/dev/outbox", tag = "development", security(()), responses(
+    (status = 200, body = [api::OutboxEmail]),
     (status = 404, description = "`not_found`: SMTP is configured, or the request is not from loopback", body = Problem, content_type = "application/problem+json"),
 ))]
-async fn list_outbox(State(state): State<AppState>, ClientIp(ip): ClientIp) -> Result<Json<Vec<OutboxEmail>>> {
+async fn list_outbox(State(state): State<AppState>, ClientIp(ip): ClientIp) -> Result<Json<Vec<api::OutboxEmail>>> {
     if !state.mail.dev_outbox_enabled() || !ip.is_loopback() {
         return Err(AppError::not_found("not_found", "Nothing exists at this address."));
     }
@@ -41,7 +29,7 @@ async fn list_outbox(State(state): State<AppState>, ClientIp(ip): ClientIp) -> R
     Ok(Json(
         emails
             .into_iter()
-            .map(|e| OutboxEmail {
+            .map(|e| api::OutboxEmail {
                 id: e.id,
                 to: e.to_address,
                 subject: e.subject,

@@ -11,8 +11,8 @@ use axum::{
     },
     http::{StatusCode, header, request::Parts},
 };
-use serde::de::DeserializeOwned;
-use serde_json::error::Category;
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::Value;
 
 use crate::{
     error::{AppError, FieldError},
@@ -26,7 +26,7 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// `malformed_json`, JSON of the wrong shape → 422 naming the field.
 pub struct ApiJson<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+impl<T: DeserializeOwned + Serialize, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = AppError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, AppError> {
@@ -61,21 +61,62 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
-fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
-    let malformed = |e: &serde_json::Error| {
-        AppError::bad_request("malformed_json", format!("The request body is not valid JSON: {e}."))
+/// Every body the API takes is a JSON object, and so is every struct in it (serde would also
+/// read a struct from an array); and no text it reads may hold a NUL character (PostgreSQL cannot
+/// store one). Only what the body's type reads is checked: the type written back as JSON.
+fn parse_json<T: DeserializeOwned + Serialize>(bytes: &[u8]) -> Result<T, AppError> {
+    let raw: Value = serde_json::from_slice(bytes)
+        .map_err(|e| AppError::bad_request("malformed_json", format!("The request body is not valid JSON: {e}.")))?;
+    let invalid = |field: String, message: &str| {
+        AppError::validation(vec![FieldError { field, code: "invalid".into(), message: message.into() }])
     };
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+    if !raw.is_object() {
+        return Err(invalid(String::new(), "The request body must be a JSON object."));
+    }
+    let value: T = serde_path_to_error::deserialize(&raw).map_err(|error| {
         let path = error.path().to_string();
-        let inner = error.into_inner();
-        match inner.classify() {
-            Category::Data => AppError::validation(vec![field_error(&path, &inner)]),
-            Category::Syntax | Category::Eof | Category::Io => malformed(&inner),
-        }
+        AppError::validation(vec![field_error(&path, &error.into_inner())])
     })?;
-    deserializer.end().map_err(|e| malformed(&e))?;
+    let read = serde_json::to_value(&value).map_err(anyhow::Error::from)?;
+    if let Some(field) = array_for_object(&raw, &read, String::new()) {
+        return Err(invalid(field, "Send an object here, not an array."));
+    }
+    if let Some(field) = nul_in(&read, String::new()) {
+        return Err(invalid(field, "Text may not contain NUL characters."));
+    }
     Ok(value)
+}
+
+/// A field path as serde_path_to_error spells it (`spec.public_subnets[1]`).
+fn child(path: &str, key: &str) -> String {
+    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
+}
+
+/// The path of the first place where `read` (the body as its type reads it) has an object and
+/// `raw` (the body as sent) an array.
+fn array_for_object(raw: &Value, read: &Value, path: String) -> Option<String> {
+    match (raw, read) {
+        (Value::Array(_), Value::Object(_)) => Some(path),
+        (Value::Object(sent), Value::Object(fields)) => fields
+            .iter()
+            .find_map(|(key, field)| sent.get(key).and_then(|raw| array_for_object(raw, field, child(&path, key)))),
+        (Value::Array(sent), Value::Array(items)) => sent
+            .iter()
+            .zip(items)
+            .enumerate()
+            .find_map(|(i, (raw, item))| array_for_object(raw, item, format!("{path}[{i}]"))),
+        _ => None,
+    }
+}
+
+/// The path of the first string in `value` that holds a NUL character.
+fn nul_in(value: &Value, path: String) -> Option<String> {
+    match value {
+        Value::String(text) => text.contains('\0').then_some(path),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| nul_in(item, format!("{path}[{i}]"))),
+        Value::Object(fields) => fields.iter().find_map(|(key, item)| nul_in(item, child(&path, key))),
+        _ => None,
+    }
 }
 
 /// Names the field a serde data error is about: the path, or for a missing field the name
@@ -152,11 +193,17 @@ mod tests {
 
     use super::*;
 
-    #[derive(Debug, Deserialize)]
-    #[allow(dead_code)]
+    #[derive(Debug, Deserialize, Serialize)]
     struct Login {
         email: String,
         password: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        options: Option<Options>,
+    }
+
+    #[derive(Debug, Default, Deserialize, Serialize)]
+    struct Options {
+        remember: Option<bool>,
     }
 
     fn problem(body: &str) -> AppError {
@@ -180,5 +227,18 @@ mod tests {
         assert_eq!((errors[0].field.as_str(), errors[0].code.as_str()), ("email", "invalid"));
 
         assert_eq!(problem("[]").code(), Some("validation_failed"));
+        assert_eq!(problem(r#"["a@b.co", "secret"]"#).code(), Some("validation_failed"), "an array is not an object");
+    }
+
+    #[test]
+    fn nul_characters_are_refused_where_they_are() {
+        let AppError::Client { errors, .. } = problem("{\"email\":\"a@b.co\",\"password\":\"x\\u0000y\"}") else {
+            panic!()
+        };
+        assert_eq!((errors[0].field.as_str(), errors[0].code.as_str()), ("password", "invalid"));
+        assert_eq!(
+            nul_in(&serde_json::json!({"a": [{"b": "ok"}, {"b": "\0"}]}), String::new()).as_deref(),
+            Some("a[1].b")
+        );
     }
 }

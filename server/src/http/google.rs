@@ -58,7 +58,7 @@ fn redirect(location: &str, cookies: impl IntoIterator<Item = HeaderValue>) -> R
 
 /// Start signing in with Google: redirects to the provider with a new state, nonce and PKCE
 /// challenge, bound to this browser by a short-lived cookie.
-#[utoipa::path(get, path = "/api/v1/auth/google/start", tag = "auth", params(StartQuery), security(()), responses(
+#[utoipa::path(get, path = "/api/v1/auth/google/start", tag = "auth", operation_id = "google_start", params(StartQuery), security(()), responses(
     (status = 303, description = "Redirect to the provider (or to the sign-in page with `?error=google_unavailable`)"),
     (status = 401, description = "`unauthenticated`: `intent=link` without a session", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "`google_sign_in_disabled`", body = Problem, content_type = "application/problem+json"),
@@ -103,7 +103,7 @@ async fn start(
 
 /// Where the provider sends the browser back. Checks the state against this browser's flow,
 /// exchanges the code, verifies the id_token, then signs in, links or creates the account.
-#[utoipa::path(get, path = "/api/v1/auth/google/callback", tag = "auth", params(CallbackParams), security(()), responses(
+#[utoipa::path(get, path = "/api/v1/auth/google/callback", tag = "auth", operation_id = "google_callback", params(CallbackParams), security(()), responses(
     (status = 303, description = "Signed in (session cookies set) and sent on; or sent to the sign-in page with `?error=<code>`"),
     (status = 404, description = "`google_sign_in_disabled`", body = Problem, content_type = "application/problem+json"),
 ))]

@@ -11,10 +11,15 @@ use axum::{
     middleware::Next,
     response::Response,
 };
+use serde::Deserialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::state::AppState;
+use crate::{
+    error::{AppError, Problem, Result},
+    state::AppState,
+};
 
 /// Where browsers send the policy violations they see.
 pub const REPORT_PATH: &str = "/api/v1/csp-reports";
@@ -68,25 +73,61 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// `application/csp-report` JSON), logs it and counts it in `fleetplane_csp_violations_total`.
 ///
 /// Anyone may send one, so nothing in it is trusted: the label is one of a fixed set of
-/// directives, and the log line is cut short.
+/// directives, and the log line is cut short. A body that is not a report is refused, and not
+/// counted.
 #[utoipa::path(post, path = "/api/v1/csp-reports", tag = "operations", security(()),
-    request_body(content = Object, content_type = "application/csp-report",
+    request_body(
+        content(
+            (CspReport = "application/csp-report"),
+            (CspReport = "application/json"),
+        ),
         description = "A violation report, as browsers send it"),
-    responses((status = 204, description = "Counted")),
+    responses(
+        (status = 204, description = "Counted"),
+        (status = 400, description = "`invalid_report`: not a CSP violation report", body = Problem, content_type = "application/problem+json"),
+    ),
 )]
-async fn csp_report(State(state): State<AppState>, body: Bytes) -> StatusCode {
-    let report = serde_json::from_slice::<Value>(&body).ok();
-    let violation = report.as_ref().and_then(|report| report.get("csp-report")).unwrap_or(&Value::Null);
-    let text = |key: &str| violation.get(key).and_then(Value::as_str).unwrap_or("");
-    let directive = directive(text("effective-directive"));
+async fn csp_report(State(state): State<AppState>, body: Bytes) -> Result<StatusCode> {
+    // Objects all the way: serde would also read a struct from an array.
+    let report = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .filter(|report| report.get("csp-report").is_some_and(Value::is_object))
+        .and_then(|report| serde_json::from_value::<CspReport>(report).ok());
+    let Some(CspReport { violation }) = report else {
+        return Err(AppError::bad_request(
+            "invalid_report",
+            "Send a CSP violation report: a JSON object with a `csp-report` object.",
+        ));
+    };
+    let text = |field: &Option<String>| field.as_deref().unwrap_or_default().to_owned();
+    let directive = directive(&text(&violation.effective_directive));
     state.metrics.csp_violation(directive);
     tracing::warn!(
         directive,
-        blocked = %truncated(text("blocked-uri")),
-        page = %truncated(text("document-uri")),
+        blocked = %truncated(&text(&violation.blocked_uri)),
+        page = %truncated(&text(&violation.document_uri)),
         "a browser reported a Content-Security-Policy violation"
     );
-    StatusCode::NO_CONTENT
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A violation report as browsers send it to `report-uri`; only these fields are read, the
+/// others are ignored.
+#[derive(Deserialize, ToSchema)]
+struct CspReport {
+    #[serde(rename = "csp-report")]
+    violation: CspViolation,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+struct CspViolation {
+    #[serde(default)]
+    document_uri: Option<String>,
+    #[serde(default)]
+    effective_directive: Option<String>,
+    #[serde(default)]
+    blocked_uri: Option<String>,
 }
 
 /// The directive a report names, when it is one our policies set; `other` otherwise, so that

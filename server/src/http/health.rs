@@ -8,9 +8,8 @@ use axum::{
     http::{HeaderMap, StatusCode, header},
     response::IntoResponse,
 };
-use serde::Serialize;
+use fleetplane_api as api;
 use subtle::ConstantTimeEq;
-use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
@@ -23,28 +22,27 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz)).routes(routes!(metrics))
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct Status {
-    pub status: &'static str,
+fn status(status: &str) -> Json<api::Health> {
+    Json(api::Health { status: status.to_owned() })
 }
 
 /// The process is up and serving HTTP.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Status)))]
-async fn healthz() -> Json<Status> {
-    Json(Status { status: "ok" })
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()), responses((status = 200, body = api::Health)))]
+async fn healthz() -> Json<api::Health> {
+    status("ok")
 }
 
 /// The server can do its work: the database answers.
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
-    (status = 200, body = Status),
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()), responses(
+    (status = 200, body = api::Health),
     (status = 503, description = "`database_unavailable`", body = Problem, content_type = "application/problem+json"),
 ))]
-async fn readyz(State(state): State<AppState>) -> Result<Json<Status>> {
+async fn readyz(State(state): State<AppState>) -> Result<Json<api::Health>> {
     state.db.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check: database unreachable");
         AppError::unavailable("database_unavailable", "The database is not reachable.")
     })?;
-    Ok(Json(Status { status: "ready" }))
+    Ok(status("ready"))
 }
 
 /// Prometheus metrics in the text exposition format.

@@ -9,8 +9,9 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::Response,
 };
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use fleetplane_api as api;
+use serde::Deserialize;
+use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
@@ -23,7 +24,7 @@ use crate::{
     auth::CurrentUser,
     error::{AppError, Problem, Result},
     live::{self, Live, Slot},
-    notifications::{self, NotificationView},
+    notifications,
     state::AppState,
 };
 
@@ -43,8 +44,12 @@ pub fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Result<Option<
     let invalid =
         || AppError::bad_request("invalid_last_event_id", "`Last-Event-ID` must be an event id this stream sent.");
     let header = headers.get("last-event-id").map(|value| value.to_str().map_err(|_| invalid())).transpose()?;
-    let Some(text) = header.or(query).map(str::trim).filter(|text| !text.is_empty()) else { return Ok(None) };
-    text.parse::<i64>().ok().filter(|id| *id >= 0).map(Some).ok_or_else(invalid)
+    let Some(text) = header.or(query).filter(|text| !text.is_empty()) else { return Ok(None) };
+    // Only what the stream sends: up to 18 digits (no sign, no spaces), so always an i64.
+    if text.len() > 18 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    text.parse::<i64>().map(Some).map_err(|_| invalid())
 }
 
 /// One of the caller's stream places, or 429.
@@ -75,6 +80,7 @@ fn heartbeat(state: &AppState) -> Duration {
 #[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// Resume after this event (the `Last-Event-ID` header wins).
+    #[param(pattern = "^([0-9]{1,18})?$")]
     pub last_event_id: Option<String>,
 }
 
@@ -84,7 +90,7 @@ pub struct StreamQuery {
 /// `: heartbeat` comment comes every 15 s. A stream that falls too far behind gets a `resync`
 /// event and ends; reconnect with its id.
 #[utoipa::path(get, path = "/api/v1/events", tag = "live", params(StreamQuery), responses(
-    (status = 200, description = "`text/event-stream`: events `run`, `cluster`, `notification`, `notification_read`, `notifications_read_all`, `notification_deleted`, `membership`, `resync`", content_type = "text/event-stream", body = String),
+    (status = 200, description = "`text/event-stream`: events `run`, `cluster`, `notification`, `notification_read`, `notifications_read_all`, `notification_deleted`, `membership`, `resync`", content_type = "text/event-stream", body = sse::StreamEvent),
     (status = 400, description = "`invalid_last_event_id`", body = Problem, content_type = "application/problem+json"),
     (status = 401, description = "`unauthenticated`", body = Problem, content_type = "application/problem+json"),
     (status = 429, description = "`too_many_streams`", body = Problem, content_type = "application/problem+json"),
@@ -106,13 +112,6 @@ async fn event_stream(
     })
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct NotificationPage {
-    pub items: Vec<NotificationView>,
-    /// Pass as `before` for the next (older) page; absent on the last page.
-    pub next_before: Option<Uuid>,
-}
-
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(default)]
 #[into_params(parameter_in = Query)]
@@ -121,40 +120,36 @@ pub struct NotificationQuery {
     pub unread: bool,
     /// Older than this notification (paging).
     pub before: Option<Uuid>,
-    /// 1–100, default 50.
+    /// Page size (default 50).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u64>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct CountView {
-    pub count: u64,
 }
 
 /// The caller's notifications, newest first.
 #[utoipa::path(get, path = "/api/v1/notifications", tag = "live", params(NotificationQuery), responses(
-    (status = 200, body = NotificationPage),
+    (status = 200, body = api::NotificationPage),
     (status = 400, description = "`invalid_query`", body = Problem, content_type = "application/problem+json"),
 ))]
 async fn list_notifications(
     State(state): State<AppState>,
     caller: CurrentUser,
     ApiQuery(query): ApiQuery<NotificationQuery>,
-) -> Result<Json<NotificationPage>> {
+) -> Result<Json<api::NotificationPage>> {
     let limit = query.limit.unwrap_or(50);
     if !(1..=100).contains(&limit) {
         return Err(AppError::bad_request("invalid_query", "`limit` must be 1 to 100."));
     }
     let rows = notifications::list(&state, caller.id(), query.unread, query.before, limit + 1).await?;
     let more = rows.len() as u64 > limit;
-    let items: Vec<NotificationView> = rows.iter().take(limit as usize).map(NotificationView::from).collect();
+    let items: Vec<api::Notification> = rows.iter().take(limit as usize).map(notifications::view).collect();
     let next_before = if more { items.last().map(|n| n.id) } else { None };
-    Ok(Json(NotificationPage { items, next_before }))
+    Ok(Json(api::NotificationPage { items, next_before }))
 }
 
 /// How many of the caller's notifications are unread.
-#[utoipa::path(get, path = "/api/v1/notifications/unread-count", tag = "live", responses((status = 200, body = CountView)))]
-async fn unread_count(State(state): State<AppState>, caller: CurrentUser) -> Result<Json<CountView>> {
-    Ok(Json(CountView { count: notifications::unread_count(&state, caller.id()).await? }))
+#[utoipa::path(get, path = "/api/v1/notifications/unread-count", tag = "live", responses((status = 200, body = api::Count)))]
+async fn unread_count(State(state): State<AppState>, caller: CurrentUser) -> Result<Json<api::Count>> {
+    Ok(Json(api::Count { count: notifications::unread_count(&state, caller.id()).await? }))
 }
 
 #[derive(Deserialize)]
@@ -166,22 +161,22 @@ struct NotificationPath {
 #[utoipa::path(post, path = "/api/v1/notifications/{id}/read", tag = "live",
     params(("id" = Uuid, Path, description = "Notification id")),
     responses(
-        (status = 200, body = NotificationView),
+        (status = 200, body = api::Notification),
         (status = 404, description = "`notification_not_found`", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn mark_read(
     State(state): State<AppState>,
     caller: CurrentUser,
     ApiPath(path): ApiPath<NotificationPath>,
-) -> Result<Json<NotificationView>> {
+) -> Result<Json<api::Notification>> {
     let notification = notifications::mark_read(&state, caller.id(), path.id).await?;
-    Ok(Json(NotificationView::from(&notification)))
+    Ok(Json(notifications::view(&notification)))
 }
 
 /// Mark every notification read; answers how many were unread.
-#[utoipa::path(post, path = "/api/v1/notifications/read-all", tag = "live", responses((status = 200, body = CountView)))]
-async fn mark_all_read(State(state): State<AppState>, caller: CurrentUser) -> Result<Json<CountView>> {
-    Ok(Json(CountView { count: notifications::mark_all_read(&state, caller.id()).await? }))
+#[utoipa::path(post, path = "/api/v1/notifications/read-all", tag = "live", responses((status = 200, body = api::Count)))]
+async fn mark_all_read(State(state): State<AppState>, caller: CurrentUser) -> Result<Json<api::Count>> {
+    Ok(Json(api::Count { count: notifications::mark_all_read(&state, caller.id()).await? }))
 }
 
 /// Delete a notification.

@@ -7,9 +7,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use fleetplane_api as api;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
@@ -40,134 +38,46 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// An account as its owner sees it.
-#[derive(Serialize, ToSchema)]
-pub struct UserView {
-    pub id: Uuid,
-    pub email: String,
-    pub username: String,
-    pub email_verified: bool,
-    /// `false` for accounts that only sign in with Google; they may set one without a current
-    /// password.
-    pub has_password: bool,
-    pub created_at: DateTime<Utc>,
-}
-
-impl From<&users::Model> for UserView {
-    fn from(user: &users::Model) -> Self {
-        Self {
-            id: user.id,
-            email: user.email.clone(),
-            username: user.username.clone(),
-            email_verified: user.email_verified_at.is_some(),
-            has_password: user.password_hash.is_some(),
-            created_at: user.created_at,
-        }
+pub fn user_view(user: &users::Model) -> api::User {
+    api::User {
+        id: user.id,
+        email: user.email.clone(),
+        username: user.username.clone(),
+        email_verified: user.email_verified_at.is_some(),
+        has_password: user.password_hash.is_some(),
+        created_at: user.created_at,
     }
 }
 
-#[derive(Default, Deserialize, ToSchema)]
-#[serde(default)]
-pub struct UsernameRequest {
-    pub username: String,
-}
-
-#[derive(Default, Deserialize, ToSchema)]
-#[serde(default)]
-pub struct PasswordRequest {
-    pub current_password: String,
-    pub new_password: String,
-}
-
-#[derive(Default, Deserialize, ToSchema)]
-#[serde(default)]
-pub struct CreateTokenRequest {
-    pub name: String,
-    /// Days until the token stops working (1–3650); omit for no expiry.
-    pub expires_in_days: Option<u32>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct TokenView {
-    pub id: Uuid,
-    pub name: String,
-    /// The token's first characters, to tell tokens apart.
-    pub prefix: String,
-    pub created_at: DateTime<Utc>,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub last_used_at: Option<DateTime<Utc>>,
-}
-
-impl From<&api_tokens::Model> for TokenView {
-    fn from(token: &api_tokens::Model) -> Self {
-        Self {
-            id: token.id,
-            name: token.name.clone(),
-            prefix: token.prefix.clone(),
-            created_at: token.created_at,
-            expires_at: token.expires_at,
-            last_used_at: token.last_used_at,
-        }
+fn token_view(token: &api_tokens::Model) -> api::Token {
+    api::Token {
+        id: token.id,
+        name: token.name.clone(),
+        prefix: token.prefix.clone(),
+        created_at: token.created_at,
+        expires_at: token.expires_at,
+        last_used_at: token.last_used_at,
     }
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct CreatedToken {
-    /// The token itself. Shown only in this response: store it now.
-    pub token: String,
-    #[serde(flatten)]
-    pub info: TokenView,
-}
-
-/// A sign-in account at another provider, linked to this account.
-#[derive(Serialize, ToSchema)]
-pub struct IdentityView {
-    /// `google`.
-    pub provider: String,
-    /// The provider's email for the account, when it last signed in.
-    pub email: String,
-    pub linked_at: DateTime<Utc>,
-    pub last_used_at: Option<DateTime<Utc>>,
-}
-
-impl From<&user_identities::Model> for IdentityView {
-    fn from(identity: &user_identities::Model) -> Self {
-        Self {
-            provider: identity.provider.clone(),
-            email: identity.email.clone(),
-            linked_at: identity.created_at,
-            last_used_at: identity.last_used_at,
-        }
+fn identity_view(identity: &user_identities::Model) -> api::LinkedIdentity {
+    api::LinkedIdentity {
+        provider: identity.provider.clone(),
+        email: identity.email.clone(),
+        linked_at: identity.created_at,
+        last_used_at: identity.last_used_at,
     }
 }
 
-/// A signed-in browser.
-#[derive(Serialize, ToSchema)]
-pub struct SessionView {
-    pub id: Uuid,
-    /// The browser's `User-Agent` when it signed in (shortened; empty when it sent none).
-    pub user_agent: String,
-    /// The address it signed in from.
-    pub ip: String,
-    pub created_at: DateTime<Utc>,
-    /// When it was last used (to the minute).
-    pub last_seen_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-    /// This is the session making the request.
-    pub current: bool,
-}
-
-impl SessionView {
-    fn new(session: &sessions_entity::Model, caller: &CurrentUser) -> Self {
-        let current = matches!(&caller.via, AuthVia::Session(claims) if claims.sid == session.id);
-        Self {
-            id: session.id,
-            user_agent: session.user_agent.clone(),
-            ip: session.ip.clone(),
-            created_at: session.created_at,
-            last_seen_at: session.last_seen_at,
-            expires_at: session.expires_at,
-            current,
-        }
+fn session_view(session: &sessions_entity::Model, caller: &CurrentUser) -> api::Session {
+    api::Session {
+        id: session.id,
+        user_agent: session.user_agent.clone(),
+        ip: session.ip.clone(),
+        created_at: session.created_at,
+        last_seen_at: session.last_seen_at,
+        expires_at: session.expires_at,
+        current: matches!(&caller.via, AuthVia::Session(claims) if claims.sid == session.id),
     }
 }
 
@@ -187,16 +97,16 @@ fn refresh_session(
 
 /// The signed-in account.
 #[utoipa::path(get, path = "/api/v1/me", tag = "account", responses(
-    (status = 200, body = UserView),
+    (status = 200, body = api::User),
     (status = 401, description = "`unauthenticated`, `session_expired`, `session_revoked`, `invalid_token`", body = Problem, content_type = "application/problem+json"),
 ))]
-async fn get_me(caller: CurrentUser) -> Json<UserView> {
-    Json(UserView::from(&*caller.user))
+async fn get_me(caller: CurrentUser) -> Json<api::User> {
+    Json(user_view(&caller.user))
 }
 
 /// Change the username (3–30 of `a-z 0-9 _ -`, starting with a letter; unique regardless of case).
-#[utoipa::path(patch, path = "/api/v1/me/username", tag = "account", request_body = UsernameRequest, responses(
-    (status = 200, description = "Changed; the session cookie is re-issued", body = UserView),
+#[utoipa::path(patch, path = "/api/v1/me/username", tag = "account", request_body = api::UsernameRequest, responses(
+    (status = 200, description = "Changed; the session cookie is re-issued", body = api::User),
     (status = 409, description = "`username_taken`", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
 ))]
@@ -204,14 +114,14 @@ async fn update_username(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     caller: CurrentUser,
-    ApiJson(body): ApiJson<UsernameRequest>,
+    ApiJson(body): ApiJson<api::UsernameRequest>,
 ) -> Result<Response> {
     let user = accounts::change_username(&state, &caller.user, &body.username, ip).await?;
-    refresh_session(&state, &caller, &user, Json(UserView::from(&user)))
+    refresh_session(&state, &caller, &user, Json(user_view(&user)))
 }
 
 /// Change the password. Every other session is signed out; this one gets a new cookie.
-#[utoipa::path(put, path = "/api/v1/me/password", tag = "account", request_body = PasswordRequest, responses(
+#[utoipa::path(put, path = "/api/v1/me/password", tag = "account", request_body = api::PasswordRequest, responses(
     (status = 204, description = "Changed; other sessions revoked, this one re-issued"),
     (status = 422, description = "`validation_failed`: current password wrong, new one too short or unchanged", body = Problem, content_type = "application/problem+json"),
     (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
@@ -221,7 +131,7 @@ async fn update_password(
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
     caller: CurrentUser,
-    ApiJson(body): ApiJson<PasswordRequest>,
+    ApiJson(body): ApiJson<api::PasswordRequest>,
 ) -> Result<Response> {
     let user = accounts::change_password(&state, &caller.user, &body.current_password, &body.new_password, ip).await?;
     // Every session was revoked, this one too: the browser that asked gets a new one.
@@ -234,25 +144,25 @@ async fn update_password(
 }
 
 /// The account's active API tokens, newest first.
-#[utoipa::path(get, path = "/api/v1/me/tokens", tag = "account", responses((status = 200, body = [TokenView])))]
-async fn list_tokens(State(state): State<AppState>, caller: CurrentUser) -> Result<Json<Vec<TokenView>>> {
+#[utoipa::path(get, path = "/api/v1/me/tokens", tag = "account", responses((status = 200, body = [api::Token])))]
+async fn list_tokens(State(state): State<AppState>, caller: CurrentUser) -> Result<Json<Vec<api::Token>>> {
     let tokens = accounts::list_tokens(&state, caller.id()).await?;
-    Ok(Json(tokens.iter().map(TokenView::from).collect()))
+    Ok(Json(tokens.iter().map(token_view).collect()))
 }
 
 /// Create a personal API token, for `Authorization: Bearer`. The token is in this response only.
-#[utoipa::path(post, path = "/api/v1/me/tokens", tag = "account", request_body = CreateTokenRequest, responses(
-    (status = 201, body = CreatedToken),
+#[utoipa::path(post, path = "/api/v1/me/tokens", tag = "account", request_body = api::CreateTokenRequest, responses(
+    (status = 201, body = api::CreatedToken),
     (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
 ))]
 async fn create_token(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     caller: CurrentUser,
-    ApiJson(body): ApiJson<CreateTokenRequest>,
-) -> Result<(StatusCode, Json<CreatedToken>)> {
+    ApiJson(body): ApiJson<api::CreateTokenRequest>,
+) -> Result<(StatusCode, Json<api::CreatedToken>)> {
     let (record, token) = accounts::create_token(&state, &caller.user, &body.name, body.expires_in_days, ip).await?;
-    Ok((StatusCode::CREATED, Json(CreatedToken { token, info: TokenView::from(&record) })))
+    Ok((StatusCode::CREATED, Json(api::CreatedToken { token, info: token_view(&record) })))
 }
 
 /// Revoke an API token; it stops working at once.
@@ -273,10 +183,10 @@ async fn revoke_token(
 }
 
 /// The accounts at other providers (Google) this account signs in with.
-#[utoipa::path(get, path = "/api/v1/me/identities", tag = "account", responses((status = 200, body = [IdentityView])))]
-async fn list_identities(State(state): State<AppState>, caller: CurrentUser) -> Result<Json<Vec<IdentityView>>> {
+#[utoipa::path(get, path = "/api/v1/me/identities", tag = "account", responses((status = 200, body = [api::LinkedIdentity])))]
+async fn list_identities(State(state): State<AppState>, caller: CurrentUser) -> Result<Json<Vec<api::LinkedIdentity>>> {
     let identities = accounts::list_identities(&state, caller.id()).await?;
-    Ok(Json(identities.iter().map(IdentityView::from).collect()))
+    Ok(Json(identities.iter().map(identity_view).collect()))
 }
 
 /// Unlink a provider's account. Needs a password, so that the account can still sign in.
@@ -299,12 +209,12 @@ async fn unlink_identity(
 
 /// The account's signed-in browsers, most recently used first.
 #[utoipa::path(get, path = "/api/v1/me/sessions", tag = "account", responses(
-    (status = 200, body = [SessionView]),
+    (status = 200, body = [api::Session]),
     (status = 401, description = "`unauthenticated`", body = Problem, content_type = "application/problem+json"),
 ))]
-async fn list_sessions(State(state): State<AppState>, caller: CurrentUser) -> Result<Json<Vec<SessionView>>> {
+async fn list_sessions(State(state): State<AppState>, caller: CurrentUser) -> Result<Json<Vec<api::Session>>> {
     let sessions = sessions::list(&state, caller.id()).await?;
-    Ok(Json(sessions.iter().map(|session| SessionView::new(session, &caller)).collect()))
+    Ok(Json(sessions.iter().map(|session| session_view(session, &caller)).collect()))
 }
 
 /// Sign a browser out: its session stops working at once, on every server, and its open live

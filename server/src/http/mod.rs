@@ -33,6 +33,7 @@ use utoipa::{
     Modify, OpenApi,
     openapi::{
         Content, OpenApi as OpenApiDoc, Ref, RefOr, ResponseBuilder,
+        link::LinkBuilder,
         security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme},
     },
 };
@@ -116,6 +117,75 @@ fn add_default_problem(openapi: &mut OpenApiDoc) {
     }
 }
 
+/// Where the id a creating operation's 201 returns is used next: `(operation, target,
+/// parameters)`, each parameter a runtime expression (`$response.body#/id`, `$request.path.org`). Clients and
+/// generated tests follow these from a creating operation to everything that takes its id.
+/// A link's parameters: each name with the runtime expression that fills it.
+type LinkParameters = &'static [(&'static str, &'static str)];
+
+const LINKS: &[(&str, &str, LinkParameters)] = {
+    const ORG: (&str, &str) = ("org", "$request.path.org");
+    const NEW_ORG: LinkParameters = &[("org", "$response.body#/name")];
+    const MEMBER: LinkParameters = &[ORG, ("user_id", "$response.body#/user_id")];
+    const TOKEN: LinkParameters = &[("id", "$response.body#/id")];
+    const ACCOUNT: LinkParameters = &[ORG, ("id", "$response.body#/id")];
+    const CLUSTER: LinkParameters = &[ORG, ("id", "$response.body#/cluster/id")];
+    const CLUSTER_RUN: LinkParameters = &[("id", "$response.body#/run/id")];
+    const RUN: LinkParameters = &[("id", "$response.body#/id")];
+    &[
+        ("create_org", "get_org", NEW_ORG),
+        ("create_org", "list_members", NEW_ORG),
+        ("create_org", "add_member", NEW_ORG),
+        ("create_org", "list_audit", NEW_ORG),
+        ("create_org", "list_cloud_accounts", NEW_ORG),
+        ("create_org", "link_cloud_account", NEW_ORG),
+        ("create_org", "list_clusters", NEW_ORG),
+        ("create_org", "create_cluster", NEW_ORG),
+        ("add_member", "update_member", MEMBER),
+        ("add_member", "remove_member", MEMBER),
+        ("create_token", "revoke_token", TOKEN),
+        ("link_cloud_account", "get_cloud_account", ACCOUNT),
+        ("link_cloud_account", "update_cloud_account", ACCOUNT),
+        ("link_cloud_account", "delete_cloud_account", ACCOUNT),
+        ("link_cloud_account", "rotate_credentials", ACCOUNT),
+        ("link_cloud_account", "verify_cloud_account", ACCOUNT),
+        ("link_cloud_account", "list_buckets", ACCOUNT),
+        ("create_cluster", "get_cluster", CLUSTER),
+        ("create_cluster", "update_cluster", CLUSTER),
+        ("create_cluster", "delete_cluster", CLUSTER),
+        ("create_cluster", "list_cluster_runs", CLUSTER),
+        ("create_cluster", "request_run", CLUSTER),
+        ("create_cluster", "get_state_info", CLUSTER),
+        ("create_cluster", "get_run", CLUSTER_RUN),
+        ("create_cluster", "cancel_run", CLUSTER_RUN),
+        ("create_cluster", "run_logs", CLUSTER_RUN),
+        ("request_run", "get_run", RUN),
+        ("request_run", "approve_run", RUN),
+        ("request_run", "cancel_run", RUN),
+        ("request_run", "run_logs", RUN),
+        ("retry_run", "get_run", RUN),
+        ("retry_run", "cancel_run", RUN),
+        ("retry_run", "run_logs", RUN),
+    ]
+};
+
+/// Adds [`LINKS`] to the 201 responses of the operations that create something.
+fn add_links(openapi: &mut OpenApiDoc) {
+    for item in openapi.paths.paths.values_mut() {
+        let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+        for operation in operations.into_iter().flatten() {
+            let Some(id) = operation.operation_id.clone() else { continue };
+            let Some(RefOr::T(created)) = operation.responses.responses.get_mut("201") else { continue };
+            for (_, target, parameters) in LINKS.iter().filter(|(from, ..)| *from == id) {
+                let link = parameters.iter().fold(LinkBuilder::new().operation_id(*target), |link, (name, value)| {
+                    link.parameter(*name, *value)
+                });
+                created.links.insert((*target).to_owned(), RefOr::T(link.build()));
+            }
+        }
+    }
+}
+
 /// The API routes and their OpenAPI description, built together so neither can omit a route.
 fn api() -> (Router<AppState>, OpenApiDoc) {
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -133,6 +203,7 @@ fn api() -> (Router<AppState>, OpenApiDoc) {
         .merge(headers::router())
         .split_for_parts();
     add_default_problem(&mut openapi);
+    add_links(&mut openapi);
     (router, openapi)
 }
 

@@ -6,9 +6,10 @@ use axum::{
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use chrono::Utc;
+use fleetplane_api as api;
+use serde::Deserialize;
+use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
@@ -16,7 +17,7 @@ use super::extract::{ApiPath, ApiQuery, ClientIp};
 use crate::{
     auth::CurrentUser,
     entity::{clusters, runs as entity},
-    error::{AppError, Problem, Result},
+    error::{AppError, Problem, Result, stored},
     runs::{self, status},
     state::AppState,
 };
@@ -30,40 +31,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(run_logs))
 }
 
-#[derive(Clone, Serialize, ToSchema)]
-pub struct RunView {
-    pub id: Uuid,
-    /// The organization's name.
-    pub org: String,
-    pub cluster_id: Uuid,
-    pub cluster_name: String,
-    /// `apply`, `destroy` or `plan`.
-    pub action: String,
-    /// `queued`, `running`, `awaiting_approval`, `applying`, `succeeded`, `failed`, `canceled`.
-    pub status: String,
-    /// Why the run is where it is: why it waits, or how it ended.
-    pub reason: Option<String>,
-    /// Place in the queue while waiting for a worker (1 = next).
-    pub position: Option<u64>,
-    pub attempts: i32,
-    pub max_attempts: i32,
-    /// `{ "add", "change", "destroy" }` once planned.
-    #[schema(value_type = Object)]
-    pub plan_summary: Option<serde_json::Value>,
-    #[schema(value_type = Object)]
-    pub outputs: Option<serde_json::Value>,
-    pub exit_code: Option<i64>,
-    /// `docker` or `process`.
-    pub executor: Option<String>,
-    pub requested_by: Option<String>,
-    pub approved_by: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
 /// Views of `runs` of organization `org`, with queue positions and user names.
-pub async fn run_views(state: &AppState, runs: Vec<entity::Model>, org: &str) -> Result<Vec<RunView>> {
+pub async fn run_views(state: &AppState, runs: Vec<entity::Model>, org: &str) -> Result<Vec<api::Run>> {
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     let now = Utc::now();
     let people: Vec<Uuid> = runs.iter().flat_map(|r| [r.requested_by, r.approved_by]).flatten().collect();
@@ -83,19 +52,19 @@ pub async fn run_views(state: &AppState, runs: Vec<entity::Model>, org: &str) ->
             Some((position, reason)) => (position, Some(reason)),
             None => (None, run.reason.clone()),
         };
-        views.push(RunView {
+        views.push(api::Run {
             id: run.id,
             org: org.to_owned(),
             cluster_id: run.cluster_id,
             cluster_name: cluster_names.get(&run.cluster_id).cloned().unwrap_or_default(),
-            action: run.action,
-            status: run.status,
+            action: stored("runs.action", &run.action, api::RunAction::parse)?,
+            status: stored("runs.status", &run.status, api::RunStatus::parse)?,
             reason,
             position,
-            attempts: run.attempts,
-            max_attempts: run.max_attempts,
-            plan_summary: run.plan_summary,
-            outputs: run.outputs,
+            attempts: count(run.attempts),
+            max_attempts: count(run.max_attempts),
+            plan_summary: run.plan_summary.map(serde_json::from_value).transpose().map_err(anyhow::Error::from)?,
+            outputs: run.outputs.and_then(object),
             exit_code: run.exit_code,
             executor: run.executor,
             requested_by: run.requested_by.and_then(|id| names.get(&id).cloned()),
@@ -108,12 +77,25 @@ pub async fn run_views(state: &AppState, runs: Vec<entity::Model>, org: &str) ->
     Ok(views)
 }
 
+/// A count the schema keeps non-negative.
+fn count(value: i32) -> u32 {
+    u32::try_from(value).unwrap_or_default()
+}
+
+/// Terraform's outputs are an object; anything else was never written by a run.
+pub fn object(value: serde_json::Value) -> Option<serde_json::Map<String, serde_json::Value>> {
+    match value {
+        serde_json::Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
 #[derive(Deserialize)]
 pub struct RunPath {
     pub id: Uuid,
 }
 
-async fn one_view(state: &AppState, run: entity::Model, org: &str) -> Result<RunView> {
+async fn one_view(state: &AppState, run: entity::Model, org: &str) -> Result<api::Run> {
     run_views(state, vec![run], org).await?.pop().ok_or_else(|| AppError::Internal(anyhow::anyhow!("run vanished")))
 }
 
@@ -121,14 +103,14 @@ async fn one_view(state: &AppState, run: entity::Model, org: &str) -> Result<Run
 #[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs",
     params(("id" = Uuid, Path, description = "Run id")),
     responses(
-        (status = 200, body = RunView),
+        (status = 200, body = api::Run),
         (status = 404, description = "`run_not_found` (also for another organization's run)", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_run(
     State(state): State<AppState>,
     caller: CurrentUser,
     ApiPath(path): ApiPath<RunPath>,
-) -> Result<Json<RunView>> {
+) -> Result<Json<api::Run>> {
     let (run, org, _) = runs::load_for(&state, &caller, path.id).await?;
     Ok(Json(one_view(&state, run, &org.name).await?))
 }
@@ -137,7 +119,7 @@ async fn get_run(
 #[utoipa::path(post, path = "/api/v1/runs/{id}/approve", tag = "runs",
     params(("id" = Uuid, Path, description = "Run id")),
     responses(
-        (status = 200, body = RunView),
+        (status = 200, body = api::Run),
         (status = 403, description = "`forbidden`", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`run_state`: not awaiting approval", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -146,7 +128,7 @@ async fn approve_run(
     ClientIp(ip): ClientIp,
     caller: CurrentUser,
     ApiPath(path): ApiPath<RunPath>,
-) -> Result<Json<RunView>> {
+) -> Result<Json<api::Run>> {
     let run = runs::approve(&state, &caller, path.id, ip).await?;
     let (_, org, _) = runs::load_for(&state, &caller, path.id).await?;
     Ok(Json(one_view(&state, run, &org.name).await?))
@@ -157,7 +139,7 @@ async fn approve_run(
 #[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "runs",
     params(("id" = Uuid, Path, description = "Run id")),
     responses(
-        (status = 200, body = RunView),
+        (status = 200, body = api::Run),
         (status = 409, description = "`run_state`: already finished", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn cancel_run(
@@ -165,7 +147,7 @@ async fn cancel_run(
     ClientIp(ip): ClientIp,
     caller: CurrentUser,
     ApiPath(path): ApiPath<RunPath>,
-) -> Result<Json<RunView>> {
+) -> Result<Json<api::Run>> {
     let run = runs::cancel(&state, &caller, path.id, ip).await?;
     let (_, org, _) = runs::load_for(&state, &caller, path.id).await?;
     Ok(Json(one_view(&state, run, &org.name).await?))
@@ -175,7 +157,7 @@ async fn cancel_run(
 #[utoipa::path(post, path = "/api/v1/runs/{id}/retry", tag = "runs",
     params(("id" = Uuid, Path, description = "Run id")),
     responses(
-        (status = 201, body = RunView),
+        (status = 201, body = api::Run),
         (status = 409, description = "`run_state`: not failed or canceled", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn retry_run(
@@ -183,37 +165,22 @@ async fn retry_run(
     ClientIp(ip): ClientIp,
     caller: CurrentUser,
     ApiPath(path): ApiPath<RunPath>,
-) -> Result<(StatusCode, Json<RunView>)> {
+) -> Result<(StatusCode, Json<api::Run>)> {
     let run = runs::retry(&state, &caller, path.id, ip).await?;
     let (_, org, _) = runs::load_for(&state, &caller, run.id).await?;
     Ok((StatusCode::CREATED, Json(one_view(&state, run, &org.name).await?)))
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogQuery {
     /// Only lines after this sequence number.
     #[serde(default)]
+    #[param(minimum = 0)]
     pub after: i64,
-    /// At most this many lines (1–1000, default 500).
+    /// At most this many lines (default 500).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct LogLineView {
-    pub seq: i64,
-    /// `stdout`, `stderr` or `system`.
-    pub stream: String,
-    pub text: String,
-    pub at: DateTime<Utc>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct LogPage {
-    pub chunks: Vec<LogLineView>,
-    /// Pass as `after` for the next page.
-    pub next_after: i64,
-    /// The run has ended and every line has been returned.
-    pub complete: bool,
 }
 
 /// The run's log, in order, from `after`. With `Accept: text/event-stream`, a live stream
@@ -223,7 +190,7 @@ pub struct LogPage {
 #[utoipa::path(get, path = "/api/v1/runs/{id}/logs", tag = "runs",
     params(("id" = Uuid, Path, description = "Run id"), LogQuery),
     responses(
-        (status = 200, body = LogPage, description = "A page of lines; or, for `Accept: text/event-stream`, the live stream"),
+        (status = 200, body = api::LogPage, description = "A page of lines; or, for `Accept: text/event-stream`, the live stream"),
         (status = 400, description = "`invalid_query`, `invalid_last_event_id`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`run_not_found`", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`too_many_streams`", body = Problem, content_type = "application/problem+json"),
@@ -253,13 +220,17 @@ async fn run_logs(
     let lines = runs::logs(&state, run.id, query.after, limit).await?;
     let next_after = lines.last().map_or(query.after, |l| l.seq);
     let complete = status::is_terminal(&run.status) && (lines.len() as u64) < limit;
-    Ok(Json(LogPage {
-        chunks: lines
-            .into_iter()
-            .map(|l| LogLineView { seq: l.seq, stream: l.stream, text: l.text, at: l.at })
-            .collect(),
-        next_after,
-        complete,
-    })
-    .into_response())
+    let chunks = lines
+        .into_iter()
+        .map(|l| {
+            Ok(api::LogLine {
+                seq: u64::try_from(l.seq).unwrap_or_default(),
+                stream: stored("run_logs.stream", &l.stream, api::LogStream::parse)?,
+                text: l.text,
+                at: l.at,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let next_after = u64::try_from(next_after).unwrap_or_default();
+    Ok(Json(api::LogPage { chunks, next_after, complete }).into_response())
 }

@@ -26,6 +26,19 @@ pub const HEARTBEAT: &[u8] = b": heartbeat\n\n";
 /// The content type of every event stream.
 pub const CONTENT_TYPE: &str = "text/event-stream";
 
+/// One event as [`frame`] writes it, for the OpenAPI document: each event of a stream has this
+/// shape, and its `data` is JSON.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct StreamEvent {
+    /// Resume after this event with `Last-Event-ID`.
+    pub id: String,
+    /// The kind of event: the operation lists them.
+    pub event: String,
+    /// The event's body, as JSON.
+    pub data: String,
+}
+
 /// One event: `id`, `event` and one `data:` line per line of `data`.
 pub fn frame(id: impl Display, event: &str, data: &str) -> Bytes {
     use std::fmt::Write;

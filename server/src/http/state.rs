@@ -87,6 +87,7 @@ async fn read_state(State(state): State<AppState>, headers: HeaderMap, ApiPath(p
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WriteQuery {
     /// The lock's id, while the state is locked.
     #[serde(rename = "ID")]

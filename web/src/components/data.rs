@@ -1,5 +1,6 @@
 //! Pieces for showing loaded data: loading and error states, badges, timestamps.
 
+use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 
 use crate::api::{ApiError, ClusterStatus, Provider, Role, RunStatus};
@@ -94,7 +95,7 @@ pub fn ClusterStatusBadge(status: ClusterStatus) -> impl IntoView {
         ClusterStatus::Failed => ("badge-danger", false),
         ClusterStatus::Provisioning | ClusterStatus::Destroying => ("badge-info", true),
         ClusterStatus::Destroyed => ("badge-muted", false),
-        ClusterStatus::Pending | ClusterStatus::Unknown => ("badge-neutral", false),
+        ClusterStatus::Pending => ("badge-neutral", false),
     };
     view! { <StatusBadge tone live status=status.as_str() label=status.label() test="cluster-status"/> }
 }
@@ -108,7 +109,7 @@ pub fn RunStatusBadge(status: RunStatus) -> impl IntoView {
         RunStatus::Running | RunStatus::Applying => ("badge-info", true),
         RunStatus::AwaitingApproval => ("badge-warning", false),
         RunStatus::Canceled => ("badge-muted", false),
-        RunStatus::Queued | RunStatus::Unknown => ("badge-neutral", false),
+        RunStatus::Queued => ("badge-neutral", false),
     };
     view! { <StatusBadge tone live status=status.as_str() label=status.label() test="run-status"/> }
 }
@@ -158,7 +159,7 @@ pub fn CopyButton(
 /// A timestamp, readable, with the exact value in the `datetime` attribute and tooltip.
 #[component]
 pub fn Time(
-    #[prop(into)] value: String,
+    value: DateTime<Utc>,
     /// Show only the date.
     #[prop(optional)]
     date_only: bool,
@@ -166,12 +167,13 @@ pub fn Time(
     #[prop(optional)]
     relative: bool,
 ) -> impl IntoView {
-    let ago = relative.then(|| browser::now_seconds().and_then(|now| format::relative(&value, now))).flatten();
+    let ago = relative.then(browser::now).flatten().map(|now| format::relative(value, now));
     let text = match ago {
         Some(ago) => ago,
-        None if date_only => format::date(&value),
-        None => format::timestamp(&value),
+        None if date_only => format::date(value),
+        None => format::timestamp(value),
     };
-    let title = if relative { format::timestamp(&value) } else { value.clone() };
-    view! { <time datetime=value title=title>{text}</time> }
+    let datetime = format::rfc3339(value);
+    let title = if relative { format::timestamp(value) } else { datetime.clone() };
+    view! { <time datetime=datetime title=title>{text}</time> }
 }

@@ -98,7 +98,7 @@ pub fn NotificationBell() -> impl IntoView {
 
 #[component]
 fn Item(notification: Notification, busy: RwSignal<bool>, act: impl Fn(Request) + Copy + 'static) -> impl IntoView {
-    let (read_id, delete_id) = (notification.id.clone(), notification.id.clone());
+    let id = notification.id;
     let class = if notification.read { "bell-item" } else { "bell-item bell-unread" };
     view! {
         <li class=class data-test="bell-item" data-read=notification.read.to_string()>
@@ -108,7 +108,7 @@ fn Item(notification: Notification, busy: RwSignal<bool>, act: impl Fn(Request) 
                     None => view! { <span class="bell-title">{notification.title.clone()}</span> }.into_any(),
                 }}
                 {(!notification.body.is_empty()).then(|| view! { <p class="bell-body small muted">{notification.body.clone()}</p> })}
-                <Time value=notification.created_at.clone()/>
+                <Time value=notification.created_at/>
             </div>
             <div class="bell-actions">
                 {(!notification.read)
@@ -120,8 +120,7 @@ fn Item(notification: Notification, busy: RwSignal<bool>, act: impl Fn(Request) 
                                 data-test="bell-mark-read"
                                 disabled=move || busy.get()
                                 on:click=move |_| {
-                                    let id = read_id.clone();
-                                    act(Box::pin(async move { api::mark_notification_read(&id).await.map(|_| ()) }))
+                                    act(Box::pin(async move { api::mark_notification_read(id).await.map(|_| ()) }))
                                 }
                             >
                                 "Mark read"
@@ -135,8 +134,7 @@ fn Item(notification: Notification, busy: RwSignal<bool>, act: impl Fn(Request) 
                     aria-label="Delete notification"
                     disabled=move || busy.get()
                     on:click=move |_| {
-                        let id = delete_id.clone();
-                        act(Box::pin(async move { api::delete_notification(&id).await }))
+                        act(Box::pin(async move { api::delete_notification(id).await }))
                     }
                 >
                     "Delete"
@@ -151,7 +149,7 @@ fn Item(notification: Notification, busy: RwSignal<bool>, act: impl Fn(Request) 
 #[component]
 pub fn Toast() -> impl IntoView {
     let Some(live) = use_live() else { return ().into_any() };
-    let shown = RwSignal::new(None::<crate::live::Arrived>);
+    let shown = RwSignal::new(None::<Notification>);
     Effect::new(move |_| {
         if let Some(arrived) = live.arrived.get() {
             shown.set(Some(arrived.clone()));

@@ -3,8 +3,9 @@
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::components::A;
+use uuid::Uuid;
 
-use crate::api::{self, AuditEntry};
+use crate::api::{self, AuditEvent};
 use crate::components::{Card, EmptyState, FormBanner, FormState, Loading, PageHeader, RequireViewer, Time};
 use crate::format::encode;
 use crate::pages::org::use_org_name;
@@ -22,14 +23,14 @@ pub fn AuditPage() -> impl IntoView {
 #[component]
 fn AuditContent() -> impl IntoView {
     let name = use_org_name();
-    let entries = RwSignal::new(Vec::<AuditEntry>::new());
-    let next_before = RwSignal::new(None::<String>);
+    let entries = RwSignal::new(Vec::<AuditEvent>::new());
+    let next_before = RwSignal::new(None::<Uuid>);
     let loaded = RwSignal::new(false);
     let form = FormState::new();
 
-    let load = move |before: Option<String>| {
+    let load = move |before: Option<Uuid>| {
         let org = name.get_untracked();
-        form.run(async move { api::list_audit(&org, before.as_deref()).await }, move |page| {
+        form.run(async move { api::list_audit(&org, before).await }, move |page| {
             entries.update(|list| list.extend(page.items));
             next_before.set(page.next_before);
             loaded.set(true);
@@ -93,7 +94,7 @@ fn AuditContent() -> impl IntoView {
 }
 
 #[component]
-fn AuditTable(entries: RwSignal<Vec<AuditEntry>>) -> impl IntoView {
+fn AuditTable(entries: RwSignal<Vec<AuditEvent>>) -> impl IntoView {
     view! {
         <div class="table-wrap">
             <table class="table table-stack" data-test="audit-table">
@@ -108,7 +109,7 @@ fn AuditTable(entries: RwSignal<Vec<AuditEntry>>) -> impl IntoView {
                     </tr>
                 </thead>
                 <tbody>
-                    <For each=move || entries.get() key=|entry| entry.id.clone() let:entry>
+                    <For each=move || entries.get() key=|entry| entry.id let:entry>
                         <AuditRow entry/>
                     </For>
                 </tbody>
@@ -118,11 +119,15 @@ fn AuditTable(entries: RwSignal<Vec<AuditEntry>>) -> impl IntoView {
 }
 
 #[component]
-fn AuditRow(entry: AuditEntry) -> impl IntoView {
-    let actor = entry.actor_name.clone().or_else(|| entry.actor_id.clone()).unwrap_or_else(|| "System".to_owned());
+fn AuditRow(entry: AuditEvent) -> impl IntoView {
+    let actor = entry
+        .actor_name
+        .clone()
+        .or_else(|| entry.actor_id.map(|id| id.to_string()))
+        .unwrap_or_else(|| "System".to_owned());
     let details = entry.details.as_ref().filter(|value| !value.is_null()).map(|value| value.to_string());
     view! {
-        <tr data-test="audit-row" data-audit-id=entry.id.clone()>
+        <tr data-test="audit-row" data-audit-id=entry.id.to_string()>
             <td class="nowrap" data-label="When"><Time value=entry.created_at/></td>
             <td class="strong" data-label="Actor">{actor}</td>
             <td data-label="Action"><code class="code-pill">{entry.action}</code></td>

@@ -11,8 +11,12 @@ use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::components::A;
+use uuid::Uuid;
 
-use crate::api::{self, AccountStatus, Bucket, CloudAccount, Credentials, Environment, Identity, Org, Provider};
+use crate::api::{
+    self, AccountStatus, AwsCredentials, AzureCredentials, Bucket, CloudAccount, CloudIdentity, Credentials,
+    Environment, GcpCredentials, Org, Provider,
+};
 use crate::components::{
     ActionButton, Alert, AlertKind, Card, ConfirmButton, EmptyState, FileField, FormBanner, FormState, LoadError,
     Loading, PageHeader, ProviderBadge, RequireViewer, RoleBadge, SelectField, SubmitButton, TextField, Time,
@@ -134,7 +138,7 @@ struct AccountsPage {
     org: StoredValue<String>,
     accounts: RwSignal<Vec<CloudAccount>>,
     /// The one open panel on the page, so that the panel forms' element ids stay unique.
-    open: RwSignal<Option<(String, Panel)>>,
+    open: RwSignal<Option<(Uuid, Panel)>>,
     /// What the last action on the list did; one message at a time, so they never pile up.
     outcome: RwSignal<Option<Outcome>>,
     /// Admins and owners: add, rename, rotate, delete.
@@ -147,7 +151,7 @@ struct AccountsPage {
 #[derive(Clone, Debug, PartialEq)]
 struct Outcome {
     /// The row it is shown in; `None` above the list (the row may be gone).
-    account: Option<String>,
+    account: Option<Uuid>,
     kind: AlertKind,
     text: String,
 }
@@ -155,12 +159,12 @@ struct Outcome {
 impl AccountsPage {
     // These run when a request finishes, which may be after the page is gone: hence `try_`.
 
-    fn say(self, account: Option<String>, kind: AlertKind, text: String) {
+    fn say(self, account: Option<Uuid>, kind: AlertKind, text: String) {
         self.outcome.try_set(Some(Outcome { account, kind, text }));
     }
 
     /// The outcome to show in `account`'s row (or above the list for `None`).
-    fn outcome_for(self, account: Option<String>) -> impl Fn() -> Option<AnyView> {
+    fn outcome_for(self, account: Option<Uuid>) -> impl Fn() -> Option<AnyView> {
         move || {
             let outcome = self.outcome.get().filter(|outcome| outcome.account == account)?;
             Some(view! { <Alert kind=outcome.kind>{outcome.text}</Alert> }.into_any())
@@ -182,10 +186,10 @@ impl AccountsPage {
         });
     }
 
-    fn remove(self, id: &str) {
+    fn remove(self, id: Uuid) {
         self.accounts.try_update(|list| list.retain(|known| known.id != id));
         self.open.try_update(|open| {
-            if open.as_ref().is_some_and(|(open_id, _)| open_id == id) {
+            if open.is_some_and(|(open_id, _)| open_id == id) {
                 *open = None;
             }
         });
@@ -291,7 +295,7 @@ fn AccountTable(page: AccountsPage) -> impl IntoView {
                         <th scope="col">"Last verified"</th>
                     </tr>
                 </thead>
-                <For each=move || page.accounts.get() key=|account| account.id.clone() let:account>
+                <For each=move || page.accounts.get() key=|account| account.id let:account>
                     <AccountRow page id=account.id provider=account.provider/>
                 </For>
             </table>
@@ -302,19 +306,15 @@ fn AccountTable(page: AccountsPage) -> impl IntoView {
 /// One account: its row of facts and, below it, its actions and open panel. Both rows sit in
 /// one `<tbody>`, the element the `cloud-account-row` hook names.
 #[component]
-fn AccountRow(page: AccountsPage, id: String, provider: Provider) -> impl IntoView {
-    let account = {
-        let id = id.clone();
-        Memo::new(move |_| page.accounts.with(|list| list.iter().find(|known| known.id == id).cloned()))
-    };
+fn AccountRow(page: AccountsPage, id: Uuid, provider: Provider) -> impl IntoView {
+    let account = Memo::new(move |_| page.accounts.with(|list| list.iter().find(|known| known.id == id).cloned()));
     let name = Memo::new(move |_| account.with(|account| account.as_ref().map(|a| a.name.clone()).unwrap_or_default()));
     let status = move || account.with(|account| account.as_ref().map(|a| a.status.as_str()));
-    let account_id = id.clone();
     view! {
         <tbody
             class="account"
             data-test="cloud-account-row"
-            data-account-id=account_id
+            data-account-id=id.to_string()
             data-name=move || name.get()
             data-provider=provider.as_str()
             data-status=status
@@ -332,8 +332,7 @@ fn AccountRow(page: AccountsPage, id: String, provider: Provider) -> impl IntoVi
 #[component]
 fn AccountCells(account: CloudAccount) -> impl IntoView {
     let reason = account.status_reason.clone().filter(|_| account.status != AccountStatus::Verified);
-    let checked =
-        (!account.checked_at.is_empty()).then(|| format!("Checked {}", crate::format::timestamp(&account.checked_at)));
+    let checked = format!("Checked {}", crate::format::timestamp(account.checked_at));
     view! {
         <td>
             <div class="account-name">
@@ -376,7 +375,6 @@ fn status_class(status: AccountStatus) -> &'static str {
         AccountStatus::Verified => "badge-success",
         AccountStatus::Invalid => "badge-danger",
         AccountStatus::Unreachable => "badge-warning",
-        AccountStatus::Unknown => "badge-neutral",
     }
 }
 
@@ -393,12 +391,12 @@ fn EnvironmentBadge(environment: Environment) -> impl IntoView {
 
 /// Who the credentials turned out to be, as the cloud said at the last successful check.
 #[component]
-fn IdentityDetails(identity: Option<Identity>) -> impl IntoView {
+fn IdentityDetails(identity: Option<CloudIdentity>) -> impl IntoView {
     let Some(identity) = identity else {
         return view! { <span class="muted">"Not verified yet"</span> }.into_any();
     };
     match identity {
-        Identity::Aws { account_id, arn, source_arn } => view! {
+        CloudIdentity::Aws { account_id, arn, source_arn } => view! {
             <dl class="identity">
                 <div>
                     <dt>"Account"</dt>
@@ -420,7 +418,7 @@ fn IdentityDetails(identity: Option<Identity>) -> impl IntoView {
             </dl>
         }
         .into_any(),
-        Identity::Azure { tenant_id, subscriptions } => view! {
+        CloudIdentity::Azure { tenant_id, subscriptions } => view! {
             <dl class="identity">
                 <div>
                     <dt>"Tenant"</dt>
@@ -460,7 +458,7 @@ fn IdentityDetails(identity: Option<Identity>) -> impl IntoView {
             </dl>
         }
         .into_any(),
-        Identity::Gcp { project_id, client_email } => view! {
+        CloudIdentity::Gcp { project_id, client_email } => view! {
             <dl class="identity">
                 <div>
                     <dt>"Project"</dt>
@@ -473,39 +471,30 @@ fn IdentityDetails(identity: Option<Identity>) -> impl IntoView {
             </dl>
         }
         .into_any(),
-        Identity::Other(value) => {
-            let text = value.to_string();
-            let title = text.clone();
-            view! { <code class="mono small details-json" title=title>{text}</code> }.into_any()
-        }
     }
 }
 
 /// An account's buttons, the messages their outcomes leave, and the open panel.
 #[component]
-fn AccountActions(page: AccountsPage, id: String, provider: Provider, name: Memo<String>) -> impl IntoView {
-    let id = StoredValue::new(id);
+fn AccountActions(page: AccountsPage, id: Uuid, provider: Provider, name: Memo<String>) -> impl IntoView {
     let verify = FormState::new();
     let delete = FormState::new();
-    let panel = Memo::new(move |_| {
-        page.open.with(|open| {
-            open.as_ref().filter(|(open_id, _)| id.with_value(|id| id == open_id)).map(|(_, panel)| *panel)
-        })
-    });
+    let panel =
+        Memo::new(move |_| page.open.with(|open| open.filter(|(open_id, _)| *open_id == id).map(|(_, panel)| panel)));
     let toggle = move |which: Panel| {
         page.outcome.set(None);
-        let next = (panel.get_untracked() != Some(which)).then(|| (id.get_value(), which));
+        let next = (panel.get_untracked() != Some(which)).then_some((id, which));
         page.open.set(next);
     };
     let close = Callback::new(move |()| page.open.set(None));
     let on_verify = move |()| {
         page.outcome.set(None);
-        let (org, id) = (page.org.get_value(), id.get_value());
+        let org = page.org.get_value();
         let request = async move {
-            let result = api::verify_cloud_account(&org, &id).await;
+            let result = api::verify_cloud_account(&org, id).await;
             // An unreachable cloud is recorded on the account too: show that status.
             if result.as_ref().is_err_and(|error| error.code == "cloud_unreachable")
-                && let Ok(account) = api::get_cloud_account(&org, &id).await
+                && let Ok(account) = api::get_cloud_account(&org, id).await
             {
                 page.replace(account);
             }
@@ -513,26 +502,26 @@ fn AccountActions(page: AccountsPage, id: String, provider: Provider, name: Memo
         };
         verify.run(request, move |account| {
             let (kind, text) = check_outcome(&account);
-            page.say(Some(account.id.clone()), kind, text);
+            page.say(Some(account.id), kind, text);
             page.replace(account);
         });
     };
     let on_delete = Callback::new(move |()| {
         page.outcome.set(None);
-        let (org, id) = (page.org.get_value(), id.get_value());
+        let org = page.org.get_value();
         let deleted = name.get_untracked();
-        delete.run(async move { api::delete_cloud_account(&org, &id).await.map(|()| id) }, move |id| {
+        delete.run(async move { api::delete_cloud_account(&org, id).await }, move |()| {
             page.say(None, AlertKind::Success, format!("Deleted “{deleted}”."));
-            page.remove(&id);
+            page.remove(id);
         });
     });
     let on_saved = Callback::new(move |(account, message): (CloudAccount, String)| {
         page.open.set(None);
-        page.say(Some(account.id.clone()), AlertKind::Success, message);
+        page.say(Some(account.id), AlertKind::Success, message);
         page.replace(account);
     });
 
-    let panel_id = move || format!("account-panel-{}", id.get_value());
+    let panel_id = move || format!("account-panel-{id}");
     let expanded = move |which: Panel| move || if panel.get() == Some(which) { "true" } else { "false" };
     view! {
         <div class="account-actions">
@@ -602,18 +591,16 @@ fn AccountActions(page: AccountsPage, id: String, provider: Provider, name: Memo
                         }
                     })}
             </div>
-            {page.outcome_for(Some(id.get_value()))}
+            {page.outcome_for(Some(id))}
             <FormBanner form=verify fields=&[]/>
             <FormBanner form=delete fields=&[]/>
             <div id=panel_id>
                 {move || {
-                    let account = || page.accounts.with_untracked(|list| {
-                        id.with_value(|id| list.iter().find(|known| &known.id == id).cloned())
-                    });
+                    let account = || page.accounts.with_untracked(|list| list.iter().find(|known| known.id == id).cloned());
                     match panel.get()? {
                         Panel::Edit => account().map(|account| view! { <EditPanel page account on_saved on_cancel=close/> }.into_any()),
                         Panel::Rotate => account().map(|account| view! { <RotatePanel page account on_saved on_cancel=close/> }.into_any()),
-                        Panel::Buckets => Some(view! { <BucketsPanel page id=id.get_value() provider/> }.into_any()),
+                        Panel::Buckets => Some(view! { <BucketsPanel page id provider/> }.into_any()),
                     }
                 }}
             </div>
@@ -630,7 +617,6 @@ fn check_outcome(account: &CloudAccount) -> (AlertKind, String) {
         AccountStatus::Unreachable => {
             (AlertKind::Warning, format!("{} could not be reached: {reason}", account.provider.label()))
         }
-        AccountStatus::Unknown => (AlertKind::Info, format!("Checked. {reason}")),
     }
 }
 
@@ -643,7 +629,7 @@ fn verified_as(account: &CloudAccount) -> String {
 fn storage_label(provider: Provider) -> &'static str {
     match provider {
         Provider::Azure => "Storage accounts",
-        Provider::Aws | Provider::Gcp | Provider::Unknown => "Buckets",
+        Provider::Aws | Provider::Gcp => "Buckets",
     }
 }
 
@@ -653,7 +639,6 @@ fn verifying_label(provider: Provider) -> &'static str {
         Provider::Aws => "Verifying with AWS…",
         Provider::Azure => "Verifying with Azure…",
         Provider::Gcp => "Verifying with GCP…",
-        Provider::Unknown => "Verifying…",
     }
 }
 
@@ -690,7 +675,7 @@ fn EditPanel(
     let name = RwSignal::new(account.name.clone());
     let environment = RwSignal::new(account.environment.as_str().to_owned());
     let original = StoredValue::new((account.name, account.environment));
-    let id = StoredValue::new(account.id);
+    let id = account.id;
     let on_submit = move |event: SubmitEvent| {
         event.prevent_default();
         let (old_name, old_environment) = original.get_value();
@@ -701,9 +686,9 @@ fn EditPanel(
             on_cancel.run(());
             return;
         }
-        let (org, id) = (page.org.get_value(), id.get_value());
+        let org = page.org.get_value();
         form.run(
-            async move { api::update_cloud_account(&org, &id, renamed.as_deref(), new_environment).await },
+            async move { api::update_cloud_account(&org, id, renamed.as_deref(), new_environment).await },
             move |account| {
                 let message = format!("Saved “{}” ({}).", account.name, account.environment.label());
                 on_saved.run((account, message));
@@ -750,16 +735,14 @@ fn RotatePanel(
             input.set(value);
         }
     }
-    let id = StoredValue::new(account.id);
+    let id = account.id;
     let on_submit = move |event: SubmitEvent| {
         event.prevent_default();
-        let Some(credentials) = inputs.credentials(provider) else {
-            return;
-        };
-        let (org, id) = (page.org.get_value(), id.get_value());
+        let credentials = inputs.credentials(provider);
+        let org = page.org.get_value();
         form.run(
             async move {
-                api::rotate_cloud_credentials(&org, &id, &credentials)
+                api::rotate_cloud_credentials(&org, id, &credentials)
                     .await
                     .map_err(|error| error.strip_field_prefix("credentials."))
             },
@@ -797,19 +780,17 @@ fn RotatePanel(
 
 /// The buckets (or storage accounts) the account can see, fetched when the panel opens.
 #[component]
-fn BucketsPanel(page: AccountsPage, id: String, provider: Provider) -> impl IntoView {
+fn BucketsPanel(page: AccountsPage, id: Uuid, provider: Provider) -> impl IntoView {
     let form = FormState::new();
     let buckets = RwSignal::new(None::<Vec<Bucket>>);
-    let id = StoredValue::new(id);
     Effect::new(move |_| {
-        let (org, id) = (page.org.get_value(), id.get_value());
-        form.run(async move { api::list_buckets(&org, &id).await }, move |list| buckets.set(Some(list)));
+        let org = page.org.get_value();
+        form.run(async move { api::list_buckets(&org, id).await }, move |list| buckets.set(Some(list)));
     });
     let loading = match provider {
         Provider::Aws => "Asking AWS…",
         Provider::Azure => "Asking Azure…",
         Provider::Gcp => "Asking GCP…",
-        Provider::Unknown => "Loading…",
     };
     view! {
         <div class="panel" data-test="bucket-panel">
@@ -878,9 +859,7 @@ fn AddAccountForm(page: AccountsPage) -> impl IntoView {
     let on_submit = move |event: SubmitEvent| {
         event.prevent_default();
         added.set(None);
-        let Some(credentials) = inputs.credentials(chosen.get_untracked()) else {
-            return;
-        };
+        let credentials = inputs.credentials(chosen.get_untracked());
         let Some(environment) = Environment::parse(&environment.get_untracked()) else {
             return;
         };
@@ -990,25 +969,26 @@ impl CredentialInputs {
     }
 
     /// The request's `credentials` for `provider`; optional inputs left empty are left out.
-    fn credentials(self, provider: Provider) -> Option<Credentials> {
+    fn credentials(self, provider: Provider) -> Credentials {
         let text = |input: RwSignal<String>| input.with_untracked(|value| value.trim().to_owned());
         let optional = |input: RwSignal<String>| Some(text(input)).filter(|value| !value.is_empty());
-        Some(match provider {
-            Provider::Aws => Credentials::Aws {
+        match provider {
+            Provider::Aws => Credentials::Aws(AwsCredentials {
                 access_key_id: text(self.access_key_id),
                 secret_access_key: text(self.secret_access_key),
                 role_arn: optional(self.role_arn),
                 external_id: optional(self.external_id),
-            },
-            Provider::Azure => Credentials::Azure {
+            }),
+            Provider::Azure => Credentials::Azure(AzureCredentials {
                 tenant_id: text(self.tenant_id),
                 client_id: text(self.client_id),
                 client_secret: text(self.client_secret),
                 subscription_id: optional(self.subscription_id),
-            },
-            Provider::Gcp => Credentials::Gcp { service_account_json: self.service_account_json.get_untracked() },
-            Provider::Unknown => return None,
-        })
+            }),
+            Provider::Gcp => {
+                Credentials::Gcp(GcpCredentials { service_account_json: self.service_account_json.get_untracked() })
+            }
+        }
     }
 }
 
@@ -1181,10 +1161,6 @@ fn CredentialFields(
             </fieldset>
         }
         .into_any(),
-        Provider::Unknown => view! {
-            <Alert kind=AlertKind::Info>"This version of the UI cannot edit credentials for this provider."</Alert>
-        }
-        .into_any(),
     }
 }
 
@@ -1211,14 +1187,13 @@ mod tests {
         inputs.external_id.set("ext".into());
         assert_eq!(
             inputs.credentials(Provider::Aws),
-            Some(Credentials::Aws {
+            Credentials::Aws(AwsCredentials {
                 access_key_id: "AKIA1".into(),
                 secret_access_key: "secret".into(),
                 role_arn: None,
                 external_id: Some("ext".into()),
             })
         );
-        assert_eq!(inputs.credentials(Provider::Unknown), None);
     }
 
     #[test]
@@ -1240,8 +1215,11 @@ mod tests {
     #[test]
     fn a_failed_check_says_why() {
         let account: CloudAccount = serde_json::from_str(
-            r#"{"id":"a","provider":"aws","name":"prod","environment":"prod","status":"invalid",
-                "status_reason":"AWS refused GetCallerIdentity (InvalidClientTokenId)."}"#,
+            r#"{"id":"01a20b29-8292-7196-af7e-d490e4f32cd3","provider":"aws","name":"prod","environment":"prod",
+                "status":"invalid","status_reason":"AWS refused GetCallerIdentity (InvalidClientTokenId).",
+                "identity":null,"settings":{},"secret_hint":"AKIA…WXYZ","verified_at":null,
+                "checked_at":"2026-04-14T09:30:00Z","created_at":"2026-04-14T09:30:00Z",
+                "updated_at":"2026-04-14T09:30:00Z"}"#,
         )
         .expect("account parses");
         let (kind, text) = check_outcome(&account);

@@ -11,8 +11,10 @@ use leptos_meta::Title;
 use leptos_router::components::A;
 use leptos_router::hooks::use_params_map;
 
+use uuid::Uuid;
+
 use crate::api::{
-    self, ApiError, BackendKind, CloudAccount, Cluster, ClusterStatus, Role, Run, RunAction, StateBackend, StateInfo,
+    self, ApiError, CloudAccount, Cluster, ClusterStatus, RequestedAction, Role, Run, StateBackend, StateInfo,
     StateLock,
 };
 use crate::browser;
@@ -42,7 +44,7 @@ pub fn ClusterPage() -> impl IntoView {
 #[derive(Clone, Copy)]
 struct ClusterState {
     org: StoredValue<String>,
-    id: StoredValue<String>,
+    id: Uuid,
     cluster: RwSignal<Option<Cluster>>,
     /// The last failure to load the cluster; the page keeps showing what it had.
     error: RwSignal<Option<ApiError>>,
@@ -54,10 +56,10 @@ struct ClusterState {
 }
 
 impl ClusterState {
-    fn new(org: String, id: String) -> Self {
+    fn new(org: String, id: Uuid) -> Self {
         Self {
             org: StoredValue::new(org),
-            id: StoredValue::new(id),
+            id,
             cluster: RwSignal::new(None),
             error: RwSignal::new(None),
             runs: RwSignal::new(None),
@@ -71,8 +73,8 @@ impl ClusterState {
 
     /// One refresh of everything; the delay until the next, or `None` to stop.
     async fn refresh(self) -> Option<Duration> {
-        let (org, id) = (self.org.try_get_value()?, self.id.try_get_value()?);
-        let cluster = match api::get_cluster(&org, &id).await {
+        let (org, id) = (self.org.try_get_value()?, self.id);
+        let cluster = match api::get_cluster(&org, id).await {
             Ok(cluster) => cluster,
             Err(error) => {
                 let hopeless = matches!(error.status, 401 | 403 | 404);
@@ -85,10 +87,10 @@ impl ClusterState {
         {
             self.role.try_set(Some(org.role));
         }
-        let runs = api::list_cluster_runs(&org, &id).await.ok();
+        let runs = api::list_cluster_runs(&org, id).await.ok();
         let busy = in_progress(&cluster) || runs.iter().flatten().any(|run| !run.status.is_terminal());
         if uses_fleetplane_state(&cluster) {
-            self.state.try_set(Some(api::get_cluster_state(&org, &id).await));
+            self.state.try_set(Some(api::get_cluster_state(&org, id).await));
         }
         self.cluster.try_set(Some(cluster));
         self.error.try_set(None);
@@ -104,11 +106,15 @@ impl ClusterState {
 }
 
 fn uses_fleetplane_state(cluster: &Cluster) -> bool {
-    cluster.state_backend.as_ref().is_none_or(|backend| backend.kind == BackendKind::Fleetplane)
+    cluster.state_backend == StateBackend::Fleetplane
 }
 
 #[component]
 fn ClusterView(org: String, id: String) -> impl IntoView {
+    let id = match api::parse_id(&id) {
+        Ok(id) => id,
+        Err(error) => return view! { <LoadError error/> }.into_any(),
+    };
     let state = ClusterState::new(org, id);
     Effect::new(move |_| {
         state.kick.track();
@@ -117,7 +123,7 @@ fn ClusterView(org: String, id: String) -> impl IntoView {
     // A status change anywhere in the organization: look again now.
     crate::live::on_change(move || state.kick.update(|n| *n += 1));
     let loaded = Memo::new(move |_| state.cluster.with(Option::is_some));
-    move || {
+    (move || {
         if loaded.get() {
             return view! { <ClusterDetails state/> }.into_any();
         }
@@ -125,7 +131,8 @@ fn ClusterView(org: String, id: String) -> impl IntoView {
             Some(error) => view! { <LoadError error/> }.into_any(),
             None => view! { <Loading/> }.into_any(),
         }
-    }
+    })
+    .into_any()
 }
 
 /// The requests the page's buttons make, and what the last one queued.
@@ -150,14 +157,14 @@ impl ClusterActions {
         }
     }
 
-    fn start(self, state: ClusterState, action: RunAction) {
+    fn start(self, state: ClusterState, action: RequestedAction) {
         let (form, message) = match action {
-            RunAction::Plan => (self.plan, "Plan queued."),
-            _ => (self.apply, "Apply queued."),
+            RequestedAction::Plan => (self.plan, "Plan queued."),
+            RequestedAction::Apply => (self.apply, "Apply queued."),
         };
         self.queued.set(None);
-        let (org, id) = (state.org.get_value(), state.id.get_value());
-        form.run(async move { api::start_run(&org, &id, action).await }, move |run| {
+        let (org, id) = (state.org.get_value(), state.id);
+        form.run(async move { api::start_run(&org, id, action).await }, move |run| {
             self.queued.set(Some((message, run)));
             state.kick.update(|n| *n += 1);
         });
@@ -165,16 +172,16 @@ impl ClusterActions {
 
     fn delete(self, state: ClusterState) {
         self.queued.set(None);
-        let (org, id) = (state.org.get_value(), state.id.get_value());
-        self.delete.run(async move { api::delete_cluster(&org, &id).await }, move |run| {
+        let (org, id) = (state.org.get_value(), state.id);
+        self.delete.run(async move { api::delete_cluster(&org, id).await }, move |run| {
             self.queued.set(Some(("Deletion queued: the destroy run removes everything the cluster had.", run)));
             state.kick.update(|n| *n += 1);
         });
     }
 
     fn unlock(self, state: ClusterState) {
-        let (org, id) = (state.org.get_value(), state.id.get_value());
-        self.unlock.run(async move { api::release_state_lock(&org, &id).await }, move |()| {
+        let (org, id) = (state.org.get_value(), state.id);
+        self.unlock.run(async move { api::release_state_lock(&org, id).await }, move |()| {
             state.kick.update(|n| *n += 1);
         });
     }
@@ -184,7 +191,7 @@ impl ClusterActions {
 fn ClusterDetails(state: ClusterState) -> impl IntoView {
     // Each refresh sets the cluster again; parts redraw only when what they show has changed.
     let cluster = Memo::new(move |_| state.cluster.get());
-    let status = Memo::new(move |_| cluster.with(|c| c.as_ref().map_or(ClusterStatus::Unknown, |c| c.status)));
+    let status = Memo::new(move |_| cluster.with(|c| c.as_ref().map(|c| c.status)));
     let name = Memo::new(move |_| cluster.with(|c| c.as_ref().map(|c| c.name.clone()).unwrap_or_default()));
     let outputs = Memo::new(move |_| {
         cluster.with(|c| c.as_ref().and_then(|c| c.outputs.clone()).filter(|outputs| !outputs.is_empty()))
@@ -217,7 +224,7 @@ fn ClusterDetails(state: ClusterState) -> impl IntoView {
             eyebrow=Box::new(move || view! { <A href=state.path()>"← Clusters"</A> }.into_any())
             actions=Box::new(move || {
                 view! {
-                    {move || view! { <ClusterStatusBadge status=status.get()/> }}
+                    {move || status.get().map(|status| view! { <ClusterStatusBadge status/> })}
                     <ClusterButtons state actions status name/>
                 }
                 .into_any()
@@ -230,12 +237,12 @@ fn ClusterDetails(state: ClusterState) -> impl IntoView {
                     .queued
                     .get()
                     .map(|(message, run)| {
-                        let href = format!("/runs/{}", encode(&run.id));
+                        let href = format!("/runs/{}", run.id);
                         view! {
                             <Alert kind=AlertKind::Success>
                                 {message} " "
                                 <A href=href attr:data-test="queued-run-link">
-                                    {format!("Follow run {}", format::short_id(&run.id))}
+                                    {format!("Follow run {}", format::short_id(run.id))}
                                 </A>
                             </Alert>
                         }
@@ -249,12 +256,12 @@ fn ClusterDetails(state: ClusterState) -> impl IntoView {
                 waiting_run
                     .get()
                     .map(|run| {
-                        let href = format!("/runs/{}", encode(&run.id));
+                        let href = format!("/runs/{}", run.id);
                         view! {
                             <Alert kind=AlertKind::Warning title="A plan is waiting for approval">
                                 {run.plan_summary.map(|summary| view! { <PlanSummaryLine summary/> })}
                                 <A href=href attr:data-test="waiting-run-link">
-                                    {format!("Review run {}", format::short_id(&run.id))}
+                                    {format!("Review run {}", format::short_id(run.id))}
                                 </A>
                             </Alert>
                         }
@@ -264,7 +271,7 @@ fn ClusterDetails(state: ClusterState) -> impl IntoView {
                 failed_run
                     .get()
                     .map(|run| {
-                        let href = format!("/runs/{}", encode(&run.id));
+                        let href = format!("/runs/{}", run.id);
                         view! {
                             <Alert kind=AlertKind::Error title=format!("The last {} failed", run.action.as_str())>
                                 {run.reason.map(|reason| view! { <p>{reason}</p> })}
@@ -315,12 +322,12 @@ fn cluster_subtitle(cluster: &Cluster) -> String {
 fn ClusterButtons(
     state: ClusterState,
     actions: ClusterActions,
-    status: Memo<ClusterStatus>,
+    status: Memo<Option<ClusterStatus>>,
     name: Memo<String>,
 ) -> impl IntoView {
     let role = move || state.role.get();
-    let alive = move || status.get() != ClusterStatus::Destroyed;
-    let deletable = move || alive() && status.get() != ClusterStatus::Destroying;
+    let alive = move || status.get() != Some(ClusterStatus::Destroyed);
+    let deletable = move || alive() && status.get() != Some(ClusterStatus::Destroying);
     view! {
         {move || {
             (alive() && role().is_some_and(Role::operates_clusters))
@@ -331,7 +338,7 @@ fn ClusterButtons(
                             label="Plan"
                             busy_label="Queueing…"
                             test="plan-cluster"
-                            on_click=move |()| actions.start(state, RunAction::Plan)
+                            on_click=move |()| actions.start(state, RequestedAction::Plan)
                         />
                     }
                 })
@@ -346,7 +353,7 @@ fn ClusterButtons(
                             busy_label="Queueing…"
                             test="apply-cluster"
                             class="btn btn-primary"
-                            on_click=move |()| actions.start(state, RunAction::Apply)
+                            on_click=move |()| actions.start(state, RequestedAction::Apply)
                         />
                     }
                 })
@@ -373,15 +380,14 @@ fn ClusterButtons(
 
 #[component]
 fn SpecList(cluster: Cluster, accounts: LocalResource<api::ApiResult<Vec<CloudAccount>>>) -> impl IntoView {
-    let account_id = cluster.cloud_account_id.clone();
+    let account_id = cluster.cloud_account_id;
     let provider = cluster.provider;
-    let account_name = move || {
+    let account_name = move |id: Uuid| {
         accounts
             .get()
             .and_then(Result::ok)
-            .and_then(|list| list.into_iter().find(|account| account.id == account_id).map(|account| account.name))
+            .and_then(|list| list.into_iter().find(|account| account.id == id).map(|account| account.name))
     };
-    let fallback_id = cluster.cloud_account_id.clone();
     let nodes = node_summary(&cluster);
     view! {
         <dl class="details details-flush spec" data-test="cluster-spec">
@@ -396,12 +402,9 @@ fn SpecList(cluster: Cluster, accounts: LocalResource<api::ApiResult<Vec<CloudAc
             <div>
                 <dt>"Cloud account"</dt>
                 <dd>
-                    {move || {
-                        if fallback_id.is_empty() {
-                            "None: a local simulation".to_owned()
-                        } else {
-                            account_name().unwrap_or_else(|| fallback_id.clone())
-                        }
+                    {move || match account_id {
+                        None => "None: a local simulation".to_owned(),
+                        Some(id) => account_name(id).unwrap_or_else(|| id.to_string()),
                     }}
                 </dd>
             </div>
@@ -431,7 +434,7 @@ fn SpecList(cluster: Cluster, accounts: LocalResource<api::ApiResult<Vec<CloudAc
             </div>
             <div>
                 <dt>"State"</dt>
-                <dd>{backend_summary(cluster.state_backend.as_ref())}</dd>
+                <dd>{backend_summary(&cluster.state_backend)}</dd>
             </div>
             <div>
                 <dt>"Created"</dt>
@@ -456,30 +459,22 @@ fn CidrList(cidrs: Vec<String>) -> impl IntoView {
 
 /// `t3.medium · 2 nodes (1–3)`.
 fn node_summary(cluster: &Cluster) -> String {
-    let range = match (cluster.node_min, cluster.node_max) {
-        (Some(min), Some(max)) => format!(" ({min}–{max})"),
-        _ => String::new(),
+    let count = match cluster.node_desired {
+        1 => "1 node".to_owned(),
+        n => format!("{n} nodes"),
     };
-    let count = match cluster.node_desired.or(cluster.node_min) {
-        Some(1) => "1 node".to_owned(),
-        Some(n) => format!("{n} nodes"),
-        None => "nodes".to_owned(),
-    };
-    format!("{} · {count}{range}", cluster.node_instance_type)
+    format!("{} · {count} ({}–{})", cluster.node_instance_type, cluster.node_min, cluster.node_max)
 }
 
-fn backend_summary(backend: Option<&StateBackend>) -> String {
-    let Some(backend) = backend.filter(|backend| backend.kind != BackendKind::Fleetplane) else {
-        return "Fleetplane".to_owned();
+fn backend_summary(backend: &StateBackend) -> String {
+    let (place, bucket, key) = match backend {
+        StateBackend::Fleetplane => return "Fleetplane".to_owned(),
+        StateBackend::S3 { bucket, key } => ("S3 bucket", bucket, key),
+        StateBackend::Gcs { bucket, key } => ("GCS bucket", bucket, key),
+        StateBackend::Azurerm { bucket, key } => ("Azure storage account", bucket, key),
     };
-    let place = match backend.kind {
-        BackendKind::S3 => "S3 bucket",
-        BackendKind::Gcs => "GCS bucket",
-        BackendKind::Azurerm => "Azure storage account",
-        BackendKind::Fleetplane | BackendKind::Unknown => "Bucket",
-    };
-    let mut text = format!("{place} {}", backend.bucket.as_deref().unwrap_or("?"));
-    if let Some(key) = backend.key.as_deref().filter(|key| !key.is_empty()) {
+    let mut text = format!("{place} {bucket}");
+    if let Some(key) = key.as_deref().filter(|key| !key.is_empty()) {
         text.push_str(&format!(", key {key}"));
     }
     text
@@ -488,13 +483,13 @@ fn backend_summary(backend: Option<&StateBackend>) -> String {
 /// The newest state version and the lock, with Force release for admins and owners.
 #[component]
 fn StateSection(state: ClusterState, actions: ClusterActions) -> impl IntoView {
-    let backend = Memo::new(move |_| state.cluster.with(|c| c.as_ref().and_then(|c| c.state_backend.clone())));
+    let backend = Memo::new(move |_| state.cluster.with(|c| c.as_ref().map(|c| c.state_backend.clone())));
     let info = Memo::new(move |_| state.state.get());
     move || {
-        if let Some(backend) = backend.get().filter(|backend| backend.kind != BackendKind::Fleetplane) {
+        if let Some(backend) = backend.get().filter(|backend| *backend != StateBackend::Fleetplane) {
             return view! {
                 <p class="muted">
-                    {format!("Terraform keeps this cluster's state in your {}.", backend_summary(Some(&backend)))}
+                    {format!("Terraform keeps this cluster's state in your {}.", backend_summary(&backend))}
                     " Fleetplane does not see its versions or lock."
                 </p>
             }
@@ -526,8 +521,8 @@ fn StateFacts(info: StateInfo, state: ClusterState, actions: ClusterActions) -> 
                             <dd><Time value=version.created_at relative=true/></dd>
                         </div>
                         {version.run_id.map(|run| {
-                            let href = format!("/runs/{}", encode(&run));
-                            view! { <div><dt>"By"</dt><dd><A href=href attr:class="mono">{format!("run {}", format::short_id(&run))}</A></dd></div> }
+                            let href = format!("/runs/{run}");
+                            view! { <div><dt>"By"</dt><dd><A href=href attr:class="mono">{format!("run {}", format::short_id(run))}</A></dd></div> }
                         })}
                         <div>
                             <dt>"History"</dt>
@@ -551,31 +546,29 @@ fn LockHolder(lock: StateLock, state: ClusterState, actions: ClusterActions) -> 
     let admin = move || state.role.get().is_some_and(Role::manages_clusters);
     // Is the run that holds the lock still at work? Then releasing it is dangerous.
     let holder_running = {
-        let run_id = lock.run_id.clone();
+        let run_id = lock.run_id;
         move || {
-            state.runs.with(|runs| {
-                runs.iter().flatten().any(|run| Some(&run.id) == run_id.as_ref() && !run.status.is_terminal())
-            })
+            state.runs.with(|runs| runs.iter().flatten().any(|run| Some(run.id) == run_id && !run.status.is_terminal()))
         }
     };
-    let holder = match lock.run_id.clone() {
+    let holder = match lock.run_id {
         Some(run) => {
-            let href = format!("/runs/{}", encode(&run));
-            view! { <A href=href attr:class="mono" attr:data-test="lock-run">{format!("run {}", format::short_id(&run))}</A> }
+            let href = format!("/runs/{run}");
+            view! { <A href=href attr:class="mono" attr:data-test="lock-run">{format!("run {}", format::short_id(run))}</A> }
                 .into_any()
         }
         None => view! { <span class="mono">{lock.who.clone()}</span> }.into_any(),
     };
     let operation = lock_operation(&lock.operation).map(|operation| format!(" ({operation})"));
     view! {
-        <div class="state-lock" data-test="state-lock" data-run-id=lock.run_id.clone()>
+        <div class="state-lock" data-test="state-lock" data-run-id=lock.run_id.map(|id| id.to_string())>
             <p class="state-lock-title">
                 <span class="lock-icon" aria-hidden="true"></span>
                 "Locked"
             </p>
             <p>
                 "Held by " {holder}
-                {operation} " since " <Time value=lock.created_at.clone() relative=true/> "."
+                {operation} " since " <Time value=lock.created_at relative=true/> "."
             </p>
             {(!lock.who.is_empty()).then(|| view! { <p class="small muted mono">{lock.who.clone()}</p> })}
             <FormBanner form=actions.unlock fields=&[]/>
@@ -640,12 +633,11 @@ fn RunHistory(state: ClusterState) -> impl IntoView {
 
 #[component]
 fn RunRow(run: Run) -> impl IntoView {
-    let href = format!("/runs/{}", encode(&run.id));
-    let short = format::short_id(&run.id);
-    let took =
-        run.started_at.as_deref().zip(run.finished_at.as_deref()).and_then(|(from, to)| format::elapsed(from, to));
+    let href = format!("/runs/{}", run.id);
+    let short = format::short_id(run.id);
+    let took = run.started_at.zip(run.finished_at).map(|(from, to)| format::elapsed(from, to));
     view! {
-        <tr data-test="run-row" data-run-id=run.id data-status=run.status.as_str()>
+        <tr data-test="run-row" data-run-id=run.id.to_string() data-status=run.status.as_str()>
             <td>
                 <A href=href attr:class="run-link">
                     <span class="strong">{run.action.label()}</span>
@@ -673,8 +665,13 @@ mod tests {
 
     fn cluster(extra: serde_json::Value) -> Cluster {
         let mut value = json!({
-            "id": "c1", "org": "acme", "name": "payments-prod", "provider": "aws", "target": "aws-eks",
-            "status": "ready", "node_instance_type": "t3.medium", "node_min": 1, "node_max": 3, "node_desired": 2
+            "id": "01a20b29-8292-7196-af7e-d490e4f32cd3", "org": "acme", "name": "payments-prod",
+            "name_prefix": "payments", "name_suffix": "prod", "cloud_account_id": null, "provider": "aws",
+            "target": "aws-eks", "region": "eu-west-1", "kubernetes_version": "1.34", "vpc_cidr": "10.0.0.0/16",
+            "public_subnets": [], "private_subnets": [], "node_instance_type": "t3.medium",
+            "node_min": 1, "node_max": 3, "node_desired": 2, "state_backend": { "type": "fleetplane" },
+            "status": "ready", "outputs": null, "last_run": null,
+            "created_at": "2026-04-14T09:30:00Z", "updated_at": "2026-04-14T09:30:00Z"
         });
         if let (Some(fields), Some(more)) = (value.as_object_mut(), extra.as_object()) {
             fields.extend(more.clone());
@@ -700,17 +697,16 @@ mod tests {
     #[test]
     fn summarises_the_node_pool() {
         assert_eq!(node_summary(&cluster(json!({}))), "t3.medium · 2 nodes (1–3)");
-        assert_eq!(node_summary(&cluster(json!({ "node_desired": null, "node_min": 1 }))), "t3.medium · 1 node (1–3)");
+        assert_eq!(node_summary(&cluster(json!({ "node_desired": 1 }))), "t3.medium · 1 node (1–3)");
     }
 
     #[test]
     fn names_the_state_backend() {
-        assert_eq!(backend_summary(None), "Fleetplane");
-        let s3 = StateBackend { kind: BackendKind::S3, bucket: Some("tf".into()), key: Some("c/p.tfstate".into()) };
-        assert_eq!(backend_summary(Some(&s3)), "S3 bucket tf, key c/p.tfstate");
+        assert_eq!(backend_summary(&StateBackend::Fleetplane), "Fleetplane");
+        let s3 = StateBackend::S3 { bucket: "tf".into(), key: Some("c/p.tfstate".into()) };
+        assert_eq!(backend_summary(&s3), "S3 bucket tf, key c/p.tfstate");
         let with_s3 = cluster(json!({ "state_backend": { "type": "s3", "bucket": "tf" } }));
         assert!(!uses_fleetplane_state(&with_s3));
-        assert!(uses_fleetplane_state(&cluster(json!({ "state_backend": { "type": "fleetplane" } }))));
         assert!(uses_fleetplane_state(&cluster(json!({}))));
     }
 }

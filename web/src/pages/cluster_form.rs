@@ -14,10 +14,11 @@ use leptos::prelude::*;
 use leptos::wasm_bindgen::JsCast;
 use leptos_router::components::A;
 use leptos_router::hooks::use_navigate;
+use uuid::Uuid;
 
 use crate::api::{
-    self, AccountStatus, ApiError, BackendKind, Bucket, CloudAccount, ClusterOptions, ClusterSpec, FieldError,
-    Provider, Simulate, StateBackend,
+    self, AccountStatus, ApiError, Bucket, CloudAccount, ClusterOptions, CreateClusterRequest, FieldError, Provider,
+    Simulate, SpecInput, StateBackend,
 };
 use crate::components::{
     Alert, AlertKind, FormBanner, FormState, LoadError, Loading, SelectField, SelectOption, SubmitButton, TextField,
@@ -105,6 +106,7 @@ fn NoVerifiedAccount(org: String) -> impl IntoView {
 /// built.
 #[derive(Clone, Copy)]
 struct ClusterInputs {
+    /// The account's id, or empty for the local simulation without one.
     cloud_account_id: RwSignal<String>,
     target: RwSignal<String>,
     name_prefix: RwSignal<String>,
@@ -131,11 +133,11 @@ impl ClusterInputs {
     /// The inputs filled with the API's defaults and the first verified account.
     fn new(options: &ClusterOptions, accounts: &[CloudAccount]) -> Self {
         let text = |value: &str| RwSignal::new(value.to_owned());
-        let count = |value: Option<u32>| RwSignal::new(value.map(|n| n.to_string()).unwrap_or_default());
+        let count = |value: u32| RwSignal::new(value.to_string());
         let defaults = &options.defaults;
         let account = accounts.iter().find(|account| account.status == AccountStatus::Verified);
         let inputs = Self {
-            cloud_account_id: text(account.map_or("", |account| &account.id)),
+            cloud_account_id: RwSignal::new(account.map(|account| account.id.to_string()).unwrap_or_default()),
             target: text(""),
             name_prefix: text(""),
             name_suffix: text(""),
@@ -148,7 +150,7 @@ impl ClusterInputs {
             node_min: count(defaults.node_min),
             node_max: count(defaults.node_max),
             node_desired: count(defaults.node_desired),
-            backend: text(BackendKind::Fleetplane.as_str()),
+            backend: text(StateBackend::Fleetplane.kind()),
             bucket: text(""),
             key: text(""),
             fail_at: text(""),
@@ -179,17 +181,22 @@ impl ClusterInputs {
         if !target.instance_types.contains(&self.node_instance_type.get_untracked()) {
             set_if_changed(self.node_instance_type, target.instance_types.first().map_or("", String::as_str));
         }
-        let backend = BackendKind::parse(&self.backend.get_untracked());
+        let backend = self.backend.get_untracked();
         // A bucket backend lives in the target's own cloud; the local simulation has none.
-        if backend != Some(BackendKind::Fleetplane) && backend != target.provider.and_then(BackendKind::bucket_of) {
-            set_if_changed(self.backend, BackendKind::Fleetplane.as_str());
+        if backend != StateBackend::Fleetplane.kind() && Some(backend.as_str()) != target.provider.map(bucket_kind) {
+            set_if_changed(self.backend, StateBackend::Fleetplane.kind());
             set_if_changed(self.bucket, "");
         }
     }
 
+    /// The chosen account; `None` for the local simulation without one.
+    fn account(self) -> Option<Uuid> {
+        self.cloud_account_id.with(|id| Uuid::parse_str(id).ok())
+    }
+
     /// The request body, or the fields whose values cannot be sent (a count that is not a
     /// number) as a validation error shaped like the API's.
-    fn spec(self) -> Result<ClusterSpec, ApiError> {
+    fn spec(self) -> Result<CreateClusterRequest, ApiError> {
         let mut problems = Vec::new();
         let mut count = |field: &str, input: RwSignal<String>, required: bool| -> Option<u32> {
             let text = input.with(|value| value.trim().to_owned());
@@ -223,32 +230,29 @@ impl ClusterInputs {
         let list = |input: RwSignal<Vec<String>>| {
             input.with(|items| items.iter().map(|item| item.trim().to_owned()).collect())
         };
-        let kind = BackendKind::parse(&self.backend.get()).unwrap_or_default();
-        let state_backend = match kind {
-            BackendKind::Fleetplane | BackendKind::Unknown => StateBackend::default(),
-            bucket_kind => StateBackend {
-                kind: bucket_kind,
-                bucket: Some(trimmed(self.bucket)),
-                key: Some(trimmed(self.key)).filter(|key| !key.is_empty()),
-            },
-        };
+        let state_backend = self.backend.with(|kind| {
+            state_backend(kind, trimmed(self.bucket), Some(trimmed(self.key)).filter(|key| !key.is_empty()))
+        });
         let fail_at = self.fail_at.with(|step| (local && !step.is_empty()).then(|| step.clone()));
         let simulate = (fail_at.is_some() || step_seconds.is_some()).then_some(Simulate { fail_at, step_seconds });
-        Ok(ClusterSpec {
-            cloud_account_id: self.cloud_account_id.get(),
-            target: self.target.get(),
-            name_prefix: trimmed(self.name_prefix),
-            name_suffix: trimmed(self.name_suffix),
-            region: self.region.get(),
-            kubernetes_version: self.kubernetes_version.get(),
-            vpc_cidr: trimmed(self.vpc_cidr),
-            public_subnets: list(self.public_subnets),
-            private_subnets: list(self.private_subnets),
-            node_instance_type: self.node_instance_type.get(),
-            node_min,
-            node_max,
-            node_desired,
-            state_backend,
+        // Every field is sent, empty or not, so that the API reports each missing one.
+        Ok(CreateClusterRequest {
+            cloud_account_id: self.account(),
+            target: Some(self.target.get()),
+            spec: SpecInput {
+                name_prefix: Some(trimmed(self.name_prefix)),
+                name_suffix: Some(trimmed(self.name_suffix)),
+                region: Some(self.region.get()),
+                kubernetes_version: Some(self.kubernetes_version.get()),
+                vpc_cidr: Some(trimmed(self.vpc_cidr)),
+                public_subnets: Some(list(self.public_subnets)),
+                private_subnets: Some(list(self.private_subnets)),
+                node_instance_type: Some(self.node_instance_type.get()),
+                node_min: Some(node_min.into()),
+                node_max: Some(node_max.into()),
+                node_desired: node_desired.map(i64::from),
+                state_backend: Some(state_backend),
+            },
             simulate,
         })
     }
@@ -266,6 +270,25 @@ impl ClusterInputs {
 }
 
 /// Kubernetes versions (`1.31`, `1.34`) newest first, comparing their numbers.
+/// The state backend the form describes: `kind` is the picker's value (a [`StateBackend::kind`]).
+fn state_backend(kind: &str, bucket: String, key: Option<String>) -> StateBackend {
+    match kind {
+        "s3" => StateBackend::S3 { bucket, key },
+        "gcs" => StateBackend::Gcs { bucket, key },
+        "azurerm" => StateBackend::Azurerm { bucket, key },
+        _ => StateBackend::Fleetplane,
+    }
+}
+
+/// The picker's value for the bucket backend in `provider`'s cloud.
+fn bucket_kind(provider: Provider) -> &'static str {
+    match provider {
+        Provider::Aws => "s3",
+        Provider::Gcp => "gcs",
+        Provider::Azure => "azurerm",
+    }
+}
+
 fn newest_first(versions: &[String]) -> Vec<String> {
     let numbers = |version: &String| -> Vec<u32> { version.split('.').map(|part| part.parse().unwrap_or(0)).collect() };
     let mut sorted = versions.to_vec();
@@ -353,7 +376,7 @@ impl Check {
     }
 
     /// Checks `spec` with the API after [`CHECK_DELAY`], unless another check replaces it.
-    fn schedule(self, org: StoredValue<String>, form: FormState, spec: Result<ClusterSpec, ApiError>) {
+    fn schedule(self, org: StoredValue<String>, form: FormState, spec: Result<CreateClusterRequest, ApiError>) {
         let generation = self.invalidate();
         self.name.set(None);
         // Defaults need no checking: wait for the user's first change.
@@ -414,12 +437,10 @@ fn SpecForm(org: String, options: ClusterOptions, accounts: Vec<CloudAccount>) -
     if options.local_enabled() {
         account_options.push(SelectOption::new("", "None: a local simulation"));
     }
-    let providers: Vec<(String, Provider)> =
-        accounts.iter().map(|account| (account.id.clone(), account.provider)).collect();
+    let providers: Vec<(Uuid, Provider)> = accounts.iter().map(|account| (account.id, account.provider)).collect();
     let provider = Memo::new(move |_| {
-        inputs
-            .cloud_account_id
-            .with(|id| providers.iter().find(|(known, _)| known == id).map(|(_, provider)| *provider))
+        let chosen = inputs.account()?;
+        providers.iter().find(|(known, _)| *known == chosen).map(|(_, provider)| *provider)
     });
     let limits = options.limits.clone();
     let options = StoredValue::new(options);
@@ -473,21 +494,19 @@ fn SpecForm(org: String, options: ClusterOptions, accounts: Vec<CloudAccount>) -
     });
     let backend_options = Memo::new(move |_| {
         let mut choices = vec![SelectOption::new(
-            BackendKind::Fleetplane.as_str(),
+            StateBackend::Fleetplane.kind(),
             "Fleetplane (encrypted, with history and a visible lock)",
         )];
         let target_provider = inputs
             .target
             .with(|id| options.with_value(|options| options.target(id).and_then(|target| target.provider)));
-        if let Some(provider) = target_provider
-            && let Some(kind) = BackendKind::bucket_of(provider)
-        {
-            choices.push(SelectOption::new(kind.as_str(), bucket_backend_label(provider)));
+        if let Some(provider) = target_provider {
+            choices.push(SelectOption::new(bucket_kind(provider), bucket_backend_label(provider)));
         }
         choices
     });
     let is_local = Memo::new(move |_| inputs.target.with(|target| target == LOCAL_TARGET));
-    let uses_bucket = Memo::new(move |_| inputs.backend.with(|kind| kind != BackendKind::Fleetplane.as_str()));
+    let uses_bucket = Memo::new(move |_| inputs.backend.with(|kind| kind != StateBackend::Fleetplane.kind()));
 
     // Check the body with the API whenever it changes, once typing pauses.
     let spec = Memo::new(move |_| inputs.spec());
@@ -518,21 +537,17 @@ fn SpecForm(org: String, options: ClusterOptions, accounts: Vec<CloudAccount>) -
         let org = org.get_value();
         let path_org = org.clone();
         form.run(async move { api::create_cluster(&org, &spec).await }, move |created| {
-            let path = format!("/orgs/{}/clusters/{}", encode(&path_org), encode(&created.cluster.id));
+            let path = format!("/orgs/{}/clusters/{}", encode(&path_org), created.cluster.id);
             if let Some(navigate) = navigate.try_get_value() {
                 navigate(&path, Default::default());
             }
         });
     };
 
-    let name_hint = limits
-        .name_max
-        .map(|max| format!("Lowercase letters, digits and hyphens; the whole name at most {max} characters."))
-        .unwrap_or_else(|| "Lowercase letters, digits and hyphens.".to_owned());
-    let nodes_hint = limits
-        .node_max
-        .map(|max| format!("The node pool scales between the minimum and the maximum, up to {max} nodes."))
-        .unwrap_or_else(|| "The node pool scales between the minimum and the maximum.".to_owned());
+    let name_hint =
+        format!("Lowercase letters, digits and hyphens; the whole name at most {} characters.", limits.name_max);
+    let nodes_hint =
+        format!("The node pool scales between the minimum and the maximum, up to {} nodes.", limits.node_max);
     let name_error = form.field_error("name");
     let preview = move || check.name.get().unwrap_or_else(|| inputs.joined_name());
 
@@ -692,11 +707,13 @@ fn SpecForm(org: String, options: ClusterOptions, accounts: Vec<CloudAccount>) -
                 {move || {
                     uses_bucket
                         .get()
-                        .then(|| {
+                        .then(|| inputs.account())
+                        .flatten()
+                        .map(|account| {
                             view! {
                                 <BucketFields
                                     org=org.get_value()
-                                    account=inputs.cloud_account_id.get_untracked()
+                                    account
                                     provider=provider.get_untracked()
                                     bucket=inputs.bucket
                                     key=inputs.key
@@ -766,7 +783,7 @@ fn account_option(account: &CloudAccount) -> SelectOption {
     if !verified {
         label.push_str(" (not verified)");
     }
-    SelectOption::new(account.id.clone(), label).disabled(!verified)
+    SelectOption::new(account.id.to_string(), label).disabled(!verified)
 }
 
 fn bucket_backend_label(provider: Provider) -> &'static str {
@@ -774,7 +791,6 @@ fn bucket_backend_label(provider: Provider) -> &'static str {
         Provider::Aws => "An S3 bucket of this account",
         Provider::Gcp => "A GCS bucket of this account",
         Provider::Azure => "An Azure storage account of this account",
-        Provider::Unknown => "A bucket of this account",
     }
 }
 
@@ -783,15 +799,15 @@ fn bucket_backend_label(provider: Provider) -> &'static str {
 #[component]
 fn BucketFields(
     org: String,
-    account: String,
+    account: Uuid,
     provider: Option<Provider>,
     bucket: RwSignal<String>,
     key: RwSignal<String>,
     form: FormState,
 ) -> impl IntoView {
     let buckets = LocalResource::new(move || {
-        let (org, account) = (org.clone(), account.clone());
-        async move { api::list_buckets(&org, &account).await }
+        let org = org.clone();
+        async move { api::list_buckets(&org, account).await }
     });
     // Start with the first bucket unless one the account has is chosen.
     Effect::new(move |_| {
@@ -886,9 +902,12 @@ mod tests {
         .expect("options parse")
     }
 
-    fn account(id: &str, provider: &str, status: &str) -> CloudAccount {
+    fn account(id: u128, provider: &str, status: &str) -> CloudAccount {
         serde_json::from_value(json!({
-            "id": id, "provider": provider, "name": id, "environment": "dev", "status": status
+            "id": Uuid::from_u128(id), "provider": provider, "name": format!("account-{id}"), "environment": "dev",
+            "status": status, "status_reason": null, "identity": null, "settings": {}, "secret_hint": "…abcd",
+            "verified_at": null, "checked_at": "2026-04-14T09:30:00Z", "created_at": "2026-04-14T09:30:00Z",
+            "updated_at": "2026-04-14T09:30:00Z"
         }))
         .expect("account parses")
     }
@@ -896,22 +915,22 @@ mod tests {
     #[test]
     fn starts_from_the_defaults_and_the_first_verified_account() {
         Owner::new().with(|| {
-            let accounts = [account("bad", "aws", "invalid"), account("good", "aws", "verified")];
+            let accounts = [account(1, "aws", "invalid"), account(2, "aws", "verified")];
             let inputs = ClusterInputs::new(&options(), &accounts);
             inputs.name_prefix.set(" payments ".into());
             inputs.name_suffix.set("prod".into());
             let spec = inputs.spec().expect("the defaults make a body");
-            assert_eq!(spec.cloud_account_id, "good");
-            assert_eq!(spec.target, "aws-eks");
-            assert_eq!(spec.region, "eu-west-1");
-            assert_eq!(spec.node_instance_type, "t3.medium");
-            assert_eq!(spec.kubernetes_version, "1.31");
-            assert_eq!(spec.name_prefix, "payments");
+            assert_eq!(spec.cloud_account_id, Some(Uuid::from_u128(2)));
+            assert_eq!(spec.target.as_deref(), Some("aws-eks"));
+            assert_eq!(spec.spec.region.as_deref(), Some("eu-west-1"));
+            assert_eq!(spec.spec.node_instance_type.as_deref(), Some("t3.medium"));
+            assert_eq!(spec.spec.kubernetes_version.as_deref(), Some("1.31"));
+            assert_eq!(spec.spec.name_prefix.as_deref(), Some("payments"));
             assert_eq!(inputs.joined_name(), "payments-prod");
             assert_eq!(
                 serde_json::to_value(&spec).expect("serialises"),
                 json!({
-                    "cloud_account_id": "good", "target": "aws-eks", "name_prefix": "payments", "name_suffix": "prod",
+                    "cloud_account_id": Uuid::from_u128(2), "target": "aws-eks", "name_prefix": "payments", "name_suffix": "prod",
                     "region": "eu-west-1", "kubernetes_version": "1.31", "vpc_cidr": "10.0.0.0/16",
                     "public_subnets": ["10.0.0.0/24", "10.0.1.0/24"], "private_subnets": ["10.0.100.0/24"],
                     "node_instance_type": "t3.medium", "node_min": 1, "node_max": 3, "node_desired": 2,
@@ -924,15 +943,24 @@ mod tests {
     #[test]
     fn without_an_account_only_the_local_simulation_is_offered() {
         Owner::new().with(|| {
-            let inputs = ClusterInputs::new(&options(), &[account("bad", "aws", "invalid")]);
+            let inputs = ClusterInputs::new(&options(), &[account(1, "aws", "invalid")]);
             inputs.name_prefix.set("try".into());
             inputs.name_suffix.set("it".into());
             let spec = inputs.spec().expect("the defaults make a body");
-            assert_eq!(spec.target, "local");
-            assert_eq!(spec.region, "local");
+            assert_eq!(spec.target.as_deref(), Some("local"));
+            assert_eq!(spec.spec.region.as_deref(), Some("local"));
             let body = serde_json::to_value(&spec).expect("serialises");
             assert!(body.get("cloud_account_id").is_none(), "no account is sent: {body}");
         });
+    }
+
+    #[test]
+    fn a_bucket_backend_keeps_state_in_its_own_cloud() {
+        for provider in Provider::ALL {
+            let backend = state_backend(bucket_kind(provider), "tf".into(), None);
+            assert_eq!((backend.provider(), backend.kind()), (Some(provider), bucket_kind(provider)));
+        }
+        assert_eq!(state_backend(StateBackend::Fleetplane.kind(), "tf".into(), None), StateBackend::Fleetplane);
     }
 
     #[test]
@@ -945,7 +973,7 @@ mod tests {
     fn another_account_or_target_brings_valid_choices() {
         Owner::new().with(|| {
             let options = options();
-            let inputs = ClusterInputs::new(&options, &[account("a", "aws", "verified")]);
+            let inputs = ClusterInputs::new(&options, &[account(1, "aws", "verified")]);
             inputs.backend.set("s3".into());
             inputs.bucket.set("tf-state".into());
             // GKE is not available, so a GCP account gets the local target.
@@ -976,37 +1004,37 @@ mod tests {
     #[test]
     fn counts_that_are_not_numbers_are_reported_under_their_fields() {
         Owner::new().with(|| {
-            let inputs = ClusterInputs::new(&options(), &[account("a", "aws", "verified")]);
+            let inputs = ClusterInputs::new(&options(), &[account(1, "aws", "verified")]);
             inputs.node_min.set("one".into());
             inputs.node_desired.set(String::new());
             let error = inputs.spec().expect_err("not a number");
             assert_eq!(error.field("node_min"), Some("Enter a whole number."));
             assert_eq!(error.field("node_desired"), None);
             inputs.node_min.set("1".into());
-            assert_eq!(inputs.spec().expect("valid").node_desired, None);
+            assert_eq!(inputs.spec().expect("valid").spec.node_desired, None);
         });
     }
 
     #[test]
     fn a_bucket_backend_sends_its_bucket_and_key() {
         Owner::new().with(|| {
-            let inputs = ClusterInputs::new(&options(), &[account("a", "aws", "verified")]);
+            let inputs = ClusterInputs::new(&options(), &[account(1, "aws", "verified")]);
             inputs.backend.set("s3".into());
             inputs.bucket.set("acme-tf-state".into());
             inputs.public_subnets.set(vec!["10.0.0.0/24".into(), " ".into()]);
             let spec = inputs.spec().expect("valid");
             assert_eq!(
-                serde_json::to_value(&spec.state_backend).expect("serialises"),
-                json!({ "type": "s3", "bucket": "acme-tf-state" })
+                serde_json::to_value(&spec.spec.state_backend).expect("serialises"),
+                json!({ "type": "s3", "bucket": "acme-tf-state", "key": null })
             );
-            assert_eq!(spec.public_subnets, ["10.0.0.0/24", ""]);
+            assert_eq!(spec.spec.public_subnets.expect("sent"), ["10.0.0.0/24", ""]);
         });
     }
 
     #[test]
     fn only_the_local_target_sends_simulation_knobs() {
         Owner::new().with(|| {
-            let inputs = ClusterInputs::new(&options(), &[account("a", "aws", "verified")]);
+            let inputs = ClusterInputs::new(&options(), &[account(1, "aws", "verified")]);
             inputs.fail_at.set("apply".into());
             inputs.step_seconds.set("1".into());
             assert_eq!(inputs.spec().expect("valid").simulate, None);

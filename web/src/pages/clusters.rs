@@ -116,7 +116,7 @@ pub fn ExecutorNotice() -> impl IntoView {
                 </Alert>
             }
             .into_any(),
-            Executor::Docker | Executor::None | Executor::Unknown => return None,
+            Executor::Docker | Executor::None => return None,
         };
         Some(view! {
             <div class="page-notice" data-test="executor-notice" data-executor=system.executor.as_str()>
@@ -234,12 +234,12 @@ fn ClusterTable(list: Vec<Cluster>) -> impl IntoView {
 
 #[component]
 fn ClusterRow(cluster: Cluster) -> impl IntoView {
-    let href = format!("/orgs/{}/clusters/{}", encode(&cluster.org), encode(&cluster.id));
+    let href = format!("/orgs/{}/clusters/{}", encode(&cluster.org), cluster.id);
     let name = cluster.name.clone();
     view! {
         <tr
             data-test="cluster-row"
-            data-cluster-id=cluster.id.clone()
+            data-cluster-id=cluster.id.to_string()
             data-name=cluster.name.clone()
             data-status=cluster.status.as_str()
         >
@@ -290,10 +290,10 @@ pub fn TargetBadge(provider: Option<api::Provider>, target: String) -> impl Into
 /// A run in one line: status, action and when, linking to the run.
 #[component]
 pub fn RunSummary(run: api::Run) -> impl IntoView {
-    let href = format!("/runs/{}", encode(&run.id));
+    let href = format!("/runs/{}", run.id);
     let when = run.finished_at.or(run.started_at).unwrap_or(run.created_at);
     view! {
-        <A href=href attr:class="run-summary" attr:data-test="last-run" attr:title=format!("Run {}", format::short_id(&run.id))>
+        <A href=href attr:class="run-summary" attr:data-test="last-run" attr:title=format!("Run {}", format::short_id(run.id))>
             <RunStatusBadge status=run.status/>
             <span class="run-summary-text">
                 <span>{run.action.label()}</span>

@@ -136,7 +136,7 @@ fn ClusterList(clusters: Vec<Cluster>, all: String) -> impl IntoView {
     let rows = clusters
         .into_iter()
         .map(|cluster| {
-            let href = format!("/orgs/{}/clusters/{}", encode(&cluster.org), encode(&cluster.id));
+            let href = format!("/orgs/{}/clusters/{}", encode(&cluster.org), cluster.id);
             let name = cluster.name.clone();
             view! {
                 <li

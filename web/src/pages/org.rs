@@ -88,8 +88,8 @@ fn Members(org: Org, members: LocalResource<api::ApiResult<Vec<Member>>>) -> imp
     let on_role = Callback::new(move |(member, role): (Member, Role)| {
         notice.set(None);
         let org = org_name.get_value();
-        let user_id = member.user_id.clone();
-        action.run(async move { api::change_member_role(&org, &user_id, role).await }, move |updated| {
+        let user_id = member.user_id;
+        action.run(async move { api::change_member_role(&org, user_id, role).await }, move |updated| {
             notice.set(Some(format!("{} is now {}.", updated.username, updated.role.label())));
             members.refetch();
         });
@@ -97,8 +97,8 @@ fn Members(org: Org, members: LocalResource<api::ApiResult<Vec<Member>>>) -> imp
     let on_remove = Callback::new(move |member: Member| {
         notice.set(None);
         let org = org_name.get_value();
-        let user_id = member.user_id.clone();
-        action.run(async move { api::remove_member(&org, &user_id).await }, move |()| {
+        let user_id = member.user_id;
+        action.run(async move { api::remove_member(&org, user_id).await }, move |()| {
             notice.set(Some(format!("{} was removed.", member.username)));
             members.refetch();
         });
@@ -169,6 +169,7 @@ fn MemberTable(
     on_role: Callback<(Member, Role)>,
     on_remove: Callback<Member>,
 ) -> impl IntoView {
+    // The page context names the viewer by the id's text.
     let me = use_viewer().map(|viewer| viewer.id).unwrap_or_default();
     view! {
         <div class="table-wrap">
@@ -185,7 +186,7 @@ fn MemberTable(
                     {list
                         .into_iter()
                         .map(|member| {
-                            let is_me = member.user_id == me;
+                            let is_me = member.user_id.to_string() == me;
                             view! { <MemberRow member is_me manage busy on_role on_remove/> }
                         })
                         .collect_view()}
@@ -224,7 +225,7 @@ fn MemberRow(
                     }
                 }
             >
-                {Role::ASSIGNABLE
+                {Role::ALL
                     .into_iter()
                     .map(|role| view! { <option value=role.as_str() selected=role == current>{role.label()}</option> })
                     .collect_view()}
@@ -236,7 +237,7 @@ fn MemberRow(
     };
     let prompt = if is_me { "Leave this organization?".to_owned() } else { format!("Remove {}?", member.username) };
     view! {
-        <tr data-test="member-row" data-user-id=member.user_id.clone() data-username=member.username.clone()>
+        <tr data-test="member-row" data-user-id=member.user_id.to_string() data-username=member.username.clone()>
             <td>
                 <div class="member">
                     <span class="avatar avatar-sm" aria-hidden="true">
@@ -252,7 +253,7 @@ fn MemberRow(
                 </div>
             </td>
             <td>{role_cell}</td>
-            <td data-label="Joined"><Time value=member.joined_at.clone() date_only=true/></td>
+            <td data-label="Joined"><Time value=member.joined_at date_only=true/></td>
             {manage
                 .then(|| {
                     view! {
@@ -290,7 +291,7 @@ fn AddMemberForm(org: String, on_added: Callback<Member>) -> impl IntoView {
             on_added.run(member);
         });
     };
-    let options = Role::ASSIGNABLE.into_iter().map(|role| (role.as_str(), role.label())).collect::<Vec<_>>();
+    let options = Role::ALL.into_iter().map(|role| (role.as_str(), role.label())).collect::<Vec<_>>();
     view! {
         <form id="member-form" class="form form-inline" method="post" novalidate=true on:submit=on_submit>
             <FormBanner form fields=&["email", "role"]/>

@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 use leptos_meta::Title;
 
-use crate::api::{self, OutboxMail};
+use crate::api::{self, OutboxEmail};
 use crate::components::{Alert, AlertKind, EmptyState, LoadError, Loading, PageHeader, Time};
 use crate::context::use_ui_context;
 use crate::pages::NotFound;
@@ -42,7 +42,7 @@ pub fn OutboxPage() -> impl IntoView {
                         }
                         .into_any(),
                         Ok(mut list) => {
-                            list.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+                            list.sort_by_key(|mail| std::cmp::Reverse(mail.created_at));
                             view! {
                                 <div class="stack">
                                     {list.into_iter().map(|mail| view! { <Mail mail/> }).collect_view()}
@@ -58,7 +58,7 @@ pub fn OutboxPage() -> impl IntoView {
 }
 
 #[component]
-fn Mail(mail: OutboxMail) -> impl IntoView {
+fn Mail(mail: OutboxEmail) -> impl IntoView {
     let body = linkify(&mail.body)
         .into_iter()
         .map(|segment| match segment {

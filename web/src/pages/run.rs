@@ -14,8 +14,9 @@ use leptos_meta::Title;
 use leptos_router::components::A;
 use leptos_router::hooks::{use_navigate, use_params_map};
 use serde_json::Value;
+use uuid::Uuid;
 
-use crate::api::{self, ApiError, LogChunk, PlanSummary, Role, Run, RunAction, RunStatus};
+use crate::api::{self, ApiError, LogLine, PlanSummary, Role, Run, RunAction, RunStatus};
 use crate::browser;
 use crate::components::{
     ActionButton, Alert, AlertKind, Card, CopyButton, FormBanner, FormState, LoadError, Loading, PageHeader,
@@ -42,20 +43,20 @@ pub fn RunPage() -> impl IntoView {
 /// What the parts of the page share.
 #[derive(Clone, Copy)]
 struct RunState {
-    id: StoredValue<String>,
+    id: Uuid,
     run: RwSignal<Option<Run>>,
     /// The last failure to load the run; the page keeps showing what it had.
     error: RwSignal<Option<ApiError>>,
     /// The viewer's role in the run's organization, once known.
     role: RwSignal<Option<Role>>,
-    log: RwSignal<Vec<LogChunk>>,
+    log: RwSignal<Vec<LogLine>>,
     log_complete: RwSignal<bool>,
 }
 
 impl RunState {
-    fn new(id: String) -> Self {
+    fn new(id: Uuid) -> Self {
         Self {
-            id: StoredValue::new(id),
+            id,
             run: RwSignal::new(None),
             error: RwSignal::new(None),
             role: RwSignal::new(None),
@@ -65,7 +66,7 @@ impl RunState {
     }
 
     /// Adds a line the page has not shown yet.
-    fn append(self, chunk: LogChunk) {
+    fn append(self, chunk: LogLine) {
         self.log.try_update(|log| {
             if log.last().is_none_or(|last| chunk.seq > last.seq) {
                 log.push(chunk);
@@ -77,8 +78,7 @@ impl RunState {
 
     /// Fetches the run (and the viewer's role, the first time); `None` when the page is gone.
     async fn load_run(self) -> Option<Result<Run, ApiError>> {
-        let id = self.id.try_get_value()?;
-        let result = api::get_run(&id).await;
+        let result = api::get_run(self.id).await;
         match &result {
             Ok(run) => {
                 if self.role.try_get_untracked()?.is_none()
@@ -108,8 +108,7 @@ impl RunState {
 
     /// Streams the log: every line from the first, then `end`.
     fn stream_log(self) {
-        let Some(id) = self.id.try_get_value() else { return };
-        browser::listen(&format!("/api/v1/runs/{}/logs", encode(&id)), &["line", "end"], move |kind, data| {
+        browser::listen(&format!("/api/v1/runs/{}/logs", self.id), &["line", "end"], move |kind, data| {
             if kind == "end" {
                 self.log_complete.try_set(true);
                 leptos::task::spawn_local(async move {
@@ -117,7 +116,7 @@ impl RunState {
                 });
                 return false;
             }
-            if let Ok(chunk) = serde_json::from_str::<LogChunk>(&data) {
+            if let Ok(chunk) = serde_json::from_str::<LogLine>(&data) {
                 self.append(chunk);
             }
             true
@@ -127,6 +126,10 @@ impl RunState {
 
 #[component]
 fn RunView(id: String) -> impl IntoView {
+    let id = match api::parse_id(&id) {
+        Ok(id) => id,
+        Err(error) => return view! { <LoadError error/> }.into_any(),
+    };
     let state = RunState::new(id);
     Effect::new(move |_| browser::poll(move || state.refresh()));
     Effect::new(move |_| state.stream_log());
@@ -137,7 +140,7 @@ fn RunView(id: String) -> impl IntoView {
     });
 
     let loaded = Memo::new(move |_| state.run.with(Option::is_some));
-    move || {
+    (move || {
         if loaded.get() {
             return view! { <RunDetails state/> }.into_any();
         }
@@ -145,7 +148,8 @@ fn RunView(id: String) -> impl IntoView {
             Some(error) => view! { <LoadError error/> }.into_any(),
             None => view! { <Loading/> }.into_any(),
         }
-    }
+    })
+    .into_any()
 }
 
 #[component]
@@ -153,17 +157,14 @@ fn RunDetails(state: RunState) -> impl IntoView {
     // Each refresh sets the run again; parts redraw only when what they show has changed.
     let current = Memo::new(move |_| state.run.get());
     let run = move || current.get();
-    let status = Memo::new(move |_| current.with(|run| run.as_ref().map_or(RunStatus::Unknown, |run| run.status)));
+    let status = Memo::new(move |_| current.with(|run| run.as_ref().map(|run| run.status)));
     let header = Memo::new(move |_| {
-        current.with(|run| {
-            run.as_ref().map(|run| (run.org.clone(), run.cluster_id.clone(), run.cluster_name.clone(), run.action))
-        })
+        current
+            .with(|run| run.as_ref().map(|run| (run.org.clone(), run.cluster_id, run.cluster_name.clone(), run.action)))
     });
     let cluster_name = move || header.with(|h| h.as_ref().map(|h| h.2.clone()).unwrap_or_default());
     let cluster_href = move || {
-        header.with(|h| {
-            h.as_ref().map(|(org, cluster, ..)| format!("/orgs/{}/clusters/{}", encode(org), encode(cluster)))
-        })
+        header.with(|h| h.as_ref().map(|(org, cluster, ..)| format!("/orgs/{}/clusters/{cluster}", encode(org))))
     };
     let subtitle = Signal::derive(move || current.with(|run| run.as_ref().map(subtitle).unwrap_or_default()));
     let title = Signal::derive(move || {
@@ -181,7 +182,7 @@ fn RunDetails(state: RunState) -> impl IntoView {
             })
             actions=Box::new(move || {
                 view! {
-                    {move || view! { <RunStatusBadge status=status.get()/> }}
+                    {move || status.get().map(|status| view! { <RunStatusBadge status/> })}
                     <RunButtons state actions status/>
                 }
                 .into_any()
@@ -227,7 +228,7 @@ fn RunDetails(state: RunState) -> impl IntoView {
 
 /// `Apply run 01ab… · attempt 2 of 3`.
 fn subtitle(run: &Run) -> String {
-    let mut text = format!("{} run {}", run.action.label(), format::short_id(&run.id));
+    let mut text = format!("{} run {}", run.action.label(), format::short_id(run.id));
     if run.max_attempts > 1 && run.attempts > 0 {
         text.push_str(&format!(" · attempt {} of {}", run.attempts, run.max_attempts));
     }
@@ -257,19 +258,19 @@ impl RunActions {
     }
 
     fn approve(self, state: RunState) {
-        let id = state.id.get_value();
-        self.approve.run(async move { api::approve_run(&id).await }, move |()| reload(state));
+        let id = state.id;
+        self.approve.run(async move { api::approve_run(id).await }, move |()| reload(state));
     }
 
     fn cancel(self, state: RunState) {
-        let id = state.id.get_value();
-        self.cancel.run(async move { api::cancel_run(&id).await }, move |()| reload(state));
+        let id = state.id;
+        self.cancel.run(async move { api::cancel_run(id).await }, move |()| reload(state));
     }
 
     fn retry(self, state: RunState, navigate: impl Fn(&str) + 'static) {
-        let id = state.id.get_value();
-        self.retry.run(async move { api::retry_run(&id).await }, move |run| {
-            navigate(&format!("/runs/{}", encode(&run.id)));
+        let id = state.id;
+        self.retry.run(async move { api::retry_run(id).await }, move |run| {
+            navigate(&format!("/runs/{}", run.id));
         });
     }
 }
@@ -283,15 +284,16 @@ fn reload(state: RunState) {
 /// Cancel while the run is not over (operators and above; a plan waiting for approval has
 /// its own); Retry once it failed or was canceled (admins and owners).
 #[component]
-fn RunButtons(state: RunState, actions: RunActions, status: Memo<RunStatus>) -> impl IntoView {
+fn RunButtons(state: RunState, actions: RunActions, status: Memo<Option<RunStatus>>) -> impl IntoView {
     let navigate = StoredValue::new_local(use_navigate());
     let role = move || state.role.get();
     let can_cancel = move || {
-        let status = status.get();
-        role().is_some_and(Role::operates_clusters) && !status.is_terminal() && status != RunStatus::AwaitingApproval
+        let active = status.get().is_some_and(|status| !status.is_terminal() && status != RunStatus::AwaitingApproval);
+        role().is_some_and(Role::operates_clusters) && active
     };
     let can_retry = move || {
-        role().is_some_and(Role::manages_clusters) && matches!(status.get(), RunStatus::Failed | RunStatus::Canceled)
+        let ended = matches!(status.get(), Some(RunStatus::Failed | RunStatus::Canceled));
+        role().is_some_and(Role::manages_clusters) && ended
     };
     let retry = move |()| {
         let navigate = navigate.get_value();
@@ -428,11 +430,10 @@ fn RunStateNotice(run: Run, state: RunState, actions: RunActions) -> impl IntoVi
                 RunAction::Plan => "The plan is ready.",
                 RunAction::Apply => "The cluster is up to date.",
                 RunAction::Destroy => "Everything the cluster had is gone.",
-                RunAction::Unknown => "Done.",
             };
             view! { <Alert kind=AlertKind::Success title=text>{reason_line}</Alert> }.into_any()
         }
-        RunStatus::Running | RunStatus::Applying | RunStatus::Unknown => reason_line.into_any(),
+        RunStatus::Running | RunStatus::Applying => reason_line.into_any(),
     }
 }
 
@@ -444,16 +445,15 @@ fn Reason(text: String) -> impl IntoView {
         .map(|part| match part {
             Mention::Text(text) => text.into_any(),
             Mention::Id(id) => {
-                let href = format!("/runs/{}", encode(&id));
-                let short = format::short_id(&id);
-                view! { <A href=href attr:class="mono" attr:title=id>{short}</A> }.into_any()
+                let href = format!("/runs/{id}");
+                view! { <A href=href attr:class="mono" attr:title=id.to_string()>{format::short_id(id)}</A> }.into_any()
             }
         })
         .collect_view()
 }
 
 /// `Next in line`, `3rd in line`.
-fn queue_position(position: u32) -> String {
+fn queue_position(position: u64) -> String {
     if position <= 1 {
         return "Next in line".to_owned();
     }
@@ -469,8 +469,7 @@ fn queue_position(position: u32) -> String {
 
 #[component]
 fn RunFacts(run: Run) -> impl IntoView {
-    let took =
-        run.started_at.as_deref().zip(run.finished_at.as_deref()).and_then(|(from, to)| format::elapsed(from, to));
+    let took = run.started_at.zip(run.finished_at).map(|(from, to)| format::elapsed(from, to));
     let attempts = (run.attempts > 0).then(|| format!("{} of {}", run.attempts, run.max_attempts));
     view! {
         <dl class="details details-flush">
@@ -495,7 +494,7 @@ fn RunFacts(run: Run) -> impl IntoView {
             {run.executor.map(|executor| view! { <div><dt>"Ran in"</dt><dd>{executor_label(&executor)}</dd></div> })}
             <div>
                 <dt>"Run ID"</dt>
-                <dd class="mono small">{run.id}</dd>
+                <dd class="mono small">{run.id.to_string()}</dd>
             </div>
         </dl>
     }
@@ -715,17 +714,17 @@ fn RunLog(state: RunState) -> impl IntoView {
                     })
             }}
             <For each=move || state.log.get() key=|chunk| chunk.seq let:chunk>
-                <LogLine chunk/>
+                <LogRow chunk/>
             </For>
         </div>
     }
 }
 
 #[component]
-fn LogLine(chunk: LogChunk) -> impl IntoView {
+fn LogRow(chunk: LogLine) -> impl IntoView {
     let text = format::strip_ansi(chunk.text.strip_suffix('\n').unwrap_or(&chunk.text));
     view! {
-        <div class=format!("log-line log-{}", chunk.stream.as_str()) data-test="log-line" data-seq=chunk.seq title=chunk.at>
+        <div class=format!("log-line log-{}", chunk.stream.as_str()) data-test="log-line" data-seq=chunk.seq title=format::rfc3339(chunk.at)>
             {text}
         </div>
     }
@@ -749,7 +748,11 @@ mod tests {
     #[test]
     fn counts_attempts_only_when_there_can_be_more() {
         let mut run: Run = serde_json::from_value(json!({
-            "id": "01a20b29-8292-7196-af7e-d490e4f32cd3", "action": "apply", "status": "running", "attempts": 2, "max_attempts": 3
+            "id": "01a20b29-8292-7196-af7e-d490e4f32cd3", "org": "acme", "cluster_id": "01a20b29-8292-7196-af7e-d490e4f30000",
+            "cluster_name": "payments-prod", "action": "apply", "status": "running", "reason": null, "position": null,
+            "attempts": 2, "max_attempts": 3, "plan_summary": null, "outputs": null, "exit_code": null,
+            "executor": "docker", "requested_by": "ada", "approved_by": null, "created_at": "2026-04-14T09:30:00Z",
+            "started_at": "2026-04-14T09:30:05Z", "finished_at": null
         }))
         .expect("run parses");
         assert_eq!(subtitle(&run), "Apply run …e4f32cd3 · attempt 2 of 3");
@@ -777,12 +780,12 @@ mod tests {
     #[test]
     fn log_chunks_arriving_twice_are_kept_once() {
         Owner::new().with(|| {
-            let state = RunState::new("r".into());
-            let chunk = |seq: u64| LogChunk {
+            let state = RunState::new(Uuid::nil());
+            let chunk = |seq: u64| LogLine {
                 seq,
                 stream: api::LogStream::Stdout,
                 text: format!("line {seq}"),
-                at: String::new(),
+                at: chrono::DateTime::UNIX_EPOCH,
             };
             for seq in [1, 2, 2, 3, 1] {
                 state.append(chunk(seq));

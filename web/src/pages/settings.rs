@@ -4,8 +4,9 @@ use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
+use uuid::Uuid;
 
-use crate::api::{self, NewToken, Session, Token};
+use crate::api::{self, CreatedToken, Session, Token};
 use crate::browser;
 use crate::components::{
     Alert, AlertKind, Card, ConfirmButton, CopyButton, EmptyState, FormBanner, FormState, GoogleButton, GoogleError,
@@ -266,10 +267,10 @@ fn LinkedGoogle(
 #[component]
 fn Tokens() -> impl IntoView {
     let tokens = LocalResource::new(api::list_tokens);
-    let created = RwSignal::new(None::<NewToken>);
+    let created = RwSignal::new(None::<CreatedToken>);
     let revoke = FormState::new();
-    let on_revoke = Callback::new(move |id: String| {
-        revoke.run(async move { api::revoke_token(&id).await }, move |()| tokens.refetch());
+    let on_revoke = Callback::new(move |id: Uuid| {
+        revoke.run(async move { api::revoke_token(id).await }, move |()| tokens.refetch());
     });
     view! {
         <div class="stack">
@@ -289,7 +290,7 @@ fn Tokens() -> impl IntoView {
                         })
                 }}
             </Suspense>
-            <CreateTokenForm on_created=Callback::new(move |token: NewToken| {
+            <CreateTokenForm on_created=Callback::new(move |token: CreatedToken| {
                 created.set(Some(token));
                 tokens.refetch();
             })/>
@@ -298,7 +299,7 @@ fn Tokens() -> impl IntoView {
 }
 
 #[component]
-fn TokenTable(list: Vec<Token>, busy: RwSignal<bool>, on_revoke: Callback<String>) -> impl IntoView {
+fn TokenTable(list: Vec<Token>, busy: RwSignal<bool>, on_revoke: Callback<Uuid>) -> impl IntoView {
     view! {
         <div class="table-wrap">
             <table class="table table-stack" data-test="token-table">
@@ -316,10 +317,10 @@ fn TokenTable(list: Vec<Token>, busy: RwSignal<bool>, on_revoke: Callback<String
                     {list
                         .into_iter()
                         .map(|token| {
-                            let id = token.id.clone();
+                            let id = token.id;
                             let prompt = format!("Revoke “{}”?", token.name);
                             view! {
-                                <tr data-test="token-row" data-token-id=token.id.clone()>
+                                <tr data-test="token-row" data-token-id=token.id.to_string()>
                                     <td class="strong">{token.name}</td>
                                     <td data-label="Token"><code class="mono">{token.prefix}"…"</code></td>
                                     <td data-label="Created"><Time value=token.created_at date_only=true/></td>
@@ -342,7 +343,7 @@ fn TokenTable(list: Vec<Token>, busy: RwSignal<bool>, on_revoke: Callback<String
                                             confirm_label="Revoke"
                                             busy=busy
                                             test="revoke-token"
-                                            on_confirm=move |()| on_revoke.run(id.clone())
+                                            on_confirm=move |()| on_revoke.run(id)
                                         />
                                     </td>
                                 </tr>
@@ -360,7 +361,7 @@ const EXPIRY_OPTIONS: [(&str, &str); 5] =
     [("7", "7 days"), ("30", "30 days"), ("90", "90 days"), ("365", "1 year"), ("", "Never")];
 
 #[component]
-fn CreateTokenForm(on_created: Callback<NewToken>) -> impl IntoView {
+fn CreateTokenForm(on_created: Callback<CreatedToken>) -> impl IntoView {
     let form = FormState::new();
     let name = RwSignal::new(String::new());
     let expires = RwSignal::new("30".to_owned());
@@ -401,7 +402,7 @@ fn CreateTokenForm(on_created: Callback<NewToken>) -> impl IntoView {
 
 /// Shows a new token's secret, once, with a copy button.
 #[component]
-fn NewTokenPanel(token: NewToken, on_done: impl Fn() + 'static) -> impl IntoView {
+fn NewTokenPanel(token: CreatedToken, on_done: impl Fn() + 'static) -> impl IntoView {
     let secret = StoredValue::new(token.token);
     view! {
         <div class="token-reveal" data-test="new-token-panel">
@@ -438,8 +439,8 @@ fn NewTokenPanel(token: NewToken, on_done: impl Fn() + 'static) -> impl IntoView
 fn Sessions() -> impl IntoView {
     let sessions = LocalResource::new(api::list_sessions);
     let revoke = FormState::new();
-    let on_revoke = Callback::new(move |(id, current): (String, bool)| {
-        revoke.run(async move { api::revoke_session(&id).await }, move |()| {
+    let on_revoke = Callback::new(move |(id, current): (Uuid, bool)| {
+        revoke.run(async move { api::revoke_session(id).await }, move |()| {
             if current {
                 // This browser's own session: it is signed out now.
                 browser::go_to("/login");
@@ -471,7 +472,7 @@ fn Sessions() -> impl IntoView {
 }
 
 #[component]
-fn SessionTable(list: Vec<Session>, busy: RwSignal<bool>, on_revoke: Callback<(String, bool)>) -> impl IntoView {
+fn SessionTable(list: Vec<Session>, busy: RwSignal<bool>, on_revoke: Callback<(Uuid, bool)>) -> impl IntoView {
     view! {
         <div class="table-wrap">
             <table class="table table-stack" data-test="session-table">
@@ -489,14 +490,14 @@ fn SessionTable(list: Vec<Session>, busy: RwSignal<bool>, on_revoke: Callback<(S
                         .into_iter()
                         .map(|session| {
                             let browser = format::browser_name(&session.user_agent);
-                            let (id, current) = (session.id.clone(), session.current);
+                            let (id, current) = (session.id, session.current);
                             let prompt = if current {
                                 "Revoke this session? You will be signed out here.".to_owned()
                             } else {
                                 format!("Revoke the session of {browser} from {}? It is signed out at once.", session.ip)
                             };
                             view! {
-                                <tr data-test="session-row" data-session-id=session.id.clone() data-current=current.to_string()>
+                                <tr data-test="session-row" data-session-id=session.id.to_string() data-current=current.to_string()>
                                     <td class="strong" title=session.user_agent.clone()>
                                         {browser}
                                         {current.then(|| view! { <span class="badge badge-success badge-inline" data-test="current-session">"This browser"</span> })}
@@ -511,7 +512,7 @@ fn SessionTable(list: Vec<Session>, busy: RwSignal<bool>, on_revoke: Callback<(S
                                             confirm_label="Revoke"
                                             busy=busy
                                             test="revoke-session"
-                                            on_confirm=move |()| on_revoke.run((id.clone(), current))
+                                            on_confirm=move |()| on_revoke.run((id, current))
                                         />
                                     </td>
                                 </tr>
