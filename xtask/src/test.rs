@@ -34,8 +34,11 @@ const PACKAGES: &[&str] = &[
     "docker.io",
     "busybox-static",
 ];
-/// Cloud emulators from PyPI, pinned: moto's server (AWS) and a Cloud Storage emulator.
-const EMULATORS: &[&str] = &["moto[server]==5.2.5", "gcp-storage-emulator==2026.7.19"];
+/// Test tools from PyPI, pinned: moto's server (AWS), a Cloud Storage emulator, and
+/// schemathesis, which checks the API against its OpenAPI document.
+const EMULATORS: &[&str] = &["moto[server]==5.2.5", "gcp-storage-emulator==2026.7.19", "schemathesis==4.32.5"];
+/// The programs the tests run from that environment; a missing one means a broken install.
+const EMULATOR_PROGRAMS: &[&str] = &["moto_server", "gcp-storage-emulator", "schemathesis"];
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const REDIS_SERVER: &str = "/usr/bin/redis-server";
 /// The real browser binary; `/usr/bin/chromium` is a wrapper script that adds flags of its own.
@@ -192,14 +195,16 @@ pub(crate) fn step(title: &str, command: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// A Python virtual environment with the cloud emulators, next to the build output so that
-/// repeated runs reuse it; reinstalled when the pinned versions change. Returns its `bin/`.
+/// A Python virtual environment with the cloud emulators and schemathesis, next to the build
+/// output so that repeated runs reuse it; reinstalled when the pinned versions change or a
+/// program is missing. Returns its `bin/`.
 fn ensure_emulators(target_dir: &Path) -> Result<PathBuf> {
     let venv = target_dir.join("emulators");
     let bin = venv.join("bin");
     let stamp = venv.join("requirements.txt");
     let wanted = EMULATORS.join("\n");
-    if fs::read_to_string(&stamp).is_ok_and(|installed| installed == wanted) && bin.join("moto_server").is_file() {
+    let complete = EMULATOR_PROGRAMS.iter().all(|program| bin.join(program).is_file());
+    if fs::read_to_string(&stamp).is_ok_and(|installed| installed == wanted) && complete {
         return Ok(bin);
     }
     if venv.exists() {
@@ -208,7 +213,7 @@ fn ensure_emulators(target_dir: &Path) -> Result<PathBuf> {
     // Debian's interpreter, which python3-venv completes; another python3 on PATH may lack venv.
     let python = if Path::new("/usr/bin/python3").is_file() { "/usr/bin/python3" } else { "python3" };
     step(
-        "Creating a Python environment for the cloud emulators",
+        "Creating a Python environment for the cloud emulators and schemathesis",
         Command::new(python).args(["-m", "venv"]).arg(&venv),
     )?;
     step(

@@ -85,13 +85,18 @@ async fn csp_reports_are_counted_by_directive_and_odd_ones_change_nothing_else()
         async move { request.send().await.expect("send").status() }
     };
     assert_eq!(send(report.to_string()).await, StatusCode::NO_CONTENT);
-    // Junk, and a directive nobody sets, are counted as `other`: the labels stay a fixed set.
-    for body in ["not json", r#"{"csp-report":{"effective-directive":"x\ny"}}"#] {
-        assert_eq!(send(body.to_owned()).await, StatusCode::NO_CONTENT);
+    // A directive nobody sets is counted as `other`: the labels stay a fixed set.
+    let odd = r#"{"csp-report":{"effective-directive":"x\ny"}}"#;
+    assert_eq!(send(odd.to_owned()).await, StatusCode::NO_CONTENT);
+    // What is not a report is refused, and not counted.
+    let junk =
+        ["", "not json", "[]", r#"{"csp-report":"x"}"#, r#"{"csp-report":[]}"#, r#"{"csp-report":{"blocked-uri":{}}}"#];
+    for junk in junk {
+        assert_eq!(send(junk.to_owned()).await, StatusCode::BAD_REQUEST, "{junk:?}");
     }
     let metrics = client.get("/metrics").await.text;
     assert!(metrics.contains("fleetplane_csp_violations_total{directive=\"script-src-elem\"} 1"), "{metrics}");
-    assert!(metrics.contains("fleetplane_csp_violations_total{directive=\"other\"} 2"), "{metrics}");
+    assert!(metrics.contains("fleetplane_csp_violations_total{directive=\"other\"} 1"), "{metrics}");
     // Larger than a report can be: refused before it is read.
     assert_eq!(send("x".repeat(128 * 1024)).await, StatusCode::PAYLOAD_TOO_LARGE);
 }

@@ -4,6 +4,7 @@
 mod accounts;
 mod cli;
 mod cloud_accounts;
+mod contract;
 mod errors;
 mod google;
 mod headers;

@@ -134,6 +134,83 @@ async fn the_openapi_document_covers_every_endpoint() {
     }
 }
 
+/// Every operation by its operationId, with its path-and-query parameter names.
+fn operations_by_id(doc: &Value) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut operations = std::collections::BTreeMap::new();
+    for item in doc["paths"].as_object().expect("paths").values() {
+        for operation in item.as_object().expect("item").values() {
+            let id = operation["operationId"].as_str().expect("every operation has an operationId").to_owned();
+            let parameters = operation["parameters"].as_array().into_iter().flatten();
+            let names = parameters.map(|p| p["name"].as_str().expect("parameter name").to_owned()).collect();
+            assert!(operations.insert(id.clone(), names).is_none(), "operationId {id} is used twice");
+        }
+    }
+    operations
+}
+
+#[tokio::test]
+async fn creating_operations_link_to_the_operations_that_take_their_ids() {
+    let app = TestApp::spawn().await;
+    let doc = app.client().get("/api/openapi.json").await.expect_status(StatusCode::OK).json();
+    let operations = operations_by_id(&doc);
+    let mut linked = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for item in doc["paths"].as_object().expect("paths").values() {
+        for operation in item.as_object().expect("item").values() {
+            let from = operation["operationId"].as_str().expect("operationId");
+            let Some(links) = operation["responses"]["201"]["links"].as_object() else { continue };
+            for (name, link) in links {
+                let target = link["operationId"].as_str().expect("a link names its operation");
+                let taken = operations.get(target).unwrap_or_else(|| panic!("{from} links to unknown {target}"));
+                for (parameter, expression) in link["parameters"].as_object().expect("parameters") {
+                    assert!(taken.contains(parameter), "{from} → {target}: {target} takes no `{parameter}`");
+                    let expression = expression.as_str().expect("runtime expression");
+                    assert!(expression.starts_with("$response.body#/") || expression.starts_with("$request.path."));
+                }
+                linked.entry(from.to_owned()).or_default().push(name.clone());
+            }
+        }
+    }
+    // Each thing the API creates leads to where its id is used.
+    for (from, to) in [
+        ("create_org", "get_org"),
+        ("add_member", "update_member"),
+        ("create_token", "revoke_token"),
+        ("link_cloud_account", "get_cloud_account"),
+        ("create_cluster", "get_cluster"),
+        ("create_cluster", "get_run"),
+        ("request_run", "cancel_run"),
+        ("retry_run", "get_run"),
+    ] {
+        assert!(linked.get(from).is_some_and(|names| names.iter().any(|n| n == to)), "{from} does not link to {to}");
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_states_the_constraints_the_server_enforces() {
+    let app = TestApp::spawn().await;
+    let doc = app.client().get("/api/openapi.json").await.expect_status(StatusCode::OK).json();
+    let schemas = &doc["components"]["schemas"];
+    let property = |schema: &str, field: &str| schemas[schema]["properties"][field].clone();
+    assert_eq!(property("CreateOrgRequest", "name")["$ref"], "#/components/schemas/Handle");
+    assert!(schemas["Handle"]["pattern"].is_string());
+    assert!(schemas["EmailAddress"]["pattern"].is_string() && schemas["EmailAddress"]["maxLength"] == 254);
+    assert_eq!(schemas["NewPassword"]["minLength"], 8);
+    assert_eq!(property("CreateTokenRequest", "name")["maxLength"], 100);
+    assert_eq!(property("SpecInput", "public_subnets")["maxItems"], 6);
+    let required = |schema: &str| schemas[schema]["required"].as_array().cloned().unwrap_or_default();
+    assert!(required("SignupRequest").contains(&json!("password")), "fields read with defaults are still required");
+    assert_eq!(schemas["RequestedAction"]["enum"], json!(["plan", "apply"]));
+    // Query parameters say where they go and how big a page may be.
+    let audit = doc["paths"]["/api/v1/orgs/{org}/audit"]["get"]["parameters"].as_array().expect("parameters").clone();
+    let limit = audit.iter().find(|p| p["name"] == "limit").expect("limit");
+    assert_eq!(limit["in"], "query");
+    assert_eq!(limit["schema"]["maximum"], 100);
+    // Public operations need no credentials.
+    for (method, path) in [("get", "/healthz"), ("get", "/readyz"), ("post", "/api/v1/auth/login")] {
+        assert_eq!(doc["paths"][path][method]["security"], json!([{}]), "{method} {path}");
+    }
+}
+
 /// A request that is inside its handler when shutdown begins still gets its answer. The client
 /// asks for `100 Continue`, which the server only sends once the handler starts reading the
 /// body; that is the proof the request is in flight.

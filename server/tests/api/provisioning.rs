@@ -124,6 +124,16 @@ async fn only_admins_create_or_destroy_and_other_organizations_see_nothing() {
             .delete(&format!("{CLUSTERS}/{cluster}/state/lock"))
             .await
             .expect_problem(StatusCode::FORBIDDEN, "forbidden");
+        // A destroy is the cluster's DELETE, even for an owner; the body says so on its field.
+        let problem = ada
+            .post(&format!("{CLUSTERS}/{cluster}/runs"), json!({ "action": "destroy" }))
+            .await
+            .expect_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(problem["errors"][0]["field"], "action", "{problem}");
+        assert!(
+            problem["errors"][0]["message"].as_str().is_some_and(|m| m.contains("Delete the cluster")),
+            "{problem}"
+        );
     })
     .await;
     operator

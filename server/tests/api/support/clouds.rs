@@ -33,8 +33,8 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port()
 }
 
-/// A program from the emulator environment `cargo xtask test` prepares.
-fn emulator_program(name: &str) -> PathBuf {
+/// A program from the environment of emulators and test tools `cargo xtask test` prepares.
+pub fn emulator_program(name: &str) -> PathBuf {
     let dir = std::env::var_os("FLEETPLANE_TEST_EMULATORS")
         .map(PathBuf::from)
         .unwrap_or_else(|| panic!("FLEETPLANE_TEST_EMULATORS is not set: run the cloud tests with `cargo xtask test`"));
