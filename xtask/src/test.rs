@@ -288,7 +288,8 @@ pub fn ensure_packages(packages: &[&str]) -> Result<()> {
         .with_context(|| format!("the tests need these packages; as root: apt-get install -y {}", missing.join(" ")))
 }
 
-/// What to stop if the run is interrupted: the PostgreSQL data directory and its `pg_ctl`.
+/// What to stop if the run is interrupted (Ctrl-C, SIGTERM, SIGHUP): the PostgreSQL data
+/// directory and its `pg_ctl`.
 static RUNNING_POSTGRES: Mutex<Option<(PathBuf, PathBuf)>> = Mutex::new(None);
 /// And the Docker engine: its process id and directory.
 static RUNNING_DOCKER: Mutex<Option<(u32, PathBuf)>> = Mutex::new(None);
