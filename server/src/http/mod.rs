@@ -34,6 +34,7 @@ use utoipa::{
     openapi::{
         Content, OpenApi as OpenApiDoc, Ref, RefOr, ResponseBuilder,
         link::LinkBuilder,
+        path::Operation,
         security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme},
     },
 };
@@ -105,16 +106,20 @@ impl Modify for Conventions {
 
 /// Every operation's undocumented statuses are problem+json too.
 fn add_default_problem(openapi: &mut OpenApiDoc) {
-    for item in openapi.paths.paths.values_mut() {
-        let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
-        for operation in operations.into_iter().flatten() {
-            operation
-                .responses
-                .responses
-                .entry("default".to_owned())
-                .or_insert_with(|| RefOr::Ref(Ref::from_response_name("Problem")));
-        }
+    for operation in operations_mut(openapi) {
+        operation
+            .responses
+            .responses
+            .entry("default".to_owned())
+            .or_insert_with(|| RefOr::Ref(Ref::from_response_name("Problem")));
     }
+}
+
+/// Every operation of the document, whatever its method.
+fn operations_mut(openapi: &mut OpenApiDoc) -> impl Iterator<Item = &mut Operation> {
+    openapi.paths.paths.values_mut().flat_map(|item| {
+        [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch].into_iter().flatten()
+    })
 }
 
 /// Where the id a creating operation's 201 returns is used next: `(operation, target,
@@ -171,17 +176,14 @@ const LINKS: &[(&str, &str, LinkParameters)] = {
 
 /// Adds [`LINKS`] to the 201 responses of the operations that create something.
 fn add_links(openapi: &mut OpenApiDoc) {
-    for item in openapi.paths.paths.values_mut() {
-        let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
-        for operation in operations.into_iter().flatten() {
-            let Some(id) = operation.operation_id.clone() else { continue };
-            let Some(RefOr::T(created)) = operation.responses.responses.get_mut("201") else { continue };
-            for (_, target, parameters) in LINKS.iter().filter(|(from, ..)| *from == id) {
-                let link = parameters.iter().fold(LinkBuilder::new().operation_id(*target), |link, (name, value)| {
-                    link.parameter(*name, *value)
-                });
-                created.links.insert((*target).to_owned(), RefOr::T(link.build()));
-            }
+    for operation in operations_mut(openapi) {
+        let Some(id) = operation.operation_id.clone() else { continue };
+        let Some(RefOr::T(created)) = operation.responses.responses.get_mut("201") else { continue };
+        for (_, target, parameters) in LINKS.iter().filter(|(from, ..)| *from == id) {
+            let link = parameters
+                .iter()
+                .fold(LinkBuilder::new().operation_id(*target), |link, (name, value)| link.parameter(*name, *value));
+            created.links.insert((*target).to_owned(), RefOr::T(link.build()));
         }
     }
 }
