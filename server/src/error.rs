@@ -282,3 +282,18 @@ fn internal() -> Response {
 pub fn status_problem(status: StatusCode, code: &'static str, detail: &'static str) -> Response {
     problem_response(status, code, detail.to_owned(), Vec::new(), None)
 }
+
+#[cfg(test)]
+mod tests {
+    use fleetplane_api::RunStatus;
+
+    use super::*;
+
+    #[test]
+    fn an_unreadable_stored_value_is_a_server_error_naming_its_column() {
+        assert_eq!(stored("runs.status", "queued", RunStatus::parse).ok(), Some(RunStatus::Queued));
+        let error = stored("runs.status", "exploded", RunStatus::parse).expect_err("unknown status");
+        assert!(matches!(&error, AppError::Internal(_)), "{error:?}");
+        assert!(error.to_string().contains("runs.status") && error.to_string().contains("exploded"), "{error}");
+    }
+}

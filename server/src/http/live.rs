@@ -194,3 +194,22 @@ async fn delete_notification(
     notifications::delete(&state, caller.id(), path.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_last_event_id_is_digits_as_the_stream_sends_them() {
+        let none = HeaderMap::new();
+        assert_eq!(last_event_id(&none, Some("42")).ok(), Some(Some(42)));
+        assert_eq!(last_event_id(&none, Some("")).ok(), Some(None));
+        assert_eq!(last_event_id(&none, None).ok(), Some(None));
+        for bad in ["+5", " 5", "-1", "5 ", "1234567890123456789", "x"] {
+            assert!(last_event_id(&none, Some(bad)).is_err(), "{bad:?}");
+        }
+        let mut header = HeaderMap::new();
+        header.insert("last-event-id", "7".parse().expect("header"));
+        assert_eq!(last_event_id(&header, Some("42")).ok(), Some(Some(7)), "the header wins");
+    }
+}
