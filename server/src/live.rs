@@ -4,13 +4,19 @@
 //! and never depend on a signal arriving. Events: one fan-out task per server reads new rows of
 //! `events` when the bus says there are some (and every second regardless) and broadcasts them
 //! to this server's streams through a bounded ring; each stream passes on what its user may see.
-//! A stream whose client is too slow for the events (its receiver fell a whole ring behind while
-//! the stream waited for the client to read) gets a `resync` event and ends, as soon as it can
-//! tell: the client reconnects with its last id and catches up from the database, and the
+//! A stream whose client is too slow for the events (the stream waited for the client to read
+//! while it was a whole ring behind the fan-out) gets a `resync` event and ends, as soon as it
+//! can tell: the client reconnects with its last id and catches up from the database, and the
 //! server holds nothing for it meanwhile. A stream that fell behind while its client kept up
-//! (the server was busy, or a burst came) listens again and catches up from the database. Logs: a log stream reads its run's lines from the database whenever the bus says
-//! there are new ones (and every second), at the pace the client reads, so it never falls
-//! behind; it ends with an `end` event carrying the run's outcome. When the server stops, every
+//! (the server was busy, or a burst came) listens again and catches up from the database; if
+//! its client then makes it wait before it is less than a ring behind, it is told to resync
+//! all the same, so that a client that stopped reading hears the same thing however the server
+//! was scheduled meanwhile. A stream opened with `Last-Event-ID` catches up at its client's
+//! pace: its client asked for that backlog.
+//!
+//! Logs: a log stream reads its run's lines from the database whenever the bus says there are
+//! new ones (and every second), at the pace the client reads, so it never falls behind; it ends
+//! with an `end` event carrying the run's outcome. When the server stops, every
 //! stream ends (the event channel closes, and the others see `closing`), and its client resumes.
 //! The retention janitor deletes old events but never the newest backlog ([`crate::janitor`]); a
 //! client resuming from an id that was deleted goes on from the next event still stored.
@@ -23,7 +29,10 @@ mod direct;
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     io,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicI64, AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -79,12 +88,17 @@ pub struct Live {
     /// Each user's open streams.
     open: Mutex<HashMap<Uuid, Vec<Open>>>,
     /// Numbers the streams, to find one in `open`.
-    next_key: std::sync::atomic::AtomicU64,
+    next_key: AtomicU64,
     max_per_user: usize,
     /// Cancelled when the server stops; log streams and streams written directly end on it.
     closing: CancellationToken,
     /// The event streams the fan-out writes to directly.
     attached: direct::Shards,
+    /// The id of the last event broadcast.
+    head: AtomicI64,
+    /// How many events the ring holds: a stream further behind than this has to catch up from
+    /// the database.
+    ring: i64,
 }
 
 /// What a stream was opened with: it ends when that stops working.
@@ -131,9 +145,11 @@ impl Live {
             attached: direct::Shards::new(&events),
             events: Mutex::new(Some(events)),
             open: Mutex::new(HashMap::new()),
-            next_key: std::sync::atomic::AtomicU64::new(0),
+            next_key: AtomicU64::new(0),
             max_per_user: settings.max_streams_per_user,
             closing: CancellationToken::new(),
+            head: AtomicI64::new(0),
+            ring: i64::try_from(settings.backlog).unwrap_or(i64::MAX),
         }
     }
 
@@ -157,6 +173,7 @@ impl Live {
     }
 
     fn publish(&self, event: Fanned) {
+        self.head.fetch_max(event.event.id, Ordering::Relaxed);
         if let Some(sender) = &*self.sender() {
             let _ = sender.send(Arc::new(event));
         }
@@ -171,7 +188,7 @@ impl Live {
         if streams.len() >= live.max_per_user {
             return None;
         }
-        let key = live.next_key.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let key = live.next_key.fetch_add(1, Ordering::Relaxed);
         let ended = live.closing.child_token();
         streams.push(Open { key, credential, ended: ended.clone() });
         Some(Slot { state: state.clone(), user, key, ended })
@@ -365,7 +382,7 @@ impl Parked {
     /// The stream again, handed back at `filter`: it catches up from the database.
     fn resume(self, filter: Filter, reload_orgs: bool) -> EventStream {
         let live = self.state.live.subscribe();
-        EventStream { reload_orgs, ..EventStream::new(self, filter, live, false) }
+        EventStream { reload_orgs, owed: true, ..EventStream::new(self, filter, live, false) }
     }
 }
 
@@ -375,6 +392,9 @@ pub struct EventStream {
     parked: Parked,
     filter: Filter,
     caught_up: bool,
+    /// What it catches up on the fan-out broadcast already (it fell behind, or was handed
+    /// back), rather than what its client asked for with `Last-Event-ID`.
+    owed: bool,
     backlog: VecDeque<events::Model>,
     live: broadcast::Receiver<Arc<Fanned>>,
     /// Taken off `live` while looking whether the stream could be attached.
@@ -397,6 +417,7 @@ impl EventStream {
             parked,
             filter,
             caught_up,
+            owed: false,
             backlog,
             live,
             peeked: None,
@@ -465,6 +486,9 @@ impl EventStream {
             return Due::Event(failed(self.filter.last, "cannot reload memberships", &e));
         }
         loop {
+            if let Some(end) = self.too_slow_to_catch_up() {
+                return end;
+            }
             if let Some(event) = self.backlog.pop_front() {
                 self.filter.last = event.id;
                 if let Err(e) = self.note(&event).await {
@@ -500,6 +524,8 @@ impl EventStream {
                     }
                 }
             }
+            // Caught up: what comes next was broadcast after the stream listened again.
+            self.owed = false;
             let Some(received) = self.peeked.take() else { return Due::Nothing };
             match received {
                 // Sent already, from the database.
@@ -560,14 +586,35 @@ impl EventStream {
             tracing::debug!(user = %self.filter.user, missed, "an event stream fell behind its fan-out; it catches up");
             self.live = self.parked.state.live.subscribe();
             self.caught_up = false;
+            self.owed = true;
             return None;
         }
         tracing::info!(user = %self.filter.user, missed, "an event stream's client is too slow; telling it to resync");
+        Some(self.resync())
+    }
+
+    /// A stream catching up on what the fan-out broadcast already, whose client made it wait,
+    /// and whose next event is a whole ring behind, has a client too slow for the events: had
+    /// it been listening from there, its receiver would have lagged. It is told to resync, and
+    /// ends. (Event ids can skip a number, so this errs towards a resync, never away from one.)
+    fn too_slow_to_catch_up(&mut self) -> Option<Due> {
+        if !(self.owed && self.waited_on_client) {
+            return None;
+        }
+        let next = self.backlog.front()?;
+        let live = &self.parked.state.live;
+        let behind = live.head.load(Ordering::Relaxed).saturating_sub(next.id - 1);
+        if behind <= live.ring {
+            return None;
+        }
+        tracing::info!(user = %self.filter.user, behind, "an event stream's client is too slow to catch up; telling it to resync");
+        Some(self.resync())
+    }
+
+    fn resync(&mut self) -> Due {
         self.done = true;
-        Some(Due::Event(resync_event(
-            self.filter.last,
-            "This stream fell behind. Reconnect with Last-Event-ID to catch up.",
-        )))
+        self.backlog.clear();
+        Due::Event(resync_event(self.filter.last, "This stream fell behind. Reconnect with Last-Event-ID to catch up."))
     }
 }
 

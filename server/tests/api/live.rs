@@ -289,7 +289,7 @@ async fn falls_behind(alone: bool) {
     let app = TestApp::spawn_with(|config| config.live.backlog = 16).await;
     let ada = app.user("ada").await;
     let ada_id = ada.user_id().await;
-    let mut stream = match alone {
+    let stream = match alone {
         true => Stream::open_alone(&ada, "/api/v1/events").await,
         // On the connection that asked for `/me`, through hyper.
         false => Stream::open(&ada, "/api/v1/events", None).await,
@@ -305,6 +305,31 @@ async fn falls_behind(alone: bool) {
     for batch in 0..20 {
         app.record_events(ada_id, "membership", batch * 50..batch * 50 + 50, &filler).await;
     }
+    told_to_resync(&app, &ada, stream, start).await;
+}
+
+#[tokio::test]
+async fn a_stream_that_fell_behind_its_fan_out_and_then_waited_on_its_client_is_told_to_resync() {
+    let app = TestApp::spawn_with(|config| config.live.backlog = 16).await;
+    let ada = app.user("ada").await;
+    let ada_id = ada.user_id().await;
+    let stream = Stream::open_alone(&ada, "/api/v1/events").await.expect("stream");
+    wait_until_attached(&app, 1).await;
+    let start = events::latest_id(app.db()).await.expect("latest id");
+    // One page for the fan-out, broadcast in one go: the shard falls behind before it writes
+    // any of it, and the stream listens again only after all of it went by, so its own receiver
+    // never lags. Catching up from the database, it waits for its client (far more than the
+    // sockets hold), which is no faster for the server having been busy.
+    let filler = "x".repeat(64 * 1024);
+    app.record_events(ada_id, "note", 0..400, &filler).await;
+    app.wait_for("writes waiting on the client", 1, |state| state.live.writes_waiting()).await;
+    assert!(handbacks(&ada, "shard_behind").await >= 1, "the shard fell behind");
+    told_to_resync(&app, &ada, stream, start).await;
+}
+
+/// Reads `stream` until its `resync` (which must come, and name the last event sent, or
+/// `start`), sees the stream end, and resumes from the resync's id.
+async fn told_to_resync(app: &TestApp, ada: &Client, mut stream: Stream, start: i64) {
     let mut last = None;
     let resync = loop {
         let message = stream.next(WAIT).await.expect("a resync before the end");
@@ -318,7 +343,7 @@ async fn falls_behind(alone: bool) {
     assert!(stream.next(WAIT).await.is_none(), "the server ends the stream after resync");
     // Its place is given back, and resuming from the resync's id catches up.
     app.wait_for("open streams", 0, |state| state.live.open_streams()).await;
-    let mut resumed = Stream::open(&ada, "/api/v1/events", resync.id.as_deref()).await.expect("resume");
+    let mut resumed = Stream::open(ada, "/api/v1/events", resync.id.as_deref()).await.expect("resume");
     let next = resumed.next(WAIT).await.expect("caught up");
     assert_eq!(next.id(), resync.id.as_deref().expect("id").parse::<i64>().expect("number") + 1);
 }

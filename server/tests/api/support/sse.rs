@@ -32,7 +32,11 @@ impl Message {
 
 pub struct Stream {
     body: futures::stream::BoxStream<'static, reqwest::Result<axum::body::Bytes>>,
-    buffer: String,
+    /// What was received and not yet read, from `at` on: a chunk can hold megabytes of
+    /// events, so lines are read by moving `at`, and what was read is dropped only before
+    /// the next chunk is added.
+    buffer: Vec<u8>,
+    at: usize,
 }
 
 impl Stream {
@@ -61,65 +65,76 @@ impl Stream {
         }
         let content_type = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         assert!(content_type.starts_with("text/event-stream"), "content type {content_type}");
-        Ok(Self { body: response.bytes_stream().boxed(), buffer: String::new() })
+        Ok(Self { body: response.bytes_stream().boxed(), buffer: Vec::new(), at: 0 })
     }
 
     /// The next message, comments included; `None` when the server ended the stream (with its
     /// last chunk: a connection cut short fails the test).
     pub async fn next_raw(&mut self, wait: Duration) -> Option<Message> {
-        let read = async {
-            let mut message = Message { id: None, event: String::new(), data: String::new() };
-            let mut has_data = false;
-            loop {
-                while let Some(end) = self.buffer.find('\n') {
-                    let line = self.buffer[..end].trim_end_matches('\r').to_owned();
-                    self.buffer.drain(..=end);
-                    if line.is_empty() {
-                        if has_data || message.id.is_some() || !message.event.is_empty() {
-                            if message.event.is_empty() {
-                                message.event = "message".into();
-                            }
-                            return Some(message);
+        tokio::time::timeout(wait, self.message()).await.unwrap_or_else(|_| panic!("no message within {wait:?}"))
+    }
+
+    /// The next message, however long it takes.
+    async fn message(&mut self) -> Option<Message> {
+        let mut message = Message { id: None, event: String::new(), data: String::new() };
+        let mut has_data = false;
+        loop {
+            while let Some(end) = self.buffer[self.at..].iter().position(|&byte| byte == b'\n') {
+                let line = String::from_utf8_lossy(&self.buffer[self.at..self.at + end]);
+                let line = line.trim_end_matches('\r').to_owned();
+                self.at += end + 1;
+                if line.is_empty() {
+                    if has_data || message.id.is_some() || !message.event.is_empty() {
+                        if message.event.is_empty() {
+                            message.event = "message".into();
                         }
-                        continue;
+                        return Some(message);
                     }
-                    if let Some(comment) = line.strip_prefix(':') {
-                        return Some(Message { id: None, event: ":".into(), data: comment.trim().to_owned() });
-                    }
-                    let (field, value) = line.split_once(':').map_or((line.as_str(), ""), |(f, v)| (f, v));
-                    let value = value.strip_prefix(' ').unwrap_or(value);
-                    match field {
-                        "id" => message.id = Some(value.to_owned()),
-                        "event" => message.event = value.to_owned(),
-                        "data" => {
-                            if has_data {
-                                message.data.push('\n');
-                            }
-                            message.data.push_str(value);
-                            has_data = true;
-                        }
-                        _ => {}
-                    }
+                    continue;
                 }
-                match self.body.next().await {
-                    Some(Ok(chunk)) => self.buffer.push_str(&String::from_utf8_lossy(&chunk)),
-                    // A reset or a cut-short body is not the end the server says it sent.
-                    Some(Err(e)) => panic!("the stream broke instead of ending: {e:?}"),
-                    None => return None,
+                if let Some(comment) = line.strip_prefix(':') {
+                    return Some(Message { id: None, event: ":".into(), data: comment.trim().to_owned() });
+                }
+                let (field, value) = line.split_once(':').map_or((line.as_str(), ""), |(f, v)| (f, v));
+                let value = value.strip_prefix(' ').unwrap_or(value);
+                match field {
+                    "id" => message.id = Some(value.to_owned()),
+                    "event" => message.event = value.to_owned(),
+                    "data" => {
+                        if has_data {
+                            message.data.push('\n');
+                        }
+                        message.data.push_str(value);
+                        has_data = true;
+                    }
+                    _ => {}
+                }
+            }
+            match self.body.next().await {
+                Some(Ok(chunk)) => {
+                    self.buffer.drain(..self.at);
+                    self.at = 0;
+                    self.buffer.extend_from_slice(&chunk);
+                }
+                // A reset or a cut-short body is not the end the server says it sent.
+                Some(Err(e)) => panic!("the stream broke instead of ending: {e:?}"),
+                None => return None,
+            }
+        }
+    }
+
+    /// The next event within `wait`, skipping comments (heartbeats do not extend the wait);
+    /// `None` at the end of the stream.
+    pub async fn next(&mut self, wait: Duration) -> Option<Message> {
+        let event = async {
+            loop {
+                let message = self.message().await?;
+                if message.event != ":" {
+                    return Some(message);
                 }
             }
         };
-        tokio::time::timeout(wait, read).await.unwrap_or_else(|_| panic!("no event within {wait:?}"))
-    }
-
-    /// The next event, skipping comments; `None` at the end of the stream.
-    pub async fn next(&mut self, wait: Duration) -> Option<Message> {
-        loop {
-            let message = self.next_raw(wait).await?;
-            if message.event != ":" {
-                return Some(message);
-            }
-        }
+        tokio::time::timeout(wait, event).await.unwrap_or_else(|_| panic!("no event within {wait:?}"))
     }
 
     /// The next event of `kind`, skipping others.
