@@ -103,6 +103,7 @@ impl Suite {
     pub fn prepare(lint: bool) -> Result<Self> {
         let root = ui::workspace_root();
         install_cleanup_on_interrupt();
+        remove_stale_runs();
 
         ensure_packages(PACKAGES)?;
         let site = ui::build_ui(&BuildOptions { release: false })?;
@@ -465,8 +466,7 @@ impl Drop for DockerEngine {
         }
         let _ = self.dockerd.kill();
         let _ = self.dockerd.wait();
-        let _ = fs::remove_dir_all(&self.dir);
-        eprintln!("==> Stopped the Docker engine and removed {}", self.dir.display());
+        remove_engine_dir(&self.dir);
     }
 }
 
@@ -474,9 +474,70 @@ impl Drop for DockerEngine {
 /// its files.
 fn stop_docker(pid: u32, dir: &Path) {
     let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-    std::thread::sleep(std::time::Duration::from_secs(5));
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    while Instant::now() < deadline && Path::new(&format!("/proc/{pid}")).exists() {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-    let _ = fs::remove_dir_all(dir);
+    remove_engine_dir(dir);
+}
+
+/// Deletes a stopped engine's directory. The engine leaves its network namespace mounted in
+/// it (and, when killed, its containers' layers), which `remove_dir_all` cannot delete: they are
+/// unmounted first, deepest first.
+fn remove_engine_dir(dir: &Path) {
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mut inside: Vec<&str> = mounts
+        .lines()
+        .filter_map(|line| line.split(' ').nth(1))
+        .filter(|point| Path::new(point).starts_with(dir))
+        .collect();
+    inside.sort_by_key(|point| std::cmp::Reverse(point.len()));
+    for point in inside {
+        let _ = Command::new("umount").args(["--lazy", point]).status();
+    }
+    match fs::remove_dir_all(dir) {
+        Ok(()) => eprintln!("==> Stopped the Docker engine and removed {}", dir.display()),
+        Err(e) => eprintln!("warning: stopped the Docker engine but could not remove {}: {e}", dir.display()),
+    }
+}
+
+/// Deletes what runs that were killed outright (SIGKILL, a lost machine) left in the
+/// temporary directory: a directory named for a process that no longer runs, with the
+/// PostgreSQL or Docker engine still running from it stopped first.
+fn remove_stale_runs() {
+    let Ok(entries) = fs::read_dir(env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let (kind, pid) = match (name.strip_prefix("fleetplane-test-pg-"), name.strip_prefix("fleetplane-test-docker-"))
+        {
+            (Some(pid), _) => ("pg", pid),
+            (_, Some(pid)) => ("docker", pid),
+            _ => continue,
+        };
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        eprintln!("==> Removing {}, left by a run that was killed", dir.display());
+        match kind {
+            "pg" => {
+                if let Ok(bin) = postgres_bin_dir() {
+                    stop_postgres(&bin.join("pg_ctl"), &dir);
+                }
+                let _ = fs::remove_dir_all(&dir);
+            }
+            _ => {
+                let engine =
+                    fs::read_to_string(dir.join("dockerd.pid")).ok().and_then(|pid| pid.trim().parse::<u32>().ok());
+                match engine {
+                    Some(engine) if Path::new(&format!("/proc/{engine}")).exists() => stop_docker(engine, &dir),
+                    _ => remove_engine_dir(&dir),
+                }
+            }
+        }
+    }
 }
 
 /// `program`, run as the `postgres` user when we are root.
