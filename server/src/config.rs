@@ -240,6 +240,15 @@ pub struct RunSettings {
     pub terraform: PathBuf,
     /// How provisioners reach this server's state backend; default: the public URL.
     pub state_url: Option<Url>,
+    /// The largest Terraform state the state backend takes, in MiB.
+    pub max_state_mb: u64,
+}
+
+impl RunSettings {
+    /// [`Self::max_state_mb`] in bytes.
+    pub fn max_state_bytes(&self) -> usize {
+        usize::try_from(self.max_state_mb * 1024 * 1024).unwrap_or(usize::MAX)
+    }
 }
 
 impl Default for RunSettings {
@@ -259,6 +268,7 @@ impl Default for RunSettings {
             local_target: true,
             terraform: "terraform".into(),
             state_url: None,
+            max_state_mb: 64,
         }
     }
 }
@@ -621,7 +631,8 @@ fn run_settings(mut runs: RunSettings, env: &impl Fn(&str) -> Option<String>) ->
     if let Some(text) = env("FLEETPLANE_RUN_CPUS") {
         runs.cpus = parse_number("FLEETPLANE_RUN_CPUS", &text)?;
     }
-    let numbers: [(&'static str, &mut u64); 4] = [
+    let numbers: [(&'static str, &mut u64); 5] = [
+        ("FLEETPLANE_RUN_MAX_STATE_MB", &mut runs.max_state_mb),
         ("FLEETPLANE_RUN_MEMORY_MB", &mut runs.memory_mb),
         ("FLEETPLANE_RUN_GRACE_SECS", &mut runs.grace_secs),
         ("FLEETPLANE_RUN_TIMEOUT_SECS", &mut runs.timeout_secs),
@@ -651,6 +662,9 @@ fn run_settings(mut runs: RunSettings, env: &impl Fn(&str) -> Option<String>) ->
     }
     if runs.memory_mb < 64 {
         return Err(invalid("FLEETPLANE_RUN_MEMORY_MB", "must be at least 64"));
+    }
+    if !(1..=1024).contains(&runs.max_state_mb) {
+        return Err(invalid("FLEETPLANE_RUN_MAX_STATE_MB", "must be between 1 and 1024"));
     }
     if !(5..=3600).contains(&runs.lease_secs) {
         return Err(invalid("FLEETPLANE_RUN_LEASE_SECS", "must be between 5 and 3600"));
@@ -943,5 +957,16 @@ mod tests {
         let err = load("[retention]\nstate_versions_keep = 0\n", &[]).expect_err("zero in the file");
         assert_eq!(err.to_string(), "FLEETPLANE_RETENTION_STATE_VERSIONS_KEEP: must be between 1 and 1000000");
         assert!(toml::from_str::<FileConfig>("[retention]\nrun_logs_days = -5\n").is_err(), "negative in the file");
+    }
+
+    #[test]
+    fn the_state_limit_is_in_mib_and_bounded() {
+        let config = load("[runs]\nmax_state_mb = 8\n", &[]).expect("valid");
+        assert_eq!(config.runs.max_state_bytes(), 8 * 1024 * 1024);
+        assert_eq!(load("", &[]).expect("defaults").runs.max_state_mb, 64);
+        for value in ["0", "1025"] {
+            let err = load("", &[("FLEETPLANE_RUN_MAX_STATE_MB", value)]).expect_err(value);
+            assert_eq!(err.to_string(), "FLEETPLANE_RUN_MAX_STATE_MB: must be between 1 and 1024");
+        }
     }
 }

@@ -2,10 +2,14 @@
 //!
 //! Terraform sends `GET` (read), `POST` (write, with `?ID=` while locked), `LOCK` and `UNLOCK`
 //! (its default lock methods), with the run's token as the basic-auth password.
+//!
+//! The token is checked before a byte of the body is read: an anonymous upload is answered at
+//! once, whatever it declares. A state may be up to `runs.max_state_mb`; one declared larger is
+//! refused at once, and one that turns out larger is refused when it passes the limit.
 
 use axum::{
-    body::Bytes,
-    extract::{DefaultBodyLimit, Request, State},
+    body::Body,
+    extract::{Request, State},
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
     routing::MethodRouter,
@@ -23,12 +27,12 @@ use crate::{
     terraform_state::{self, LockInfo, Locking, RunCaller},
 };
 
-/// States can be large; this endpoint takes bodies up to this size.
-const MAX_STATE: usize = 64 * 1024 * 1024;
+/// Lock information is a small JSON object.
+const MAX_LOCK_INFO: usize = 64 * 1024;
 
 pub fn router() -> OpenApiRouter<AppState> {
     let (schemas, paths, methods): (_, _, MethodRouter<AppState>) = routes!(read_state, write_state);
-    let methods = methods.fallback(lock_or_unlock).layer(DefaultBodyLimit::max(MAX_STATE));
+    let methods = methods.fallback(lock_or_unlock);
     OpenApiRouter::new().routes((schemas, paths, methods))
 }
 
@@ -95,14 +99,16 @@ pub struct WriteQuery {
 }
 
 /// Write a new state version (kept with history). While the state is locked, `ID` must name the
-/// lock. Run token only.
+/// lock. Run token only; the token is checked before the body is read.
 #[utoipa::path(post, path = "/api/v1/state/{cluster}", tag = "terraform state",
     params(("cluster" = Uuid, Path, description = "Cluster id"), WriteQuery),
     security(("run_token" = [])),
     request_body(content = Object, content_type = "application/json", description = "The state document"),
     responses(
         (status = 200, description = "Stored"),
+        (status = 401, description = "`invalid_run_token`", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`lock_lost`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`state_too_large`", body = Problem, content_type = "application/problem+json"),
         (status = 423, description = "`state_locked`", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn write_state(
@@ -110,10 +116,11 @@ async fn write_state(
     headers: HeaderMap,
     ApiPath(path): ApiPath<StatePath>,
     ApiQuery(query): ApiQuery<WriteQuery>,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let result = async {
         let caller = caller(&state, &headers, path.cluster).await?;
+        let body = read_state_body(&headers, body, state.config.runs.max_state_bytes()).await?;
         terraform_state::store(&state, path.cluster, &caller, query.id.as_deref(), &body).await
     }
     .await;
@@ -121,6 +128,24 @@ async fn write_state(
         Ok(()) => StatusCode::OK.into_response(),
         Err(e) => with_auth_challenge(e),
     }
+}
+
+/// A state's body, up to `limit` bytes: refused at once when its `Content-Length` says more,
+/// and as soon as it passes `limit` when it does not say.
+async fn read_state_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<axum::body::Bytes> {
+    let too_large = || {
+        AppError::client(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "state_too_large",
+            format!("A state may be up to {} MiB (`runs.max_state_mb`).", limit / (1024 * 1024)),
+        )
+    };
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|_| too_large())
 }
 
 /// `LOCK` and `UNLOCK`, Terraform's lock methods; anything else is not allowed here.
@@ -141,12 +166,11 @@ async fn lock_or_unlock(State(state): State<AppState>, request: Request) -> Resp
             Ok(ApiPath(path)) => path,
             Err(e) => return e.into_response(),
         };
-    let bytes = match axum::body::to_bytes(body, 64 * 1024).await {
-        Ok(bytes) => bytes,
-        Err(_) => return AppError::bad_request("invalid_lock", "The lock information is too large.").into_response(),
-    };
     let result = async {
         let caller = caller(&state, &parts.headers, path.cluster).await?;
+        let bytes = axum::body::to_bytes(body, MAX_LOCK_INFO)
+            .await
+            .map_err(|_| AppError::bad_request("invalid_lock", "The lock information is too large."))?;
         let raw: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|_| AppError::bad_request("invalid_lock", "The lock information is not JSON."))?;
         let info: LockInfo = serde_json::from_value(raw.clone())

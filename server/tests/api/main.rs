@@ -14,6 +14,7 @@ mod orgs;
 mod provisioning;
 mod replicas;
 mod retention;
+mod security;
 mod serve;
 mod sessions;
 mod support;

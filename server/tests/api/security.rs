@@ -1,0 +1,144 @@
+//! Findings of a black-box probe, each fixed: what an attacker tried, and that it no longer
+//! works.
+
+use std::time::Duration;
+
+use base64::Engine;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use crate::support::{TestApp, runs::local_cluster};
+
+/// Generous: CI's machine may be busy.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A response read off a raw connection.
+struct RawResponse {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl RawResponse {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.head))
+    }
+}
+
+/// Sends `head` (a request head, without the blank line) and `body` on a connection of its own,
+/// and reads the response that comes back, without sending anything more: a server that waits
+/// for the rest of a body it was promised fails the test.
+async fn send_raw(app: &TestApp, head: &str, body: &[u8]) -> RawResponse {
+    let mut stream = TcpStream::connect(app.state.config.listen).await.expect("connect");
+    stream.write_all(format!("{head}\r\n\r\n").as_bytes()).await.expect("write head");
+    stream.write_all(body).await.expect("write body");
+    let read = async {
+        let mut received = Vec::new();
+        let mut buffer = [0u8; 4096];
+        let end = loop {
+            if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end;
+            }
+            let n = stream.read(&mut buffer).await.expect("read");
+            assert!(n > 0, "the connection closed before a response: {}", String::from_utf8_lossy(&received));
+            received.extend_from_slice(&buffer[..n]);
+        };
+        let head = String::from_utf8_lossy(&received[..end]).into_owned();
+        let status = head.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("a status line");
+        let length: usize = head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        let mut body = received[end + 4..].to_vec();
+        while body.len() < length {
+            let n = stream.read(&mut buffer).await.expect("read");
+            assert!(n > 0, "the connection closed within the response's body");
+            body.extend_from_slice(&buffer[..n]);
+        }
+        RawResponse { status, head, body }
+    };
+    tokio::time::timeout(WAIT, read).await.expect("an answer without the rest of the body")
+}
+
+/// ada's cluster, and the token of the run that creates it, as a worker holds it.
+async fn run_token(app: &TestApp) -> (String, String) {
+    let ada = app.user("ada").await;
+    let created = ada.post("/api/v1/orgs/ada/clusters", local_cluster("dev", json!(null))).await;
+    let cluster = created.expect_status(StatusCode::CREATED).json()["cluster"]["id"].as_str().expect("id").to_owned();
+    let claimed = fleetplane::queue::claim(app.db(), "test-worker", Duration::from_secs(300))
+        .await
+        .expect("claim")
+        .expect("a run");
+    (cluster, claimed.token)
+}
+
+fn basic(token: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("run:{token}")))
+}
+
+#[tokio::test]
+async fn an_anonymous_state_upload_is_answered_before_its_body_is_read() {
+    let app = TestApp::spawn().await;
+    let cluster = uuid::Uuid::now_v7();
+    // A gigabyte declared, none of it sent; then 10 MiB, under the state limit, with a forged
+    // token. Each is answered at once.
+    for (length, authorization) in [(1u64 << 30, None), (10 << 20, Some(basic("fprun_forged")))] {
+        let mut head = format!(
+            "POST /api/v1/state/{cluster} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: {length}"
+        );
+        if let Some(authorization) = authorization {
+            head.push_str(&format!("\r\nAuthorization: {authorization}"));
+        }
+        let response = send_raw(&app, &head, b"{").await;
+        assert_eq!(response.status, 401, "{}", response.head);
+        assert_eq!(response.json()["code"], "invalid_run_token");
+    }
+}
+
+#[tokio::test]
+async fn a_state_larger_than_the_limit_is_refused_and_one_within_it_is_stored() {
+    let app = TestApp::spawn_with(|config| config.runs.max_state_mb = 1).await;
+    let (cluster, token) = run_token(&app).await;
+    let path = format!("/api/v1/state/{cluster}");
+    let head = |framing: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: {}\r\n{framing}",
+            basic(&token)
+        )
+    };
+    // Declared larger: refused before any of it is read.
+    let declared = send_raw(&app, &head(&format!("Content-Length: {}", 2 << 20)), b"").await;
+    assert_eq!(declared.status, 413, "{}", declared.head);
+    assert_eq!(declared.json()["code"], "state_too_large");
+    assert!(declared.json()["detail"].as_str().expect("detail").contains("1 MiB"));
+
+    // Not declared (chunked): refused once it passes the limit.
+    let chunk = vec![b' '; 256 * 1024];
+    let mut chunked = Vec::new();
+    for _ in 0..5 {
+        chunked.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        chunked.extend_from_slice(&chunk);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let streamed = send_raw(&app, &head("Transfer-Encoding: chunked"), &chunked).await;
+    assert_eq!(streamed.status, 413, "{}", streamed.head);
+    assert_eq!(streamed.json()["code"], "state_too_large");
+
+    // Within the limit, with its run's token: stored.
+    let state =
+        json!({ "version": 4, "serial": 1, "lineage": "probe", "resources": [], "padding": "x".repeat(900_000) });
+    let body = state.to_string();
+    let stored = send_raw(&app, &head(&format!("Content-Length: {}", body.len())), body.as_bytes()).await;
+    assert_eq!(stored.status, 200, "{}", stored.head);
+    let versions = fleetplane::terraform_state::latest(&app.state, cluster.parse().expect("uuid")).await.expect("read");
+    assert_eq!(serde_json::from_slice::<Value>(&versions.expect("a state")).expect("JSON")["lineage"], "probe");
+}
