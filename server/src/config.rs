@@ -11,6 +11,7 @@ use std::{
     time::Duration,
 };
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -113,8 +114,12 @@ pub struct Config {
     pub session_ttl: Duration,
     /// Built UI assets (`pkg/fleetplane_web.js` and `.wasm`), produced by `cargo xtask build-ui`.
     pub site_dir: PathBuf,
-    /// Take the client address from `X-Forwarded-For` (only behind a trusted reverse proxy).
-    pub trust_forwarded_for: bool,
+    /// The reverse proxies whose `X-Forwarded-For` is believed (addresses or CIDRs). The
+    /// client is the rightmost address in it that is not one of them; a request from any other
+    /// peer is taken at its own address.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Who may read the dev outbox (`/api/v1/dev/outbox`).
+    pub dev_outbox: DevOutbox,
     /// How many argon2 hashes may run at once; the rest wait, so logins cannot starve the server.
     pub password_hash_concurrency: usize,
     pub rate_limits: RateLimits,
@@ -328,6 +333,20 @@ impl CloudSettings {
     }
 }
 
+/// The dev outbox: the mail a server without SMTP keeps instead of sending, with its
+/// verification links.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DevOutbox {
+    /// Not served.
+    Off,
+    /// Served to clients on this host that connect directly (no proxy says it forwarded the
+    /// request): the default without SMTP, on a loopback listener.
+    DirectLoopback,
+    /// Served to whoever reaches the server: `dev_outbox = true`, for a development setup.
+    On,
+}
+
 /// The TOML file's shape: every key optional, unknown keys rejected so typos are caught.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -342,7 +361,10 @@ struct FileConfig {
     session_secret: Option<Secret>,
     session_ttl_hours: Option<u64>,
     site_dir: Option<PathBuf>,
+    /// Replaced by `trusted_proxies`; kept to say so.
     trust_forwarded_for: Option<bool>,
+    trusted_proxies: Option<Vec<String>>,
+    dev_outbox: Option<bool>,
     password_hash_concurrency: Option<usize>,
     rate_limits: Option<RateLimits>,
     master_keys: Option<Secret>,
@@ -461,9 +483,32 @@ impl Config {
 
         let site_dir = env("FLEETPLANE_SITE_DIR").map(PathBuf::from).or(file.site_dir).unwrap_or_else(default_site_dir);
 
-        let trust_forwarded_for = match env("FLEETPLANE_TRUST_FORWARDED_FOR") {
-            Some(text) => parse_bool("FLEETPLANE_TRUST_FORWARDED_FOR", &text)?,
-            None => file.trust_forwarded_for.unwrap_or(false),
+        if env("FLEETPLANE_TRUST_FORWARDED_FOR").is_some() || file.trust_forwarded_for.is_some() {
+            return Err(invalid(
+                "FLEETPLANE_TRUST_FORWARDED_FOR",
+                "was replaced by FLEETPLANE_TRUSTED_PROXIES: list your reverse proxies' addresses or CIDRs \
+                 (for a proxy on this host, 127.0.0.1)",
+            ));
+        }
+        let trusted_proxies = match env("FLEETPLANE_TRUSTED_PROXIES") {
+            Some(text) => parse_proxies(text.split(',').map(str::trim).filter(|entry| !entry.is_empty()))?,
+            None => parse_proxies(file.trusted_proxies.iter().flatten().map(String::as_str))?,
+        };
+        let dev_outbox = match env("FLEETPLANE_DEV_OUTBOX") {
+            Some(text) => Some(parse_bool("FLEETPLANE_DEV_OUTBOX", &text)?),
+            None => file.dev_outbox,
+        };
+        if dev_outbox == Some(true) && smtp_url.is_some() {
+            return Err(invalid(
+                "FLEETPLANE_DEV_OUTBOX",
+                "is for servers without SMTP: with FLEETPLANE_SMTP_URL set, mail is sent, not kept",
+            ));
+        }
+        let dev_outbox = match dev_outbox {
+            Some(true) => DevOutbox::On,
+            Some(false) => DevOutbox::Off,
+            None if smtp_url.is_none() && listen.ip().is_loopback() => DevOutbox::DirectLoopback,
+            None => DevOutbox::Off,
         };
 
         let password_hash_concurrency = file
@@ -569,7 +614,8 @@ impl Config {
             session_secret,
             session_ttl: Duration::from_secs(ttl_hours * 3600),
             site_dir,
-            trust_forwarded_for,
+            trusted_proxies,
+            dev_outbox,
             password_hash_concurrency,
             rate_limits,
             master_keys,
@@ -736,6 +782,20 @@ fn google_settings(
         client_secret,
         issuer: issuer.trim_end_matches('/').to_owned(),
     }))
+}
+
+/// Proxy addresses or CIDRs: `10.0.0.7`, `10.0.0.0/8`, `::1`.
+fn parse_proxies<'a>(entries: impl Iterator<Item = &'a str>) -> Result<Vec<IpNet>, ConfigError> {
+    entries
+        .map(|entry| {
+            entry.parse::<IpNet>().or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from)).map_err(|_| {
+                invalid(
+                    "FLEETPLANE_TRUSTED_PROXIES",
+                    format!("`{entry}` is not an IP address or CIDR (like 10.0.0.0/8)"),
+                )
+            })
+        })
+        .collect()
 }
 
 fn parse_bool(key: &'static str, text: &str) -> Result<bool, ConfigError> {
@@ -968,5 +1028,38 @@ mod tests {
             let err = load("", &[("FLEETPLANE_RUN_MAX_STATE_MB", value)]).expect_err(value);
             assert_eq!(err.to_string(), "FLEETPLANE_RUN_MAX_STATE_MB: must be between 1 and 1024");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_cidrs_and_the_old_switch_says_what_replaced_it() {
+        let config = load("trusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\"]\n", &[]).expect("valid");
+        assert_eq!(
+            config.trusted_proxies,
+            vec!["10.0.0.0/8".parse::<IpNet>().expect("cidr"), "192.0.2.7/32".parse().expect("cidr")]
+        );
+        let config = load("", &[("FLEETPLANE_TRUSTED_PROXIES", " ::1, 172.16.0.0/12 ")]).expect("valid");
+        assert_eq!(config.trusted_proxies.len(), 2);
+        assert!(load("", &[]).expect("defaults").trusted_proxies.is_empty(), "none by default");
+        let err = load("", &[("FLEETPLANE_TRUSTED_PROXIES", "10.0.0.0/33")]).expect_err("bad cidr");
+        assert!(err.to_string().contains("`10.0.0.0/33` is not an IP address or CIDR"), "{err}");
+        for old in [load("", &[("FLEETPLANE_TRUST_FORWARDED_FOR", "true")]), load("trust_forwarded_for = true\n", &[])]
+        {
+            let err = old.expect_err("replaced");
+            assert!(err.to_string().contains("replaced by FLEETPLANE_TRUSTED_PROXIES"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_dev_outbox_is_there_by_default_only_without_smtp_on_loopback() {
+        assert_eq!(load("", &[]).expect("defaults").dev_outbox, DevOutbox::DirectLoopback);
+        let everywhere = load("listen = \"0.0.0.0:8080\"\n", &[]).expect("valid");
+        assert_eq!(everywhere.dev_outbox, DevOutbox::Off, "a server others can reach");
+        let smtp = load("smtp_url = \"smtp://127.0.0.1:25\"\n", &[]).expect("valid");
+        assert_eq!(smtp.dev_outbox, DevOutbox::Off);
+        let on = load("listen = \"0.0.0.0:8080\"\n", &[("FLEETPLANE_DEV_OUTBOX", "true")]).expect("valid");
+        assert_eq!(on.dev_outbox, DevOutbox::On);
+        assert_eq!(load("", &[("FLEETPLANE_DEV_OUTBOX", "false")]).expect("valid").dev_outbox, DevOutbox::Off);
+        let err = load("smtp_url = \"smtp://127.0.0.1:25\"\n", &[("FLEETPLANE_DEV_OUTBOX", "true")]).expect_err("both");
+        assert!(err.to_string().starts_with("FLEETPLANE_DEV_OUTBOX: is for servers without SMTP"), "{err}");
     }
 }

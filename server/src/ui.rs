@@ -52,7 +52,7 @@ async fn ui_context(state: &AppState, headers: &HeaderMap) -> UiContext {
     UiContext {
         viewer,
         signup_open: state.config.signup_open(),
-        dev_outbox: state.mail.dev_outbox_enabled(),
+        dev_outbox: crate::http::dev::exists(state),
         google_sign_in: state.google.is_some(),
     }
 }

@@ -9,8 +9,9 @@ use axum::{
         ConnectInfo, FromRequest, FromRequestParts, Request,
         rejection::{PathRejection, QueryRejection},
     },
-    http::{StatusCode, header, request::Parts},
+    http::{HeaderMap, StatusCode, header, request::Parts},
 };
+use ipnet::IpNet;
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
@@ -160,8 +161,9 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
     }
 }
 
-/// The client's address: the connection's peer, or the first `X-Forwarded-For` entry when the
-/// server is configured to trust a reverse proxy.
+/// The client's address: the connection's peer, or, when the peer is one of the configured
+/// reverse proxies (`trusted_proxies`), the rightmost `X-Forwarded-For` address that is not one
+/// of them. Entries to the left of that one were written by the client, and prove nothing.
 #[derive(Clone, Copy, Debug)]
 pub struct ClientIp(pub IpAddr);
 
@@ -169,22 +171,45 @@ impl FromRequestParts<AppState> for ClientIp {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        if state.config.trust_forwarded_for
-            && let Some(ip) = parts
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .and_then(|v| v.trim().parse().ok())
-        {
-            return Ok(Self(ip));
-        }
-        parts
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| Self(info.0.ip()))
-            .ok_or_else(|| AppError::Internal(anyhow::anyhow!("no ConnectInfo: serve with connect info")))
+            .map(|info| info.0.ip())
+            .ok_or_else(|| AppError::Internal(anyhow::anyhow!("no ConnectInfo: serve with connect info")))?;
+        Ok(Self(client_ip(peer, &parts.headers, &state.config.trusted_proxies)))
     }
+}
+
+/// Walks `X-Forwarded-For` from the right while the hop that wrote the entry is trusted.
+fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(&ip));
+    let mut client = peer;
+    if !is_trusted(client) {
+        return client;
+    }
+    // Several headers count as one list, in order.
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .collect();
+    for entry in entries.into_iter().rev() {
+        // A hop that does not parse ends the chain: the proxy that passed it on is the client.
+        let Ok(ip) = entry.trim().parse::<IpAddr>() else { break };
+        client = ip;
+        if !is_trusted(client) {
+            break;
+        }
+    }
+    client
+}
+
+/// Whether a request came straight from a client on this host: a loopback peer that no proxy
+/// says it forwarded (a reverse proxy on this host would otherwise pass for local).
+pub fn direct_loopback(peer: IpAddr, headers: &HeaderMap) -> bool {
+    let forwarded = ["forwarded", "x-forwarded-for", "x-real-ip"].iter().any(|name| headers.contains_key(*name));
+    peer.is_loopback() && !forwarded
 }
 
 #[cfg(test)]
@@ -240,5 +265,43 @@ mod tests {
             nul_in(&serde_json::json!({"a": [{"b": "ok"}, {"b": "\0"}]}), String::new()).as_deref(),
             Some("a[1].b")
         );
+    }
+
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append("x-forwarded-for", value.parse().expect("header value"));
+        }
+        headers
+    }
+
+    #[test]
+    fn the_client_is_the_rightmost_address_no_trusted_proxy_wrote() {
+        let ip = |text: &str| text.parse::<IpAddr>().expect("ip");
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("cidr"), "::1/128".parse().expect("cidr")];
+        let proxy = ip("10.0.0.2");
+        // Behind two proxies, whatever the client wrote on the left.
+        let chain = forwarded(&["127.0.0.1, 198.51.100.7, 203.0.113.9, 10.0.0.1"]);
+        assert_eq!(client_ip(proxy, &chain, &trusted), ip("203.0.113.9"));
+        // Several headers are one list.
+        let split = forwarded(&["198.51.100.7", "203.0.113.9", "10.0.0.1"]);
+        assert_eq!(client_ip(proxy, &split, &trusted), ip("203.0.113.9"));
+        // A peer that is not a trusted proxy is the client, whatever it says.
+        assert_eq!(client_ip(ip("203.0.113.1"), &chain, &trusted), ip("203.0.113.1"));
+        assert_eq!(client_ip(ip("127.0.0.1"), &chain, &[]), ip("127.0.0.1"), "nothing trusted by default");
+        // No header: the proxy itself. Only trusted hops: the leftmost of them.
+        assert_eq!(client_ip(proxy, &HeaderMap::new(), &trusted), proxy);
+        assert_eq!(client_ip(proxy, &forwarded(&["10.0.0.9, 10.0.0.1"]), &trusted), ip("10.0.0.9"));
+        // A hop that does not parse ends the walk at the last good one.
+        assert_eq!(client_ip(proxy, &forwarded(&["203.0.113.9, junk, 10.0.0.1"]), &trusted), ip("10.0.0.1"));
+        assert_eq!(client_ip(ip("::1"), &forwarded(&["2001:db8::5"]), &trusted), ip("2001:db8::5"));
+    }
+
+    #[test]
+    fn only_a_direct_loopback_peer_is_local() {
+        let loopback = "127.0.0.1".parse().expect("ip");
+        assert!(direct_loopback(loopback, &HeaderMap::new()));
+        assert!(!direct_loopback(loopback, &forwarded(&["127.0.0.1"])));
+        assert!(!direct_loopback("192.0.2.1".parse().expect("ip"), &HeaderMap::new()));
     }
 }

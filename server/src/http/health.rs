@@ -81,8 +81,7 @@ fn may_read_metrics(peer: IpAddr, headers: &HeaderMap, token: Option<&Secret>) -
         }
         return Err(AppError::unauthorized("metrics_token_invalid", "This is not the metrics token."));
     }
-    let forwarded = ["forwarded", "x-forwarded-for", "x-real-ip"].iter().any(|name| headers.contains_key(*name));
-    if peer.is_loopback() && !forwarded {
+    if super::extract::direct_loopback(peer, headers) {
         return Ok(());
     }
     Err(AppError::forbidden(

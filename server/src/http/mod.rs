@@ -4,7 +4,7 @@
 mod auth;
 mod cloud_accounts;
 mod clusters;
-mod dev;
+pub mod dev;
 pub mod extract;
 mod google;
 pub(crate) mod headers;

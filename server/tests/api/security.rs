@@ -11,7 +11,9 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::support::{TestApp, runs::local_cluster};
+use fleetplane::config::{Config, DevOutbox, Limit};
+
+use crate::support::{Client, PASSWORD, Resp, TestApp, runs::local_cluster};
 
 /// Generous: CI's machine may be busy.
 const WAIT: Duration = Duration::from_secs(30);
@@ -141,4 +143,87 @@ async fn a_state_larger_than_the_limit_is_refused_and_one_within_it_is_stored() 
     assert_eq!(stored.status, 200, "{}", stored.head);
     let versions = fleetplane::terraform_state::latest(&app.state, cluster.parse().expect("uuid")).await.expect("read");
     assert_eq!(serde_json::from_slice::<Value>(&versions.expect("a state")).expect("JSON")["lineage"], "probe");
+}
+
+/// Signs in to `email` with a wrong password from behind a proxy that says the request came
+/// from `forwarded_for`.
+async fn sign_in_through(client: &Client, email: &str, forwarded_for: &str) -> Resp {
+    let request = client
+        .request(reqwest::Method::POST, "/api/v1/auth/login")
+        .header("x-forwarded-for", forwarded_for)
+        .json(&json!({ "email": email, "password": "not the password" }));
+    client.send(request).await
+}
+
+/// Sign-ins until the per-IP limit answers, each for another account; how many got through.
+async fn attempts_until_limited(client: &Client, forwarded_for: impl Fn(usize) -> String) -> usize {
+    for attempt in 0..10 {
+        let response = sign_in_through(client, &format!("nobody{attempt}@example.com"), &forwarded_for(attempt)).await;
+        if response.status == StatusCode::TOO_MANY_REQUESTS {
+            response.expect_problem(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+            return attempt;
+        }
+        response.expect_status(StatusCode::UNAUTHORIZED);
+    }
+    panic!("no per-IP limit after 10 attempts");
+}
+
+fn three_per_ip(config: &mut Config) {
+    config.rate_limits.login_per_ip = Limit::new(3, 3600);
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_client_is_the_rightmost_address_the_proxy_did_not_write() {
+    let app = TestApp::spawn_with(|config| {
+        three_per_ip(config);
+        // The test's own connections come from loopback: they play the proxy.
+        config.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr"), "10.1.2.3/32".parse().expect("cidr")];
+    })
+    .await;
+    let client = app.client();
+    // The client writes whatever it likes on the left; the proxies append the real address.
+    let rotating = |attempt: usize| format!("198.51.100.{attempt}, 203.0.113.5, 10.1.2.3");
+    assert_eq!(attempts_until_limited(&client, rotating).await, 3, "rotating the client's own entries gains nothing");
+    // Another client behind the same proxy has its own budget.
+    assert_eq!(attempts_until_limited(&client, |_| "203.0.113.6".to_owned()).await, 3);
+    // A forged loopback entry is the client's word: it does not make the request local.
+    app.user("ada").await;
+    let outbox = client.request(reqwest::Method::GET, "/api/v1/dev/outbox").header("x-forwarded-for", "127.0.0.1");
+    client.send(outbox).await.expect_problem(StatusCode::NOT_FOUND, "not_found");
+
+    // Sessions record the client's address, not what it claimed.
+    let browser = app.client();
+    let request = browser
+        .request(reqwest::Method::POST, "/api/v1/auth/login")
+        .header("x-forwarded-for", "127.0.0.1, 192.0.2.44")
+        .json(&json!({ "email": "ada@example.com", "password": PASSWORD }));
+    browser.send(request).await.expect_status(StatusCode::OK);
+    let sessions = browser.get("/api/v1/me/sessions").await.expect_status(StatusCode::OK).json();
+    let this = sessions.as_array().expect("list").iter().find(|s| s["current"] == true).cloned().expect("current");
+    assert_eq!(this["ip"], "192.0.2.44");
+}
+
+#[tokio::test]
+async fn without_trusted_proxies_forwarded_addresses_are_ignored() {
+    let app = TestApp::spawn_with(three_per_ip).await;
+    let client = app.client();
+    let forged = |attempt: usize| format!("203.0.113.{attempt}");
+    assert_eq!(attempts_until_limited(&client, forged).await, 3, "every attempt counts against the real peer");
+}
+
+#[tokio::test]
+async fn a_forwarded_request_never_opens_the_dev_outbox() {
+    // No SMTP, on loopback: the outbox is there for direct clients on this host.
+    let app = TestApp::spawn_with(|config| {
+        config.smtp_url = None;
+        config.dev_outbox = DevOutbox::DirectLoopback;
+        config.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")];
+    })
+    .await;
+    let client = app.client();
+    client.get("/api/v1/dev/outbox").await.expect_status(StatusCode::OK);
+    for (name, value) in [("x-forwarded-for", "127.0.0.1"), ("forwarded", "for=127.0.0.1"), ("x-real-ip", "::1")] {
+        let request = client.request(reqwest::Method::GET, "/api/v1/dev/outbox").header(name, value);
+        client.send(request).await.expect_problem(StatusCode::NOT_FOUND, "not_found");
+    }
 }
