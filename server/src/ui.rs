@@ -101,9 +101,8 @@ async fn render_page(State(state): State<AppState>, request: Request) -> Respons
     );
     let mut response = render(request).await;
     let headers = response.headers_mut();
-    // Pages carry the signed-in user's name: never share them between users, and always
-    // revalidate.
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+    // Pages carry the signed-in user's data and a nonce for this response only: never kept.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // A nonce is URL-safe base64, so this cannot fail; if it did, the default policy would
     // apply, which blocks the scripts rather than allowing any.
     if let Ok(policy) = policy {

@@ -44,20 +44,32 @@ pub fn page_policy(nonce: &str) -> String {
     )
 }
 
+/// Powerful browser features no page of ours uses, denied to them and to anything they embed.
+const PERMISSIONS_POLICY: &str = "camera=(), microphone=(), geolocation=(), payment=(), usb=()";
+
 /// Adds the security headers to every response; a response that set its own policy (a page)
-/// keeps it.
+/// keeps it. API answers and pages are never stored by a browser or a proxy: they hold what
+/// one user may see (a token's plaintext, at its creation), and a page's nonce must not be
+/// served twice. Assets keep whatever caching they set.
 pub async fn secure(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let api = request.uri().path().starts_with("/api/");
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
+    let page =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/html"));
     let defaults = [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::REFERRER_POLICY, "same-origin"),
         (header::CONTENT_SECURITY_POLICY, DEFAULT_POLICY),
         (HeaderName::from_static("cross-origin-opener-policy"), "same-origin"),
+        (HeaderName::from_static("permissions-policy"), PERMISSIONS_POLICY),
     ];
     for (name, value) in defaults {
         headers.entry(name).or_insert(HeaderValue::from_static(value));
+    }
+    if api || page {
+        headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
     }
     if state.config.secure_cookies() {
         headers.entry(header::STRICT_TRANSPORT_SECURITY).or_insert(HeaderValue::from_static(HSTS));

@@ -43,6 +43,43 @@ async fn every_page_has_its_own_nonce_and_every_inline_script_carries_it() {
 }
 
 #[tokio::test]
+async fn api_answers_and_pages_are_never_stored_and_pages_deny_powerful_features() {
+    let app = TestApp::spawn().await;
+    let ada = app.user("ada").await;
+    // The worst case: a token's plaintext, shown once.
+    let created = ada.post("/api/v1/me/tokens", json!({ "name": "ci" })).await.expect_status(StatusCode::CREATED);
+    let anonymous = app.client();
+    let responses = [
+        ("a new token", created),
+        ("/api/v1/me", ada.get("/api/v1/me").await),
+        ("a problem", anonymous.get("/api/v1/me").await),
+        ("the OpenAPI document", anonymous.get("/api/openapi.json").await),
+        ("a page", ada.get("/login").await),
+    ];
+    for (what, response) in responses {
+        let header = |name: &str| response.headers.get(name).map(|v| v.to_str().expect("text").to_owned());
+        assert_eq!(header("cache-control").as_deref(), Some("no-store"), "{what}");
+        assert_eq!(header("cross-origin-opener-policy").as_deref(), Some("same-origin"), "{what}");
+        let permissions = header("permissions-policy").expect("a permissions policy");
+        for feature in ["camera=()", "microphone=()", "geolocation=()"] {
+            assert!(permissions.contains(feature), "{what}: {permissions}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_sqlite_file_is_for_its_owner_only() {
+    let app = TestApp::spawn().await;
+    if app.state.config.is_postgres() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let file = app.dir.path().join("fleetplane.db");
+    let mode = std::fs::metadata(&file).expect("the database file").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", file.display());
+}
+
+#[tokio::test]
 async fn api_responses_forbid_loading_and_framing_and_say_what_they_are() {
     let app = TestApp::spawn().await;
     let client = app.client();
