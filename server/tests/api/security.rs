@@ -13,7 +13,7 @@ use tokio::{
 
 use fleetplane::config::{Config, DevOutbox, Limit};
 
-use crate::support::{Client, PASSWORD, Resp, TestApp, runs::local_cluster};
+use crate::support::{Client, PASSWORD, Resp, TestApp, runs::local_cluster, sse::Stream};
 
 /// Generous: CI's machine may be busy.
 const WAIT: Duration = Duration::from_secs(30);
@@ -226,4 +226,32 @@ async fn a_forwarded_request_never_opens_the_dev_outbox() {
         let request = client.request(reqwest::Method::GET, "/api/v1/dev/outbox").header(name, value);
         client.send(request).await.expect_problem(StatusCode::NOT_FOUND, "not_found");
     }
+}
+
+#[tokio::test]
+async fn streams_end_when_their_user_signs_out_everywhere_or_changes_the_password() {
+    let app = TestApp::spawn().await;
+    let laptop = app.user("ada").await;
+    let phone = app.client();
+    phone.sign_in("ada@example.com", PASSWORD).await.expect_status(StatusCode::OK);
+    let mut on_phone = Stream::open_alone(&phone, "/api/v1/events").await.expect("stream");
+    let mut on_laptop = Stream::open(&laptop, "/api/v1/events", None).await.expect("stream");
+    app.wait_for("open streams", 2, |state| state.live.open_streams()).await;
+    laptop.post_empty("/api/v1/auth/logout-all").await.expect_status(StatusCode::NO_CONTENT);
+    assert!(on_phone.next(WAIT).await.is_none(), "the other browser's stream ends");
+    assert!(on_laptop.next(WAIT).await.is_none(), "the asking browser's stream ends");
+
+    laptop.sign_in("ada@example.com", PASSWORD).await.expect_status(StatusCode::OK);
+    phone.sign_in("ada@example.com", PASSWORD).await.expect_status(StatusCode::OK);
+    let mut on_phone = Stream::open_alone(&phone, "/api/v1/events").await.expect("stream");
+    let mut on_laptop = Stream::open(&laptop, "/api/v1/events", None).await.expect("stream");
+    app.wait_for("open streams", 2, |state| state.live.open_streams()).await;
+    laptop
+        .put("/api/v1/me/password", json!({ "current_password": PASSWORD, "new_password": "a new one, longer" }))
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
+    assert!(on_phone.next(WAIT).await.is_none(), "the other browser's stream ends");
+    assert!(on_laptop.next(WAIT).await.is_none(), "the old session's stream ends; the browser has a new session");
+    app.wait_for("open streams", 0, |state| state.live.open_streams()).await;
+    Stream::open(&laptop, "/api/v1/events", None).await.expect("the new session streams");
 }
