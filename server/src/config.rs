@@ -134,9 +134,43 @@ pub struct Config {
     pub redis_url: Option<Secret>,
     pub live: LiveSettings,
     pub retention: RetentionSettings,
+    pub http: HttpSettings,
     /// Lets Prometheus read `/metrics` from another host with `Authorization: Bearer <token>`;
     /// without it only direct loopback clients may.
     pub metrics_token: Option<Secret>,
+}
+
+/// How long a connection may keep the server waiting.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// A request's head must have arrived this long after its first byte (a new connection's,
+    /// after it was accepted).
+    pub header_timeout_secs: u64,
+    /// A request's body must have arrived this long after its head.
+    pub body_timeout_secs: u64,
+    /// A kept-alive connection with no request is closed after this long.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self { header_timeout_secs: 10, body_timeout_secs: 60, idle_timeout_secs: 60 }
+    }
+}
+
+impl HttpSettings {
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs)
+    }
+
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout_secs)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
 }
 
 /// The live streams (SSE).
@@ -374,6 +408,7 @@ struct FileConfig {
     redis_url: Option<Secret>,
     live: Option<LiveSettings>,
     retention: Option<RetentionSettings>,
+    http: Option<HttpSettings>,
     metrics_token: Option<Secret>,
 }
 
@@ -597,6 +632,7 @@ impl Config {
             return Err(invalid("live.backlog", "must be between 16 and 1000000"));
         }
         let retention = retention_settings(file.retention.unwrap_or_default(), &env)?;
+        let http = http_settings(file.http.unwrap_or_default(), &env)?;
 
         let metrics_token = env("FLEETPLANE_METRICS_TOKEN").map(Secret::new).or(file.metrics_token);
         if metrics_token.as_ref().is_some_and(|token| token.expose().len() < 32) {
@@ -625,6 +661,7 @@ impl Config {
             redis_url,
             live,
             retention,
+            http,
             metrics_token,
         })
     }
@@ -729,6 +766,23 @@ fn run_settings(mut runs: RunSettings, env: &impl Fn(&str) -> Option<String>) ->
 
 /// At most a hundred years: longer is "forever", and day counts stay far from overflowing dates.
 const MAX_DAYS: u64 = 36_500;
+
+fn http_settings(mut http: HttpSettings, env: &impl Fn(&str) -> Option<String>) -> Result<HttpSettings, ConfigError> {
+    let settings: [(&'static str, &mut u64); 3] = [
+        ("FLEETPLANE_HTTP_HEADER_TIMEOUT_SECS", &mut http.header_timeout_secs),
+        ("FLEETPLANE_HTTP_BODY_TIMEOUT_SECS", &mut http.body_timeout_secs),
+        ("FLEETPLANE_HTTP_IDLE_TIMEOUT_SECS", &mut http.idle_timeout_secs),
+    ];
+    for (key, value) in settings {
+        if let Some(text) = env(key) {
+            *value = parse_number(key, &text)?;
+        }
+        if !(1..=3600).contains(&*value) {
+            return Err(invalid(key, "must be between 1 and 3600"));
+        }
+    }
+    Ok(http)
+}
 
 fn retention_settings(
     mut retention: RetentionSettings,
@@ -1061,5 +1115,28 @@ mod tests {
         assert_eq!(load("", &[("FLEETPLANE_DEV_OUTBOX", "false")]).expect("valid").dev_outbox, DevOutbox::Off);
         let err = load("smtp_url = \"smtp://127.0.0.1:25\"\n", &[("FLEETPLANE_DEV_OUTBOX", "true")]).expect_err("both");
         assert!(err.to_string().starts_with("FLEETPLANE_DEV_OUTBOX: is for servers without SMTP"), "{err}");
+    }
+
+    #[test]
+    fn http_timeouts_have_defaults_and_bounds() {
+        let defaults = load("", &[]).expect("defaults").http;
+        assert_eq!(
+            (defaults.header_timeout_secs, defaults.body_timeout_secs, defaults.idle_timeout_secs),
+            (10, 60, 60)
+        );
+        let config =
+            load("[http]\nidle_timeout_secs = 5\n", &[("FLEETPLANE_HTTP_HEADER_TIMEOUT_SECS", "4")]).expect("valid");
+        assert_eq!(
+            (config.http.header_timeout(), config.http.idle_timeout()),
+            (Duration::from_secs(4), Duration::from_secs(5))
+        );
+        for key in [
+            "FLEETPLANE_HTTP_HEADER_TIMEOUT_SECS",
+            "FLEETPLANE_HTTP_BODY_TIMEOUT_SECS",
+            "FLEETPLANE_HTTP_IDLE_TIMEOUT_SECS",
+        ] {
+            let err = load("", &[(key, "0")]).expect_err(key);
+            assert_eq!(err.to_string(), format!("{key}: must be between 1 and 3600"));
+        }
     }
 }

@@ -75,7 +75,8 @@ pub async fn launch(
         }
     };
 
-    http::serve::serve(listener, http::router(state.clone()), state.connections.clone(), http_shutdown).await;
+    let settings = state.config.http.clone();
+    http::serve::serve(listener, http::router(state.clone()), state.connections.clone(), settings, http_shutdown).await;
 
     background.cancel();
     mailer.await.context("mail dispatcher")?;

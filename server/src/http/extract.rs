@@ -48,7 +48,9 @@ impl<T: DeserializeOwned + Serialize, S: Send + Sync> FromRequest<S> for ApiJson
             ));
         }
         let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            if super::timeouts::timed_out(&rejection) {
+                body_timed_out()
+            } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 AppError::client(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "payload_too_large",
@@ -60,6 +62,15 @@ impl<T: DeserializeOwned + Serialize, S: Send + Sync> FromRequest<S> for ApiJson
         })?;
         parse_json(&bytes).map(ApiJson)
     }
+}
+
+/// 408 `body_timeout`: the body did not arrive within `http.body_timeout_secs` of the head.
+pub fn body_timed_out() -> AppError {
+    AppError::client(
+        StatusCode::REQUEST_TIMEOUT,
+        "body_timeout",
+        "The request body did not arrive in time (`http.body_timeout_secs`).",
+    )
 }
 
 /// Every body the API takes is a JSON object, and so is every struct in it (serde would also

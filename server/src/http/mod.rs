@@ -16,6 +16,7 @@ mod runs;
 pub(crate) mod serve;
 pub(crate) mod sse;
 mod state;
+pub mod timeouts;
 
 use std::sync::Arc;
 

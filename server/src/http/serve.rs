@@ -20,6 +20,7 @@
 //! fan-out, see `live::direct`) without waking the connection's task.
 
 use std::{
+    convert::Infallible,
     future::{Future, poll_fn},
     io::{self, IoSlice, Write as _},
     net::{Shutdown, SocketAddr},
@@ -57,7 +58,11 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt;
 
-use super::sse;
+use super::{
+    sse,
+    timeouts::{self, Expired, Watch, Watched},
+};
+use crate::config::HttpSettings;
 
 /// The longest request head answered here; a longer one goes to hyper.
 const MAX_HEAD: usize = 8 * 1024;
@@ -89,12 +94,15 @@ impl Connections {
 
 /// Serves `router` on `listener` until `shutdown` completes; then stops accepting, asks open
 /// connections to finish (idle ones close, in-flight requests complete) and waits for them.
+/// Connections that keep the server waiting are closed as `settings` say ([`timeouts`]).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     connections_seen: Connections,
+    settings: HttpSettings,
     shutdown: impl Future<Output = ()>,
 ) {
+    let settings = Arc::new(settings);
     let mut shutdown = pin!(shutdown);
     let stop = CancellationToken::new();
     let connections = TaskTracker::new();
@@ -109,7 +117,17 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        connections.spawn(connection(tcp, peer, router.clone(), connections_seen.clone(), stop.clone()));
+        let accepted = tokio::time::Instant::now();
+        let settings = Arc::clone(&settings);
+        connections.spawn(connection(
+            tcp,
+            peer,
+            router.clone(),
+            connections_seen.clone(),
+            settings,
+            stop.clone(),
+            accepted,
+        ));
     }
     drop(listener);
     stop.cancel();
@@ -128,13 +146,22 @@ async fn accept_failed(e: io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-async fn connection(mut tcp: TcpStream, peer: SocketAddr, router: Router, seen: Connections, stop: CancellationToken) {
+async fn connection(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    seen: Connections,
+    settings: Arc<HttpSettings>,
+    stop: CancellationToken,
+    accepted: tokio::time::Instant,
+) {
     // Events are small writes that must leave at once.
     let _ = tcp.set_nodelay(true);
     let first = tokio::select! {
         first = event_stream_request(&mut tcp) => first,
-        // Closed before it said anything.
+        // Closed before it said anything, or said nothing in time.
         () = stop.cancelled() => return,
+        () = tokio::time::sleep_until(accepted + settings.header_timeout()) => return,
     };
     match first {
         Ok(Some(mut request)) => {
@@ -152,23 +179,48 @@ async fn connection(mut tcp: TcpStream, peer: SocketAddr, router: Router, seen: 
         // carry room for it.
         Ok(None) => {
             seen.took("hyper");
-            Box::pin(with_hyper(tcp, peer, router, stop)).await;
+            Box::pin(with_hyper(tcp, peer, router, &settings, stop, accepted)).await;
         }
         Err(_) => {}
     }
 }
 
-async fn with_hyper(tcp: TcpStream, peer: SocketAddr, router: Router, stop: CancellationToken) {
-    let service = router.map_request(move |mut request: Request<Incoming>| {
+/// Serves the connection with hyper, closing it when it keeps the server waiting: for a
+/// request head (it has no chance to send a valid one after that), or idle between requests
+/// (politely: hyper closes an idle connection at once, or after the response it is writing).
+async fn with_hyper(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    settings: &HttpSettings,
+    stop: CancellationToken,
+    accepted: tokio::time::Instant,
+) {
+    let watch = Watch::new(accepted);
+    let body_timeout = settings.body_timeout();
+    let requests = Arc::clone(&watch);
+    let service = tower::service_fn(move |request: Request<Incoming>| {
+        // Busy from its head until its response is sent whole.
+        let in_flight = requests.request();
+        let mut request = request.map(|body| timeouts::with_deadline(body, body_timeout));
         request.extensions_mut().insert(ConnectInfo(peer));
-        request
+        let router = router.clone();
+        async move {
+            let Ok(response) = router.oneshot(request).await;
+            Ok::<_, Infallible>(response.map(|body| timeouts::hold_until_sent(body, in_flight)))
+        }
     });
     let builder = Builder::new(TokioExecutor::new());
-    let mut connection =
-        pin!(builder.serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(service)));
+    let io = TokioIo::new(Watched::new(tcp, Arc::clone(&watch)));
+    let mut connection = pin!(builder.serve_connection_with_upgrades(io, TowerToHyperService::new(service)));
     tokio::select! {
         _ = connection.as_mut() => return,
         () = stop.cancelled() => connection.as_mut().graceful_shutdown(),
+        expired = watch.expired(settings) => match expired {
+            // Nothing more can come of it.
+            Expired::Header => return,
+            Expired::Idle => connection.as_mut().graceful_shutdown(),
+        },
     }
     let _ = connection.await;
 }

@@ -11,7 +11,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use fleetplane::config::{Config, DevOutbox, Limit};
+use fleetplane::config::{Config, DevOutbox, HttpSettings, Limit};
 
 use crate::support::{Client, PASSWORD, Resp, TestApp, runs::local_cluster, sse::Stream};
 
@@ -254,4 +254,66 @@ async fn streams_end_when_their_user_signs_out_everywhere_or_changes_the_passwor
     assert!(on_laptop.next(WAIT).await.is_none(), "the old session's stream ends; the browser has a new session");
     app.wait_for("open streams", 0, |state| state.live.open_streams()).await;
     Stream::open(&laptop, "/api/v1/events", None).await.expect("the new session streams");
+}
+
+/// Reads until the server closes `stream` (an end, or a reset); what came before.
+async fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let read = async {
+        let mut received = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return received,
+                Ok(n) => received.extend_from_slice(&buffer[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, read).await.expect("the server closes the connection")
+}
+
+#[tokio::test]
+async fn connections_that_keep_the_server_waiting_are_closed_while_others_are_served() {
+    let app = TestApp::spawn_with(|config| {
+        config.http = HttpSettings { header_timeout_secs: 3, body_timeout_secs: 3, idle_timeout_secs: 3 };
+    })
+    .await;
+    let addr = app.state.config.listen;
+    let connect = || async move { TcpStream::connect(addr).await.expect("connect") };
+    // A thousand that say nothing.
+    let mut silent = Vec::new();
+    for _ in 0..1000 {
+        silent.push(connect().await);
+    }
+    // One that stops half-way through a head.
+    let mut partial = connect().await;
+    partial.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.expect("write");
+    // One kept alive after a request.
+    let mut idle = connect().await;
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+    // One whose body stops coming, and one whose declared 10 GB never do.
+    let mut slow_body = connect().await;
+    let head =
+        "POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n";
+    slow_body.write_all(format!("{head}{{\"email\":").as_bytes()).await.expect("write");
+    let mut huge_body = connect().await;
+    let head = "POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n";
+    huge_body.write_all(head.as_bytes()).await.expect("write");
+
+    // Meanwhile everyone else is served.
+    let client = app.client();
+    client.get("/readyz").await.expect_status(StatusCode::OK);
+    app.user("ada").await.get("/api/v1/me").await.expect_status(StatusCode::OK);
+
+    let closed = futures::future::join_all(silent.iter_mut().map(until_closed)).await;
+    assert!(closed.iter().all(Vec::is_empty), "silent connections are closed without an answer");
+    assert!(until_closed(&mut partial).await.is_empty(), "a half-sent head gets no answer");
+    let answered = String::from_utf8_lossy(&until_closed(&mut idle).await).into_owned();
+    assert!(answered.starts_with("HTTP/1.1 200"), "the kept-alive connection was answered, then closed: {answered}");
+    let cut_off = String::from_utf8_lossy(&until_closed(&mut slow_body).await).into_owned();
+    assert!(cut_off.starts_with("HTTP/1.1 408"), "{cut_off}");
+    assert!(cut_off.contains("\"code\":\"body_timeout\""), "{cut_off}");
+    let refused = String::from_utf8_lossy(&until_closed(&mut huge_body).await).into_owned();
+    assert!(refused.starts_with("HTTP/1.1 408") || refused.starts_with("HTTP/1.1 413"), "{refused}");
+    // On a new connection: the client's pooled one went idle, and the server closed it.
+    app.client().get("/readyz").await.expect_status(StatusCode::OK);
 }
