@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use unicode_normalization::UnicodeNormalization;
+
 /// Why an input was refused: a stable machine code and a sentence for people.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invalid {
@@ -19,6 +21,10 @@ impl Invalid {
 /// printable characters, and a domain of ASCII labels (an international domain is written in
 /// its `xn--` form), as the API's `EmailAddress` schema states. The verification mail is the
 /// real test of an address.
+///
+/// An address must be written in its plainest form (Unicode NFKC): `K` written with the Kelvin
+/// sign, or full-width letters, would otherwise be one address to people and two to us.
+/// Addresses are compared in [`Email::normalized`] form.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Email(String);
 
@@ -45,6 +51,15 @@ impl Email {
         if local.is_empty() || local.chars().count() > 64 || local.contains('@') || !domain_ok {
             return Err(bad());
         }
+        let plain: String = email.nfkc().collect();
+        if plain != email {
+            return Err(Invalid::new(
+                "not_canonical",
+                format!(
+                    "This address has characters with a plainer form (a Kelvin sign for K, say): write it as {plain}."
+                ),
+            ));
+        }
         Ok(Self(email.to_owned()))
     }
 
@@ -54,7 +69,8 @@ impl Email {
 
     /// The form used for uniqueness and look-ups.
     pub fn normalized(&self) -> String {
-        self.0.to_lowercase()
+        // Lower-casing can leave a character with a plainer form; NFKC again settles it.
+        self.0.to_lowercase().nfkc().collect()
     }
 }
 
@@ -169,6 +185,23 @@ mod tests {
             Email::parse(" Alice@Example.com ").map(|e| e.normalized()).ok().as_deref(),
             Some("alice@example.com")
         );
+    }
+
+    #[test]
+    fn an_address_with_a_plainer_form_is_refused_and_names_it() {
+        // A Kelvin sign, full-width letters, a ligature: each reads as a plain address.
+        for (written, plain) in [
+            ("\u{212A}ate@example.com", "Kate@example.com"),
+            ("ｋate@example.com", "kate@example.com"),
+            ("ﬁona@example.com", "fiona@example.com"),
+        ] {
+            let refused = Email::parse(written).expect_err(written);
+            assert_eq!(refused.code, "not_canonical");
+            assert!(refused.message.ends_with(&format!("write it as {plain}.")), "{}", refused.message);
+        }
+        let accented = Email::parse("José@example.com").expect("composed accents are plain already");
+        assert_eq!(accented.normalized(), "josé@example.com");
+        assert_eq!(Email::parse("KATE@example.com").expect("ok").normalized(), "kate@example.com");
     }
 
     #[test]

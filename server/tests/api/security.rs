@@ -317,3 +317,21 @@ async fn connections_that_keep_the_server_waiting_are_closed_while_others_are_se
     // On a new connection: the client's pooled one went idle, and the server closed it.
     app.client().get("/readyz").await.expect_status(StatusCode::OK);
 }
+
+#[tokio::test]
+async fn an_address_written_with_look_alike_characters_is_refused_not_merged_or_split() {
+    let app = TestApp::spawn().await;
+    app.user("kate").await;
+    let client = app.client();
+    // `Kate@example.com` with a Kelvin sign (U+212A) for the K.
+    let body = json!({ "email": "\u{212A}ate@example.com", "username": "not-kate", "password": PASSWORD });
+    let refused = client.post("/api/v1/auth/signup", body).await;
+    let problem = refused.expect_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(problem["errors"][0]["field"], "email");
+    assert_eq!(problem["errors"][0]["code"], "not_canonical");
+    assert!(problem["errors"][0]["message"].as_str().expect("message").contains("Kate@example.com"));
+    // Nothing was created, and the real Kate still signs in.
+    let login = json!({ "email": "\u{212A}ate@example.com", "password": PASSWORD });
+    assert_ne!(client.post("/api/v1/auth/login", login).await.status, StatusCode::OK);
+    client.sign_in("KATE@example.com", PASSWORD).await.expect_status(StatusCode::OK);
+}
