@@ -320,7 +320,16 @@ pub async fn resend_verification(state: &AppState, email: &str, ip: IpAddr) -> R
 
 /// Checks an email and password. Unknown emails and wrong passwords get the same answer in the
 /// same time; an unverified account is only reported once the password is right.
-pub async fn sign_in(state: &AppState, email: &str, password: &str, ip: IpAddr) -> Result<users::Model> {
+///
+/// Limits: per address, per account and address (strict), and per account from anywhere,
+/// which a browser that signed in to the account before (`known_device`) is exempt from.
+pub async fn sign_in(
+    state: &AppState,
+    email: &str,
+    password: &str,
+    ip: IpAddr,
+    known_device: impl Fn(&users::Model) -> bool,
+) -> Result<users::Model> {
     let mut errors = FieldErrors::new();
     let email = errors.check("email", Email::parse(email));
     if password.is_empty() {
@@ -331,10 +340,14 @@ pub async fn sign_in(state: &AppState, email: &str, password: &str, ip: IpAddr) 
         return Err(AppError::Internal(anyhow::anyhow!("validated email missing")));
     };
     let limits = &state.config.rate_limits;
+    let account = email.normalized();
     rate_limit(state, &format!("login:ip:{ip}"), limits.login_per_ip).await?;
-    rate_limit(state, &format!("login:account:{}", email.normalized()), limits.login_per_account).await?;
-
+    rate_limit(state, &format!("login:account-ip:{account}:{ip}"), limits.login_per_account_ip).await?;
     let user = find_by_email(&state.db, &email).await?;
+    if !user.as_ref().is_some_and(&known_device) {
+        rate_limit(state, &format!("login:account:{account}"), limits.login_per_account).await?;
+    }
+
     let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
     let matches = state.passwords.verify(password, hash).await?;
     let user = match user {

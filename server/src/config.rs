@@ -79,6 +79,11 @@ pub struct RateLimits {
     /// `false` turns every limit off (load tests); `FLEETPLANE_RATE_LIMITS=off` does the same.
     pub enabled: bool,
     pub login_per_ip: Limit,
+    /// Sign-ins to one account from one address: the strict limit.
+    pub login_per_account_ip: Limit,
+    /// Sign-ins to one account from anywhere; the owner's own browser (its device cookie, left
+    /// by an earlier successful sign-in) is exempt, so guessing from elsewhere cannot lock the
+    /// owner out.
     pub login_per_account: Limit,
     pub signup_per_ip: Limit,
     pub resend_per_ip: Limit,
@@ -90,7 +95,8 @@ impl Default for RateLimits {
         Self {
             enabled: true,
             login_per_ip: Limit::new(30, 60),
-            login_per_account: Limit::new(10, 60),
+            login_per_account_ip: Limit::new(10, 60),
+            login_per_account: Limit::new(20, 600),
             signup_per_ip: Limit::new(20, 3600),
             resend_per_ip: Limit::new(10, 3600),
             resend_per_account: Limit::new(3, 3600),

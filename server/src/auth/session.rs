@@ -20,11 +20,26 @@ use uuid::Uuid;
 use crate::entity::users;
 
 pub const SESSION_COOKIE: &str = "fp_session";
+/// Left by a successful sign-in: this browser has signed in to this account before.
+pub const DEVICE_COOKIE: &str = "fp_device";
+/// How long a browser is remembered.
+const DEVICE_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 pub const CSRF_COOKIE: &str = "fp_csrf";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
 const ISSUER: &str = "fleetplane";
 const AUDIENCE: &str = "fleetplane-session";
+const DEVICE_AUDIENCE: &str = "fleetplane-device";
+
+/// What a device cookie says: this browser signed in to account `sub` while its session
+/// version was `sv` (a password change or "sign out everywhere" forgets every browser).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DeviceClaims {
+    sub: Uuid,
+    sv: i64,
+    exp: i64,
+    aud: String,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
@@ -118,6 +133,30 @@ impl Sessions {
             self.cookie(SESSION_COOKIE, &session.token, max_age, true),
             self.cookie(CSRF_COOKIE, &session.csrf, max_age, false),
         ]
+    }
+
+    /// The `Set-Cookie` value that remembers this browser for `user`.
+    pub fn device_cookie(&self, user: &users::Model) -> anyhow::Result<HeaderValue> {
+        let ttl = DEVICE_TTL.as_secs();
+        let claims = DeviceClaims {
+            sub: user.id,
+            sv: user.session_version,
+            exp: chrono::Utc::now().timestamp() + i64::try_from(ttl).unwrap_or(i64::MAX / 2),
+            aud: DEVICE_AUDIENCE.to_owned(),
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
+        Ok(self.cookie(DEVICE_COOKIE, &token, ttl, true))
+    }
+
+    /// Whether the request's device cookie says this browser signed in to `user` before (and
+    /// since its last password change or "sign out everywhere").
+    pub fn known_device(&self, headers: &HeaderMap, user: &users::Model) -> bool {
+        let Some(token) = cookie(headers, DEVICE_COOKIE) else { return false };
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_audience(&[DEVICE_AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "sub", "aud"]);
+        jsonwebtoken::decode::<DeviceClaims>(token, &self.decoding, &validation)
+            .is_ok_and(|data| data.claims.sub == user.id && data.claims.sv == user.session_version)
     }
 
     /// `Set-Cookie` values that remove the session from the browser.

@@ -41,7 +41,8 @@ pub async fn with_new_session(
     body: impl IntoResponse,
 ) -> Result<Response> {
     let issued = sessions::start(state, user, client).await?;
-    Ok(with_cookies(state, &issued, body))
+    let device = state.sessions.device_cookie(user)?;
+    Ok((AppendHeaders([(header::SET_COOKIE, device)]), with_cookies(state, &issued, body)).into_response())
 }
 
 /// Attaches the cookies of `session` to `body`.
@@ -117,7 +118,8 @@ async fn log_in(
     headers: HeaderMap,
     ApiJson(body): ApiJson<api::LoginRequest>,
 ) -> Result<Response> {
-    let user = accounts::sign_in(&state, &body.email, &body.password, ip).await?;
+    let known_device = |user: &_| state.sessions.known_device(&headers, user);
+    let user = accounts::sign_in(&state, &body.email, &body.password, ip, known_device).await?;
     with_new_session(&state, &user, &sessions::Client::new(ip, &headers), Json(user_view(&user))).await
 }
 

@@ -4,8 +4,8 @@
 use axum::{
     Json,
     extract::State,
-    http::{HeaderMap, StatusCode},
-    response::{IntoResponse, Response},
+    http::{HeaderMap, StatusCode, header},
+    response::{AppendHeaders, IntoResponse, Response},
 };
 use fleetplane_api as api;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -82,7 +82,8 @@ fn session_view(session: &sessions_entity::Model, caller: &CurrentUser) -> api::
 }
 
 /// Re-issues the session cookie for the changed `user` when the caller signed in with one (the
-/// same session goes on); token callers get `body`.
+/// same session goes on), and the device cookie with it (a password change forgets every other
+/// browser, not this one); token callers get `body`.
 fn refresh_session(
     state: &AppState,
     caller: &CurrentUser,
@@ -90,7 +91,11 @@ fn refresh_session(
     body: impl IntoResponse,
 ) -> Result<Response> {
     match &caller.via {
-        AuthVia::Session(claims) => Ok(with_cookies(state, &sessions::reissue(state, user, claims)?, body)),
+        AuthVia::Session(claims) => {
+            let device = state.sessions.device_cookie(user)?;
+            let session = with_cookies(state, &sessions::reissue(state, user, claims)?, body);
+            Ok((AppendHeaders([(header::SET_COOKIE, device)]), session).into_response())
+        }
         AuthVia::Token(_) => Ok(body.into_response()),
     }
 }

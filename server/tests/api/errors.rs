@@ -157,19 +157,20 @@ async fn sign_in_is_rate_limited_per_account_and_per_ip() {
     let app = TestApp::spawn().await;
     app.user("ada").await;
     let limits = app.state.config.rate_limits.clone();
+    // A browser that never signed in to the account (the test's own sign-in, which counts, left
+    // its device cookie in another client).
     let browser = app.client();
-    // `app.user` signed in once already.
-    for _ in 1..limits.login_per_account.max {
+    for _ in 1..limits.login_per_account_ip.max {
         browser.sign_in("ada@example.com", "wrong password").await.expect_status(StatusCode::UNAUTHORIZED);
     }
     let limited = browser.sign_in("ada@example.com", PASSWORD).await;
     limited.expect_problem(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     let retry: u64 = limited.headers[header::RETRY_AFTER].to_str().expect("ascii").parse().expect("seconds");
-    assert!((1..=limits.login_per_account.window_secs).contains(&retry));
+    assert!((1..=limits.login_per_account_ip.window_secs).contains(&retry));
     assert!(limited.set_cookies().is_empty(), "even the right password is refused while limited");
 
     // Other accounts from the same address still get in, until the per-IP limit.
-    let mut tried = limits.login_per_account.max;
+    let mut tried = limits.login_per_account_ip.max;
     let mut last = browser.sign_in("other@example.com", "whatever it is").await;
     while last.status == StatusCode::UNAUTHORIZED {
         tried += 1;

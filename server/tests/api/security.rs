@@ -148,10 +148,14 @@ async fn a_state_larger_than_the_limit_is_refused_and_one_within_it_is_stored() 
 /// Signs in to `email` with a wrong password from behind a proxy that says the request came
 /// from `forwarded_for`.
 async fn sign_in_through(client: &Client, email: &str, forwarded_for: &str) -> Resp {
+    sign_in_from(client, email, "not the password", forwarded_for).await
+}
+
+async fn sign_in_from(client: &Client, email: &str, password: &str, forwarded_for: &str) -> Resp {
     let request = client
         .request(reqwest::Method::POST, "/api/v1/auth/login")
         .header("x-forwarded-for", forwarded_for)
-        .json(&json!({ "email": email, "password": "not the password" }));
+        .json(&json!({ "email": email, "password": password }));
     client.send(request).await
 }
 
@@ -334,4 +338,49 @@ async fn an_address_written_with_look_alike_characters_is_refused_not_merged_or_
     let login = json!({ "email": "\u{212A}ate@example.com", "password": PASSWORD });
     assert_ne!(client.post("/api/v1/auth/login", login).await.status, StatusCode::OK);
     client.sign_in("KATE@example.com", PASSWORD).await.expect_status(StatusCode::OK);
+}
+
+#[tokio::test]
+async fn guessing_from_elsewhere_does_not_lock_the_owner_out_of_their_own_browser() {
+    let app = TestApp::spawn_with(|config| {
+        config.rate_limits.login_per_ip = Limit::new(100, 3600);
+        config.rate_limits.login_per_account_ip = Limit::new(3, 3600);
+        config.rate_limits.login_per_account = Limit::new(5, 3600);
+        // The tests' connections play the proxy, so that attackers can come from elsewhere.
+        config.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")];
+    })
+    .await;
+    // Ada's browser signed in once: it has her device cookie. (That sign-in counted: it had none.)
+    let owner = app.user("ada").await;
+    let bob = app.user("bob").await;
+    let attacker = app.client();
+    let guess = |from: &'static str| sign_in_through(&attacker, "ada@example.com", from);
+    // From one address: the strict limit.
+    for _ in 0..3 {
+        guess("203.0.113.9").await.expect_status(StatusCode::UNAUTHORIZED);
+    }
+    guess("203.0.113.9").await.expect_problem(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    // From anywhere: the account's limit.
+    guess("203.0.113.10").await.expect_status(StatusCode::UNAUTHORIZED);
+    guess("203.0.113.11").await.expect_problem(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    // A browser that never signed in to Ada's account is held back, even with another
+    // account's device cookie (each from an address of its own, not to spend the owner's).
+    let fresh = sign_in_from(&app.client(), "ada@example.com", PASSWORD, "198.51.100.1").await;
+    fresh.expect_problem(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let with_bobs = sign_in_from(&bob, "ada@example.com", PASSWORD, "198.51.100.2").await;
+    with_bobs.expect_problem(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    // Ada's own browser is not.
+    owner.sign_in("ada@example.com", PASSWORD).await.expect_status(StatusCode::OK);
+    let remembered = owner.cookie("fp_device").expect("a device cookie");
+    // A password change forgets every browser but the one that changed it.
+    owner
+        .put("/api/v1/me/password", json!({ "current_password": PASSWORD, "new_password": "a new one, longer" }))
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
+    let stale = app.client();
+    stale.set_cookie("fp_device", &remembered);
+    let new_password = "a new one, longer";
+    let refused = sign_in_from(&stale, "ada@example.com", new_password, "198.51.100.3").await;
+    refused.expect_problem(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    owner.sign_in("ada@example.com", new_password).await.expect_status(StatusCode::OK);
 }

@@ -140,8 +140,10 @@ async fn cookies_are_secure_when_the_public_url_is_https() {
     browser.post("/api/v1/auth/verify-email", json!({ "token": mail.token() })).await.expect_status(StatusCode::OK);
     let signed_in = browser.sign_in("ada@example.com", PASSWORD).await.expect_status(StatusCode::OK);
     let cookies = signed_in.set_cookies();
-    assert_eq!(cookies.len(), 2);
+    assert_eq!(cookies.len(), 3, "the session, its CSRF token and the device cookie: {cookies:?}");
     assert!(cookies.iter().all(|c| c.contains("; Secure")), "{cookies:?}");
+    let device = cookies.iter().find(|c| c.starts_with("fp_device=")).expect("device cookie");
+    assert!(device.contains("; HttpOnly") && device.contains("SameSite=Lax"), "{device}");
 }
 
 /// A client signed in as `email` from a browser that calls itself `user_agent`.
