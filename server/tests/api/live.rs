@@ -350,14 +350,7 @@ async fn told_to_resync(app: &TestApp, ada: &Client, mut stream: Stream, start: 
 
 /// How many streams the fan-out handed back to their own task for `reason`, from `/metrics`.
 async fn handbacks(client: &Client, reason: &str) -> u64 {
-    metric(client, &format!("fleetplane_sse_handbacks_total{{reason=\"{reason}\"}}")).await
-}
-
-/// The value of one of the server's metrics, from `/metrics` (0 when it has none yet).
-async fn metric(client: &Client, series: &str) -> u64 {
-    let metrics = client.get("/metrics").await.expect_status(StatusCode::OK).text;
-    let series = format!("{series} ");
-    metrics.lines().find_map(|line| line.strip_prefix(&series)).map_or(0, |count| count.parse().expect("a count"))
+    client.metric(&format!("fleetplane_sse_handbacks_total{{reason=\"{reason}\"}}")).await
 }
 
 /// Waits until the server's fan-out writes to `count` event streams itself.
@@ -466,7 +459,7 @@ async fn a_client_that_stops_reading_costs_the_server_no_memory_and_is_told_to_r
     // More than the sockets hold, until the server waits for this client to read.
     let filler = "x".repeat(8 * 1024);
     let mut sent = 0;
-    while metric(&ada_there, "fleetplane_sse_writes_waiting").await == 0 {
+    while ada_there.metric("fleetplane_sse_writes_waiting").await == 0 {
         assert!(sent < 4000, "the server's writes to a client reading nothing never fell short");
         app.record_events(ada_id, "note", sent..sent + 50, &filler).await;
         sent += 50;

@@ -39,11 +39,7 @@ async fn replicas(redis: &Redis, dir: &tempfile::TempDir, per_ip: u32) -> (TestA
 
 /// Account changes the replica behind `client` has heard and acted on, from its `/metrics`.
 async fn changes_heard(client: &Client) -> u64 {
-    let metrics = client.get("/metrics").await.expect_status(StatusCode::OK).text;
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("fleetplane_account_changes_heard_total "))
-        .map_or(0, |count| count.parse().expect("a count"))
+    client.metric("fleetplane_account_changes_heard_total").await
 }
 
 /// Waits until the replica behind `there` has heard one more account change than `before`.

@@ -298,6 +298,14 @@ impl Client {
     pub async fn sign_in(&self, email: &str, password: &str) -> Resp {
         self.post("/api/v1/auth/login", json!({ "email": email, "password": password })).await
     }
+
+    /// The value of one series of the server's `/metrics` (0 when it has none yet), such as
+    /// `fleetplane_sse_handbacks_total{reason="slow_client"}`.
+    pub async fn metric(&self, series: &str) -> u64 {
+        let metrics = self.get("/metrics").await.expect_status(StatusCode::OK).text;
+        let series = format!("{series} ");
+        metrics.lines().find_map(|line| line.strip_prefix(&series)).map_or(0, |count| count.parse().expect("a count"))
+    }
 }
 
 /// A response, read whole.
