@@ -124,8 +124,8 @@ pub struct Config {
     /// client is the rightmost address in it that is not one of them; a request from any other
     /// peer is taken at its own address.
     pub trusted_proxies: Vec<IpNet>,
-    /// Who may read the dev outbox (`/api/v1/dev/outbox`).
-    pub dev_outbox: DevOutbox,
+    /// The dev outbox (`/api/v1/dev/outbox`) on or off; unset: see [`Config::dev_outbox`].
+    pub dev_outbox: Option<bool>,
     /// How many argon2 hashes may run at once; the rest wait, so logins cannot starve the server.
     pub password_hash_concurrency: usize,
     pub rate_limits: RateLimits,
@@ -545,12 +545,6 @@ impl Config {
                 "is for servers without SMTP: with FLEETPLANE_SMTP_URL set, mail is sent, not kept",
             ));
         }
-        let dev_outbox = match dev_outbox {
-            Some(true) => DevOutbox::On,
-            Some(false) => DevOutbox::Off,
-            None if smtp_url.is_none() && listen.ip().is_loopback() => DevOutbox::DirectLoopback,
-            None => DevOutbox::Off,
-        };
 
         let password_hash_concurrency = file
             .password_hash_concurrency
@@ -672,6 +666,19 @@ impl Config {
         })
     }
 
+    /// Who may read the dev outbox: none with SMTP configured (mail is sent, not kept);
+    /// otherwise as `dev_outbox` says, or by default the direct clients on this host of a server
+    /// that listens on loopback.
+    pub fn dev_outbox(&self) -> DevOutbox {
+        match self.dev_outbox {
+            _ if self.smtp_url.is_some() => DevOutbox::Off,
+            Some(true) => DevOutbox::On,
+            Some(false) => DevOutbox::Off,
+            None if self.listen.ip().is_loopback() => DevOutbox::DirectLoopback,
+            None => DevOutbox::Off,
+        }
+    }
+
     pub fn signup_open(&self) -> bool {
         self.signup == SignupMode::Open
     }
@@ -774,38 +781,25 @@ fn run_settings(mut runs: RunSettings, env: &impl Fn(&str) -> Option<String>) ->
 const MAX_DAYS: u64 = 36_500;
 
 fn http_settings(mut http: HttpSettings, env: &impl Fn(&str) -> Option<String>) -> Result<HttpSettings, ConfigError> {
-    let settings: [(&'static str, &mut u64); 3] = [
-        ("FLEETPLANE_HTTP_HEADER_TIMEOUT_SECS", &mut http.header_timeout_secs),
-        ("FLEETPLANE_HTTP_BODY_TIMEOUT_SECS", &mut http.body_timeout_secs),
-        ("FLEETPLANE_HTTP_IDLE_TIMEOUT_SECS", &mut http.idle_timeout_secs),
+    let settings = [
+        ("FLEETPLANE_HTTP_HEADER_TIMEOUT_SECS", &mut http.header_timeout_secs, 3600),
+        ("FLEETPLANE_HTTP_BODY_TIMEOUT_SECS", &mut http.body_timeout_secs, 3600),
+        ("FLEETPLANE_HTTP_IDLE_TIMEOUT_SECS", &mut http.idle_timeout_secs, 3600),
     ];
-    for (key, value) in settings {
-        if let Some(text) = env(key) {
-            *value = parse_number(key, &text)?;
-        }
-        if !(1..=3600).contains(&*value) {
-            return Err(invalid(key, "must be between 1 and 3600"));
-        }
-    }
+    between_one_and(settings, env)?;
     Ok(http)
 }
 
-fn retention_settings(
-    mut retention: RetentionSettings,
+/// Takes each setting from the environment when it is there, and checks it is between 1 and
+/// its maximum: zero would mean no time at all, or keeping nothing, which is a mistake rather
+/// than a choice. Read signed, so that a negative value is told the range rather than "not a
+/// number".
+fn between_one_and<'a>(
+    settings: impl IntoIterator<Item = (&'static str, &'a mut u64, u64)>,
     env: &impl Fn(&str) -> Option<String>,
-) -> Result<RetentionSettings, ConfigError> {
-    // None of them can be zero: no pause between passes, keeping nothing, or not even a day of
-    // history would each be a mistake rather than a choice.
-    let settings: [(&'static str, &mut u64, u64); 5] = [
-        ("FLEETPLANE_RETENTION_INTERVAL_SECS", &mut retention.interval_secs, 7 * 24 * 3600),
-        ("FLEETPLANE_RETENTION_OUTBOX_DAYS", &mut retention.outbox_days, MAX_DAYS),
-        ("FLEETPLANE_RETENTION_EVENTS_DAYS", &mut retention.events_days, MAX_DAYS),
-        ("FLEETPLANE_RETENTION_STATE_VERSIONS_KEEP", &mut retention.state_versions_keep, 1_000_000),
-        ("FLEETPLANE_RETENTION_RUN_LOGS_DAYS", &mut retention.run_logs_days, MAX_DAYS),
-    ];
+) -> Result<(), ConfigError> {
     for (key, value, max) in settings {
         if let Some(text) = env(key) {
-            // Read signed, so that a negative value is told the range rather than "not a number".
             let number: i64 = parse_number(key, &text)?;
             *value = u64::try_from(number).unwrap_or(0);
         }
@@ -813,6 +807,21 @@ fn retention_settings(
             return Err(invalid(key, format!("must be between 1 and {max}")));
         }
     }
+    Ok(())
+}
+
+fn retention_settings(
+    mut retention: RetentionSettings,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<RetentionSettings, ConfigError> {
+    let settings = [
+        ("FLEETPLANE_RETENTION_INTERVAL_SECS", &mut retention.interval_secs, 7 * 24 * 3600),
+        ("FLEETPLANE_RETENTION_OUTBOX_DAYS", &mut retention.outbox_days, MAX_DAYS),
+        ("FLEETPLANE_RETENTION_EVENTS_DAYS", &mut retention.events_days, MAX_DAYS),
+        ("FLEETPLANE_RETENTION_STATE_VERSIONS_KEEP", &mut retention.state_versions_keep, 1_000_000),
+        ("FLEETPLANE_RETENTION_RUN_LOGS_DAYS", &mut retention.run_logs_days, MAX_DAYS),
+    ];
+    between_one_and(settings, env)?;
     Ok(retention)
 }
 
@@ -1111,14 +1120,14 @@ mod tests {
 
     #[test]
     fn the_dev_outbox_is_there_by_default_only_without_smtp_on_loopback() {
-        assert_eq!(load("", &[]).expect("defaults").dev_outbox, DevOutbox::DirectLoopback);
+        assert_eq!(load("", &[]).expect("defaults").dev_outbox(), DevOutbox::DirectLoopback);
         let everywhere = load("listen = \"0.0.0.0:8080\"\n", &[]).expect("valid");
-        assert_eq!(everywhere.dev_outbox, DevOutbox::Off, "a server others can reach");
+        assert_eq!(everywhere.dev_outbox(), DevOutbox::Off, "a server others can reach");
         let smtp = load("smtp_url = \"smtp://127.0.0.1:25\"\n", &[]).expect("valid");
-        assert_eq!(smtp.dev_outbox, DevOutbox::Off);
+        assert_eq!(smtp.dev_outbox(), DevOutbox::Off);
         let on = load("listen = \"0.0.0.0:8080\"\n", &[("FLEETPLANE_DEV_OUTBOX", "true")]).expect("valid");
-        assert_eq!(on.dev_outbox, DevOutbox::On);
-        assert_eq!(load("", &[("FLEETPLANE_DEV_OUTBOX", "false")]).expect("valid").dev_outbox, DevOutbox::Off);
+        assert_eq!(on.dev_outbox(), DevOutbox::On);
+        assert_eq!(load("", &[("FLEETPLANE_DEV_OUTBOX", "false")]).expect("valid").dev_outbox(), DevOutbox::Off);
         let err = load("smtp_url = \"smtp://127.0.0.1:25\"\n", &[("FLEETPLANE_DEV_OUTBOX", "true")]).expect_err("both");
         assert!(err.to_string().starts_with("FLEETPLANE_DEV_OUTBOX: is for servers without SMTP"), "{err}");
     }

@@ -48,24 +48,28 @@ impl<T: DeserializeOwned + Serialize, S: Send + Sync> FromRequest<S> for ApiJson
             ));
         }
         let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if super::timeouts::timed_out(&rejection) {
-                body_timed_out()
-            } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                AppError::client(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    format!("The request body is larger than {} KiB.", MAX_BODY / 1024),
-                )
-            } else {
-                AppError::bad_request("body_unreadable", "The request body could not be read.")
-            }
+            unread_body(&rejection, || {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    AppError::client(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        format!("The request body is larger than {} KiB.", MAX_BODY / 1024),
+                    )
+                } else {
+                    AppError::bad_request("body_unreadable", "The request body could not be read.")
+                }
+            })
         })?;
         parse_json(&bytes).map(ApiJson)
     }
 }
 
-/// 408 `body_timeout`: the body did not arrive within `http.body_timeout_secs` of the head.
-pub fn body_timed_out() -> AppError {
+/// Why a body could not be read: 408 `body_timeout` when it did not arrive within
+/// `http.body_timeout_secs` of its head ([`super::timeouts`]), else `otherwise`.
+pub fn unread_body(error: &(dyn std::error::Error + 'static), otherwise: impl FnOnce() -> AppError) -> AppError {
+    if !super::timeouts::timed_out(error) {
+        return otherwise();
+    }
     AppError::client(
         StatusCode::REQUEST_TIMEOUT,
         "body_timeout",

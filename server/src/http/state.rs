@@ -145,9 +145,7 @@ async fn read_state_body(headers: &HeaderMap, body: Body, limit: usize) -> Resul
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|e| if super::timeouts::timed_out(&e) { super::extract::body_timed_out() } else { too_large() })
+    axum::body::to_bytes(body, limit).await.map_err(|e| super::extract::unread_body(&e, too_large))
 }
 
 /// `LOCK` and `UNLOCK`, Terraform's lock methods; anything else is not allowed here.
@@ -171,11 +169,9 @@ async fn lock_or_unlock(State(state): State<AppState>, request: Request) -> Resp
     let result = async {
         let caller = caller(&state, &parts.headers, path.cluster).await?;
         let bytes = axum::body::to_bytes(body, MAX_LOCK_INFO).await.map_err(|e| {
-            if super::timeouts::timed_out(&e) {
-                super::extract::body_timed_out()
-            } else {
+            super::extract::unread_body(&e, || {
                 AppError::bad_request("invalid_lock", "The lock information is too large.")
-            }
+            })
         })?;
         let raw: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|_| AppError::bad_request("invalid_lock", "The lock information is not JSON."))?;

@@ -247,7 +247,6 @@ async fn shutdown_finishes_requests_in_flight() {
 async fn without_smtp_mail_goes_to_the_loopback_only_dev_outbox() {
     let app = TestApp::spawn_with(|config| {
         config.smtp_url = None;
-        config.dev_outbox = fleetplane::config::DevOutbox::DirectLoopback;
     })
     .await;
     let browser = app.client();

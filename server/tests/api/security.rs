@@ -11,7 +11,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use fleetplane::config::{Config, DevOutbox, HttpSettings, Limit};
+use fleetplane::config::{Config, HttpSettings, Limit};
 
 use crate::support::{Client, PASSWORD, Resp, TestApp, runs::local_cluster, sse::Stream};
 
@@ -220,7 +220,6 @@ async fn a_forwarded_request_never_opens_the_dev_outbox() {
     // No SMTP, on loopback: the outbox is there for direct clients on this host.
     let app = TestApp::spawn_with(|config| {
         config.smtp_url = None;
-        config.dev_outbox = DevOutbox::DirectLoopback;
         config.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")];
     })
     .await;
