@@ -383,3 +383,19 @@ async fn guessing_from_elsewhere_does_not_lock_the_owner_out_of_their_own_browse
     refused.expect_problem(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     owner.sign_in("ada@example.com", new_password).await.expect_status(StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_state_whose_body_stops_coming_is_cut_off_with_408() {
+    let app = TestApp::spawn_with(|config| config.http.body_timeout_secs = 2).await;
+    let (cluster, token) = run_token(&app).await;
+    let authorization = basic(&token);
+    for method in ["POST", "LOCK"] {
+        let head = format!(
+            "{method} /api/v1/state/{cluster} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Authorization: {authorization}\r\nContent-Length: 1000"
+        );
+        let response = send_raw(&app, &head, b"{\"ID\":").await;
+        assert_eq!(response.status, 408, "{method}: {}", response.head);
+        assert_eq!(response.json()["code"], "body_timeout", "{method}");
+    }
+}
