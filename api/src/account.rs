@@ -21,18 +21,34 @@ pub struct SignupRequest {
     pub password: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct SignupResponse {
-    pub user: User,
-    pub message: String,
-}
-
-/// `POST /api/v1/auth/verify-email`: the token from the verification link.
+/// `POST /api/v1/auth/verify-email`: the token from the verification link, and the password
+/// chosen at sign-up. Both are needed: the link proves the inbox, the password the person.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(default)]
 pub struct VerifyEmailRequest {
     #[schema(required = true, min_length = 1, max_length = 256, pattern = r"^[^\u0000]*$")]
     pub token: String,
+    #[schema(required = true, min_length = 1, max_length = 256, pattern = r"^[^\u0000]*$")]
+    pub password: String,
+}
+
+/// `POST /api/v1/auth/password-reset`: where to send a reset link.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct PasswordResetRequest {
+    #[schema(required = true, value_type = text::EmailAddress)]
+    pub email: String,
+}
+
+/// `POST /api/v1/auth/password-reset/confirm`: the token from the reset link and the new password.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct PasswordResetConfirm {
+    #[schema(required = true, min_length = 1, max_length = 256, pattern = r"^[^\u0000]*$")]
+    pub token: String,
+    /// 8–256 characters, not only spaces.
+    #[schema(required = true, value_type = text::NewPassword)]
+    pub new_password: String,
 }
 
 /// `POST /api/v1/auth/resend-verification`.

@@ -125,13 +125,41 @@ pub struct Member {
     pub joined_at: DateTime<Utc>,
 }
 
-/// `POST /api/v1/orgs/{org}/members`.
+/// `POST /api/v1/orgs/{org}/invitations`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct AddMemberRequest {
-    /// The email of an existing account.
+pub struct InviteRequest {
+    /// Where the invitation goes; it need not have an account yet.
     #[schema(value_type = text::EmailAddress)]
     pub email: String,
+    /// The role the invitee gets on accepting.
     pub role: Role,
+}
+
+/// An open invitation, as the organization sees it: only what the inviter wrote. Whether the
+/// address has an account, or has declined, is not shown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Invitation {
+    pub id: Uuid,
+    pub email: String,
+    pub role: Role,
+    /// The inviter's username.
+    pub invited_by: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// An invitation to the caller's address: `/api/v1/me/invitations`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReceivedInvitation {
+    pub id: Uuid,
+    /// The organization's URL name.
+    pub org: String,
+    pub org_display_name: String,
+    pub role: Role,
+    /// The inviter's username.
+    pub invited_by: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// `PATCH /api/v1/orgs/{org}/members/{user_id}`.

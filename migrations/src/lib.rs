@@ -13,6 +13,7 @@ mod m20261125_000001_clusters_runs;
 mod m20261126_000001_user_identities;
 mod m20261127_000001_events_notifications;
 mod m20261203_000001_sessions;
+mod m20261204_000001_invitations_resets;
 
 /// Applies Fleetplane's migrations in order; `fleetplane migrate` and `fleetplane serve` run it.
 pub struct Migrator;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000001_user_identities::Migration),
             Box::new(m20261127_000001_events_notifications::Migration),
             Box::new(m20261203_000001_sessions::Migration),
+            Box::new(m20261204_000001_invitations_resets::Migration),
         ]
     }
 }

@@ -18,7 +18,10 @@ use crate::{
     config::Limit,
     db::begin_write,
     domain::{Email, Handle, Invalid, NewPassword, Role, Username},
-    entity::{api_tokens, email_verification_tokens, memberships, organizations, user_identities, users},
+    entity::{
+        api_tokens, email_verification_tokens, memberships, organizations, password_reset_tokens, user_identities,
+        users,
+    },
     error::{AppError, FieldErrors, Result},
     mail, sessions,
     state::AppState,
@@ -63,16 +66,82 @@ impl NewAccount {
     }
 }
 
-/// Sign-up from the API: open sign-up only, rate-limited, then [`create_account`].
-pub async fn sign_up(state: &AppState, account: NewAccount, ip: IpAddr) -> Result<users::Model> {
+/// Sign-up from the API: open sign-up only, rate-limited. It answers the same whether or not the
+/// address has an account, so that it cannot tell anyone which addresses do:
+/// - a new address gets an unverified account and a verification link;
+/// - an address whose account is still unverified gets a new unverified account in place of the
+///   old one (an unverified account does not hold its address: whoever signed up first may not
+///   have been its owner);
+/// - an address with a verified account gets nothing new, and its owner gets a mail saying
+///   someone tried, with links to sign in or reset the password.
+///
+/// A username is taken when any other account has it; that answer depends on the username
+/// alone, never on the address.
+pub async fn sign_up(state: &AppState, account: NewAccount, ip: IpAddr) -> Result<()> {
     if !state.config.signup_open() {
         return Err(AppError::forbidden(
             "signup_closed",
             "Sign-up is closed on this server. Ask an administrator to create your account.",
         ));
     }
-    rate_limit(state, &format!("signup:ip:{ip}"), state.config.rate_limits.signup_per_ip).await?;
-    create_account(state, account, Some(ip)).await
+    let limits = &state.config.rate_limits;
+    rate_limit(state, &format!("signup:ip:{ip}"), limits.signup_per_ip).await?;
+    rate_limit(state, &format!("signup:address:{}", account.email.normalized()), limits.signup_per_address).await?;
+    // Hashed whatever the address, so that a known one takes as long as a new one.
+    let password_hash = match &account.password {
+        Some(password) => Some(state.passwords.hash(password.expose()).await?),
+        None => None,
+    };
+
+    let txn = begin_write(&state.db).await?;
+    let holder = find_by_email(&txn, &account.email).await?;
+    let replaced = holder.as_ref().filter(|u| u.email_verified_at.is_none()).map(|u| u.id);
+    let username_holder =
+        users::Entity::find().filter(users::Column::Username.eq(account.username.as_str())).one(&txn).await?;
+    if username_holder.is_some_and(|u| Some(u.id) != replaced) {
+        return Err(username_taken());
+    }
+    match holder {
+        Some(owner) if owner.email_verified_at.is_some() => {
+            state.mail.enqueue(&txn, mail::signup_attempt_email(&state.mail, &owner.email, &owner.username)).await?;
+            Event::new("auth.signup_attempted", Some(ip)).actor(&owner).record(&txn).await?;
+        }
+        _ => {
+            if let Some(replaced) = replaced {
+                delete_unverified(&txn, &[replaced]).await?;
+            }
+            let user = insert_account(state, &txn, &account, password_hash, Some(ip), None).await?;
+            tracing::info!(user = %user.id, username = %user.username, replaced = replaced.is_some(), "account signed up");
+        }
+    }
+    txn.commit().await?;
+    state.mail.wake();
+    Ok(())
+}
+
+fn username_taken() -> AppError {
+    AppError::conflict("username_taken", "This username is taken.").on_field("username", "This username is taken.")
+}
+
+/// Deletes accounts that never verified their address, with their personal organizations:
+/// they never signed in, so nothing else is theirs. Verified accounts among `ids` are kept.
+pub async fn delete_unverified(conn: &impl ConnectionTrait, ids: &[Uuid]) -> Result<u64, DbErr> {
+    let unverified: Vec<Uuid> = users::Entity::find()
+        .filter(users::Column::Id.is_in(ids.iter().copied()))
+        .filter(users::Column::EmailVerifiedAt.is_null())
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|u| u.id)
+        .collect();
+    if unverified.is_empty() {
+        return Ok(0);
+    }
+    organizations::Entity::delete_many()
+        .filter(organizations::Column::PersonalOwnerId.is_in(unverified.iter().copied()))
+        .exec(conn)
+        .await?;
+    Ok(users::Entity::delete_many().filter(users::Column::Id.is_in(unverified)).exec(conn).await?.rows_affected)
 }
 
 /// Creates the user, their personal organization (owned by them) and, unless pre-verified,
@@ -90,7 +159,10 @@ async fn create_account_with_identity(
 ) -> Result<users::Model> {
     // Friendly answers for the common case; the unique indexes still settle races.
     let mut taken = Vec::new();
-    if find_by_email(&state.db, &account.email).await?.is_some() {
+    let holder = find_by_email(&state.db, &account.email).await?;
+    // An unverified account does not hold its address (see [`sign_up`]).
+    let replaced = holder.as_ref().filter(|u| u.email_verified_at.is_none()).map(|u| u.id);
+    if holder.is_some() && replaced.is_none() {
         taken.push(("email", "email_taken", "An account with this email already exists."));
     }
     if username_exists(&state.db, account.username.as_str()).await? {
@@ -108,8 +180,28 @@ async fn create_account_with_identity(
         Some(password) => Some(state.passwords.hash(password.expose()).await?),
         None => None,
     };
-    let now = Utc::now();
     let txn = begin_write(&state.db).await?;
+    if let Some(replaced) = replaced {
+        delete_unverified(&txn, &[replaced]).await?;
+    }
+    let user = insert_account(state, &txn, &account, password_hash, ip, identity).await?;
+    txn.commit().await?;
+    state.mail.wake();
+    tracing::info!(user = %user.id, username = %user.username, "account created");
+    Ok(user)
+}
+
+/// Inserts the user, their personal organization and, unless pre-verified, the verification
+/// token and email, in the caller's transaction.
+async fn insert_account(
+    state: &AppState,
+    txn: &impl ConnectionTrait,
+    account: &NewAccount,
+    password_hash: Option<String>,
+    ip: Option<IpAddr>,
+    identity: Option<&ExternalIdentity>,
+) -> Result<users::Model> {
+    let now = Utc::now();
     let user = users::ActiveModel {
         id: Set(Uuid::now_v7()),
         email: Set(account.email.as_str().to_owned()),
@@ -121,10 +213,10 @@ async fn create_account_with_identity(
         created_at: Set(now),
         updated_at: Set(now),
     }
-    .insert(&txn)
+    .insert(txn)
     .await?;
 
-    let org_name = free_org_name(&txn, &account.username).await?;
+    let org_name = free_org_name(txn, &account.username).await?;
     let org = organizations::ActiveModel {
         id: Set(Uuid::now_v7()),
         name: Set(org_name),
@@ -132,7 +224,7 @@ async fn create_account_with_identity(
         personal_owner_id: Set(Some(user.id)),
         created_at: Set(now),
     }
-    .insert(&txn)
+    .insert(txn)
     .await?;
     memberships::ActiveModel {
         org_id: Set(org.id),
@@ -140,21 +232,20 @@ async fn create_account_with_identity(
         role: Set(Role::Owner.as_str().to_owned()),
         created_at: Set(now),
     }
-    .insert(&txn)
+    .insert(txn)
     .await?;
 
-    if !account.verified {
-        send_verification(state, &txn, &user).await?;
+    if account.verified {
+        crate::orgs::invitations_arrived(txn, &user).await?;
+    } else {
+        send_verification(state, txn, &user).await?;
     }
     let mut event = Event::new("auth.signup", ip).actor(&user).target(user.email.clone());
     if let Some(identity) = identity {
-        insert_identity(&txn, user.id, identity).await?;
+        insert_identity(txn, user.id, identity).await?;
         event = event.details(json!({ "method": identity.provider, "subject": identity.subject }));
     }
-    event.record(&txn).await?;
-    txn.commit().await?;
-    state.mail.wake();
-    tracing::info!(user = %user.id, username = %user.username, "account created");
+    event.record(txn).await?;
     Ok(user)
 }
 
@@ -242,18 +333,27 @@ async fn send_verification(state: &AppState, conn: &impl ConnectionTrait, user: 
     state.mail.enqueue(conn, mail::verification_email(&state.mail, &user.email, &user.username, &token)).await
 }
 
-/// Redeems an emailed verification token: single use, expiring, and it retires the user's
-/// other outstanding tokens.
-pub async fn verify_email(state: &AppState, token: &str, ip: IpAddr) -> Result<users::Model> {
+/// Redeems an emailed verification token with the password chosen at sign-up: single use,
+/// expiring, and it retires the user's other outstanding tokens.
+///
+/// The link proves control of the inbox; the password proves this is the person who signed up.
+/// Both are needed, so that neither a stranger who signed up with someone's address (who has no
+/// link) nor the address's owner following a stranger's link (who has no password) activates
+/// an account with a password someone else chose. A wrong password leaves the token unused.
+pub async fn verify_email(state: &AppState, token: &str, password: &str, ip: IpAddr) -> Result<users::Model> {
     let token = token.trim();
+    let mut errors = FieldErrors::new();
     if token.is_empty() {
-        return Err(AppError::invalid_field("token", "required", "The verification token is missing."));
+        errors.add("token", Invalid::new("required", "The verification token is missing."));
     }
+    if password.is_empty() {
+        errors.add("password", Invalid::new("required", "Enter the password you chose when you signed up."));
+    }
+    errors.finish()?;
     let now = Utc::now();
-    let txn = begin_write(&state.db).await?;
     let record = email_verification_tokens::Entity::find()
         .filter(email_verification_tokens::Column::TokenHash.eq(tokens::hash(token)))
-        .one(&txn)
+        .one(&state.db)
         .await?
         .ok_or_else(|| {
             AppError::bad_request(
@@ -261,17 +361,45 @@ pub async fn verify_email(state: &AppState, token: &str, ip: IpAddr) -> Result<u
                 "This verification link is not valid. Request a new one.",
             )
         })?;
-    if record.used_at.is_some() {
-        return Err(AppError::bad_request(
+    let used = || {
+        AppError::bad_request(
             "verification_token_used",
             "This verification link was already used. Sign in, or request a new link.",
-        ));
+        )
+    };
+    if record.used_at.is_some() {
+        return Err(used());
     }
     if record.expires_at <= now {
         return Err(AppError::bad_request(
             "verification_token_expired",
             "This verification link has expired. Request a new one.",
         ));
+    }
+    let user = users::Entity::find_by_id(record.user_id)
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("verification token without a user")))?;
+    let limits = &state.config.rate_limits;
+    rate_limit(state, &format!("login:ip:{ip}"), limits.login_per_ip).await?;
+    rate_limit(state, &format!("login:account-ip:{}:{ip}", user.email_normalized), limits.login_per_account_ip).await?;
+    if !state.passwords.verify(password, user.password_hash.as_deref()).await? {
+        Event::new("auth.verification_failed", Some(ip)).actor(&user).record(&state.db).await?;
+        let message = "This is not the password chosen when this address signed up. If you did not sign up, \
+                       sign up yourself: that replaces the account waiting for verification.";
+        return Err(AppError::unauthorized("invalid_credentials", message).on_field("password", message));
+    }
+
+    let txn = begin_write(&state.db).await?;
+    // The token is spent by exactly one request, even if two race.
+    let spent = email_verification_tokens::Entity::update_many()
+        .col_expr(email_verification_tokens::Column::UsedAt, Expr::value(now))
+        .filter(email_verification_tokens::Column::Id.eq(record.id))
+        .filter(email_verification_tokens::Column::UsedAt.is_null())
+        .exec(&txn)
+        .await?;
+    if spent.rows_affected == 0 {
+        return Err(used());
     }
     email_verification_tokens::Entity::update_many()
         .col_expr(email_verification_tokens::Column::UsedAt, Expr::value(now))
@@ -287,14 +415,115 @@ pub async fn verify_email(state: &AppState, token: &str, ip: IpAddr) -> Result<u
         let mut active = user.into_active_model();
         active.email_verified_at = Set(Some(now));
         active.updated_at = Set(now);
-        active.update(&txn).await?
+        let user = active.update(&txn).await?;
+        crate::orgs::invitations_arrived(&txn, &user).await?;
+        user
     } else {
         user
     };
     Event::new("auth.email_verified", Some(ip)).actor(&user).target(user.email.clone()).record(&txn).await?;
+    Event::new("auth.login", Some(ip)).actor(&user).details(json!({ "method": "verification" })).record(&txn).await?;
     txn.commit().await?;
     state.account_changed(user.id);
+    state.events_written();
     Ok(user)
+}
+
+/// How long an emailed password reset link works.
+pub const RESET_TTL: TimeDelta = TimeDelta::hours(1);
+
+/// Sends a password reset link if `email` belongs to a verified account. Answers the same
+/// either way, and is rate-limited per client and per address.
+pub async fn request_password_reset(state: &AppState, email: &str, ip: IpAddr) -> Result<()> {
+    let mut errors = FieldErrors::new();
+    let email = errors.check("email", Email::parse(email));
+    errors.finish()?;
+    let Some(email) = email else { return Ok(()) };
+    let limits = &state.config.rate_limits;
+    rate_limit(state, &format!("reset:ip:{ip}"), limits.reset_per_ip).await?;
+    rate_limit(state, &format!("reset:address:{}", email.normalized()), limits.reset_per_address).await?;
+
+    let txn = begin_write(&state.db).await?;
+    if let Some(user) = find_by_email(&txn, &email).await?.filter(|u| u.email_verified_at.is_some()) {
+        let token = tokens::generate("");
+        let now = Utc::now();
+        password_reset_tokens::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            user_id: Set(user.id),
+            token_hash: Set(tokens::hash(&token)),
+            expires_at: Set(now + RESET_TTL),
+            used_at: Set(None),
+            created_at: Set(now),
+        }
+        .insert(&txn)
+        .await?;
+        state.mail.enqueue(&txn, mail::password_reset_email(&state.mail, &user.email, &user.username, &token)).await?;
+        Event::new("auth.password_reset_requested", Some(ip)).actor(&user).record(&txn).await?;
+    }
+    txn.commit().await?;
+    state.mail.wake();
+    Ok(())
+}
+
+/// Sets a new password with an emailed reset token: single use, 1 hour. Every session ends
+/// (the caller starts a new one for the browser that asked), and every other reset link of the
+/// account stops working.
+pub async fn reset_password(state: &AppState, token: &str, new: &str, ip: IpAddr) -> Result<users::Model> {
+    let token = token.trim();
+    let mut errors = FieldErrors::new();
+    if token.is_empty() {
+        errors.add("token", Invalid::new("required", "The reset token is missing."));
+    }
+    let new_password = errors.check("new_password", NewPassword::parse(new));
+    errors.finish()?;
+    let Some(new_password) = new_password else {
+        return Err(AppError::Internal(anyhow::anyhow!("validated password missing")));
+    };
+    rate_limit(state, &format!("reset:ip:{ip}"), state.config.rate_limits.reset_per_ip).await?;
+    let now = Utc::now();
+    let record = password_reset_tokens::Entity::find()
+        .filter(password_reset_tokens::Column::TokenHash.eq(tokens::hash(token)))
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| {
+            AppError::bad_request("reset_token_invalid", "This reset link is not valid. Ask for a new one.")
+        })?;
+    let used = || {
+        AppError::bad_request("reset_token_used", "This reset link was already used. Sign in, or ask for a new link.")
+    };
+    if record.used_at.is_some() {
+        return Err(used());
+    }
+    if record.expires_at <= now {
+        return Err(AppError::bad_request("reset_token_expired", "This reset link has expired. Ask for a new one."));
+    }
+    let hash = state.passwords.hash(new_password.expose()).await?;
+
+    let txn = begin_write(&state.db).await?;
+    let spent = password_reset_tokens::Entity::update_many()
+        .col_expr(password_reset_tokens::Column::UsedAt, Expr::value(now))
+        .filter(password_reset_tokens::Column::UserId.eq(record.user_id))
+        .filter(password_reset_tokens::Column::UsedAt.is_null())
+        .exec(&txn)
+        .await?;
+    // Another request spent this token (or a newer one, which retires it) meanwhile.
+    if spent.rows_affected == 0 {
+        return Err(used());
+    }
+    let user = users::Entity::find_by_id(record.user_id)
+        .one(&txn)
+        .await?
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("reset token without a user")))?;
+    let mut active = user.clone().into_active_model();
+    active.password_hash = Set(Some(hash));
+    active.session_version = Set(user.session_version + 1);
+    active.updated_at = Set(now);
+    let updated = active.update(&txn).await?;
+    sessions::revoke_all(&txn, user.id).await?;
+    Event::new("account.password_reset", Some(ip)).actor(&updated).record(&txn).await?;
+    txn.commit().await?;
+    state.account_changed(user.id);
+    Ok(updated)
 }
 
 /// Sends a new verification link if `email` belongs to an unverified account. Answers the same
@@ -388,8 +617,7 @@ pub async fn change_username(
         return Ok(user.clone());
     }
     if username_exists(&state.db, username.as_str()).await? {
-        return Err(AppError::conflict("username_taken", "This username is taken.")
-            .on_field("username", "This username is taken."));
+        return Err(username_taken());
     }
     let txn = begin_write(&state.db).await?;
     let mut active = user.clone().into_active_model();
@@ -600,15 +828,11 @@ pub async fn sign_in_with_identity(state: &AppState, identity: ExternalIdentity,
         return Ok(user);
     }
 
-    if let Some(user) = find_by_email(&state.db, &identity.email).await? {
-        // Linking an unconfirmed account would hand it to whoever created it with this address.
-        if user.email_verified_at.is_none() {
-            return Err(AppError::conflict(
-                "google_link_unverified",
-                "An account with this email exists but has not confirmed its address. Confirm it with the link we \
-                 emailed (or request a new one), then sign in with Google.",
-            ));
-        }
+    // An unverified account with this address is not linked (that would hand the account to
+    // whoever signed up with the address and chose its password): it is replaced by a new one,
+    // since Google proved whose address it is.
+    let verified = find_by_email(&state.db, &identity.email).await?.filter(|u| u.email_verified_at.is_some());
+    if let Some(user) = verified {
         if identity_of(&state.db, user.id, identity.provider).await?.is_some() {
             return Err(AppError::conflict(
                 "google_account_mismatch",

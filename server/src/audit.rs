@@ -1,18 +1,19 @@
 //! The audit trail: who did what, when, from which address.
 //!
-//! Account events (sign-in, password change, tokens) have no organization; an organization's
-//! log shows its own events plus the account events of its current members.
+//! Account events (sign-in, password change, tokens) have no organization and are shown only to
+//! the account's owner, on their settings page. An organization's log shows only the events in
+//! that organization: joining it never lets anyone read a member's own history.
 
 use std::net::IpAddr;
 
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, sea_query::Query,
+    QuerySelect, Set,
 };
 use uuid::Uuid;
 
-use crate::entity::{audit_events, memberships, users};
+use crate::entity::{audit_events, users};
 
 /// One event to record; build with [`Event::new`] and the setters.
 pub struct Event {
@@ -83,18 +84,28 @@ pub async fn list_for_org(
     before: Option<Uuid>,
     limit: u64,
 ) -> Result<Vec<audit_events::Model>, DbErr> {
-    let members = Query::select()
-        .column(memberships::Column::UserId)
-        .from(memberships::Entity)
-        .and_where(memberships::Column::OrgId.eq(org_id))
-        .to_owned();
-    let mut query = audit_events::Entity::find().filter(
-        Condition::any().add(audit_events::Column::OrgId.eq(org_id)).add(
-            Condition::all()
-                .add(audit_events::Column::OrgId.is_null())
-                .add(audit_events::Column::ActorId.in_subquery(members)),
-        ),
-    );
+    page(conn, Condition::all().add(audit_events::Column::OrgId.eq(org_id)), before, limit).await
+}
+
+/// A page of `user_id`'s own account events (no organization's), newest first.
+pub async fn list_for_account(
+    conn: &impl ConnectionTrait,
+    user_id: Uuid,
+    before: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<audit_events::Model>, DbErr> {
+    let own =
+        Condition::all().add(audit_events::Column::OrgId.is_null()).add(audit_events::Column::ActorId.eq(user_id));
+    page(conn, own, before, limit).await
+}
+
+async fn page(
+    conn: &impl ConnectionTrait,
+    which: Condition,
+    before: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<audit_events::Model>, DbErr> {
+    let mut query = audit_events::Entity::find().filter(which);
     if let Some(before) = before {
         query = query.filter(audit_events::Column::Id.lt(before));
     }

@@ -86,8 +86,16 @@ pub struct RateLimits {
     /// owner out.
     pub login_per_account: Limit,
     pub signup_per_ip: Limit,
+    /// Sign-ups naming one address, whether or not it has an account (each one sends it mail).
+    pub signup_per_address: Limit,
     pub resend_per_ip: Limit,
     pub resend_per_account: Limit,
+    /// Password reset requests from one client address.
+    pub reset_per_ip: Limit,
+    /// Password reset requests naming one address.
+    pub reset_per_address: Limit,
+    /// Invitations one member sends (each one is an email to an address of their choosing).
+    pub invite_per_user: Limit,
 }
 
 impl Default for RateLimits {
@@ -99,7 +107,11 @@ impl Default for RateLimits {
             login_per_account: Limit::new(20, 600),
             signup_per_ip: Limit::new(20, 3600),
             resend_per_ip: Limit::new(10, 3600),
+            signup_per_address: Limit::new(5, 3600),
             resend_per_account: Limit::new(3, 3600),
+            reset_per_ip: Limit::new(10, 3600),
+            reset_per_address: Limit::new(3, 3600),
+            invite_per_user: Limit::new(50, 3600),
         }
     }
 }
@@ -118,6 +130,8 @@ pub struct Config {
     /// Signs session cookies. Absent: a random key is generated into the data dir on first start.
     pub session_secret: Option<Secret>,
     pub session_ttl: Duration,
+    /// How long an invitation to an organization can be accepted.
+    pub invitation_ttl: Duration,
     /// Built UI assets (`pkg/fleetplane_web.js` and `.wasm`), produced by `cargo xtask build-ui`.
     pub site_dir: PathBuf,
     /// The reverse proxies whose `X-Forwarded-For` is believed (addresses or CIDRs). The
@@ -400,6 +414,7 @@ struct FileConfig {
     signup: Option<SignupMode>,
     session_secret: Option<Secret>,
     session_ttl_hours: Option<u64>,
+    invitation_ttl_days: Option<u64>,
     site_dir: Option<PathBuf>,
     /// Replaced by `trusted_proxies`; kept to say so.
     trust_forwarded_for: Option<bool>,
@@ -521,6 +536,9 @@ impl Config {
         if ttl_hours == 0 || ttl_hours > 90 * 24 {
             return Err(invalid("FLEETPLANE_SESSION_TTL_HOURS", "must be between 1 and 2160"));
         }
+
+        let mut invitation_days = file.invitation_ttl_days.unwrap_or(7);
+        between_one_and([("FLEETPLANE_INVITATION_TTL_DAYS", &mut invitation_days, 90)], &env)?;
 
         let site_dir = env("FLEETPLANE_SITE_DIR").map(PathBuf::from).or(file.site_dir).unwrap_or_else(default_site_dir);
 
@@ -649,6 +667,7 @@ impl Config {
             signup,
             session_secret,
             session_ttl: Duration::from_secs(ttl_hours * 3600),
+            invitation_ttl: Duration::from_secs(invitation_days * 24 * 3600),
             site_dir,
             trusted_proxies,
             dev_outbox,

@@ -5,8 +5,12 @@
 //! - delivered mail (`sent`, or `logged` when no SMTP server is configured) delivered more than
 //!   `outbox_days` ago. Mail still waiting stays, and so does mail that `failed` for good: it is
 //!   what an operator looks at to find out why.
-//! - email verification tokens that were used or have expired (the link then answers "not
-//!   valid" rather than "already used"). OAuth `state`, nonce and PKCE verifier of a Google
+//! - email verification and password reset tokens that were used or have expired (the link then
+//!   answers "not valid" rather than "already used").
+//! - accounts that never verified their address: 24 hours after sign-up, once no verification
+//!   link of theirs still works, with their personal organizations.
+//! - invitations that were accepted, revoked or have expired (declined ones stay until they
+//!   expire, so that the organization cannot tell). OAuth `state`, nonce and PKCE verifier of a Google
 //!   sign-in live in a signed cookie, never in the database: there is nothing of theirs to delete.
 //! - events older than `events_days`, except the newest `live.backlog`: a stream following the
 //!   fan-out is at most that far behind the newest event (further, and it is told to resync), so
@@ -43,8 +47,13 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
-    entity::{email_verification_tokens, events, outbound_emails, run_logs, runs, state_versions},
-    mail,
+    accounts,
+    db::begin_write,
+    entity::{
+        email_verification_tokens, events, invitations, outbound_emails, password_reset_tokens, run_logs, runs,
+        state_versions, users,
+    },
+    mail, orgs,
     state::AppState,
 };
 
@@ -61,6 +70,9 @@ const BREATHER: Duration = Duration::from_millis(100);
 pub struct Deleted {
     pub outbox: u64,
     pub verification_tokens: u64,
+    pub reset_tokens: u64,
+    pub unverified_accounts: u64,
+    pub invitations: u64,
     pub events: u64,
     pub state_versions: u64,
     pub run_logs: u64,
@@ -68,12 +80,20 @@ pub struct Deleted {
 
 impl Deleted {
     pub fn total(&self) -> u64 {
-        self.outbox + self.verification_tokens + self.events + self.state_versions + self.run_logs
+        self.outbox
+            + self.verification_tokens
+            + self.reset_tokens
+            + self.unverified_accounts
+            + self.invitations
+            + self.events
+            + self.state_versions
+            + self.run_logs
     }
 }
 
 /// What the janitors of this process deleted, for `/metrics`: `fleetplane_janitor_deleted_total`
-/// by `what` (outbox, verification_tokens, events, state_versions, run_logs).
+/// by `what` (outbox, verification_tokens, reset_tokens, unverified_accounts, invitations,
+/// events, state_versions, run_logs).
 #[derive(Default)]
 pub struct Tally(Family<[(&'static str, &'static str); 1], Counter>);
 
@@ -82,7 +102,7 @@ impl Tally {
         registry.register(
             "janitor_deleted",
             "Rows the retention janitor deleted, by what: outbox (delivered mail), verification_tokens, \
-             events, state_versions, run_logs",
+             reset_tokens, unverified_accounts, invitations, events, state_versions, run_logs",
             self.0.clone(),
         );
     }
@@ -120,7 +140,17 @@ pub async fn run_once(state: &AppState) -> Result<Deleted, DbErr> {
     let pass = Pass { db: &state.db, tally: &state.janitor };
     let deleted = Deleted {
         outbox: delivered_mail(&pass, days_before(now, settings.outbox_days)).await?,
-        verification_tokens: spent_verification_tokens(&pass, now).await?,
+        verification_tokens: {
+            use email_verification_tokens::{Column, Entity};
+            spent_tokens::<Entity>(&pass, "verification_tokens", [Column::Id, Column::UsedAt, Column::ExpiresAt], now)
+                .await?
+        },
+        reset_tokens: {
+            use password_reset_tokens::{Column, Entity};
+            spent_tokens::<Entity>(&pass, "reset_tokens", [Column::Id, Column::UsedAt, Column::ExpiresAt], now).await?
+        },
+        unverified_accounts: expired_unverified_accounts(&pass, now).await?,
+        invitations: closed_invitations(&pass, now).await?,
         events: old_events(&pass, days_before(now, settings.events_days), backlog).await?,
         state_versions: old_state_versions(&pass, settings.state_versions_keep).await?,
         run_logs: old_run_logs(&pass, days_before(now, settings.run_logs_days)).await?,
@@ -129,6 +159,9 @@ pub async fn run_once(state: &AppState) -> Result<Deleted, DbErr> {
         tracing::info!(
             outbox = deleted.outbox,
             verification_tokens = deleted.verification_tokens,
+            reset_tokens = deleted.reset_tokens,
+            unverified_accounts = deleted.unverified_accounts,
+            invitations = deleted.invitations,
             events = deleted.events,
             state_versions = deleted.state_versions,
             run_logs = deleted.run_logs,
@@ -187,18 +220,74 @@ async fn delivered_mail(pass: &Pass<'_>, cutoff: DateTime<Utc>) -> Result<u64, D
     pass.in_batches("outbox", Entity::delete_many().filter(Column::Id.in_subquery(batch))).await
 }
 
-/// Verification tokens that can no longer verify anything: used, or expired.
-async fn spent_verification_tokens(pass: &Pass<'_>, now: DateTime<Utc>) -> Result<u64, DbErr> {
-    use email_verification_tokens::{Column, Entity};
+/// Emailed tokens (verification, password reset) that can no longer do anything: used, or
+/// expired. `[id, used_at, expires_at]` are the table's columns.
+async fn spent_tokens<E: EntityTrait>(
+    pass: &Pass<'_>,
+    what: &'static str,
+    [id, used_at, expires_at]: [E::Column; 3],
+    now: DateTime<Utc>,
+) -> Result<u64, DbErr> {
     // Locks only rows that are deleted anyway, as for mail.
-    let batch = Entity::find()
+    let batch = E::find()
         .select_only()
-        .column(Column::Id)
-        .filter(Condition::any().add(Column::UsedAt.is_not_null()).add(Column::ExpiresAt.lte(now)))
+        .column(id)
+        .filter(Condition::any().add(used_at.is_not_null()).add(expires_at.lte(now)))
         .limit(BATCH)
         .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
         .into_query();
-    pass.in_batches("verification_tokens", Entity::delete_many().filter(Column::Id.in_subquery(batch))).await
+    pass.in_batches(what, E::delete_many().filter(id.in_subquery(batch))).await
+}
+
+/// Invitations no longer open: answered, revoked, or expired. Their history is in the audit log.
+async fn closed_invitations(pass: &Pass<'_>, now: DateTime<Utc>) -> Result<u64, DbErr> {
+    use invitations::{Column, Entity};
+    let open = [orgs::invitation_status::PENDING, orgs::invitation_status::DECLINED];
+    let batch = Entity::find()
+        .select_only()
+        .column(Column::Id)
+        .filter(Condition::any().add(Column::Status.is_not_in(open)).add(Column::ExpiresAt.lte(now)))
+        .limit(BATCH)
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+        .into_query();
+    pass.in_batches("invitations", Entity::delete_many().filter(Column::Id.in_subquery(batch))).await
+}
+
+/// Accounts that never verified their address within [`accounts::VERIFICATION_TTL`] of signing up
+/// and hold no verification link that still works, with their personal organizations: an
+/// unverified account does not keep its address (or username) for long.
+async fn expired_unverified_accounts(pass: &Pass<'_>, now: DateTime<Utc>) -> Result<u64, DbErr> {
+    let mut total = 0;
+    loop {
+        let live_links = Query::select()
+            .column(email_verification_tokens::Column::UserId)
+            .from(email_verification_tokens::Entity)
+            .and_where(email_verification_tokens::Column::UsedAt.is_null())
+            .and_where(email_verification_tokens::Column::ExpiresAt.gt(now))
+            .to_owned();
+        let due: Vec<Uuid> = users::Entity::find()
+            .select_only()
+            .column(users::Column::Id)
+            .filter(users::Column::EmailVerifiedAt.is_null())
+            .filter(users::Column::CreatedAt.lte(now - accounts::VERIFICATION_TTL))
+            .filter(users::Column::Id.not_in_subquery(live_links))
+            .limit(BATCH)
+            .into_tuple()
+            .all(pass.db)
+            .await?;
+        if due.is_empty() {
+            return Ok(total);
+        }
+        let txn = begin_write(pass.db).await?;
+        let rows = accounts::delete_unverified(&txn, &due).await?;
+        txn.commit().await?;
+        pass.tally.add("unverified_accounts", rows);
+        total += rows;
+        if rows == 0 {
+            // Verified meanwhile, all of them: the next pass looks again.
+            return Ok(total);
+        }
+    }
 }
 
 /// Events created before `cutoff`, except the newest `backlog`.

@@ -240,6 +240,61 @@ pub fn verification_email(mailer: &Mailer, to: &str, username: &str, token: &str
     }
 }
 
+/// Sent instead of a verification link when someone signs up with an address that already has
+/// an account: the sign-up answers as for a new address, so only the owner learns of it.
+pub fn signup_attempt_email(mailer: &Mailer, to: &str, username: &str) -> Email {
+    let login = mailer.link("/login");
+    let reset = mailer.link("/forgot-password");
+    Email {
+        to: to.to_owned(),
+        subject: "Someone tried to sign up for Fleetplane with your email".to_owned(),
+        body: format!(
+            "Hello {username},\n\n\
+             Someone just tried to create a Fleetplane account with this email address. It already \
+             belongs to your account, so no new account was made and nothing about yours changed.\n\n\
+             If it was you, sign in instead:\n\n{login}\n\n\
+             Forgot your password? Set a new one here:\n\n{reset}\n\n\
+             If it was not you, you can ignore this email.\n"
+        ),
+    }
+}
+
+/// The "forgot password" link.
+pub fn password_reset_email(mailer: &Mailer, to: &str, username: &str, token: &str) -> Email {
+    let link = mailer.link(&format!("/reset-password?token={token}"));
+    Email {
+        to: to.to_owned(),
+        subject: "Reset your Fleetplane password".to_owned(),
+        body: format!(
+            "Hello {username},\n\n\
+             Someone (we hope you) asked to reset the password of your Fleetplane account. Choose a new \
+             password here:\n\n{link}\n\n\
+             The link works once and expires in 1 hour. Setting a new password signs you out everywhere. \
+             If you did not ask for this, ignore this email: your password stays as it is.\n"
+        ),
+    }
+}
+
+/// An invitation to join an organization, to an address that may or may not have an account.
+pub fn invitation_email(mailer: &Mailer, to: &str, inviter: &str, org: &str, role: &str, expires: &str) -> Email {
+    let invitations = mailer.link("/invitations");
+    let signup = mailer
+        .link(&format!("/signup?email={}", url::form_urlencoded::byte_serialize(to.as_bytes()).collect::<String>()));
+    Email {
+        to: to.to_owned(),
+        subject: format!("{inviter} invited you to {org} on Fleetplane"),
+        body: format!(
+            "Hello,\n\n\
+             {inviter} invited you to join the organization {org} on Fleetplane as {role}.\n\n\
+             To accept or decline, sign in and open your invitations:\n\n{invitations}\n\n\
+             No Fleetplane account with this address yet? Create one with this address, and the invitation \
+             will be waiting:\n\n{signup}\n\n\
+             The invitation expires on {expires}. If you do not know {inviter}, ignore this email: \
+             nothing happens unless you accept.\n"
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

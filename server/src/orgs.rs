@@ -1,12 +1,15 @@
-//! Organizations and their members. Every rule about roles lives here: who may grant what,
-//! and that an organization always keeps at least one owner.
+//! Organizations, their members and invitations. Every rule about roles lives here: who may
+//! grant what, and that an organization always keeps at least one owner.
+//!
+//! Nobody is put into an organization without consent: admins invite an address, and its owner
+//! accepts or declines from their own account.
 
 use std::{collections::HashMap, net::IpAddr};
 
-use chrono::Utc;
+use chrono::{TimeDelta, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, sea_query::Expr,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -16,7 +19,7 @@ use crate::{
     auth::{Admin, MinRole, OrgMember},
     db::begin_write,
     domain::{Email, Invalid, OrgName, Role},
-    entity::{memberships, organizations, users},
+    entity::{invitations, memberships, organizations, users},
     error::{AppError, FieldErrors, Result},
     state::AppState,
 };
@@ -138,14 +141,30 @@ fn last_owner() -> AppError {
     AppError::conflict("last_owner", "An organization needs at least one owner. Make someone else an owner first.")
 }
 
-/// Adds the account with `email` to the organization with `role`.
-pub async fn add_member(
+/// What an invitation can be. A declined invitation looks `pending` to the organization until it
+/// expires: until they accept, the inviter learns nothing of the invitee, not even a "no".
+pub mod invitation_status {
+    pub const PENDING: &str = "pending";
+    pub const ACCEPTED: &str = "accepted";
+    pub const DECLINED: &str = "declined";
+    pub const REVOKED: &str = "revoked";
+}
+use invitation_status as status;
+
+fn invitation_not_found() -> AppError {
+    AppError::not_found("invitation_not_found", "This invitation does not exist or is no longer open.")
+}
+
+/// Invites `email` to the organization with `role`: an email to the address and, if it has an
+/// account, a notification. The answer (and everything the inviter can see afterwards) is the
+/// same whether or not the address has an account; nobody joins until the invitee accepts.
+pub async fn invite(
     state: &AppState,
     actor: &OrgMember<Admin>,
     email: &str,
     role: Role,
     ip: IpAddr,
-) -> Result<Member> {
+) -> Result<invitations::Model> {
     let mut errors = FieldErrors::new();
     let email = errors.check("email", Email::parse(email));
     errors.finish()?;
@@ -153,62 +172,292 @@ pub async fn add_member(
         return Err(AppError::Internal(anyhow::anyhow!("validated email missing")));
     };
     ensure_may_grant(actor, role)?;
+    let limit = state.config.rate_limits.invite_per_user;
+    crate::accounts::rate_limit(state, &format!("invite:user:{}", actor.user.id()), limit).await?;
 
-    let user = users::Entity::find()
-        .filter(users::Column::EmailNormalized.eq(email.normalized()))
-        .one(&state.db)
-        .await?
-        .ok_or_else(|| {
-            let message = "No Fleetplane account uses this email. Ask them to sign up first.";
-            AppError::not_found("user_not_found", message).on_field("email", message)
-        })?;
+    let now = Utc::now();
     let txn = begin_write(&state.db).await?;
-    if memberships::Entity::find_by_id((actor.org.id, user.id)).one(&txn).await?.is_some() {
+    let account = users::Entity::find()
+        .filter(users::Column::EmailNormalized.eq(email.normalized()))
+        .filter(users::Column::EmailVerifiedAt.is_not_null())
+        .one(&txn)
+        .await?;
+    // Members' addresses are on the members list already: saying so tells the inviter nothing new.
+    if let Some(account) = &account
+        && memberships::Entity::find_by_id((actor.org.id, account.id)).one(&txn).await?.is_some()
+    {
         let message = "This person is already a member.";
         return Err(AppError::conflict("already_member", message).on_field("email", message));
     }
-    let membership = memberships::ActiveModel {
+    let open = invitations::Entity::find()
+        .filter(invitations::Column::OrgId.eq(actor.org.id))
+        .filter(invitations::Column::EmailNormalized.eq(email.normalized()))
+        .filter(invitations::Column::Status.is_in([status::PENDING, status::DECLINED]))
+        .filter(invitations::Column::ExpiresAt.gt(now))
+        .count(&txn)
+        .await?;
+    if open > 0 {
+        let message = "This address has an open invitation already. Revoke it first to send a new one.";
+        return Err(AppError::conflict("already_invited", message).on_field("email", message));
+    }
+    let ttl = TimeDelta::from_std(state.config.invitation_ttl).unwrap_or(TimeDelta::days(7));
+    let invitation = invitations::ActiveModel {
+        id: Set(Uuid::now_v7()),
         org_id: Set(actor.org.id),
-        user_id: Set(user.id),
+        email: Set(email.as_str().to_owned()),
+        email_normalized: Set(email.normalized()),
         role: Set(role.as_str().to_owned()),
-        created_at: Set(Utc::now()),
+        invited_by: Set(Some(actor.user.id())),
+        invited_by_name: Set(actor.user.user.username.clone()),
+        status: Set(status::PENDING.to_owned()),
+        created_at: Set(now),
+        expires_at: Set(now + ttl),
+        responded_at: Set(None),
     }
     .insert(&txn)
     .await?;
-    Event::new("org.member_added", Some(ip))
+    Event::new("org.member_invited", Some(ip))
         .actor(&actor.user.user)
         .org(actor.org.id)
-        .target(user.username.clone())
-        .details(json!({ "role": role }))
+        .target(email.as_str().to_owned())
+        .details(json!({ "role": role, "invitation": invitation.id }))
         .record(&txn)
         .await?;
-    membership_changed(&txn, actor, user.id, true).await?;
+    let expires = invitation.expires_at.format("%Y-%m-%d %H:%M UTC").to_string();
+    let mail = crate::mail::invitation_email(
+        &state.mail,
+        email.as_str(),
+        &actor.user.user.username,
+        &actor.org.display_name,
+        role.as_str(),
+        &expires,
+    );
+    state.mail.enqueue(&txn, mail).await?;
+    if let Some(account) = account {
+        notify_invited(&txn, &invitation, &account, &actor.org).await?;
+    }
+    txn.commit().await?;
+    state.mail.wake();
+    state.events_written();
+    Ok(invitation)
+}
+
+async fn notify_invited(
+    conn: &impl ConnectionTrait,
+    invitation: &invitations::Model,
+    invitee: &users::Model,
+    org: &organizations::Model,
+) -> Result<(), DbErr> {
     crate::notifications::create(
-        &txn,
+        conn,
         crate::notifications::NewNotification {
-            user_id: user.id,
-            org_id: Some(actor.org.id),
-            kind: "org_added",
-            title: format!("You were added to {}", actor.org.display_name),
-            body: format!("{} added you as {role}.", actor.user.user.username),
-            link: Some(format!("/orgs/{}", actor.org.name)),
+            user_id: invitee.id,
+            org_id: None,
+            kind: "org_invitation",
+            title: format!("{} invited you to {}", invitation.invited_by_name, org.display_name),
+            body: format!("Join as {}: accept or decline on your invitations page.", invitation.role),
+            link: Some("/invitations".to_owned()),
         },
     )
-    .await?;
+    .await
+    .map(drop)
+}
+
+/// For an account that just proved its address: a notification for each open invitation to it.
+pub async fn invitations_arrived(conn: &impl ConnectionTrait, user: &users::Model) -> Result<(), DbErr> {
+    for (invitation, org) in open_invitations_for(conn, user).await? {
+        notify_invited(conn, &invitation, user, &org).await?;
+    }
+    Ok(())
+}
+
+async fn open_invitations_for(
+    conn: &impl ConnectionTrait,
+    user: &users::Model,
+) -> Result<Vec<(invitations::Model, organizations::Model)>, DbErr> {
+    let invitations = invitations::Entity::find()
+        .filter(invitations::Column::EmailNormalized.eq(&user.email_normalized))
+        .filter(invitations::Column::Status.eq(status::PENDING))
+        .filter(invitations::Column::ExpiresAt.gt(Utc::now()))
+        .order_by_desc(invitations::Column::Id)
+        .all(conn)
+        .await?;
+    let orgs: HashMap<Uuid, organizations::Model> = organizations::Entity::find()
+        .filter(organizations::Column::Id.is_in(invitations.iter().map(|i| i.org_id)))
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|o| (o.id, o))
+        .collect();
+    Ok(invitations.into_iter().filter_map(|i| orgs.get(&i.org_id).cloned().map(|org| (i, org))).collect())
+}
+
+/// The organization's open invitations, newest first (declined ones among them, see
+/// [`invitation_status`]).
+pub async fn list_invitations(state: &AppState, org_id: Uuid) -> Result<Vec<invitations::Model>> {
+    Ok(invitations::Entity::find()
+        .filter(invitations::Column::OrgId.eq(org_id))
+        .filter(invitations::Column::Status.is_in([status::PENDING, status::DECLINED]))
+        .filter(invitations::Column::ExpiresAt.gt(Utc::now()))
+        .order_by_desc(invitations::Column::Id)
+        .all(&state.db)
+        .await?)
+}
+
+/// Takes back an open invitation. Like granting, only owners take back an owner's invitation.
+pub async fn revoke_invitation(state: &AppState, actor: &OrgMember<Admin>, id: Uuid, ip: IpAddr) -> Result<()> {
+    let txn = begin_write(&state.db).await?;
+    let invitation = invitations::Entity::find_by_id(id)
+        .filter(invitations::Column::OrgId.eq(actor.org.id))
+        .filter(invitations::Column::Status.is_in([status::PENDING, status::DECLINED]))
+        .one(&txn)
+        .await?
+        .ok_or_else(invitation_not_found)?;
+    ensure_may_grant(actor, Role::parse(&invitation.role).unwrap_or(Role::Viewer))?;
+    let email = invitation.email.clone();
+    let mut active = invitation.into_active_model();
+    active.status = Set(status::REVOKED.to_owned());
+    active.responded_at = Set(Some(Utc::now()));
+    active.update(&txn).await?;
+    Event::new("org.invitation_revoked", Some(ip))
+        .actor(&actor.user.user)
+        .org(actor.org.id)
+        .target(email)
+        .details(json!({ "invitation": id }))
+        .record(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// The open invitations to the caller's (verified) address, with their organizations.
+pub async fn received_invitations(
+    state: &AppState,
+    user: &users::Model,
+) -> Result<Vec<(invitations::Model, organizations::Model)>> {
+    Ok(open_invitations_for(&state.db, user).await?)
+}
+
+/// The invitation `id` to `user`'s address, still pending, for accepting or declining it.
+async fn pending_for(
+    conn: &impl ConnectionTrait,
+    user: &users::Model,
+    id: Uuid,
+) -> Result<(invitations::Model, organizations::Model)> {
+    if user.email_verified_at.is_none() {
+        return Err(invitation_not_found());
+    }
+    let invitation = invitations::Entity::find_by_id(id)
+        .filter(invitations::Column::EmailNormalized.eq(&user.email_normalized))
+        .filter(invitations::Column::Status.eq(status::PENDING))
+        .one(conn)
+        .await?
+        .ok_or_else(invitation_not_found)?;
+    if invitation.expires_at <= Utc::now() {
+        return Err(AppError::client(
+            axum::http::StatusCode::GONE,
+            "invitation_expired",
+            "This invitation has expired. Ask for a new one.",
+        ));
+    }
+    let org = organizations::Entity::find_by_id(invitation.org_id).one(conn).await?.ok_or_else(invitation_not_found)?;
+    Ok((invitation, org))
+}
+
+/// Marks a pending invitation answered; `false` when another request answered it first.
+async fn answer(conn: &impl ConnectionTrait, id: Uuid, to: &str) -> Result<bool, DbErr> {
+    let result = invitations::Entity::update_many()
+        .col_expr(invitations::Column::Status, Expr::value(to))
+        .col_expr(invitations::Column::RespondedAt, Expr::value(Utc::now()))
+        .filter(invitations::Column::Id.eq(id))
+        .filter(invitations::Column::Status.eq(status::PENDING))
+        .exec(conn)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// Joins the organization of an invitation to the caller's address, with its role. Someone
+/// already a member keeps the role they have.
+pub async fn accept_invitation(
+    state: &AppState,
+    user: &users::Model,
+    id: Uuid,
+    ip: IpAddr,
+) -> Result<(organizations::Model, Role)> {
+    let txn = begin_write(&state.db).await?;
+    let (invitation, org) = pending_for(&txn, user, id).await?;
+    if !answer(&txn, id, status::ACCEPTED).await? {
+        return Err(invitation_not_found());
+    }
+    let invited = Role::parse(&invitation.role).unwrap_or(Role::Viewer);
+    let role = match memberships::Entity::find_by_id((org.id, user.id)).one(&txn).await? {
+        Some(existing) => Role::parse(&existing.role).unwrap_or(Role::Viewer),
+        None => {
+            memberships::ActiveModel {
+                org_id: Set(org.id),
+                user_id: Set(user.id),
+                role: Set(invited.as_str().to_owned()),
+                created_at: Set(Utc::now()),
+            }
+            .insert(&txn)
+            .await?;
+            invited
+        }
+    };
+    Event::new("org.member_joined", Some(ip))
+        .actor(user)
+        .org(org.id)
+        .target(user.username.clone())
+        .details(json!({ "role": role, "invitation": id, "invited_by": invitation.invited_by_name }))
+        .record(&txn)
+        .await?;
+    membership_changed(&txn, &org, user.id, true).await?;
+    if let Some(inviter) = invitation.invited_by {
+        crate::notifications::create(
+            &txn,
+            crate::notifications::NewNotification {
+                user_id: inviter,
+                org_id: Some(org.id),
+                kind: "org_invitation_accepted",
+                title: format!("{} joined {}", user.username, org.display_name),
+                body: format!("{} accepted your invitation and is now {role}.", user.username),
+                link: Some(format!("/orgs/{}", org.name)),
+            },
+        )
+        .await?;
+    }
     txn.commit().await?;
     state.events_written();
-    Ok(Member { user, role, joined_at: membership.created_at })
+    Ok((org, role))
+}
+
+/// Declines an invitation. It is recorded in the invitee's own account log only: the
+/// organization is not told (see [`invitation_status`]).
+pub async fn decline_invitation(state: &AppState, user: &users::Model, id: Uuid, ip: IpAddr) -> Result<()> {
+    let txn = begin_write(&state.db).await?;
+    let (_, org) = pending_for(&txn, user, id).await?;
+    if !answer(&txn, id, status::DECLINED).await? {
+        return Err(invitation_not_found());
+    }
+    Event::new("account.invitation_declined", Some(ip))
+        .actor(user)
+        .target(org.name.clone())
+        .details(json!({ "invitation": id }))
+        .record(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(())
 }
 
 /// Tells `user`'s live streams that their memberships changed (they see another set of
 /// organizations' events from now on).
-async fn membership_changed<R: MinRole>(
+async fn membership_changed(
     conn: &impl ConnectionTrait,
-    actor: &OrgMember<R>,
+    org: &organizations::Model,
     user: Uuid,
     member: bool,
 ) -> Result<(), DbErr> {
-    let payload = json!({ "org": actor.org.name, "org_id": actor.org.id, "member": member });
+    let payload = json!({ "org": org.name, "org_id": org.id, "member": member });
     crate::events::record(conn, crate::events::Audience::User(user), "membership", payload).await?;
     Ok(())
 }
@@ -260,7 +509,7 @@ pub async fn change_role(
         .details(json!({ "from": current, "to": role }))
         .record(&txn)
         .await?;
-    membership_changed(&txn, actor, user.id, true).await?;
+    membership_changed(&txn, &actor.org, user.id, true).await?;
     txn.commit().await?;
     state.events_written();
     Ok(Member { user, role, joined_at })
@@ -299,7 +548,7 @@ pub async fn remove_member<R: MinRole>(
         .details(json!({ "role": role }))
         .record(&txn)
         .await?;
-    membership_changed(&txn, actor, user_id, false).await?;
+    membership_changed(&txn, &actor.org, user_id, false).await?;
     txn.commit().await?;
     state.events_written();
     Ok(())

@@ -227,7 +227,7 @@ async fn pages_run_under_their_csp_and_a_violation_is_reported() {
 
 #[tokio::test]
 #[ignore = "needs Chromium, chromedriver and the built UI: run `cargo xtask test`"]
-async fn sign_up_verify_sign_in_rename_and_sign_out_in_a_browser() {
+async fn sign_up_verify_rename_and_sign_out_in_a_browser() {
     let site = site_dir();
     assert!(site.join("pkg/fleetplane_web_bg.wasm").is_file(), "the UI is not built in {}", site.display());
     let app = TestApp::spawn_with(|config| config.site_dir = site).await;
@@ -252,17 +252,18 @@ async fn sign_up_verify_sign_in_rename_and_sign_out_in_a_browser() {
     wait_for_path(&browser, "/signup/check-email").await;
     assert_eq!(text_of(&browser, "[data-test=check-email-address]").await, "ada@example.com");
 
-    // Follow the link from the email that was delivered.
+    // Follow the link from the email that was delivered, and confirm with the password: that
+    // verifies the address and signs in.
     let mail = app.smtp.first_to("ada@example.com").await;
     browser.goto(&mail.link()).await.expect("open the emailed link");
-    find(&browser, "[data-test=verified-sign-in]").await.click().await.expect("go to sign-in");
-
-    // Sign in.
-    wait_for_path(&browser, "/login").await;
     hydrated(&browser).await;
-    fill(&browser, "login-form", "email", "ada@example.com").await;
-    fill(&browser, "login-form", "password", PASSWORD).await;
-    submit(&browser, "login-form").await;
+    fill(&browser, "verify-form", "password", "not the password").await;
+    submit(&browser, "verify-form").await;
+    let refused = text_of(&browser, "[data-test=field-error][data-field=password]").await;
+    assert!(refused.contains("not the password chosen"), "{refused}");
+    fill(&browser, "verify-form", "password", PASSWORD).await;
+    submit(&browser, "verify-form").await;
+    wait_for_path(&browser, "/").await;
     eventually("the signed-in menu", || async { browser.find(Locator::Css("[data-test=nav-username]")).await.is_ok() })
         .await;
     assert_eq!(text_of(&browser, "[data-test=nav-username]").await, "ada");
@@ -318,11 +319,11 @@ async fn sign_up_verify_sign_in_rename_and_sign_out_in_a_browser() {
 
 #[tokio::test]
 #[ignore = "needs Chromium, chromedriver and the built UI: run `cargo xtask test`"]
-async fn create_an_organization_add_a_member_and_change_their_role_in_a_browser() {
+async fn create_an_organization_invite_a_member_and_change_their_role_in_a_browser() {
     let site = site_dir();
     let app = TestApp::spawn_with(|config| config.site_dir = site).await;
     let ada = app.user("ada").await;
-    app.user("grace").await;
+    let grace = app.user("grace").await;
     let (_driver, browser) = Driver::start().await;
     let base = app.base.as_str().trim_end_matches('/');
 
@@ -342,13 +343,25 @@ async fn create_an_organization_add_a_member_and_change_their_role_in_a_browser(
     .await;
     assert_eq!(nav_href(&browser, "nav-cloud-accounts").await, "/orgs/acme/cloud-accounts");
 
-    fill(&browser, "member-form", "email", "grace@example.com").await;
-    find(&browser, "#member-form select[name=role]").await.select_by_value("operator").await.expect("pick a role");
-    submit(&browser, "member-form").await;
+    // The invitation is listed as sent, and nobody joined yet.
+    fill(&browser, "invite-form", "email", "grace@example.com").await;
+    find(&browser, "#invite-form select[name=role]").await.select_by_value("operator").await.expect("pick a role");
+    submit(&browser, "invite-form").await;
+    find(&browser, "[data-test=invitation-row][data-email='grace@example.com']").await;
+    assert!(browser.find(Locator::Css("[data-test=member-row][data-username=grace]")).await.is_err());
+    screenshot(&browser, "org-invitation-sent").await;
+
+    // Grace accepts (in her own browser: see the invitations test); she then shows as a member.
+    let received = grace.get("/api/v1/me/invitations").await.json();
+    let id = received[0]["id"].as_str().expect("an invitation for grace");
+    grace.post_empty(&format!("/api/v1/me/invitations/{id}/accept")).await.expect_status(reqwest::StatusCode::OK);
+    browser.refresh().await.expect("reload the organization");
+    hydrated(&browser).await;
     let row = "[data-test=member-row][data-username=grace]";
     find(&browser, row).await;
     let role_select = find(&browser, &format!("{row} [data-test=member-role]")).await;
     assert_eq!(role_select.prop("value").await.expect("value").as_deref(), Some("operator"));
+    assert!(browser.find(Locator::Css("[data-test=invitation-row]")).await.is_err(), "accepted: no longer open");
 
     role_select.select_by_value("admin").await.expect("change the role");
     let members = || async { ada.get("/api/v1/orgs/acme/members").await.json() };
@@ -378,6 +391,107 @@ async fn create_an_organization_add_a_member_and_change_their_role_in_a_browser(
     assert_eq!(nav_href(&browser, "nav-clusters").await, "/orgs/acme/clusters");
     find(&browser, "[data-test=nav-clusters]").await.click().await.expect("open clusters from the top bar");
     wait_for_path(&browser, "/orgs/acme/clusters").await;
+    finish(browser, &app).await;
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built UI: run `cargo xtask test`"]
+async fn an_invitee_accepts_one_invitation_and_declines_another_in_a_browser() {
+    let site = site_dir();
+    let app = TestApp::spawn_with(|config| config.site_dir = site).await;
+    let ada = app.user("ada").await;
+    app.user("grace").await;
+    for org in ["acme", "globex"] {
+        ada.post("/api/v1/orgs", json!({ "name": org })).await.expect_status(reqwest::StatusCode::CREATED);
+        ada.post(
+            &format!("/api/v1/orgs/{org}/invitations"),
+            json!({ "email": "grace@example.com", "role": "operator" }),
+        )
+        .await
+        .expect_status(reqwest::StatusCode::CREATED);
+    }
+    let (_driver, browser) = Driver::start().await;
+    let base = app.base.as_str().trim_end_matches('/');
+    sign_in_with_the_form(&browser, base, "grace@example.com").await;
+
+    // The notification leads to the invitations.
+    browser.goto(&format!("{base}/invitations")).await.expect("open the invitations");
+    hydrated(&browser).await;
+    eventually("both invitations listed", || async {
+        browser.find_all(Locator::Css("[data-test=invitation]")).await.is_ok_and(|items| items.len() == 2)
+    })
+    .await;
+    screenshot(&browser, "invitations").await;
+    find(&browser, "[data-test=invitation][data-org=globex] [data-test=decline-invitation]")
+        .await
+        .click()
+        .await
+        .expect("decline");
+    find(&browser, "[data-test=alert-success]").await;
+    eventually("one invitation left", || async {
+        browser.find_all(Locator::Css("[data-test=invitation]")).await.is_ok_and(|items| items.len() == 1)
+    })
+    .await;
+    find(&browser, "[data-test=invitation][data-org=acme] [data-test=accept-invitation]")
+        .await
+        .click()
+        .await
+        .expect("accept");
+    wait_for_path(&browser, "/orgs/acme").await;
+    hydrated(&browser).await;
+    find(&browser, "[data-test=member-row][data-username=grace]").await;
+    let members = ada.get("/api/v1/orgs/acme/members").await.json();
+    assert!(members.as_array().expect("members").iter().any(|m| m["username"] == "grace" && m["role"] == "operator"));
+    let globex = ada.get("/api/v1/orgs/globex/members").await.json();
+    assert_eq!(globex.as_array().map(Vec::len), Some(1), "declined: not a member of globex");
+    finish(browser, &app).await;
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built UI: run `cargo xtask test`"]
+async fn forgot_password_then_reset_it_from_the_emailed_link_in_a_browser() {
+    let site = site_dir();
+    let app = TestApp::spawn_with(|config| config.site_dir = site).await;
+    let ada = app.user("ada").await;
+    let (_driver, browser) = Driver::start().await;
+    let base = app.base.as_str().trim_end_matches('/');
+
+    browser.goto(&format!("{base}/login")).await.expect("open sign-in");
+    hydrated(&browser).await;
+    fill(&browser, "login-form", "email", "ada@example.com").await;
+    find(&browser, "[data-test=forgot-password-link]").await.click().await.expect("forgot password");
+    wait_for_path(&browser, "/forgot-password").await;
+    hydrated(&browser).await;
+    let typed = find(&browser, "#forgot-form [name=email]").await.prop("value").await.expect("value");
+    assert_eq!(typed.as_deref(), Some("ada@example.com"), "the address typed on the sign-in page is kept");
+    submit(&browser, "forgot-form").await;
+    let sent = text_of(&browser, "[data-test=reset-sent]").await;
+    assert!(sent.contains("If an account uses this address"), "{sent}");
+
+    let link = app.smtp.first_with_subject("ada@example.com", "Reset your Fleetplane password").await.link();
+    browser.goto(&link).await.expect("open the emailed link");
+    hydrated(&browser).await;
+    fill(&browser, "reset-form", "new_password", "short").await;
+    submit(&browser, "reset-form").await;
+    find(&browser, "[data-test=field-error][data-field=new_password]").await;
+    fill(&browser, "reset-form", "new_password", "a brand new password").await;
+    submit(&browser, "reset-form").await;
+    wait_for_path(&browser, "/").await;
+    eventually("the signed-in menu", || async { browser.find(Locator::Css("[data-test=nav-username]")).await.is_ok() })
+        .await;
+    assert_eq!(ada.get("/api/v1/me").await.status, 401, "every other session ended");
+    app.client().sign_in("ada@example.com", "a brand new password").await.expect_status(reqwest::StatusCode::OK);
+
+    // The link works once.
+    find(&browser, "[data-test=nav-username]").await.click().await.expect("open the user menu");
+    find(&browser, "[data-test=sign-out]").await.click().await.expect("sign out");
+    wait_for_path(&browser, "/login").await;
+    browser.goto(&link).await.expect("open the link again");
+    hydrated(&browser).await;
+    fill(&browser, "reset-form", "new_password", "yet another password").await;
+    submit(&browser, "reset-form").await;
+    find(&browser, "[data-test=reset-link-failed]").await;
+    screenshot(&browser, "reset-link-used").await;
     finish(browser, &app).await;
 }
 

@@ -130,13 +130,25 @@ pub fn parse_id(text: &str) -> ApiResult<Uuid> {
 // ---------------------------------------------------------------------------------------------
 // Endpoints
 
-pub async fn signup(email: &str, username: &str, password: &str) -> ApiResult<SignupResponse> {
+pub async fn signup(email: &str, username: &str, password: &str) -> ApiResult<Message> {
     let request = SignupRequest { email: email.into(), username: username.into(), password: password.into() };
     call(Method::Post, "/api/v1/auth/signup", body(request)).await
 }
 
-pub async fn verify_email(token: &str) -> ApiResult<User> {
-    call(Method::Post, "/api/v1/auth/verify-email", body(VerifyEmailRequest { token: token.into() })).await
+/// Verifies the address and signs in: the link's token with the password chosen at sign-up.
+pub async fn verify_email(token: &str, password: &str) -> ApiResult<User> {
+    let request = VerifyEmailRequest { token: token.into(), password: password.into() };
+    call(Method::Post, "/api/v1/auth/verify-email", body(request)).await
+}
+
+pub async fn request_password_reset(email: &str) -> ApiResult<Message> {
+    call(Method::Post, "/api/v1/auth/password-reset", body(PasswordResetRequest { email: email.into() })).await
+}
+
+/// Sets a new password with a reset link's token, and signs in.
+pub async fn reset_password(token: &str, new_password: &str) -> ApiResult<User> {
+    let request = PasswordResetConfirm { token: token.into(), new_password: new_password.into() };
+    call(Method::Post, "/api/v1/auth/password-reset/confirm", body(request)).await
 }
 
 pub async fn resend_verification(email: &str) -> ApiResult<Message> {
@@ -232,8 +244,29 @@ pub async fn list_members(org: &str) -> ApiResult<Vec<Member>> {
     call(Method::Get, &members_path(org, None), None).await
 }
 
-pub async fn add_member(org: &str, email: &str, role: Role) -> ApiResult<Member> {
-    call(Method::Post, &members_path(org, None), body(AddMemberRequest { email: email.into(), role })).await
+pub async fn list_invitations(org: &str) -> ApiResult<Vec<Invitation>> {
+    call(Method::Get, &org_path(org, "invitations", None, ""), None).await
+}
+
+pub async fn invite(org: &str, email: &str, role: Role) -> ApiResult<Invitation> {
+    let request = InviteRequest { email: email.into(), role };
+    call(Method::Post, &org_path(org, "invitations", None, ""), body(request)).await
+}
+
+pub async fn revoke_invitation(org: &str, id: Uuid) -> ApiResult<()> {
+    call_empty(Method::Delete, &org_path(org, "invitations", Some(id), ""), None).await
+}
+
+pub async fn received_invitations() -> ApiResult<Vec<ReceivedInvitation>> {
+    call(Method::Get, "/api/v1/me/invitations", None).await
+}
+
+pub async fn accept_invitation(id: Uuid) -> ApiResult<Org> {
+    call(Method::Post, &format!("/api/v1/me/invitations/{id}/accept"), None).await
+}
+
+pub async fn decline_invitation(id: Uuid) -> ApiResult<()> {
+    call_empty(Method::Post, &format!("/api/v1/me/invitations/{id}/decline"), None).await
 }
 
 pub async fn change_member_role(org: &str, user_id: Uuid, role: Role) -> ApiResult<Member> {
@@ -249,9 +282,13 @@ fn members_path(org: &str, user_id: Option<Uuid>) -> String {
     org_path(org, "members", user_id, "")
 }
 
-/// One page of the audit log, newest first; `before` is the previous page's `next_before`.
-pub async fn list_audit(org: &str, before: Option<Uuid>) -> ApiResult<AuditPage> {
-    let mut path = format!("/api/v1/orgs/{}/audit?limit={AUDIT_PAGE_SIZE}", encode(org));
+/// One page of an audit log, newest first: an organization's, or with `None` the caller's own
+/// account log. `before` is the previous page's `next_before`.
+pub async fn list_audit(org: Option<&str>, before: Option<Uuid>) -> ApiResult<AuditPage> {
+    let mut path = match org {
+        Some(org) => format!("/api/v1/orgs/{}/audit?limit={AUDIT_PAGE_SIZE}", encode(org)),
+        None => format!("/api/v1/me/audit?limit={AUDIT_PAGE_SIZE}"),
+    };
     if let Some(before) = before {
         path.push_str(&format!("&before={before}"));
     }

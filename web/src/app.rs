@@ -70,6 +70,9 @@ pub fn App() -> impl IntoView {
                         <Route path=path!("/signup/check-email") view=pages::CheckEmailPage/>
                         <Route path=path!("/verify-email") view=pages::VerifyEmailPage/>
                         <Route path=path!("/login") view=pages::LoginPage/>
+                        <Route path=path!("/forgot-password") view=pages::ForgotPasswordPage/>
+                        <Route path=path!("/reset-password") view=pages::ResetPasswordPage/>
+                        <Route path=path!("/invitations") view=pages::InvitationsPage/>
                         <Route path=path!("/logout") view=pages::LogoutPage/>
                         <Route path=path!("/settings") view=pages::SettingsPage/>
                         <Route path=path!("/orgs") view=pages::OrgsPage/>

@@ -9,7 +9,8 @@ pub struct Model {
     pub id: Uuid,
     pub user_id: Uuid,
     pub org_id: Option<Uuid>,
-    /// `run_succeeded`, `run_failed`, `approval_needed`, `cloud_account_failed`, `org_added`.
+    /// `run_succeeded`, `run_failed`, `approval_needed`, `cloud_account_failed`, `org_invitation`,
+    /// `org_invitation_accepted`.
     pub kind: String,
     pub title: String,
     pub body: String,

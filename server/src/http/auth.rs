@@ -1,4 +1,4 @@
-//! `/api/v1/auth`: sign-up, email verification, sign-in and sign-out.
+//! `/api/v1/auth`: sign-up, email verification, password reset, sign-in and sign-out.
 
 use axum::{
     Json,
@@ -28,6 +28,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(sign_up))
         .routes(routes!(verify_email))
         .routes(routes!(resend_verification))
+        .routes(routes!(request_password_reset))
+        .routes(routes!(reset_password))
         .routes(routes!(log_in))
         .routes(routes!(log_out))
         .routes(routes!(log_out_everywhere))
@@ -56,11 +58,13 @@ fn without_session(state: &AppState) -> Response {
     (StatusCode::NO_CONTENT, AppendHeaders([(header::SET_COOKIE, session), (header::SET_COOKIE, csrf)])).into_response()
 }
 
-/// Create an account; a verification email is sent and the account can sign in once verified.
+/// Sign up. The answer is the same whether or not the address has an account: a new address
+/// gets a verification link (an unverified account with it is replaced), and an address with an
+/// account gets a mail telling its owner that someone tried.
 #[utoipa::path(post, path = "/api/v1/auth/signup", tag = "auth", request_body = api::SignupRequest, security(()), responses(
-    (status = 201, description = "Account created, verification email sent", body = api::SignupResponse),
+    (status = 202, description = "A verification link is on its way (or, for an address with an account, a note to its owner)", body = api::Message),
     (status = 403, description = "`signup_closed`", body = Problem, content_type = "application/problem+json"),
-    (status = 409, description = "`email_taken` or `username_taken`", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "`username_taken`", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
     (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
 ))]
@@ -68,25 +72,69 @@ async fn sign_up(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<api::SignupRequest>,
-) -> Result<(StatusCode, Json<api::SignupResponse>)> {
+) -> Result<(StatusCode, Json<api::Message>)> {
     let account = NewAccount::parse(&body.email, &body.username, &body.password, false)?;
-    let user = accounts::sign_up(&state, account, ip).await?;
-    let message = format!("We sent a verification link to {}. Follow it to activate your account.", user.email);
-    Ok((StatusCode::CREATED, Json(api::SignupResponse { user: user_view(&user), message })))
+    let email = account.email.as_str().to_owned();
+    accounts::sign_up(&state, account, ip).await?;
+    let message = format!(
+        "We sent an email to {email}. Follow its link, and enter your password there, to activate your account."
+    );
+    Ok((StatusCode::ACCEPTED, Json(api::Message { message })))
 }
 
-/// Redeem the token from a verification email.
+/// Redeem the token from a verification email, with the password chosen at sign-up. The
+/// account is then verified and signed in.
 #[utoipa::path(post, path = "/api/v1/auth/verify-email", tag = "auth", request_body = api::VerifyEmailRequest, security(()), responses(
-    (status = 200, description = "Email verified", body = api::User),
+    (status = 200, description = "Email verified; signed in, session cookies set", body = api::User),
     (status = 400, description = "`verification_token_invalid`, `verification_token_expired` or `verification_token_used`", body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = "`invalid_credentials`: not the password chosen at sign-up (the link stays usable)", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+    (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
 ))]
 async fn verify_email(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<api::VerifyEmailRequest>,
-) -> Result<Json<api::User>> {
-    let user = accounts::verify_email(&state, &body.token, ip).await?;
-    Ok(Json(user_view(&user)))
+) -> Result<Response> {
+    let user = accounts::verify_email(&state, &body.token, &body.password, ip).await?;
+    with_new_session(&state, &user, &sessions::Client::new(ip, &headers), Json(user_view(&user))).await
+}
+
+/// Ask for a password reset link. Answers the same whether or not the address has an account.
+#[utoipa::path(post, path = "/api/v1/auth/password-reset", tag = "auth", request_body = api::PasswordResetRequest, security(()), responses(
+    (status = 202, description = "If a verified account uses this address, a reset link is on its way", body = api::Message),
+    (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+    (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
+))]
+async fn request_password_reset(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(body): ApiJson<api::PasswordResetRequest>,
+) -> Result<(StatusCode, Json<api::Message>)> {
+    accounts::request_password_reset(&state, &body.email, ip).await?;
+    let message = "If an account uses this address, we sent it a link to choose a new password. It works for \
+                   one hour."
+        .to_owned();
+    Ok((StatusCode::ACCEPTED, Json(api::Message { message })))
+}
+
+/// Set a new password with the token from a reset email. Every session of the account ends;
+/// this browser is signed in with the new password.
+#[utoipa::path(post, path = "/api/v1/auth/password-reset/confirm", tag = "auth", request_body = api::PasswordResetConfirm, security(()), responses(
+    (status = 200, description = "Password set; every other session revoked; signed in", body = api::User),
+    (status = 400, description = "`reset_token_invalid`, `reset_token_expired` or `reset_token_used`", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+    (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
+))]
+async fn reset_password(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<api::PasswordResetConfirm>,
+) -> Result<Response> {
+    let user = accounts::reset_password(&state, &body.token, &body.new_password, ip).await?;
+    with_new_session(&state, &user, &sessions::Client::new(ip, &headers), Json(user_view(&user))).await
 }
 
 /// Send a new verification link. Answers the same whether or not the address has an account.

@@ -132,7 +132,7 @@ type LinkParameters = &'static [(&'static str, &'static str)];
 const LINKS: &[(&str, &str, LinkParameters)] = {
     const ORG: (&str, &str) = ("org", "$request.path.org");
     const NEW_ORG: LinkParameters = &[("org", "$response.body#/name")];
-    const MEMBER: LinkParameters = &[ORG, ("user_id", "$response.body#/user_id")];
+    const INVITATION: LinkParameters = &[ORG, ("id", "$response.body#/id")];
     const TOKEN: LinkParameters = &[("id", "$response.body#/id")];
     const ACCOUNT: LinkParameters = &[ORG, ("id", "$response.body#/id")];
     const CLUSTER: LinkParameters = &[ORG, ("id", "$response.body#/cluster/id")];
@@ -141,14 +141,14 @@ const LINKS: &[(&str, &str, LinkParameters)] = {
     &[
         ("create_org", "get_org", NEW_ORG),
         ("create_org", "list_members", NEW_ORG),
-        ("create_org", "add_member", NEW_ORG),
+        ("create_org", "list_invitations", NEW_ORG),
+        ("create_org", "invite", NEW_ORG),
         ("create_org", "list_audit", NEW_ORG),
         ("create_org", "list_cloud_accounts", NEW_ORG),
         ("create_org", "link_cloud_account", NEW_ORG),
         ("create_org", "list_clusters", NEW_ORG),
         ("create_org", "create_cluster", NEW_ORG),
-        ("add_member", "update_member", MEMBER),
-        ("add_member", "remove_member", MEMBER),
+        ("invite", "revoke_invitation", INVITATION),
         ("create_token", "revoke_token", TOKEN),
         ("link_cloud_account", "get_cloud_account", ACCOUNT),
         ("link_cloud_account", "update_cloud_account", ACCOUNT),

@@ -1,4 +1,5 @@
-//! `/api/v1/orgs`: organizations, their members and roles, and their audit log.
+//! `/api/v1/orgs`: organizations, their members, roles and invitations, and their audit log;
+//! and, on `/api/v1/me`, the invitations a user received and their own account log.
 
 use axum::{Json, extract::State, http::StatusCode};
 use fleetplane_api as api;
@@ -12,7 +13,7 @@ use crate::{
     audit,
     auth::{Admin, CurrentUser, OrgMember, Viewer},
     domain::Role,
-    entity::{audit_events, organizations},
+    entity::{audit_events, invitations, organizations},
     error::{AppError, Problem, Result},
     orgs::{self, Member},
     state::AppState,
@@ -22,9 +23,15 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_orgs, create_org))
         .routes(routes!(get_org))
-        .routes(routes!(list_members, add_member))
+        .routes(routes!(list_members))
+        .routes(routes!(list_invitations, invite))
+        .routes(routes!(revoke_invitation))
+        .routes(routes!(received_invitations))
+        .routes(routes!(accept_invitation))
+        .routes(routes!(decline_invitation))
         .routes(routes!(update_member, remove_member))
         .routes(routes!(list_audit))
+        .routes(routes!(list_account_audit))
 }
 
 fn org_view(org: &organizations::Model, role: Role) -> api::Org {
@@ -45,6 +52,17 @@ fn member_view(member: &Member) -> api::Member {
         email: member.user.email.clone(),
         role: member.role,
         joined_at: member.joined_at,
+    }
+}
+
+fn invitation_view(invitation: &invitations::Model) -> api::Invitation {
+    api::Invitation {
+        id: invitation.id,
+        email: invitation.email.clone(),
+        role: Role::parse(&invitation.role).unwrap_or(Role::Viewer),
+        invited_by: invitation.invited_by_name.clone(),
+        created_at: invitation.created_at,
+        expires_at: invitation.expires_at,
     }
 }
 
@@ -123,23 +141,129 @@ async fn list_members(State(state): State<AppState>, member: OrgMember<Viewer>) 
     Ok(Json(members.iter().map(member_view).collect()))
 }
 
-/// Add an existing account by email. Admins and owners; only owners add owners.
-#[utoipa::path(post, path = "/api/v1/orgs/{org}/members", tag = "organizations", request_body = api::AddMemberRequest,
+/// The organization's open invitations, newest first. Admins and owners.
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/invitations", tag = "organizations",
     params(("org" = String, Path, description = "Organization name")),
     responses(
-        (status = 201, body = api::Member),
-        (status = 403, description = "`forbidden` or `owner_required`", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`org_not_found` or `user_not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`already_member`", body = Problem, content_type = "application/problem+json"),
+        (status = 200, body = [api::Invitation]),
+        (status = 403, description = "`forbidden`: admins and owners only", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`org_not_found`", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn add_member(
+async fn list_invitations(
+    State(state): State<AppState>,
+    actor: OrgMember<Admin>,
+) -> Result<Json<Vec<api::Invitation>>> {
+    let invitations = orgs::list_invitations(&state, actor.org.id).await?;
+    Ok(Json(invitations.iter().map(invitation_view).collect()))
+}
+
+/// Invite an address to join, by email (and a notification, if it has an account). Nobody joins
+/// until they accept; the answer is the same whether or not the address has an account. Admins
+/// and owners; only owners invite owners.
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/invitations", tag = "organizations", request_body = api::InviteRequest,
+    params(("org" = String, Path, description = "Organization name")),
+    responses(
+        (status = 201, body = api::Invitation),
+        (status = 403, description = "`forbidden` or `owner_required`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`org_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`already_member` or `already_invited`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn invite(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     actor: OrgMember<Admin>,
-    ApiJson(body): ApiJson<api::AddMemberRequest>,
-) -> Result<(StatusCode, Json<api::Member>)> {
-    let member = orgs::add_member(&state, &actor, &body.email, body.role, ip).await?;
-    Ok((StatusCode::CREATED, Json(member_view(&member))))
+    ApiJson(body): ApiJson<api::InviteRequest>,
+) -> Result<(StatusCode, Json<api::Invitation>)> {
+    let invitation = orgs::invite(&state, &actor, &body.email, body.role, ip).await?;
+    Ok((StatusCode::CREATED, Json(invitation_view(&invitation))))
+}
+
+/// `/orgs/{org}/invitations/{id}` and `/me/invitations/{id}`.
+#[derive(Deserialize)]
+pub struct InvitationPath {
+    pub id: Uuid,
+}
+
+/// Take back an open invitation. Admins and owners; only owners take back an owner's.
+#[utoipa::path(delete, path = "/api/v1/orgs/{org}/invitations/{id}", tag = "organizations",
+    params(("org" = String, Path, description = "Organization name"), ("id" = Uuid, Path, description = "The invitation's id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 403, description = "`forbidden` or `owner_required`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`org_not_found` or `invitation_not_found`", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn revoke_invitation(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    actor: OrgMember<Admin>,
+    ApiPath(path): ApiPath<InvitationPath>,
+) -> Result<StatusCode> {
+    orgs::revoke_invitation(&state, &actor, path.id, ip).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The open invitations to the caller's address, newest first.
+#[utoipa::path(get, path = "/api/v1/me/invitations", tag = "account", responses(
+    (status = 200, body = [api::ReceivedInvitation]),
+    (status = 401, description = "`unauthenticated`", body = Problem, content_type = "application/problem+json"),
+))]
+async fn received_invitations(
+    State(state): State<AppState>,
+    caller: CurrentUser,
+) -> Result<Json<Vec<api::ReceivedInvitation>>> {
+    let invitations = orgs::received_invitations(&state, &caller.user).await?;
+    Ok(Json(
+        invitations
+            .iter()
+            .map(|(invitation, org)| api::ReceivedInvitation {
+                id: invitation.id,
+                org: org.name.clone(),
+                org_display_name: org.display_name.clone(),
+                role: Role::parse(&invitation.role).unwrap_or(Role::Viewer),
+                invited_by: invitation.invited_by_name.clone(),
+                created_at: invitation.created_at,
+                expires_at: invitation.expires_at,
+            })
+            .collect(),
+    ))
+}
+
+/// Accept an invitation to the caller's address: join its organization with its role.
+#[utoipa::path(post, path = "/api/v1/me/invitations/{id}/accept", tag = "account",
+    params(("id" = Uuid, Path, description = "The invitation's id")),
+    responses(
+        (status = 200, description = "Joined; the organization with the caller's role in it", body = api::Org),
+        (status = 404, description = "`invitation_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "`invitation_expired`", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn accept_invitation(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    caller: CurrentUser,
+    ApiPath(path): ApiPath<InvitationPath>,
+) -> Result<Json<api::Org>> {
+    let (org, role) = orgs::accept_invitation(&state, &caller.user, path.id, ip).await?;
+    Ok(Json(org_view(&org, role)))
+}
+
+/// Decline an invitation to the caller's address. The organization is not told.
+#[utoipa::path(post, path = "/api/v1/me/invitations/{id}/decline", tag = "account",
+    params(("id" = Uuid, Path, description = "The invitation's id")),
+    responses(
+        (status = 204, description = "Declined"),
+        (status = 404, description = "`invitation_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "`invitation_expired`", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn decline_invitation(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    caller: CurrentUser,
+    ApiPath(path): ApiPath<InvitationPath>,
+) -> Result<StatusCode> {
+    orgs::decline_invitation(&state, &caller.user, path.id, ip).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Change a member's role. The last owner cannot be demoted.
@@ -181,7 +305,8 @@ async fn remove_member(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The organization's audit log, newest first: its own events and its members' account events.
+/// The organization's audit log, newest first: the events in this organization only (its
+/// members' own account events are theirs, on `/api/v1/me/audit`).
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/audit", tag = "organizations",
     params(("org" = String, Path, description = "Organization name"), AuditQuery),
     responses(
@@ -194,13 +319,41 @@ async fn list_audit(
     member: OrgMember<Admin>,
     ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Json<api::AuditPage>> {
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=100).contains(&limit) {
-        return Err(AppError::bad_request("invalid_query", "`limit` must be between 1 and 100."));
-    }
+    let limit = query.limit()?;
     let events = audit::list_for_org(&state.db, member.org.id, query.before, limit + 1).await?;
+    Ok(Json(audit_page(events, limit)))
+}
+
+/// The caller's own account events, newest first: sign-ins, password and token changes.
+#[utoipa::path(get, path = "/api/v1/me/audit", tag = "account", params(AuditQuery), responses(
+    (status = 200, body = api::AuditPage),
+    (status = 400, description = "`invalid_query`", body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = "`unauthenticated`", body = Problem, content_type = "application/problem+json"),
+))]
+async fn list_account_audit(
+    State(state): State<AppState>,
+    caller: CurrentUser,
+    ApiQuery(query): ApiQuery<AuditQuery>,
+) -> Result<Json<api::AuditPage>> {
+    let limit = query.limit()?;
+    let events = audit::list_for_account(&state.db, caller.id(), query.before, limit + 1).await?;
+    Ok(Json(audit_page(events, limit)))
+}
+
+impl AuditQuery {
+    fn limit(&self) -> Result<u64> {
+        let limit = self.limit.unwrap_or(50);
+        if !(1..=api::MAX_PAGE_SIZE).contains(&limit) {
+            return Err(AppError::bad_request("invalid_query", "`limit` must be between 1 and 100."));
+        }
+        Ok(limit)
+    }
+}
+
+/// The first `limit` of `events` (fetched one more than that, to know whether more follow).
+fn audit_page(events: Vec<audit_events::Model>, limit: u64) -> api::AuditPage {
     let more = events.len() as u64 > limit;
     let items: Vec<api::AuditEvent> = events.into_iter().take(limit as usize).map(audit_event_view).collect();
     let next_before = if more { items.last().map(|e| e.id) } else { None };
-    Ok(Json(api::AuditPage { items, next_before }))
+    api::AuditPage { items, next_before }
 }

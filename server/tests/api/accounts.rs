@@ -13,19 +13,26 @@ async fn sign_up_verify_by_email_then_sign_in() {
     let signup = browser
         .post("/api/v1/auth/signup", json!({ "email": "Ada@Example.com", "username": "Ada_L", "password": PASSWORD }))
         .await
-        .expect_status(StatusCode::CREATED);
-    let user = &signup.json()["user"];
-    assert_eq!(user["username"], "ada_l", "usernames are stored lower-case");
-    assert_eq!(user["email"], "Ada@Example.com");
-    assert_eq!(user["email_verified"], false);
+        .expect_status(StatusCode::ACCEPTED);
+    assert!(signup.json()["message"].as_str().expect("message").contains("Ada@Example.com"), "{}", signup.text);
     assert!(signup.set_cookies().is_empty(), "sign-up does not sign in");
 
     let mail = app.smtp.first_to("Ada@Example.com").await;
     assert_eq!(mail.subject, "Verify your email for Fleetplane");
     assert!(mail.link().starts_with(&format!("{}verify-email?token=", app.base)), "{}", mail.link());
 
-    browser.post("/api/v1/auth/verify-email", json!({ "token": mail.token() })).await.expect_status(StatusCode::OK);
-    let signed_in = browser.sign_in("ada@EXAMPLE.com", PASSWORD).await.expect_status(StatusCode::OK);
+    // The link and the password chosen at sign-up: verified, and signed in.
+    let verified = browser
+        .post("/api/v1/auth/verify-email", json!({ "token": mail.token(), "password": PASSWORD }))
+        .await
+        .expect_status(StatusCode::OK);
+    let user = verified.json();
+    assert_eq!(user["username"], "ada_l", "usernames are stored lower-case");
+    assert_eq!(user["email"], "Ada@Example.com");
+    assert_eq!(user["email_verified"], true);
+    assert!(verified.set_cookies().join("\n").contains("fp_session="), "verifying signs in");
+
+    let signed_in = app.client().sign_in("ada@EXAMPLE.com", PASSWORD).await.expect_status(StatusCode::OK);
     assert_eq!(signed_in.json()["email_verified"], true);
     let cookies = signed_in.set_cookies().join("\n");
     assert!(cookies.contains("fp_session=") && cookies.contains("HttpOnly") && cookies.contains("SameSite=Lax"));
@@ -66,7 +73,7 @@ async fn an_unverified_account_cannot_sign_in_and_says_why_only_with_the_right_p
     browser
         .post("/api/v1/auth/signup", json!({ "email": "ada@example.com", "username": "ada", "password": PASSWORD }))
         .await
-        .expect_status(StatusCode::CREATED);
+        .expect_status(StatusCode::ACCEPTED);
     browser.sign_in("ada@example.com", PASSWORD).await.expect_problem(StatusCode::FORBIDDEN, "email_not_verified");
     browser
         .sign_in("ada@example.com", "wrong password")
@@ -82,7 +89,7 @@ async fn resend_sends_a_fresh_link_and_answers_alike_for_unknown_addresses() {
     browser
         .post("/api/v1/auth/signup", json!({ "email": "ada@example.com", "username": "ada", "password": PASSWORD }))
         .await
-        .expect_status(StatusCode::CREATED);
+        .expect_status(StatusCode::ACCEPTED);
     let first = app.smtp.first_to("ada@example.com").await;
 
     let known = browser.post("/api/v1/auth/resend-verification", json!({ "email": "ada@example.com" })).await;
@@ -92,10 +99,13 @@ async fn resend_sends_a_fresh_link_and_answers_alike_for_unknown_addresses() {
 
     let second = app.smtp.nth_to("ada@example.com", 2).await;
     assert_ne!(first.token(), second.token());
-    browser.post("/api/v1/auth/verify-email", json!({ "token": second.token() })).await.expect_status(StatusCode::OK);
+    browser
+        .post("/api/v1/auth/verify-email", json!({ "token": second.token(), "password": PASSWORD }))
+        .await
+        .expect_status(StatusCode::OK);
     // Verifying retires the older link.
     browser
-        .post("/api/v1/auth/verify-email", json!({ "token": first.token() }))
+        .post("/api/v1/auth/verify-email", json!({ "token": first.token(), "password": PASSWORD }))
         .await
         .expect_problem(StatusCode::BAD_REQUEST, "verification_token_used");
     assert!(app.smtp.all().await.iter().all(|m| !m.to.contains(&"nobody@example.com".to_owned())));

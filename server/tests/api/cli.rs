@@ -174,7 +174,7 @@ async fn migrate_then_serve_and_stop_cleanly_on_sigterm_with_json_logs() {
         .send()
         .await
         .expect("signup");
-    assert_eq!(signup.status(), StatusCode::CREATED);
+    assert_eq!(signup.status(), StatusCode::ACCEPTED);
 
     let kill = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().expect("kill");
     assert!(kill.success());

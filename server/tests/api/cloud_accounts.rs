@@ -83,10 +83,7 @@ async fn stored_accounts(app: &TestApp) -> u64 {
 /// Adds a user with `role` in ada's personal organization.
 async fn member(app: &TestApp, owner: &Client, name: &str, role: &str) -> Client {
     let client = app.user(name).await;
-    owner
-        .post("/api/v1/orgs/ada/members", json!({ "email": format!("{name}@example.com"), "role": role }))
-        .await
-        .expect_status(StatusCode::CREATED);
+    owner.add_to_org("ada", &client, role).await;
     client
 }
 

@@ -30,7 +30,7 @@ use crate::support::{
 const SCHEMATHESIS_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Examples per operation and phase: enough to find what is wrong, few enough for the suite.
 const MAX_EXAMPLES: &str = "25";
-/// Operations that must get at least one answer other than 404, of 63 in the document today.
+/// Operations that must get at least one answer other than 404, of 71 in the document today.
 /// Some cannot here: Google sign-in and unlinking it (no Google), the dev outbox (off with
 /// SMTP), forcing a state unlock (only a run holds a lock), revoking a session (signing out
 /// everywhere, earlier in the run, ended them all).
@@ -108,6 +108,11 @@ struct Seeded {
     carol: String,
     notification_to_read: String,
     notification_to_delete: String,
+    /// To `dan@example.com`, in `acme`.
+    invitation_to_revoke: String,
+    /// Two invitations to ada, from bob's organizations.
+    invitation_to_accept: String,
+    invitation_to_decline: String,
     account: String,
     scratch_account: String,
     cluster: String,
@@ -117,9 +122,10 @@ struct Seeded {
 }
 
 /// Seeds, through the API: ada's personal organization and `acme`, where bob is an operator and
-/// carol a viewer; two AWS accounts (on moto), two clusters on the local target with a queued and
-/// a canceled run; two API tokens; two notifications for ada (bob added her to his
-/// organizations). No Terraform state: only a run a worker holds may write one.
+/// carol a viewer, and an invitation to revoke; two AWS accounts (on moto), two clusters on the
+/// local target with a queued and a canceled run; two API tokens; two invitations to ada from
+/// bob's organizations, and her notifications of them. No Terraform state: only a run a worker
+/// holds may write one.
 async fn seed(app: &TestApp, moto: &Moto) -> Seeded {
     let ada = app.user("ada").await;
     let bob = app.user("bob").await;
@@ -128,19 +134,22 @@ async fn seed(app: &TestApp, moto: &Moto) -> Seeded {
     let id = |value: &Value| value["id"].as_str().expect("id").to_owned();
 
     created(ada.post("/api/v1/orgs", json!({ "name": ORG, "display_name": "Acme" })).await);
-    for (email, role) in [("bob@example.com", "operator"), ("carol@example.com", "viewer")] {
-        created(ada.post(&format!("/api/v1/orgs/{ORG}/members"), json!({ "email": email, "role": role })).await);
-    }
+    ada.add_to_org(ORG, &bob, "operator").await;
+    ada.add_to_org(ORG, &carol, "viewer").await;
+    let invitation_to_revoke = id(&created(
+        ada.post(&format!("/api/v1/orgs/{ORG}/invitations"), json!({ "email": "dan@example.com", "role": "viewer" }))
+            .await,
+    ));
+    let mut received = Vec::new();
     for org in ["bobs-lab", "bobs-shop"] {
         created(bob.post("/api/v1/orgs", json!({ "name": org })).await);
-        created(
-            bob.post(&format!("/api/v1/orgs/{org}/members"), json!({ "email": "ada@example.com", "role": "viewer" }))
-                .await,
-        );
+        let body = json!({ "email": "ada@example.com", "role": "viewer" });
+        received.push(id(&created(bob.post(&format!("/api/v1/orgs/{org}/invitations"), body).await)));
     }
     let page = ada.get("/api/v1/notifications").await.expect_status(StatusCode::OK).json();
     let notifications: Vec<String> = page["items"].as_array().expect("items").iter().map(id).collect();
-    assert_eq!(notifications.len(), 2, "{page}");
+    // Bob and carol accepted ada's invitations; bob invited her twice.
+    assert_eq!(notifications.len(), 4, "{page}");
 
     let key = moto.create_user("fleetplane", &["s3:ListAllMyBuckets"]).await;
     moto.create_bucket("acme-tf-state").await;
@@ -180,6 +189,9 @@ async fn seed(app: &TestApp, moto: &Moto) -> Seeded {
         carol: carol.user_id().await.to_string(),
         notification_to_read: notifications[0].clone(),
         notification_to_delete: notifications[1].clone(),
+        invitation_to_revoke,
+        invitation_to_accept: received[0].clone(),
+        invitation_to_decline: received[1].clone(),
         account: accounts[0].clone(),
         scratch_account: accounts[1].clone(),
         cluster: cluster_ids[0].clone(),
@@ -207,7 +219,7 @@ impl Seeded {
         };
         // Requests whose every field is valid, but whose values together are not: credentials
         // of another cloud, a region the target lacks, a wrong current password, an unknown
-        // verification token. No JSON Schema can state these rules; the server answers them
+        // verification token, an email address not in its canonical (NFKC) form. No JSON Schema can state these rules; the server answers them
         // with its documented 422 (400 for a token), which then counts as accepted.
         let semantic = |mut operation: Value, status: &str| {
             let mut statuses: Vec<&str> = POSITIVE_STATUSES.to_vec();
@@ -257,10 +269,22 @@ impl Seeded {
                         "POST /api/v1/orgs/{org}/clusters",
                         "POST /api/v1/orgs/{org}/cloud-accounts",
                         "PUT /api/v1/me/password",
+                        // An address that Unicode NFKC would change (`not_canonical`).
+                        "POST /api/v1/auth/signup",
+                        "POST /api/v1/auth/login",
+                        "POST /api/v1/auth/resend-verification",
+                        "POST /api/v1/auth/password-reset",
+                        "POST /api/v1/orgs/{org}/invitations",
                     ] }),
                     "422",
                 ),
-                semantic(json!({ "include-name": ["POST /api/v1/auth/verify-email"] }), "400"),
+                semantic(
+                    json!({ "include-name": ["POST /api/v1/auth/verify-email", "POST /api/v1/auth/password-reset/confirm"] }),
+                    "400",
+                ),
+                removal("DELETE /api/v1/orgs/{org}/invitations/{id}", "path.id", &self.invitation_to_revoke),
+                removal("POST /api/v1/me/invitations/{id}/accept", "path.id", &self.invitation_to_accept),
+                removal("POST /api/v1/me/invitations/{id}/decline", "path.id", &self.invitation_to_decline),
                 removal(&format!("DELETE {cluster}"), "path.id", &self.scratch_cluster),
                 pin(
                     &["GET /api/v1/runs/{id}", "GET /api/v1/runs/{id}/logs", "POST /api/v1/runs/{id}/approve", "POST /api/v1/runs/{id}/cancel"],

@@ -23,9 +23,9 @@ use crate::support::{
 /// Generous: CI's machine may be busy.
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Adds `email` to ada's organization as `role` (which notifies them).
-async fn add_member(ada: &Client, email: &str, role: &str) {
-    ada.post("/api/v1/orgs/ada/members", json!({ "email": email, "role": role }))
+/// Invites `email` to `org` of ada's as `role` (which notifies them).
+async fn invite(ada: &Client, org: &str, email: &str, role: &str) {
+    ada.post(&format!("/api/v1/orgs/{org}/invitations"), json!({ "email": email, "role": role }))
         .await
         .expect_status(StatusCode::CREATED);
 }
@@ -120,11 +120,11 @@ async fn status_changes_reach_members_and_viewers_do_not_get_approval_notificati
     let ada = app.user("ada").await;
     let vera = app.user("vera").await;
     let mut vera_events = Stream::open(&vera, "/api/v1/events", None).await.expect("stream");
-    add_member(&ada, "vera@example.com", "viewer").await;
-    // Vera hears she was added, and from then on sees the organization's status changes.
+    ada.add_to_org("ada", &vera, "viewer").await;
+    // Vera hears she was invited, then that she joined, and from then on sees the organization's
+    // status changes.
+    assert_eq!(vera_events.next_of("notification", WAIT).await.json()["kind"], "org_invitation");
     assert_eq!(vera_events.next(WAIT).await.expect("event").event, "membership");
-    let added = vera_events.next_of("notification", WAIT).await;
-    assert_eq!(added.json()["kind"], "org_added");
 
     let mut ada_events = Stream::open(&ada, "/api/v1/events", None).await.expect("stream");
     let run = queued_run(&ada).await;
@@ -162,15 +162,15 @@ async fn status_changes_reach_members_and_viewers_do_not_get_approval_notificati
     assert_eq!((removed.event.as_str(), removed.json()["member"].as_bool()), ("membership", Some(false)));
     ada.post(&format!("/api/v1/runs/{run}/cancel"), json!({})).await.expect_status(StatusCode::OK);
     ada.post("/api/v1/orgs", json!({ "name": "two", "display_name": "Two" })).await.expect_status(StatusCode::CREATED);
-    ada.post("/api/v1/orgs/two/members", json!({ "email": "vera@example.com", "role": "viewer" }))
-        .await
-        .expect_status(StatusCode::CREATED);
-    let next = vera_events.next(WAIT).await.expect("the next event for vera");
+    ada.add_to_org("two", &vera, "viewer").await;
+    let invited = vera_events.next(WAIT).await.expect("the next event for vera");
     assert_eq!(
-        (next.event.as_str(), next.json()["org"].as_str()),
-        ("membership", Some("two")),
+        (invited.event.as_str(), invited.json()["kind"].as_str()),
+        ("notification", Some("org_invitation")),
         "the canceled run of an organization vera left is not on her stream"
     );
+    let joined = vera_events.next(WAIT).await.expect("the event after it");
+    assert_eq!((joined.event.as_str(), joined.json()["org"].as_str()), ("membership", Some("two")));
 }
 
 #[tokio::test]
@@ -181,19 +181,17 @@ async fn notifications_are_counted_read_and_deleted_per_user_and_pushed_to_other
     app.user("carl").await;
     for org in ["two", "three"] {
         ada.post("/api/v1/orgs", json!({ "name": org, "display_name": org })).await.expect_status(StatusCode::CREATED);
-        ada.post(&format!("/api/v1/orgs/{org}/members"), json!({ "email": "bob@example.com", "role": "viewer" }))
-            .await
-            .expect_status(StatusCode::CREATED);
+        invite(&ada, org, "bob@example.com", "viewer").await;
     }
-    add_member(&ada, "bob@example.com", "operator").await;
-    add_member(&ada, "carl@example.com", "viewer").await;
+    invite(&ada, "ada", "bob@example.com", "operator").await;
+    invite(&ada, "ada", "carl@example.com", "viewer").await;
 
-    // Exactly one notification per addition, to the person added.
+    // Exactly one notification per invitation, to the person invited.
     assert_eq!(bob.get("/api/v1/notifications/unread-count").await.json()["count"], 3);
     assert_eq!(ada.get("/api/v1/notifications/unread-count").await.json()["count"], 0);
     let page = bob.get("/api/v1/notifications?limit=2").await.expect_status(StatusCode::OK).json();
     assert_eq!(page["items"].as_array().expect("items").len(), 2);
-    assert_eq!(page["items"][0]["title"], "You were added to ada", "newest first");
+    assert_eq!(page["items"][0]["title"], "ada invited you to ada", "newest first");
     let before = page["next_before"].as_str().expect("another page");
     let rest = bob.get(&format!("/api/v1/notifications?before={before}")).await.json();
     assert_eq!(rest["items"].as_array().expect("items").len(), 1);

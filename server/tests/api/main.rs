@@ -8,6 +8,7 @@ mod contract;
 mod errors;
 mod google;
 mod headers;
+mod invitations;
 mod live;
 mod operations;
 mod orgs;

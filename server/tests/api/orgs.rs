@@ -16,9 +16,7 @@ async fn acme_with_grace(app: &TestApp, role: &str) -> (Client, Client, String) 
     ada.post("/api/v1/orgs", json!({ "name": "Acme", "display_name": "Acme Corp" }))
         .await
         .expect_status(StatusCode::CREATED);
-    ada.post("/api/v1/orgs/acme/members", json!({ "email": "grace@example.com", "role": role }))
-        .await
-        .expect_status(StatusCode::CREATED);
+    ada.add_to_org("acme", &grace, role).await;
     let grace_id = user_id(&grace).await;
     (ada, grace, grace_id)
 }
@@ -87,23 +85,27 @@ async fn organization_input_is_validated_and_names_are_unique() {
 }
 
 #[tokio::test]
-async fn adding_members_needs_an_existing_account_and_no_duplicates() {
+async fn invitations_refuse_members_duplicates_and_bad_input_and_change_nothing() {
     let app = TestApp::spawn().await;
     let (ada, _grace, _) = acme_with_grace(&app, "viewer").await;
+    ada.post("/api/v1/orgs/acme/invitations", json!({ "email": "linus@example.com", "role": "viewer" }))
+        .await
+        .expect_status(StatusCode::CREATED);
     app.assert_unchanged(async {
-        let unknown =
-            ada.post("/api/v1/orgs/acme/members", json!({ "email": "nobody@example.com", "role": "viewer" })).await;
-        unknown.expect_problem(StatusCode::NOT_FOUND, "user_not_found");
-        assert_eq!(unknown.fields(), ["email"]);
-        ada.post("/api/v1/orgs/acme/members", json!({ "email": "GRACE@example.com", "role": "admin" }))
-            .await
-            .expect_problem(StatusCode::CONFLICT, "already_member");
-        let bad_role =
-            ada.post("/api/v1/orgs/acme/members", json!({ "email": "grace@example.com", "role": "superuser" })).await;
+        let invite = |email: &str, role: &str| {
+            ada.post("/api/v1/orgs/acme/invitations", json!({ "email": email, "role": role }))
+        };
+        let member = invite("GRACE@example.com", "admin").await;
+        member.expect_problem(StatusCode::CONFLICT, "already_member");
+        assert_eq!(member.fields(), ["email"]);
+        invite("Linus@Example.com", "admin").await.expect_problem(StatusCode::CONFLICT, "already_invited");
+        let bad_role = invite("new@example.com", "superuser").await;
         bad_role.expect_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
         assert_eq!(bad_role.fields(), ["role"]);
-        let bad_email = ada.post("/api/v1/orgs/acme/members", json!({ "email": "grace", "role": "viewer" })).await;
+        let bad_email = invite("grace", "viewer").await;
         assert_eq!(bad_email.fields(), ["email"]);
+        let unknown = ada.delete(&format!("/api/v1/orgs/acme/invitations/{}", uuid::Uuid::now_v7())).await;
+        unknown.expect_problem(StatusCode::NOT_FOUND, "invitation_not_found");
     })
     .await;
 }
@@ -112,7 +114,7 @@ async fn adding_members_needs_an_existing_account_and_no_duplicates() {
 async fn roles_decide_who_may_manage_members() {
     let app = TestApp::spawn().await;
     let (ada, grace, grace_id) = acme_with_grace(&app, "viewer").await;
-    app.user("linus").await;
+    let linus = app.user("linus").await;
     let ada_id = user_id(&ada).await;
 
     app.assert_unchanged(async {
@@ -121,9 +123,10 @@ async fn roles_decide_who_may_manage_members() {
                 .await
                 .expect_status(StatusCode::OK);
             grace
-                .post("/api/v1/orgs/acme/members", json!({ "email": "linus@example.com", "role": "viewer" }))
+                .post("/api/v1/orgs/acme/invitations", json!({ "email": "linus@example.com", "role": "viewer" }))
                 .await
                 .expect_problem(StatusCode::FORBIDDEN, "forbidden");
+            grace.get("/api/v1/orgs/acme/invitations").await.expect_problem(StatusCode::FORBIDDEN, "forbidden");
             grace
                 .patch(&format!("/api/v1/orgs/acme/members/{ada_id}"), json!({ "role": "viewer" }))
                 .await
@@ -139,7 +142,7 @@ async fn roles_decide_who_may_manage_members() {
             .await
             .expect_status(StatusCode::OK);
         grace
-            .post("/api/v1/orgs/acme/members", json!({ "email": "linus@example.com", "role": "owner" }))
+            .post("/api/v1/orgs/acme/invitations", json!({ "email": "linus@example.com", "role": "owner" }))
             .await
             .expect_problem(StatusCode::FORBIDDEN, "owner_required");
         grace
@@ -157,9 +160,8 @@ async fn roles_decide_who_may_manage_members() {
     })
     .await;
 
-    let linus =
-        grace.post("/api/v1/orgs/acme/members", json!({ "email": "linus@example.com", "role": "operator" })).await;
-    let linus_id = linus.expect_status(StatusCode::CREATED).json()["user_id"].as_str().expect("id").to_owned();
+    grace.add_to_org("acme", &linus, "operator").await;
+    let linus_id = user_id(&linus).await;
     grace.delete(&format!("/api/v1/orgs/acme/members/{linus_id}")).await.expect_status(StatusCode::NO_CONTENT);
 }
 
@@ -213,7 +215,13 @@ async fn another_organization_is_invisible_on_every_route() {
         let routes = [
             ("GET", "/api/v1/orgs/acme".to_owned(), json!(null)),
             ("GET", "/api/v1/orgs/acme/members".to_owned(), json!(null)),
-            ("POST", "/api/v1/orgs/acme/members".to_owned(), json!({ "email": "eve@example.com", "role": "owner" })),
+            (
+                "POST",
+                "/api/v1/orgs/acme/invitations".to_owned(),
+                json!({ "email": "eve@example.com", "role": "owner" }),
+            ),
+            ("GET", "/api/v1/orgs/acme/invitations".to_owned(), json!(null)),
+            ("DELETE", format!("/api/v1/orgs/acme/invitations/{}", uuid::Uuid::now_v7()), json!(null)),
             ("PATCH", format!("/api/v1/orgs/acme/members/{grace_id}"), json!({ "role": "owner" })),
             ("DELETE", format!("/api/v1/orgs/acme/members/{ada_id}"), json!(null)),
             ("GET", "/api/v1/orgs/acme/audit".to_owned(), json!(null)),
@@ -253,18 +261,13 @@ async fn the_audit_log_records_who_did_what_from_where_and_pages() {
     let page = ada.get("/api/v1/orgs/acme/audit").await.expect_status(StatusCode::OK).json();
     let actions: Vec<&str> =
         page["items"].as_array().expect("items").iter().map(|e| e["action"].as_str().expect("action")).collect();
-    for expected in [
-        "org.created",
-        "org.member_added",
-        "org.member_role_changed",
-        "org.member_removed",
-        "auth.login",
-        "auth.signup",
-    ] {
+    for expected in
+        ["org.created", "org.member_invited", "org.member_joined", "org.member_role_changed", "org.member_removed"]
+    {
         assert!(actions.contains(&expected), "{expected} missing from {actions:?}");
     }
-    // Account events show for current members only: grace has left, so her rename is not here.
-    assert!(!actions.contains(&"account.username_changed"));
+    // Only this organization's events: nobody's own account events.
+    assert!(actions.iter().all(|a| a.starts_with("org.")), "{actions:?}");
     let change = page["items"]
         .as_array()
         .expect("items")
@@ -288,7 +291,7 @@ async fn the_audit_log_records_who_did_what_from_where_and_pages() {
 }
 
 #[tokio::test]
-async fn sign_in_failures_and_password_changes_are_audited_for_members() {
+async fn a_members_own_account_events_are_in_their_log_and_never_in_an_organizations() {
     let app = TestApp::spawn().await;
     let (ada, grace, _) = acme_with_grace(&app, "viewer").await;
     app.client().sign_in("grace@example.com", "wrong password!").await.expect_status(StatusCode::UNAUTHORIZED);
@@ -299,9 +302,23 @@ async fn sign_in_failures_and_password_changes_are_audited_for_members() {
         )
         .await
         .expect_status(StatusCode::NO_CONTENT);
-    let items = ada.get("/api/v1/orgs/acme/audit?limit=100").await.json()["items"].clone();
-    let failed =
-        items.as_array().expect("items").iter().find(|e| e["action"] == "auth.login_failed").expect("failed sign-in");
-    assert_eq!(failed["actor_name"], "grace");
-    assert!(items.as_array().expect("items").iter().any(|e| e["action"] == "account.password_changed"));
+    let org_log = ada.get("/api/v1/orgs/acme/audit?limit=100").await.json()["items"].clone();
+    let leaked: Vec<&Value> = org_log
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|e| !e["action"].as_str().unwrap_or("").starts_with("org."))
+        .collect();
+    assert!(leaked.is_empty(), "account events in the organization's log: {leaked:?}");
+
+    let own = grace.get("/api/v1/me/audit?limit=100").await.expect_status(StatusCode::OK).json()["items"].clone();
+    let actions: Vec<&str> = own.as_array().expect("items").iter().filter_map(|e| e["action"].as_str()).collect();
+    for expected in ["auth.signup", "auth.email_verified", "auth.login_failed", "account.password_changed"] {
+        assert!(actions.contains(&expected), "{expected} missing from grace's own log {actions:?}");
+    }
+    let failed = own.as_array().expect("items").iter().find(|e| e["action"] == "auth.login_failed").expect("failed");
+    assert_eq!(failed["ip"], "127.0.0.1");
+    // Nobody else's: ada's sign-up is not in grace's log.
+    assert!(own.as_array().expect("items").iter().all(|e| e["actor_name"] == "grace"), "{own}");
+    grace.get("/api/v1/me/audit?limit=0").await.expect_problem(StatusCode::BAD_REQUEST, "invalid_query");
 }

@@ -89,9 +89,7 @@ async fn only_admins_create_or_destroy_and_other_organizations_see_nothing() {
     let mut members = HashMap::new();
     for (name, role) in [("otto", "operator"), ("vera", "viewer")] {
         let client = app.user(name).await;
-        ada.post("/api/v1/orgs/ada/members", json!({ "email": format!("{name}@example.com"), "role": role }))
-            .await
-            .expect_status(StatusCode::CREATED);
+        ada.add_to_org("ada", &client, role).await;
         members.insert(role, client);
     }
     let (cluster, run) = create(&ada, local_cluster("dev", json!(null))).await;
@@ -323,10 +321,9 @@ async fn runs_against_a_prod_account_wait_for_an_admins_approval() {
     let ada = app.user("ada").await;
     let mut clients = HashMap::new();
     for (name, role) in [("otto", "operator"), ("vera", "viewer")] {
-        clients.insert(role, app.user(name).await);
-        ada.post("/api/v1/orgs/ada/members", json!({ "email": format!("{name}@example.com"), "role": role }))
-            .await
-            .expect_status(StatusCode::CREATED);
+        let client = app.user(name).await;
+        ada.add_to_org("ada", &client, role).await;
+        clients.insert(role, client);
     }
     let account = ada
         .post(

@@ -344,12 +344,12 @@ async fn guessing_from_elsewhere_does_not_lock_the_owner_out_of_their_own_browse
     let app = TestApp::spawn_with(|config| {
         config.rate_limits.login_per_ip = Limit::new(100, 3600);
         config.rate_limits.login_per_account_ip = Limit::new(3, 3600);
-        config.rate_limits.login_per_account = Limit::new(5, 3600);
+        config.rate_limits.login_per_account = Limit::new(4, 3600);
         // The tests' connections play the proxy, so that attackers can come from elsewhere.
         config.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")];
     })
     .await;
-    // Ada's browser signed in once: it has her device cookie. (That sign-in counted: it had none.)
+    // Ada's browser signed in once, verifying her address: it has her device cookie.
     let owner = app.user("ada").await;
     let bob = app.user("bob").await;
     let attacker = app.client();
@@ -398,4 +398,237 @@ async fn a_state_whose_body_stops_coming_is_cut_off_with_408() {
         assert_eq!(response.status, 408, "{method}: {}", response.head);
         assert_eq!(response.json()["code"], "body_timeout", "{method}");
     }
+}
+
+async fn sign_up(client: &Client, email: &str, username: &str, password: &str) -> Resp {
+    client.post("/api/v1/auth/signup", json!({ "email": email, "username": username, "password": password })).await
+}
+
+/// The sign-up answer with the address taken out, to compare answers for two addresses.
+fn without_address(response: &Resp, address: &str) -> (StatusCode, String) {
+    (response.status, response.text.replace(address, "ADDRESS"))
+}
+
+#[tokio::test]
+async fn signing_up_with_an_address_that_has_an_account_answers_as_for_a_new_one_and_tells_the_owner() {
+    let app = TestApp::spawn().await;
+    app.user("ada").await;
+    let attacker = app.client();
+    let users_before = app.counts().await[0];
+
+    let taken = sign_up(&attacker, "Ada@example.com", "eve", "attacker's password").await;
+    let new = sign_up(&attacker, "fresh@example.com", "fresh", "attacker's password").await;
+    assert_eq!(without_address(&taken, "Ada@example.com"), without_address(&new, "fresh@example.com"));
+    assert_eq!(taken.status, StatusCode::ACCEPTED);
+    assert_eq!(app.counts().await[0], users_before + 1, "only the new address got an account");
+
+    // The owner hears of it, with the way to sign in or reset; their account is as it was.
+    let notice = app.smtp.nth_to("ada@example.com", 2).await;
+    assert_eq!(notice.subject, "Someone tried to sign up for Fleetplane with your email");
+    assert!(notice.body.contains("/login") && notice.body.contains("/forgot-password"), "{}", notice.body);
+    app.client().sign_in("ada@example.com", PASSWORD).await.expect_status(StatusCode::OK);
+    app.client()
+        .sign_in("ada@example.com", "attacker's password")
+        .await
+        .expect_problem(StatusCode::UNAUTHORIZED, "invalid_credentials");
+}
+
+#[tokio::test]
+async fn an_unverified_sign_up_does_not_hold_the_address_and_its_link_needs_its_password() {
+    let app = TestApp::spawn().await;
+    let attacker = app.client();
+    sign_up(&attacker, "victim@example.com", "mallory", "attacker's password")
+        .await
+        .expect_status(StatusCode::ACCEPTED);
+    let attackers_link = app.smtp.first_to("victim@example.com").await.token();
+
+    // The owner follows the link the attacker's sign-up sent them: without the attacker's
+    // password it activates nothing.
+    let victim = app.client();
+    app.assert_unchanged(async {
+        let refused =
+            victim.post("/api/v1/auth/verify-email", json!({ "token": attackers_link, "password": PASSWORD })).await;
+        refused.expect_problem(StatusCode::UNAUTHORIZED, "invalid_credentials");
+        assert_eq!(refused.fields(), ["password"]);
+        assert!(refused.set_cookies().is_empty());
+    })
+    .await;
+    attacker
+        .sign_in("victim@example.com", "attacker's password")
+        .await
+        .expect_problem(StatusCode::FORBIDDEN, "email_not_verified");
+
+    // The owner signs up themselves: accepted, not 409, and it replaces the attacker's account.
+    sign_up(&victim, "victim@example.com", "victim", PASSWORD).await.expect_status(StatusCode::ACCEPTED);
+    attacker
+        .post("/api/v1/auth/verify-email", json!({ "token": attackers_link, "password": "attacker's password" }))
+        .await
+        .expect_problem(StatusCode::BAD_REQUEST, "verification_token_invalid");
+    let link = app.smtp.nth_to("victim@example.com", 2).await.token();
+    let me = victim
+        .post("/api/v1/auth/verify-email", json!({ "token": link, "password": PASSWORD }))
+        .await
+        .expect_status(StatusCode::OK)
+        .json();
+    assert_eq!((me["username"].as_str(), me["email_verified"].as_bool()), (Some("victim"), Some(true)));
+    attacker
+        .sign_in("victim@example.com", "attacker's password")
+        .await
+        .expect_problem(StatusCode::UNAUTHORIZED, "invalid_credentials");
+    // And the username the attacker's sign-up held is free again.
+    sign_up(&app.client(), "someone@example.com", "mallory", PASSWORD).await.expect_status(StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn unverified_accounts_expire_a_day_after_sign_up() {
+    use fleetplane::entity::{email_verification_tokens, organizations, users};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+
+    let app = TestApp::spawn().await;
+    app.user("ada").await;
+    for name in ["stale", "fresh"] {
+        sign_up(&app.client(), &format!("{name}@example.com"), name, PASSWORD)
+            .await
+            .expect_status(StatusCode::ACCEPTED);
+    }
+    // `stale` signed up 25 hours ago, and its link expired an hour ago.
+    let day_ago = chrono::Utc::now() - chrono::TimeDelta::hours(25);
+    let stale = users::Entity::find()
+        .filter(users::Column::Username.eq("stale"))
+        .one(app.db())
+        .await
+        .expect("q")
+        .expect("stale");
+    users::Entity::update_many()
+        .col_expr(users::Column::CreatedAt, Expr::value(day_ago))
+        .filter(users::Column::Id.eq(stale.id))
+        .exec(app.db())
+        .await
+        .expect("age");
+    email_verification_tokens::Entity::update_many()
+        .col_expr(email_verification_tokens::Column::ExpiresAt, Expr::value(day_ago + chrono::TimeDelta::hours(24)))
+        .filter(email_verification_tokens::Column::UserId.eq(stale.id))
+        .exec(app.db())
+        .await
+        .expect("age");
+
+    let deleted = fleetplane::janitor::run_once(&app.state).await.expect("pass");
+    assert_eq!(deleted.unverified_accounts, 1);
+    let names: Vec<String> =
+        users::Entity::find().all(app.db()).await.expect("users").into_iter().map(|u| u.username).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.contains(&"ada".to_owned()) && names.contains(&"fresh".to_owned()), "{names:?}");
+    let orgs = organizations::Entity::find().filter(organizations::Column::Name.eq("stale")).all(app.db()).await;
+    assert!(orgs.expect("orgs").is_empty(), "its personal organization went with it");
+    // The address and the name are free.
+    sign_up(&app.client(), "stale@example.com", "stale", PASSWORD).await.expect_status(StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn a_password_reset_answers_alike_and_its_link_works_once_ends_every_session_and_is_audited() {
+    use fleetplane::entity::outbound_emails;
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+
+    let app = TestApp::spawn().await;
+    let ada = app.user("ada").await;
+    let stranger = app.client();
+    let known = stranger.post("/api/v1/auth/password-reset", json!({ "email": "ADA@example.com" })).await;
+    let unknown = stranger.post("/api/v1/auth/password-reset", json!({ "email": "nobody@example.com" })).await;
+    assert_eq!((known.status, &known.text), (unknown.status, &unknown.text));
+    assert_eq!(known.status, StatusCode::ACCEPTED);
+    let to_nobody = outbound_emails::Entity::find()
+        .filter(outbound_emails::Column::ToAddress.eq("nobody@example.com"))
+        .count(app.db())
+        .await
+        .expect("count");
+    assert_eq!(to_nobody, 0, "no mail for an address without an account");
+
+    let mail = app.smtp.nth_to("ada@example.com", 2).await;
+    assert_eq!(mail.subject, "Reset your Fleetplane password");
+    assert!(mail.link().starts_with(&format!("{}reset-password?token=", app.base)), "{}", mail.link());
+    let token = mail.token();
+
+    app.assert_unchanged(async {
+        let weak = stranger
+            .post("/api/v1/auth/password-reset/confirm", json!({ "token": token, "new_password": "short" }))
+            .await;
+        weak.expect_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(weak.fields(), ["new_password"]);
+        stranger
+            .post("/api/v1/auth/password-reset/confirm", json!({ "token": "forged", "new_password": "a new password" }))
+            .await
+            .expect_problem(StatusCode::BAD_REQUEST, "reset_token_invalid");
+    })
+    .await;
+    ada.get("/api/v1/me").await.expect_status(StatusCode::OK);
+
+    let reset = stranger
+        .post("/api/v1/auth/password-reset/confirm", json!({ "token": token, "new_password": "a new password" }))
+        .await
+        .expect_status(StatusCode::OK);
+    assert!(reset.set_cookies().join("\n").contains("fp_session="), "the browser that reset is signed in");
+    stranger.get("/api/v1/me").await.expect_status(StatusCode::OK);
+    ada.get("/api/v1/me").await.expect_problem(StatusCode::UNAUTHORIZED, "session_revoked");
+    app.client().sign_in("ada@example.com", PASSWORD).await.expect_status(StatusCode::UNAUTHORIZED);
+    app.client().sign_in("ada@example.com", "a new password").await.expect_status(StatusCode::OK);
+    app.client()
+        .post("/api/v1/auth/password-reset/confirm", json!({ "token": token, "new_password": "yet another one" }))
+        .await
+        .expect_problem(StatusCode::BAD_REQUEST, "reset_token_used");
+    let own = stranger.get("/api/v1/me/audit").await.json()["items"].clone();
+    let actions: Vec<&str> = own.as_array().expect("items").iter().filter_map(|e| e["action"].as_str()).collect();
+    assert!(
+        actions.contains(&"account.password_reset") && actions.contains(&"auth.password_reset_requested"),
+        "{actions:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_reset_link_expires_after_an_hour() {
+    use fleetplane::entity::password_reset_tokens;
+    use sea_orm::{EntityTrait, sea_query::Expr};
+
+    let app = TestApp::spawn().await;
+    app.user("ada").await;
+    app.client()
+        .post("/api/v1/auth/password-reset", json!({ "email": "ada@example.com" }))
+        .await
+        .expect_status(StatusCode::ACCEPTED);
+    let token = app.smtp.nth_to("ada@example.com", 2).await.token();
+    let rows = password_reset_tokens::Entity::find().all(app.db()).await.expect("tokens");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].expires_at - rows[0].created_at, chrono::TimeDelta::hours(1));
+    password_reset_tokens::Entity::update_many()
+        .col_expr(
+            password_reset_tokens::Column::ExpiresAt,
+            Expr::value(chrono::Utc::now() - chrono::TimeDelta::seconds(1)),
+        )
+        .exec(app.db())
+        .await
+        .expect("age");
+    app.assert_unchanged(async {
+        app.client()
+            .post("/api/v1/auth/password-reset/confirm", json!({ "token": token, "new_password": "a new password" }))
+            .await
+            .expect_problem(StatusCode::BAD_REQUEST, "reset_token_expired");
+    })
+    .await;
+    app.client().sign_in("ada@example.com", PASSWORD).await.expect_status(StatusCode::OK);
+}
+
+#[tokio::test]
+async fn password_reset_requests_are_rate_limited_alike_for_any_address() {
+    let app = TestApp::spawn_with(|config| config.rate_limits.reset_per_address = Limit::new(1, 3600)).await;
+    app.user("ada").await;
+    let client = app.client();
+    for address in ["ada@example.com", "nobody@example.com"] {
+        let ask = || client.post("/api/v1/auth/password-reset", json!({ "email": address }));
+        ask().await.expect_status(StatusCode::ACCEPTED);
+        app.assert_unchanged(async {
+            ask().await.expect_problem(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+        })
+        .await;
+    }
+    let bad = client.post("/api/v1/auth/password-reset", json!({ "email": "not an address" })).await;
+    bad.expect_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
 }

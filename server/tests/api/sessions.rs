@@ -134,11 +134,14 @@ async fn cookies_are_secure_when_the_public_url_is_https() {
     browser
         .post("/api/v1/auth/signup", json!({ "email": "ada@example.com", "username": "ada", "password": PASSWORD }))
         .await
-        .expect_status(StatusCode::CREATED);
+        .expect_status(StatusCode::ACCEPTED);
     let mail = app.smtp.first_to("ada@example.com").await;
     assert!(mail.link().starts_with("https://fleet.example.com/verify-email?token="), "links use the public URL");
-    browser.post("/api/v1/auth/verify-email", json!({ "token": mail.token() })).await.expect_status(StatusCode::OK);
-    let signed_in = browser.sign_in("ada@example.com", PASSWORD).await.expect_status(StatusCode::OK);
+    browser
+        .post("/api/v1/auth/verify-email", json!({ "token": mail.token(), "password": PASSWORD }))
+        .await
+        .expect_status(StatusCode::OK);
+    let signed_in = app.client().sign_in("ada@example.com", PASSWORD).await.expect_status(StatusCode::OK);
     let cookies = signed_in.set_cookies();
     assert_eq!(cookies.len(), 3, "the session, its CSRF token and the device cookie: {cookies:?}");
     assert!(cookies.iter().all(|c| c.contains("; Secure")), "{cookies:?}");

@@ -70,10 +70,6 @@ pub fn google_error_message(code: &str) -> &'static str {
         "google_email_unverified" => {
             "Your Google account’s email address is not verified. Verify it with Google, then try again."
         }
-        "google_link_unverified" => {
-            "An account with this email exists but has not confirmed its address. Confirm it with the link we emailed \
-             (or request a new one), then sign in with Google."
-        }
         "google_account_mismatch" => {
             "The account with this email is linked to a different Google account. Sign in with that one, or with \
              your password."

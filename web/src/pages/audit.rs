@@ -1,4 +1,5 @@
-//! An organization's audit log, newest first, fetched a page at a time.
+//! Audit logs, newest first, fetched a page at a time: an organization's page, and the log of
+//! one's own account that the settings page shows.
 
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -23,28 +24,6 @@ pub fn AuditPage() -> impl IntoView {
 #[component]
 fn AuditContent() -> impl IntoView {
     let name = use_org_name();
-    let entries = RwSignal::new(Vec::<AuditEvent>::new());
-    let next_before = RwSignal::new(None::<Uuid>);
-    let loaded = RwSignal::new(false);
-    let form = FormState::new();
-
-    let load = move |before: Option<Uuid>| {
-        let org = name.get_untracked();
-        form.run(async move { api::list_audit(&org, before).await }, move |page| {
-            entries.update(|list| list.extend(page.items));
-            next_before.set(page.next_before);
-            loaded.set(true);
-        });
-    };
-    // The first page loads once the page runs in the browser (and again if the org changes).
-    Effect::new(move |_| {
-        name.track();
-        entries.set(Vec::new());
-        next_before.set(None);
-        loaded.set(false);
-        load(None);
-    });
-
     let back = move || format!("/orgs/{}", encode(&name.get()));
     view! {
         <PageHeader
@@ -53,17 +32,45 @@ fn AuditContent() -> impl IntoView {
             eyebrow=Box::new(move || view! { <A href=back>"← " {move || name.get()}</A> }.into_any())
         />
         <Card>
-            <div class="stack">
+            <AuditLog org=Signal::derive(move || Some(name.get())) empty="Changes to this organization will appear here."/>
+        </Card>
+    }
+}
+
+/// The log of `org`, or with `None` of the signed-in account, with a "Load more" button.
+#[component]
+pub fn AuditLog(org: Signal<Option<String>>, empty: &'static str) -> impl IntoView {
+    let entries = RwSignal::new(Vec::<AuditEvent>::new());
+    let next_before = RwSignal::new(None::<Uuid>);
+    let loaded = RwSignal::new(false);
+    let form = FormState::new();
+
+    let load = move |before: Option<Uuid>| {
+        let org = org.get_untracked();
+        form.run(async move { api::list_audit(org.as_deref(), before).await }, move |page| {
+            entries.update(|list| list.extend(page.items));
+            next_before.set(page.next_before);
+            loaded.set(true);
+        });
+    };
+    // The first page loads once the page runs in the browser (and again if the org changes).
+    Effect::new(move |_| {
+        org.track();
+        entries.set(Vec::new());
+        next_before.set(None);
+        loaded.set(false);
+        load(None);
+    });
+
+    view! {
+        <div class="stack">
                 <FormBanner form fields=&[]/>
                 {move || {
                     if !loaded.get() {
                         return form.error.with(Option::is_none).then(|| view! { <Loading/> }.into_any());
                     }
                     if entries.with(Vec::is_empty) {
-                        return Some(
-                            view! { <EmptyState title="Nothing recorded yet">"Changes to this organization will appear here."</EmptyState> }
-                                .into_any(),
-                        );
+                        return Some(view! { <EmptyState title="Nothing recorded yet">{empty}</EmptyState> }.into_any());
                     }
                     Some(view! { <AuditTable entries/> }.into_any())
                 }}
@@ -88,8 +95,7 @@ fn AuditContent() -> impl IntoView {
                             }
                         })
                 }}
-            </div>
-        </Card>
+        </div>
     }
 }
 

@@ -7,7 +7,7 @@ use leptos_router::components::A;
 
 use crate::api::{self, ApiError, Cluster, Org};
 use crate::components::{
-    Card, ClusterStatusBadge, EmptyState, LoadError, Loading, PageHeader, RequireViewer, RoleBadge,
+    Alert, AlertKind, Card, ClusterStatusBadge, EmptyState, LoadError, Loading, PageHeader, RequireViewer, RoleBadge,
 };
 use crate::context::use_viewer;
 use crate::format::encode;
@@ -27,11 +27,30 @@ pub fn HomePage() -> impl IntoView {
 fn Dashboard() -> impl IntoView {
     let name = use_viewer().map(|viewer| viewer.username).unwrap_or_default();
     let orgs = LocalResource::new(api::list_orgs);
+    let invitations = LocalResource::new(api::received_invitations);
+    let waiting = move || invitations.get().and_then(Result::ok).map_or(0, |list| list.len());
     view! {
         <PageHeader
             title=format!("Welcome back, {name}")
             subtitle="Your clusters, organization by organization, and where to go next."
         />
+        {move || {
+            let count = waiting();
+            (count > 0)
+                .then(|| {
+                    let text = match count {
+                        1 => "An organization invited you to join it.".to_owned(),
+                        n => format!("{n} organizations invited you to join them."),
+                    };
+                    view! {
+                        <Alert kind=AlertKind::Info title="Invitations">
+                            <span data-test="invitations-waiting">{text}</span>
+                            " "
+                            <A href="/invitations">"Accept or decline"</A>
+                        </Alert>
+                    }
+                })
+        }}
         <div class="grid grid-main">
             <div class="org-overviews" data-test="org-overviews">
                 <Suspense fallback=|| view! { <Loading/> }>

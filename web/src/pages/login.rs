@@ -13,7 +13,7 @@ use crate::components::{
     SubmitButton, TextField, sign_out,
 };
 use crate::context::{use_ui_context, use_viewer};
-use crate::format::safe_next;
+use crate::format::{encode, safe_next};
 use crate::pages::verify::ResendVerification;
 
 #[component]
@@ -77,6 +77,9 @@ fn LoginForm() -> impl IntoView {
                     autocomplete="current-password"
                     required=true
                 />
+                <p class="field-aside">
+                    <a href=move || forgot_href(&email.get()) data-test="forgot-password-link">"Forgot password?"</a>
+                </p>
                 <SubmitButton form label="Sign in" busy_label="Signing in…" class="btn btn-primary btn-block"/>
             </form>
             {move || {
@@ -94,6 +97,14 @@ fn LoginForm() -> impl IntoView {
                     view! { <p class="auth-footer">"New to Fleetplane? " <a href="/signup">"Create an account"</a></p> }
                 })}
         </AuthCard>
+    }
+}
+
+/// The "forgot password" page, with the address typed so far.
+fn forgot_href(email: &str) -> String {
+    match email.trim() {
+        "" => "/forgot-password".to_owned(),
+        email => format!("/forgot-password?email={}", encode(email)),
     }
 }
 

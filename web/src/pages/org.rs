@@ -7,7 +7,7 @@ use leptos_meta::Title;
 use leptos_router::components::A;
 use leptos_router::hooks::use_params_map;
 
-use crate::api::{self, Member, Org, Role};
+use crate::api::{self, Invitation, Member, Org, Role};
 use crate::components::{
     Alert, AlertKind, Card, ConfirmButton, EmptyState, FormBanner, FormState, LoadError, Loading, PageHeader,
     RequireViewer, RoleBadge, SelectField, SubmitButton, TextField, Time,
@@ -77,7 +77,7 @@ fn OrgContent() -> impl IntoView {
     }
 }
 
-/// The members card and, for admins and owners, the form to add one.
+/// The members card and, for admins and owners, the invitations.
 #[component]
 fn Members(org: Org, members: LocalResource<api::ApiResult<Vec<Member>>>) -> impl IntoView {
     let manage = org.role.manages_members();
@@ -123,7 +123,7 @@ fn Members(org: Org, members: LocalResource<api::ApiResult<Vec<Member>>>) -> imp
                                 .map(|result| match result {
                                     Err(error) => view! { <LoadError error/> }.into_any(),
                                     Ok(list) if list.is_empty() => view! {
-                                        <EmptyState title="No members">"Add someone below."</EmptyState>
+                                        <EmptyState title="No members">"Invite someone below."</EmptyState>
                                     }
                                     .into_any(),
                                     Ok(list) => view! {
@@ -136,23 +136,11 @@ fn Members(org: Org, members: LocalResource<api::ApiResult<Vec<Member>>>) -> imp
                 </div>
             </Card>
             {if manage {
-                view! {
-                    <Card
-                        title="Add a member"
-                        id="add-member"
-                        description="They need a Fleetplane account with this email address."
-                    >
-                        <AddMemberForm org=org.name.clone() on_added=Callback::new(move |member: Member| {
-                            notice.set(Some(format!("Added {} as {}.", member.username, member.role.label())));
-                            members.refetch();
-                        })/>
-                    </Card>
-                }
-                .into_any()
+                view! { <Invitations org=org.name.clone()/> }.into_any()
             } else {
                 view! {
                     <Alert kind=AlertKind::Info>
-                        "Only owners and admins can add members or change roles."
+                        "Only owners and admins can invite members or change roles."
                     </Alert>
                 }
                 .into_any()
@@ -273,8 +261,110 @@ fn MemberRow(
     }
 }
 
+/// Open invitations, each with a revoke button, and the form to send one. Nobody joins until
+/// they accept, and an invitation shows only what was typed here.
 #[component]
-fn AddMemberForm(org: String, on_added: Callback<Member>) -> impl IntoView {
+fn Invitations(org: String) -> impl IntoView {
+    let org = StoredValue::new(org);
+    let invitations = LocalResource::new(move || {
+        let org = org.get_value();
+        async move { api::list_invitations(&org).await }
+    });
+    let action = FormState::new();
+    let notice = RwSignal::new(None::<String>);
+    let on_revoke = Callback::new(move |invitation: Invitation| {
+        notice.set(None);
+        let org = org.get_value();
+        action.run(async move { api::revoke_invitation(&org, invitation.id).await }, move |()| {
+            notice.set(Some(format!("The invitation to {} was revoked.", invitation.email)));
+            invitations.refetch();
+        });
+    });
+    let on_sent = Callback::new(move |invitation: Invitation| {
+        notice.set(Some(format!(
+            "Invitation sent to {}. They join as {} once they accept.",
+            invitation.email,
+            invitation.role.label()
+        )));
+        invitations.refetch();
+    });
+    view! {
+        <Card
+            title="Invite a member"
+            id="invite-member"
+            description="We email the address an invitation. They join once they accept it, signed in with that address; until then you see only what you typed here."
+        >
+            <div class="stack">
+                {move || notice.get().map(|text| view! { <Alert kind=AlertKind::Success>{text}</Alert> })}
+                <FormBanner form=action fields=&[]/>
+                <InviteForm org=org.get_value() on_sent/>
+                <Suspense fallback=|| view! { <Loading/> }>
+                    {move || {
+                        invitations
+                            .get()
+                            .map(|result| match result {
+                                Err(error) => view! { <LoadError error/> }.into_any(),
+                                Ok(list) if list.is_empty() => ().into_any(),
+                                Ok(list) => view! { <InvitationTable list busy=action.busy on_revoke/> }.into_any(),
+                            })
+                    }}
+                </Suspense>
+            </div>
+        </Card>
+    }
+}
+
+#[component]
+fn InvitationTable(list: Vec<Invitation>, busy: RwSignal<bool>, on_revoke: Callback<Invitation>) -> impl IntoView {
+    view! {
+        <div class="table-wrap">
+            <table class="table table-stack" data-test="invitation-table">
+                <caption class="table-caption">"Open invitations"</caption>
+                <thead>
+                    <tr>
+                        <th scope="col">"Email"</th>
+                        <th scope="col">"Role"</th>
+                        <th scope="col">"Invited by"</th>
+                        <th scope="col">"Expires"</th>
+                        <th scope="col"><span class="visually-hidden">"Actions"</span></th>
+                    </tr>
+                </thead>
+                <tbody>
+                    {list
+                        .into_iter()
+                        .map(|invitation| {
+                            let email = invitation.email.clone();
+                            let prompt = format!("Revoke the invitation to {email}? The link in their email stops working.");
+                            let revoked = invitation.clone();
+                            let row_email = email.clone();
+                            view! {
+                                <tr data-test="invitation-row" data-email=row_email>
+                                    <td class="strong" data-label="Email">{email}</td>
+                                    <td data-label="Role"><RoleBadge role=invitation.role/></td>
+                                    <td data-label="Invited by">{invitation.invited_by.clone()}</td>
+                                    <td class="nowrap" data-label="Expires"><Time value=invitation.expires_at/></td>
+                                    <td class="actions">
+                                        <ConfirmButton
+                                            label="Revoke"
+                                            prompt
+                                            confirm_label="Revoke invitation"
+                                            busy
+                                            test="revoke-invitation"
+                                            on_confirm=move |()| on_revoke.run(revoked.clone())
+                                        />
+                                    </td>
+                                </tr>
+                            }
+                        })
+                        .collect_view()}
+                </tbody>
+            </table>
+        </div>
+    }
+}
+
+#[component]
+fn InviteForm(org: String, on_sent: Callback<Invitation>) -> impl IntoView {
     let org = StoredValue::new(org);
     let form = FormState::new();
     let email = RwSignal::new(String::new());
@@ -286,17 +376,17 @@ fn AddMemberForm(org: String, on_added: Callback<Member>) -> impl IntoView {
         let Some(chosen) = Role::parse(&role.get_untracked()) else {
             return;
         };
-        form.run(async move { api::add_member(&org, &address, chosen).await }, move |member| {
+        form.run(async move { api::invite(&org, &address, chosen).await }, move |invitation| {
             email.set(String::new());
-            on_added.run(member);
+            on_sent.run(invitation);
         });
     };
     let options = Role::ALL.into_iter().map(|role| (role.as_str(), role.label())).collect::<Vec<_>>();
     view! {
-        <form id="member-form" class="form form-inline" method="post" novalidate=true on:submit=on_submit>
+        <form id="invite-form" class="form form-inline" method="post" novalidate=true on:submit=on_submit>
             <FormBanner form fields=&["email", "role"]/>
             <TextField
-                id="member-email"
+                id="invite-email"
                 name="email"
                 label="Email"
                 kind="email"
@@ -306,8 +396,8 @@ fn AddMemberForm(org: String, on_added: Callback<Member>) -> impl IntoView {
                 placeholder="teammate@example.com"
                 required=true
             />
-            <SelectField id="new-member-role" name="role" label="Role" value=role form options/>
-            <SubmitButton form label="Add member" busy_label="Adding…"/>
+            <SelectField id="invite-role" name="role" label="Role" value=role form options/>
+            <SubmitButton form label="Send invitation" busy_label="Sending…"/>
         </form>
         <ul class="role-help">
             <li><RoleBadge role=Role::Owner/>" Everything, including deleting the organization."</li>

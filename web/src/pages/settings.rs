@@ -14,6 +14,7 @@ use crate::components::{
 };
 use crate::context::{use_ui_context, use_viewer};
 use crate::format;
+use crate::pages::audit::AuditLog;
 
 #[component]
 pub fn SettingsPage() -> impl IntoView {
@@ -83,6 +84,14 @@ fn SettingsContent() -> impl IntoView {
                 description="The browsers signed in to your account. Revoke one you do not recognise: it is signed out at once."
             >
                 <Sessions/>
+            </Card>
+            <Card
+                title="Account activity"
+                id="activity"
+                aside=true
+                description="Sign-ins, password, session and token changes on your account. Only you see these: organizations you belong to do not."
+            >
+                <AuditLog org=Signal::derive(|| None) empty="Sign-ins and changes to your account will appear here."/>
             </Card>
             <Card
                 title="Sign out everywhere"

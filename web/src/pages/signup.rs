@@ -38,7 +38,8 @@ fn SignupForm() -> impl IntoView {
     }
 
     let form = FormState::new();
-    let email = RwSignal::new(String::new());
+    // An invitation's link names the invited address.
+    let email = RwSignal::new(use_query_map().with_untracked(|query| query.get("email")).unwrap_or_default());
     let username = RwSignal::new(String::new());
     let password = RwSignal::new(String::new());
     let navigate = use_navigate();
@@ -46,8 +47,9 @@ fn SignupForm() -> impl IntoView {
         event.prevent_default();
         let (email, username, password) = (email.get_untracked(), username.get_untracked(), password.get_untracked());
         let navigate = navigate.clone();
-        form.run(async move { api::signup(&email, &username, &password).await }, move |signed_up| {
-            let next = format!("/signup/check-email?email={}", encode(&signed_up.user.email));
+        let address = email.trim().to_owned();
+        form.run(async move { api::signup(&email, &username, &password).await }, move |_sent| {
+            let next = format!("/signup/check-email?email={}", encode(&address));
             navigate(&next, Default::default());
         });
     };
@@ -112,12 +114,12 @@ pub fn CheckEmailPage() -> impl IntoView {
                         <p class="lead">
                             "We sent a verification link to "
                             <strong data-test="check-email-address">{address}</strong>
-                            ". Open it to activate your account, then sign in."
+                            ". Open its link and enter the password you just chose to activate your account."
                         </p>
                     }
                     .into_any(),
                     None => view! {
-                        <p class="lead">"We sent you a verification link. Open it to activate your account, then sign in."</p>
+                        <p class="lead">"We sent you a verification link. Open it and enter your password to activate your account."</p>
                     }
                     .into_any(),
                 }}

@@ -6,12 +6,14 @@ use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
 
 use crate::api::{self, ApiError};
-use crate::components::{Alert, AlertKind, AuthCard, FormBanner, FormState, Loading, SubmitButton, TextField};
+use crate::browser;
+use crate::components::{Alert, AlertKind, AuthCard, FormBanner, FormState, SubmitButton, TextField};
 
-/// Verifies the link's token as soon as the page runs in the browser.
+/// Verifies the link's token with the password chosen at sign-up, then signs in.
 ///
-/// The token is single-use, so the request is made once, from the browser (a link scanner
-/// fetching the page does not use it up).
+/// The link proves the inbox, the password the person who signed up: someone who follows a link
+/// for an account they did not make cannot activate it. The token is single-use and only spent
+/// by the form (a link scanner fetching the page does not use it up).
 #[component]
 pub fn VerifyEmailPage() -> impl IntoView {
     let token = use_query_map().with_untracked(|query| query.get("token"));
@@ -23,25 +25,7 @@ pub fn VerifyEmailPage() -> impl IntoView {
             }/>
         }
         .into_any(),
-        Some(token) => {
-            let result = LocalResource::new(move || {
-                let token = token.clone();
-                async move { api::verify_email(&token).await }
-            });
-            view! {
-                <Suspense fallback=|| view! { <Loading label="Verifying your email…" spinner=true/> }>
-                    {move || {
-                        result
-                            .get()
-                            .map(|outcome| match outcome {
-                                Ok(user) => view! { <Verified email=user.email/> }.into_any(),
-                                Err(error) => view! { <VerifyFailed error/> }.into_any(),
-                            })
-                    }}
-                </Suspense>
-            }
-            .into_any()
-        }
+        Some(token) => view! { <VerifyForm token/> }.into_any(),
     };
     view! {
         <Title text="Verify your email"/>
@@ -50,16 +34,46 @@ pub fn VerifyEmailPage() -> impl IntoView {
 }
 
 #[component]
-fn Verified(email: String) -> impl IntoView {
-    let login = format!("/login?email={}", crate::format::encode(&email));
+fn VerifyForm(token: String) -> impl IntoView {
+    let token = StoredValue::new(token);
+    let form = FormState::new();
+    let password = RwSignal::new(String::new());
+    let on_submit = move |event: SubmitEvent| {
+        event.prevent_default();
+        let (token, password) = (token.get_value(), password.get_untracked());
+        // A full load, so the server renders the home page for the new session.
+        form.run(async move { api::verify_email(&token, &password).await }, move |_user| browser::go_to("/"));
+    };
+    let link_failed =
+        move || form.error.with(|error| error.as_ref().filter(|e| e.code.starts_with("verification_token_")).cloned());
     view! {
-        <div class="stack">
-            <Alert kind=AlertKind::Success title="Your email is verified">
-                {email}
-                " is confirmed. You can sign in now."
-            </Alert>
-            <a class="btn btn-primary btn-block" href=login data-test="verified-sign-in">"Sign in"</a>
-        </div>
+        {move || match link_failed() {
+            Some(error) => view! { <VerifyFailed error/> }.into_any(),
+            None => view! {
+                <form id="verify-form" class="form" method="post" novalidate=true on:submit=on_submit>
+                    <p class="lead">"Enter the password you chose when you signed up, to confirm it is you."</p>
+                    <FormBanner form fields=&["password"]/>
+                    <TextField
+                        id="verify-password"
+                        name="password"
+                        label="Password"
+                        kind="password"
+                        value=password
+                        form
+                        autocomplete="current-password"
+                        required=true
+                        autofocus=true
+                    />
+                    <SubmitButton form label="Verify and sign in" busy_label="Verifying…" class="btn btn-primary btn-block"/>
+                    <p class="muted small">
+                        "Did not sign up, or forgot the password? "
+                        <a href="/signup">"Sign up"</a>
+                        " with this address again: that replaces the account waiting here."
+                    </p>
+                </form>
+            }
+            .into_any(),
+        }}
     }
 }
 

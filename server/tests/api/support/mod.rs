@@ -125,10 +125,13 @@ impl TestApp {
         client
             .post("/api/v1/auth/signup", json!({ "email": email, "username": name, "password": PASSWORD }))
             .await
-            .expect_status(StatusCode::CREATED);
-        let mail = self.smtp.first_to(&email).await;
-        client.post("/api/v1/auth/verify-email", json!({ "token": mail.token() })).await.expect_status(StatusCode::OK);
-        client.sign_in(&email, PASSWORD).await.expect_status(StatusCode::OK);
+            .expect_status(StatusCode::ACCEPTED);
+        let mail = self.smtp.first_with_subject(&email, "Verify your email").await;
+        // Verifying signs in.
+        client
+            .post("/api/v1/auth/verify-email", json!({ "token": mail.token(), "password": PASSWORD }))
+            .await
+            .expect_status(StatusCode::OK);
         client
     }
 
@@ -162,7 +165,7 @@ impl TestApp {
     }
 
     /// Row counts of the tables a refused request must not touch.
-    pub async fn counts(&self) -> [u64; 6] {
+    pub async fn counts(&self) -> [u64; 8] {
         use fleetplane::entity::*;
         let db = self.db();
         [
@@ -172,6 +175,8 @@ impl TestApp {
             api_tokens::Entity::find().count(db).await.expect("count"),
             email_verification_tokens::Entity::find().count(db).await.expect("count"),
             outbound_emails::Entity::find().count(db).await.expect("count"),
+            invitations::Entity::find().count(db).await.expect("count"),
+            password_reset_tokens::Entity::find().count(db).await.expect("count"),
         ]
     }
 
@@ -293,6 +298,19 @@ impl Client {
 
     pub async fn delete(&self, path: &str) -> Resp {
         self.send(self.request(Method::DELETE, path)).await
+    }
+
+    /// Invites `member`'s address to `org` as `role`, and has them accept: how anyone joins an
+    /// organization.
+    pub async fn add_to_org(&self, org: &str, member: &Client, role: &str) {
+        let email = member.get("/api/v1/me").await.expect_status(StatusCode::OK).json()["email"].clone();
+        let invitation = self
+            .post(&format!("/api/v1/orgs/{org}/invitations"), json!({ "email": email, "role": role }))
+            .await
+            .expect_status(StatusCode::CREATED)
+            .json();
+        let id = invitation["id"].as_str().expect("invitation id");
+        member.post_empty(&format!("/api/v1/me/invitations/{id}/accept")).await.expect_status(StatusCode::OK);
     }
 
     pub async fn sign_in(&self, email: &str, password: &str) -> Resp {

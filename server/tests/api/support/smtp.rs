@@ -61,7 +61,7 @@ impl SmtpSink {
         self.mails.lock().await.clone()
     }
 
-    /// Waits (up to 15 s) for the `n`-th message (1-based) addressed to `to`.
+    /// Waits (up to 60 s) for the `n`-th message (1-based) addressed to `to`.
     pub async fn nth_to(&self, to: &str, n: usize) -> Mail {
         let wait = async {
             loop {
@@ -80,13 +80,24 @@ impl SmtpSink {
                 notified.await;
             }
         };
-        tokio::time::timeout(Duration::from_secs(15), wait)
+        tokio::time::timeout(Duration::from_secs(60), wait)
             .await
-            .unwrap_or_else(|_| panic!("no email number {n} to {to} arrived within 15 s"))
+            .unwrap_or_else(|_| panic!("no email number {n} to {to} arrived within 60 s"))
     }
 
     pub async fn first_to(&self, to: &str) -> Mail {
         self.nth_to(to, 1).await
+    }
+
+    /// Waits for the first message to `to` whose subject starts with `subject`.
+    pub async fn first_with_subject(&self, to: &str, subject: &str) -> Mail {
+        for n in 1.. {
+            let mail = self.nth_to(to, n).await;
+            if mail.subject.starts_with(subject) {
+                return mail;
+            }
+        }
+        unreachable!("the loop returns or panics")
     }
 
     async fn session(self, stream: TcpStream) {
