@@ -125,25 +125,57 @@ pub trait Executor: Send + Sync {
     fn remove(&self, id: &str) -> BoxFuture<'_, Result<(), ExecError>>;
 }
 
-/// Splits output bytes into lines per stream, keeping partial lines until they complete.
+/// The longest line a job's log keeps, in bytes; the rest of a longer line is dropped and the
+/// line says so (a job can print a multi-megabyte line, a plan's JSON say, and a log line is
+/// held in memory and stored whole).
+pub const MAX_LINE: usize = 16 * 1024;
+
+/// Splits output bytes into lines, keeping a partial line until it completes. Bytes that are not
+/// UTF-8 become U+FFFD (both executors decode alike). Each byte is looked at once, and at most
+/// [`MAX_LINE`] bytes of a line are held: a longer line is cut there and ends with a note of how
+/// long it was.
 #[derive(Default)]
 struct LineSplitter {
     pending: Vec<u8>,
+    /// Bytes of the current line dropped past [`MAX_LINE`].
+    dropped: usize,
 }
 
 impl LineSplitter {
-    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
-        self.pending.extend_from_slice(bytes);
+    fn push(&mut self, mut bytes: &[u8]) -> Vec<String> {
         let mut lines = Vec::new();
-        while let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.pending.drain(..=end).collect();
-            lines.push(String::from_utf8_lossy(&line[..line.len() - 1]).trim_end_matches('\r').to_owned());
+        while !bytes.is_empty() {
+            let (chunk, ended) = match bytes.iter().position(|b| *b == b'\n') {
+                Some(end) => (&bytes[..end], true),
+                None => (bytes, false),
+            };
+            let room = MAX_LINE - self.pending.len();
+            self.pending.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            self.dropped += chunk.len().saturating_sub(room);
+            bytes = &bytes[(chunk.len() + usize::from(ended))..];
+            if ended {
+                lines.push(self.take_line());
+            }
         }
         lines
     }
 
     fn finish(&mut self) -> Option<String> {
-        (!self.pending.is_empty()).then(|| String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned())
+        (!self.pending.is_empty() || self.dropped > 0).then(|| self.take_line())
+    }
+
+    fn take_line(&mut self) -> String {
+        let bytes = std::mem::take(&mut self.pending);
+        let dropped = std::mem::take(&mut self.dropped);
+        let mut line = String::from_utf8_lossy(&bytes).into_owned();
+        if dropped == 0 {
+            if line.ends_with('\r') {
+                line.pop();
+            }
+        } else {
+            line.push_str(&format!(" … [line cut: {} bytes, the first {MAX_LINE} kept]", bytes.len() + dropped));
+        }
+        line
     }
 }
 
@@ -177,6 +209,29 @@ mod tests {
         assert_eq!(splitter.push(b"tail"), Vec::<String>::new());
         assert_eq!(splitter.finish().as_deref(), Some("tail"));
         assert_eq!(splitter.finish(), None);
+    }
+
+    #[test]
+    fn a_line_longer_than_the_limit_is_cut_and_says_so() {
+        let mut splitter = LineSplitter::default();
+        let long = vec![b'x'; 10 * 1024 * 1024];
+        // Fed in pieces, as a pipe delivers it.
+        let mut lines = Vec::new();
+        for piece in long.chunks(64 * 1024) {
+            lines.extend(splitter.push(piece));
+            assert!(splitter.pending.len() <= MAX_LINE, "a long line is never held whole");
+        }
+        lines.extend(splitter.push(b"\nnext\n"));
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with(&"x".repeat(MAX_LINE)));
+        assert!(lines[0].ends_with(&format!(" … [line cut: {} bytes, the first {MAX_LINE} kept]", long.len())));
+        assert_eq!(lines[1], "next");
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_replaced_not_fatal() {
+        let mut splitter = LineSplitter::default();
+        assert_eq!(splitter.push(b"caf\xe9\nok\n"), vec!["caf\u{fffd}", "ok"]);
     }
 
     #[test]

@@ -13,13 +13,13 @@ use std::{
 };
 
 use tokio::{
-    io::{AsyncBufReadExt, AsyncRead, BufReader},
+    io::{AsyncRead, AsyncReadExt},
     process::Command,
     sync::mpsc,
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{BoxFuture, ExecError, Executor, Found, Job, LogLine, Outcome, Stream, provisioner_files};
+use crate::{BoxFuture, ExecError, Executor, Found, Job, LineSplitter, LogLine, Outcome, Stream, provisioner_files};
 
 #[derive(Clone, Debug)]
 pub struct ProcessSettings {
@@ -135,12 +135,34 @@ impl ProcessExecutor {
     }
 }
 
-async fn forward(stream: impl AsyncRead + Unpin, kind: Stream, logs: mpsc::Sender<LogLine>) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(text)) = lines.next_line().await {
-        if logs.send(LogLine { stream: kind, text }).await.is_err() {
-            return;
+/// Sends what `stream` prints to `logs` line by line, split and decoded as the Docker executor
+/// does ([`LineSplitter`]), and reads it to its end whatever it holds: a job whose output is
+/// not read blocks once the pipe is full.
+async fn forward(mut stream: impl AsyncRead + Unpin, kind: Stream, logs: mpsc::Sender<LogLine>) {
+    let mut splitter = LineSplitter::default();
+    let mut buffer = vec![0; 64 * 1024];
+    let mut listening = true;
+    loop {
+        let read = match stream.read(&mut buffer).await {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(e) => {
+                tracing::warn!(error = %e, "a job's output could not be read to its end");
+                break;
+            }
+        };
+        // Once nobody listens, the output is still read (and dropped), so the job never blocks.
+        if listening {
+            for text in splitter.push(&buffer[..read]) {
+                if logs.send(LogLine { stream: kind, text }).await.is_err() {
+                    listening = false;
+                    break;
+                }
+            }
         }
+    }
+    if let Some(text) = splitter.finish().filter(|_| listening) {
+        let _ = logs.send(LogLine { stream: kind, text }).await;
     }
 }
 
@@ -209,5 +231,37 @@ impl Executor for ProcessExecutor {
             }
             fs::remove_dir_all(&dir).map_err(|e| ExecError::Failed(format!("removing {}: {e}", dir.display())))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn output_that_is_not_utf8_is_read_to_its_end() {
+        let mut printed = b"before\n\xff\xfe not UTF-8\n".to_vec();
+        for n in 0..2000 {
+            printed.extend_from_slice(format!("line {n} of more than 64 KiB after it\n").as_bytes());
+        }
+        let (logs, mut lines) = mpsc::channel(4096);
+        forward(printed.as_slice(), Stream::Stdout, logs).await;
+        let mut texts = Vec::new();
+        while let Some(line) = lines.recv().await {
+            texts.push(line.text);
+        }
+        assert_eq!(texts.len(), 2002);
+        assert_eq!(texts[1], "\u{fffd}\u{fffd} not UTF-8");
+        assert_eq!(texts[2001], "line 1999 of more than 64 KiB after it");
+    }
+
+    #[tokio::test]
+    async fn output_is_still_drained_once_nobody_listens() {
+        let (logs, lines) = mpsc::channel(1);
+        drop(lines);
+        let printed = vec![b'y'; 1024 * 1024];
+        let mut reader = printed.as_slice();
+        forward(&mut reader, Stream::Stderr, logs).await;
+        assert!(reader.is_empty(), "{} bytes left unread", reader.len());
     }
 }
