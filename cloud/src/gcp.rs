@@ -15,14 +15,49 @@ const FIELD: &str = "service_account_json";
 const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
-/// The parts of a service-account key file Fleetplane uses, after validation.
-#[derive(Clone, Debug)]
+/// The parts of a service-account key file Fleetplane uses, after validation. `Debug` leaves
+/// the file (and so its private key) out.
+#[derive(Clone)]
 pub struct ServiceAccountKey {
     pub project_id: String,
     pub client_email: String,
     pub private_key_id: String,
     pub token_uri: String,
     json: Value,
+}
+
+impl std::fmt::Debug for ServiceAccountKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceAccountKey")
+            .field("project_id", &self.project_id)
+            .field("client_email", &self.client_email)
+            .field("private_key_id", &self.private_key_id)
+            .field("token_uri", &self.token_uri)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The secret parts of a key file, for scrubbing text that might echo them: its private key
+/// whole, and each line of the key's body on its own (an error may quote a piece of it, or the
+/// key with its line breaks escaped). Nothing for a file that is not JSON.
+pub(crate) fn key_secrets(text: &str) -> Vec<String> {
+    let Some(pem) = serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|json| json.get("private_key").and_then(Value::as_str).map(str::to_owned))
+    else {
+        return Vec::new();
+    };
+    let mut secrets: Vec<String> = pem
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.starts_with("-----") && line.len() >= 16)
+        .map(str::to_owned)
+        .collect();
+    secrets.push(pem.replace('\n', "\\n"));
+    secrets.push(pem);
+    // Longest first, so that a whole key is replaced before its lines are.
+    secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+    secrets
 }
 
 impl ServiceAccountKey {
@@ -213,6 +248,41 @@ mod tests {
             Err(CloudError::Invalid { message, .. }) => message,
             other => panic!("expected a validation error, got {other:?}"),
         }
+    }
+
+    const PEM: &str = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKB\n-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn a_key_never_shows_in_debug_output() {
+        let key = ServiceAccountKey {
+            project_id: "p".into(),
+            client_email: "a@p.iam.gserviceaccount.com".into(),
+            private_key_id: "k".into(),
+            token_uri: URI.into(),
+            json: json!({ "private_key": PEM }),
+        };
+        let shown = format!("{key:?}");
+        assert!(
+            shown.contains("a@p.iam.gserviceaccount.com") && !shown.contains("MIIEvQIBADANBgkqhkiG9w0BAQEFAASC"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn the_parts_of_a_key_are_secrets_whole_escaped_and_line_by_line() {
+        let file = json!({ "type": "service_account", "private_key": PEM }).to_string();
+        let secrets = key_secrets(&file);
+        for echoed in [
+            PEM.to_owned(),
+            PEM.replace('\n', "\\n"),
+            "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC".to_owned(),
+            "BKcwggSjAgEAAoIBAQC7VJTUt9Us8cKB".to_owned(),
+        ] {
+            let text = format!("the cloud said: {echoed} was refused");
+            let scrubbed = secrets.iter().fold(text, |text, secret| text.replace(secret.as_str(), "[redacted]"));
+            assert!(!scrubbed.contains("MIIEvQ") && !scrubbed.contains("BKcwgg"), "{scrubbed}");
+        }
+        assert!(key_secrets("{not json").is_empty());
     }
 
     #[test]

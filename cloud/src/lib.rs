@@ -90,11 +90,15 @@ pub struct GcpCredentials {
 
 impl Credentials {
     /// The secret strings in these credentials, for scrubbing any text that might echo them.
-    pub fn secrets(&self) -> Vec<&str> {
+    /// For GCP, the parts of the key file's private key (`gcp::key_secrets`): the file whole
+    /// would never match a line of text.
+    pub fn secrets(&self) -> Vec<String> {
         let all = match self {
-            Credentials::Aws(aws) => vec![aws.secret_access_key.as_str(), aws.external_id.as_deref().unwrap_or("")],
-            Credentials::Azure(azure) => vec![azure.client_secret.as_str()],
-            Credentials::Gcp(gcp) => vec![gcp.service_account_json.as_str()],
+            Credentials::Aws(aws) => {
+                vec![aws.secret_access_key.clone(), aws.external_id.clone().unwrap_or_default()]
+            }
+            Credentials::Azure(azure) => vec![azure.client_secret.clone()],
+            Credentials::Gcp(gcp) => gcp::key_secrets(&gcp.service_account_json),
         };
         all.into_iter().filter(|s| s.len() >= 4).collect()
     }
@@ -151,10 +155,10 @@ impl CloudError {
     }
 
     /// Replaces any of `secrets` in the message, in case a cloud echoed one back.
-    fn scrubbed(self, secrets: &[&str]) -> Self {
+    fn scrubbed(self, secrets: &[String]) -> Self {
         let scrub = |mut text: String| {
             for secret in secrets {
-                text = text.replace(secret, "[redacted]");
+                text = text.replace(secret.as_str(), "[redacted]");
             }
             text
         };
@@ -298,7 +302,7 @@ mod tests {
 
     #[test]
     fn errors_are_scrubbed_of_secrets() {
-        let error = CloudError::rejected("bad secret hunter2-secret given").scrubbed(&["hunter2-secret"]);
+        let error = CloudError::rejected("bad secret hunter2-secret given").scrubbed(&["hunter2-secret".to_owned()]);
         assert_eq!(error.to_string(), "bad secret [redacted] given");
     }
 }
