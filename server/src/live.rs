@@ -14,9 +14,10 @@
 //! was scheduled meanwhile. A stream opened with `Last-Event-ID` catches up at its client's
 //! pace: its client asked for that backlog.
 //!
-//! Logs: a log stream reads its run's lines from the database whenever the bus says there are
-//! new ones (and every second), at the pace the client reads, so it never falls behind; it ends
-//! with an `end` event carrying the run's outcome. When the server stops, every
+//! Logs: a log stream reads its run's lines from the database when it is woken for its run (the
+//! bus says the run has new lines, or the fan-out broadcast the run's change of state), and every
+//! second regardless, at the pace the client reads, so it never falls behind; it ends with an
+//! `end` event carrying the run's outcome. Other runs' lines and other events wake it not. When the server stops, every
 //! stream ends (the event channel closes, and the others see `closing`), and its client resumes.
 //! The retention janitor deletes old events but never the newest backlog ([`crate::janitor`]); a
 //! client resuming from an id that was deleted goes on from the next event still stored.
@@ -38,11 +39,15 @@ use std::{
 
 use axum::body::Bytes;
 use futures::{Stream, StreamExt};
+use prometheus_client::metrics::{counter::Counter, family::Family};
 use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter};
 use serde_json::json;
-use tokio::sync::broadcast::{
-    self,
-    error::{RecvError, TryRecvError},
+use tokio::sync::{
+    broadcast::{
+        self,
+        error::{RecvError, TryRecvError},
+    },
+    watch,
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -99,6 +104,50 @@ pub struct Live {
     /// How many events the ring holds: a stream further behind than this has to catch up from
     /// the database.
     ring: i64,
+    /// Wakes the log streams of one run.
+    log_wakers: LogWakers,
+}
+
+/// The open log streams' wake-ups, by run: a stream waits for its own run only.
+#[derive(Default)]
+struct LogWakers {
+    runs: Mutex<HashMap<Uuid, watch::Sender<()>>>,
+    /// Log streams woken, by why: `run` (for their own run) or `poll` (the fall-back timer).
+    wakes: Family<[(&'static str, &'static str); 1], Counter>,
+}
+
+impl LogWakers {
+    /// A wake-up for a stream of `run`'s log, until [`Self::release`].
+    fn watch(&self, run: Uuid) -> watch::Receiver<()> {
+        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        runs.entry(run).or_insert_with(|| watch::channel(()).0).subscribe()
+    }
+
+    /// A stream of `run` ends; its wake-up, `wake`, goes with it.
+    fn release(&self, run: Uuid, wake: watch::Receiver<()>) {
+        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        drop(wake);
+        if runs.get(&run).is_some_and(|sender| sender.receiver_count() == 0) {
+            runs.remove(&run);
+        }
+    }
+
+    fn wake(&self, run: Uuid) {
+        if let Some(sender) = self.runs.lock().unwrap_or_else(|p| p.into_inner()).get(&run) {
+            sender.send_replace(());
+        }
+    }
+
+    /// Wakes every log stream: a signal may have been missed.
+    fn wake_all(&self) {
+        for sender in self.runs.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            sender.send_replace(());
+        }
+    }
+
+    fn woken(&self, cause: &'static str) {
+        self.wakes.get_or_create(&[("cause", cause)]).inc();
+    }
 }
 
 /// What a stream was opened with: it ends when that stops working.
@@ -150,6 +199,7 @@ impl Live {
             closing: CancellationToken::new(),
             head: AtomicI64::new(0),
             ring: i64::try_from(settings.backlog).unwrap_or(i64::MAX),
+            log_wakers: LogWakers::default(),
         }
     }
 
@@ -174,6 +224,12 @@ impl Live {
 
     fn publish(&self, event: Fanned) {
         self.head.fetch_max(event.event.id, Ordering::Relaxed);
+        // A run's change of state may end its log streams.
+        if event.event.kind == "run"
+            && let Some(run) = event.event.payload["id"].as_str().and_then(|id| id.parse().ok())
+        {
+            self.log_wakers.wake(run);
+        }
         if let Some(sender) = &*self.sender() {
             let _ = sender.send(Arc::new(event));
         }
@@ -218,6 +274,12 @@ impl Live {
     /// Registers the live streams' metrics.
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         self.attached.register_metrics(registry);
+        registry.register(
+            "sse_log_wakes",
+            "Run log streams woken to look for new lines: run (their own run has new lines or changed state), \
+             poll (the fall-back timer)",
+            self.log_wakers.wakes.clone(),
+        );
     }
 
     /// Event streams the fan-out writes to directly now.
@@ -241,6 +303,7 @@ impl Live {
 /// stream opened after it misses nothing.
 pub async fn start_fan_out(state: AppState, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
     let signals = state.bus.subscribe();
+    tokio::spawn(wake_log_streams(state.clone(), state.bus.subscribe(), stop.clone()));
     // Almost always read at once. If the database does not answer, the server starts anyway and
     // the fan-out keeps trying in the background.
     let first = event_log::latest_id(&state.db).await;
@@ -261,6 +324,22 @@ pub async fn start_fan_out(state: AppState, stop: CancellationToken) -> tokio::t
         };
         fan_out(state, signals, cursor, stop).await;
     })
+}
+
+/// Wakes the log streams of each run the bus says has new lines, until `stop`.
+async fn wake_log_streams(state: AppState, mut signals: broadcast::Receiver<Signal>, stop: CancellationToken) {
+    loop {
+        let signal = tokio::select! {
+            signal = signals.recv() => signal,
+            () = stop.cancelled() => return,
+        };
+        match signal {
+            Ok(Signal::Logs(run)) => state.live.log_wakers.wake(run),
+            Ok(_) => {}
+            Err(RecvError::Lagged(_)) => state.live.log_wakers.wake_all(),
+            Err(RecvError::Closed) => return,
+        }
+    }
 }
 
 /// Broadcasts the events after `cursor`, and each new one, until `stop`.
@@ -338,7 +417,7 @@ pub async fn event_stream(state: AppState, slot: Slot, user: Uuid, after: Option
         Some(id) => (id, false),
         None => (event_log::latest_id(&state.db).await?, true),
     };
-    let filter = Filter { user, orgs, last };
+    let filter = Filter { user, orgs, last, seen: last };
     Ok(EventStream::new(Parked { state, slot }, filter, live, caught_up))
 }
 
@@ -348,9 +427,17 @@ struct Filter {
     orgs: Vec<Uuid>,
     /// The id of the last event sent.
     last: i64,
+    /// The id of the last event the stream went past, sent or not for this user: where the
+    /// stream is in the fan-out's events.
+    seen: i64,
 }
 
 impl Filter {
+    /// How far the stream is behind the newest event broadcast.
+    fn behind(&self, head: i64) -> i64 {
+        head.saturating_sub(self.last.max(self.seen))
+    }
+
     fn visible(&self, event: &events::Model) -> bool {
         event.user_id == Some(self.user) || event.org_id.is_some_and(|org| self.orgs.contains(&org))
     }
@@ -407,6 +494,9 @@ pub struct EventStream {
     /// Hyper writes the stream's body, and cannot say whether it waited for the client: a
     /// stream that lags once caught up is taken to have a client too slow for the events.
     written_by_hyper: bool,
+    /// Its client made it wait while it was a whole ring behind the fan-out: it is told to
+    /// resync before it sends anything more.
+    too_slow: bool,
     done: bool,
 }
 
@@ -424,6 +514,7 @@ impl EventStream {
             reload_orgs: false,
             waited_on_client: false,
             written_by_hyper: false,
+            too_slow: false,
             done: false,
         }
     }
@@ -479,6 +570,9 @@ impl EventStream {
         if self.done {
             return Due::End;
         }
+        if self.too_slow {
+            return self.resync();
+        }
         if self.reload_orgs
             && let Err(e) = self.reload_orgs().await
         {
@@ -503,6 +597,8 @@ impl EventStream {
                 if let Some(end) = self.check_lag() {
                     return end;
                 }
+                // Everything broadcast so far is stored: a page that is not full went past it.
+                let head = self.parked.state.live.head.load(Ordering::Relaxed);
                 // Boxed, like the memberships' query.
                 let filter = &self.filter;
                 let page = Box::pin(event_log::visible_after(
@@ -515,6 +611,9 @@ impl EventStream {
                 match page.await {
                     Ok(page) => {
                         self.caught_up = (page.len() as u64) < PAGE;
+                        if self.caught_up {
+                            self.filter.seen = self.filter.seen.max(head);
+                        }
                         self.backlog.extend(page);
                         continue;
                     }
@@ -531,6 +630,7 @@ impl EventStream {
                 // Sent already, from the database.
                 Ok(fanned) if fanned.event.id <= self.filter.last => {}
                 Ok(fanned) => {
+                    self.filter.seen = self.filter.seen.max(fanned.event.id);
                     if !self.filter.visible(&fanned.event) {
                         continue;
                     }
@@ -611,6 +711,25 @@ impl EventStream {
         Some(self.resync())
     }
 
+    /// Its client made it wait for a write. If the stream is a whole ring behind the fan-out
+    /// meanwhile, and owes its client what was broadcast (rather than a backlog the client
+    /// asked for), the client is too slow for the events: the stream is told to resync before
+    /// it sends anything more. This is the criterion itself, applied where it is known; a
+    /// receiver lagging is only one way to learn it, and a stream that listened again lately,
+    /// or read ahead from the database, may never see its receiver lag.
+    fn waited_for_client(&mut self) {
+        self.waited_on_client = true;
+        if !(self.owed || self.caught_up) || self.too_slow {
+            return;
+        }
+        let live = &self.parked.state.live;
+        let behind = self.filter.behind(live.head.load(Ordering::Relaxed));
+        if behind > live.ring {
+            tracing::info!(user = %self.filter.user, behind, "an event stream's client made it wait a whole ring behind; telling it to resync");
+            self.too_slow = true;
+        }
+    }
+
     fn resync(&mut self) -> Due {
         self.done = true;
         self.backlog.clear();
@@ -629,9 +748,9 @@ enum Due {
 
 /// A run's log, after line `after`, then live, then `end`.
 pub fn log_stream(state: AppState, slot: Slot, run: Uuid, after: i64) -> impl Stream<Item = Bytes> {
-    let signals = state.bus.subscribe();
+    let wake = Some(state.live.log_wakers.watch(run));
     let ended = slot.ended.clone();
-    let stream = LogStream { state, _slot: slot, run, last: after, lines: VecDeque::new(), signals, done: false };
+    let stream = LogStream { state, _slot: slot, run, last: after, lines: VecDeque::new(), wake, done: false };
     futures::stream::unfold(stream, |mut stream| async move {
         let event = stream.next().await?;
         Some((event, stream))
@@ -645,8 +764,17 @@ struct LogStream {
     run: Uuid,
     last: i64,
     lines: VecDeque<run_logs::Model>,
-    signals: broadcast::Receiver<Signal>,
+    /// Woken for this run; taken when the stream ends.
+    wake: Option<watch::Receiver<()>>,
     done: bool,
+}
+
+impl Drop for LogStream {
+    fn drop(&mut self) {
+        if let Some(wake) = self.wake.take() {
+            self.state.live.log_wakers.release(self.run, wake);
+        }
+    }
 }
 
 impl LogStream {
@@ -697,11 +825,20 @@ impl LogStream {
                     return Some(failed(self.last, "cannot read the run", &e));
                 }
             }
-            let run = self.run;
-            tokio::select! {
-                () = wait_for(&mut self.signals, |signal| signal == Signal::Logs(run) || signal == Signal::Events) => {}
-                () = tokio::time::sleep(FALLBACK_POLL) => {}
-            }
+            let woken = async {
+                let woke = match &mut self.wake {
+                    Some(wake) => wake.changed().await.is_ok(),
+                    None => false,
+                };
+                if !woke {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let cause = tokio::select! {
+                () = woken => "run",
+                () = tokio::time::sleep(FALLBACK_POLL) => "poll",
+            };
+            self.state.live.log_wakers.woken(cause);
         }
     }
 }

@@ -262,6 +262,7 @@ impl Attached {
         chunks.clear();
         let mut reload_orgs = false;
         for fanned in batch {
+            filter.seen = filter.seen.max(fanned.event.id);
             if fanned.event.id <= filter.last || !filter.visible(&fanned.event) {
                 continue;
             }
@@ -398,12 +399,14 @@ pub(super) async fn write(mut stream: EventStream, socket: Socket, every: Durati
                     }
                 }
             };
-            if beat {
-                stream.waited_on_client |= waiting.send(socket, HEARTBEAT.clone(), closing).await?;
+            if beat && waiting.send(socket, HEARTBEAT.clone(), closing).await? {
+                stream.waited_for_client();
             }
             match due {
                 Due::Event(frame) => {
-                    stream.waited_on_client |= waiting.send(socket, serve::chunked(frame), closing).await?;
+                    if waiting.send(socket, serve::chunked(frame), closing).await? {
+                        stream.waited_for_client();
+                    }
                 }
                 Due::End => return Ok(()),
                 Due::Nothing => match attached.attach(stream) {
@@ -427,7 +430,9 @@ pub(super) async fn write(mut stream: EventStream, socket: Socket, every: Durati
         // Listening again before the rest is written: a client that stays too slow while the
         // fan-out gets a whole backlog ahead is told to resync as soon as it reads again.
         stream = parked.resume(handback.filter, handback.reload_orgs);
-        stream.waited_on_client = waiting.send(socket, handback.unsent, closing).await?;
+        if waiting.send(socket, handback.unsent, closing).await? {
+            stream.waited_for_client();
+        }
     }
 }
 
@@ -508,7 +513,7 @@ mod tests {
             state: Mutex::new(State::Detached),
             handed_back: Notify::new(),
         };
-        let filter = Filter { user: uuid::Uuid::now_v7(), orgs: Vec::new(), last: 41 };
+        let filter = Filter { user: uuid::Uuid::now_v7(), orgs: Vec::new(), last: 41, seen: 41 };
         *lock(&attached.state) = State::Attached(filter);
 
         assert!(attached.hand_back(&mut lock(&attached.state), Bytes::from_static(b"rest"), false));

@@ -287,6 +287,8 @@ async fn falls_behind(alone: bool) {
     let app = TestApp::spawn_with(|config| config.live.backlog = 16).await;
     let ada = app.user("ada").await;
     let ada_id = ada.user_id().await;
+    let mut marker = Marker::open(&app).await;
+    wait_until_attached(&app, 1).await;
     let stream = match alone {
         true => Stream::open_alone(&ada, "/api/v1/events").await,
         // On the connection that asked for `/me`, through hyper.
@@ -294,8 +296,8 @@ async fn falls_behind(alone: bool) {
     }
     .expect("stream");
     match alone {
-        true => wait_until_attached(&app, 1).await,
-        false => assert_eq!(app.state.live.attached_streams(), 0, "served through hyper"),
+        true => wait_until_attached(&app, 2).await,
+        false => assert_eq!(app.state.live.attached_streams(), 1, "the marker's only: ada's is served through hyper"),
     }
     let start = events::latest_id(app.db()).await.expect("latest id");
     // Stop reading while far more than the backlog arrives (and more than the sockets hold).
@@ -303,7 +305,38 @@ async fn falls_behind(alone: bool) {
     for batch in 0..20 {
         app.record_events(ada_id, "membership", batch * 50..batch * 50 + 50, &filler).await;
     }
-    told_to_resync(&app, &ada, stream, start).await;
+    // The premise, before the client reads again: the server waited for it (when it writes the
+    // stream itself, and can tell), and the fan-out went a whole ring past it meanwhile.
+    if alone {
+        app.wait_for("writes waiting on the client", 1, |state| state.live.writes_waiting()).await;
+    }
+    marker.fanned_out(&app).await;
+    told_to_resync(&app, &ada, stream, start, 1).await;
+}
+
+/// A user of its own whose stream tells when the fan-out has broadcast everything stored.
+struct Marker {
+    id: uuid::Uuid,
+    stream: Stream,
+    next: u64,
+}
+
+impl Marker {
+    async fn open(app: &TestApp) -> Self {
+        let marker = app.user("marker").await;
+        let id = marker.user_id().await;
+        let stream = Stream::open_alone(&marker, "/api/v1/events").await.expect("the marker's stream");
+        Self { id, stream, next: 0 }
+    }
+
+    /// Records a note for the marker and waits until its stream has it: by then the fan-out
+    /// has broadcast every event stored before it.
+    async fn fanned_out(&mut self, app: &TestApp) {
+        let mark = self.next;
+        self.next += 1;
+        app.record_events(self.id, "mark", mark..mark + 1, "").await;
+        assert_eq!(self.stream.next_of("mark", WAIT).await.json()["n"], mark, "the marker's note");
+    }
 }
 
 #[tokio::test]
@@ -311,8 +344,9 @@ async fn a_stream_that_fell_behind_its_fan_out_and_then_waited_on_its_client_is_
     let app = TestApp::spawn_with(|config| config.live.backlog = 16).await;
     let ada = app.user("ada").await;
     let ada_id = ada.user_id().await;
+    let mut marker = Marker::open(&app).await;
     let stream = Stream::open_alone(&ada, "/api/v1/events").await.expect("stream");
-    wait_until_attached(&app, 1).await;
+    wait_until_attached(&app, 2).await;
     let start = events::latest_id(app.db()).await.expect("latest id");
     // One page for the fan-out, broadcast in one go: the shard falls behind before it writes
     // any of it, and the stream listens again only after all of it went by, so its own receiver
@@ -322,25 +356,34 @@ async fn a_stream_that_fell_behind_its_fan_out_and_then_waited_on_its_client_is_
     app.record_events(ada_id, "note", 0..400, &filler).await;
     app.wait_for("writes waiting on the client", 1, |state| state.live.writes_waiting()).await;
     assert!(handbacks(&ada, "shard_behind").await >= 1, "the shard fell behind");
-    told_to_resync(&app, &ada, stream, start).await;
+    marker.fanned_out(&app).await;
+    told_to_resync(&app, &ada, stream, start, 1).await;
 }
 
 /// Reads `stream` until its `resync` (which must come, and name the last event sent, or
-/// `start`), sees the stream end, and resumes from the resync's id.
-async fn told_to_resync(app: &TestApp, ada: &Client, mut stream: Stream, start: i64) {
+/// `start`), sees the stream end (leaving `others` open), and resumes from the resync's id.
+async fn told_to_resync(app: &TestApp, ada: &Client, mut stream: Stream, start: i64, others: usize) {
     let mut last = None;
+    let mut read = 0;
     let resync = loop {
-        let message = stream.next(WAIT).await.expect("a resync before the end");
+        let message = match stream.next_within(WAIT).await {
+            Ok(Some(message)) => message,
+            Ok(None) => {
+                panic!("the stream ended without a resync after {read} events, the last {last:?}, from {start}")
+            }
+            Err(_) => panic!("no resync: silence after {read} events, the last {last:?}, from {start}"),
+        };
         if message.event == "resync" {
             break message;
         }
+        read += 1;
         last = Some(message.id());
     };
     assert!(resync.json()["message"].as_str().expect("message").contains("Last-Event-ID"));
     assert_eq!(resync.id(), last.unwrap_or(start), "resync names the last event sent (or where the stream began)");
     assert!(stream.next(WAIT).await.is_none(), "the server ends the stream after resync");
     // Its place is given back, and resuming from the resync's id catches up.
-    app.wait_for("open streams", 0, |state| state.live.open_streams()).await;
+    app.wait_for("open streams", others, |state| state.live.open_streams()).await;
     let mut resumed = Stream::open(ada, "/api/v1/events", resync.id.as_deref()).await.expect("resume");
     let next = resumed.next(WAIT).await.expect("caught up");
     assert_eq!(next.id(), resync.id.as_deref().expect("id").parse::<i64>().expect("number") + 1);
@@ -535,6 +578,37 @@ async fn heartbeats_keep_a_quiet_stream_open() {
             assert_eq!((comment.event.as_str(), comment.data.as_str()), (":", "heartbeat"));
         }
     }
+}
+
+#[tokio::test]
+async fn a_run_log_stream_wakes_for_its_own_run_only() {
+    let app = TestApp::spawn().await;
+    let ada = app.user("ada").await;
+    let ada_id = ada.user_id().await;
+    let run = queued_run(&ada).await;
+    // The run's own events are broadcast before its stream opens.
+    let mut marker = Marker::open(&app).await;
+    marker.fanned_out(&app).await;
+    let mut stream = Stream::open(&ada, &format!("/api/v1/runs/{run}/logs"), None).await.expect("stream");
+    let woken = async || ada.metric("fleetplane_sse_log_wakes_total{cause=\"run\"}").await;
+    let before = woken().await;
+
+    // Fifty events and fifty other runs' lines: none is for this stream.
+    for n in 0..50 {
+        app.record_events(ada_id, "note", n..n + 1, "").await;
+        app.state.bus.publish(Signal::Logs(uuid::Uuid::now_v7()));
+    }
+    marker.fanned_out(&app).await;
+    // Its own line (signalled after the others, so heard after them) and its end.
+    append_lines(&app, &run, 1, 1).await;
+    assert_eq!(stream.next_of("line", WAIT).await.json()["text"], "line 1");
+    finish_run(&app, &run, "succeeded").await;
+    assert_eq!(stream.next(WAIT).await.expect("the end").event, "end");
+
+    // A wake-up for the line and one for the end; one more at most, when the line's came while
+    // the stream was reading it.
+    let wakes = woken().await - before;
+    assert!((1..=3).contains(&wakes), "{wakes} wake-ups for one line and the end, among 100 signals for others");
 }
 
 #[tokio::test]

@@ -150,7 +150,7 @@ impl TestApp {
         self.state.events_written();
     }
 
-    /// Waits (10 s at most) until `count` of the server's state is `expected`: `what` names it
+    /// Waits (30 s at most) until `count` of the server's state is `expected`: `what` names it
     /// in the failure.
     pub async fn wait_for(&self, what: &str, expected: usize, count: impl Fn(&AppState) -> usize) {
         let started = std::time::Instant::now();

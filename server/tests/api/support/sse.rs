@@ -126,6 +126,12 @@ impl Stream {
     /// The next event within `wait`, skipping comments (heartbeats do not extend the wait);
     /// `None` at the end of the stream.
     pub async fn next(&mut self, wait: Duration) -> Option<Message> {
+        self.next_within(wait).await.unwrap_or_else(|_| panic!("no event within {wait:?}"))
+    }
+
+    /// The next event within `wait`, skipping comments; an error when none came in time, for a
+    /// caller that says more about what it was waiting for.
+    pub async fn next_within(&mut self, wait: Duration) -> Result<Option<Message>, tokio::time::error::Elapsed> {
         let event = async {
             loop {
                 let message = self.message().await?;
@@ -134,7 +140,7 @@ impl Stream {
                 }
             }
         };
-        tokio::time::timeout(wait, event).await.unwrap_or_else(|_| panic!("no event within {wait:?}"))
+        tokio::time::timeout(wait, event).await
     }
 
     /// The next event of `kind`, skipping others.
