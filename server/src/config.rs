@@ -301,6 +301,9 @@ pub struct RunSettings {
     pub state_url: Option<Url>,
     /// The largest Terraform state the state backend takes, in MiB.
     pub max_state_mb: u64,
+    /// How long a run's log lines are retried while the database cannot store them, before
+    /// they are given up (and the run says its log is incomplete).
+    pub log_patience_secs: u64,
 }
 
 impl RunSettings {
@@ -328,6 +331,7 @@ impl Default for RunSettings {
             terraform: "terraform".into(),
             state_url: None,
             max_state_mb: 64,
+            log_patience_secs: 120,
         }
     }
 }
@@ -746,7 +750,8 @@ fn run_settings(mut runs: RunSettings, env: &impl Fn(&str) -> Option<String>) ->
     if let Some(text) = env("FLEETPLANE_RUN_CPUS") {
         runs.cpus = parse_number("FLEETPLANE_RUN_CPUS", &text)?;
     }
-    let numbers: [(&'static str, &mut u64); 5] = [
+    let numbers: [(&'static str, &mut u64); 6] = [
+        ("FLEETPLANE_RUN_LOG_PATIENCE_SECS", &mut runs.log_patience_secs),
         ("FLEETPLANE_RUN_MAX_STATE_MB", &mut runs.max_state_mb),
         ("FLEETPLANE_RUN_MEMORY_MB", &mut runs.memory_mb),
         ("FLEETPLANE_RUN_GRACE_SECS", &mut runs.grace_secs),
@@ -783,6 +788,9 @@ fn run_settings(mut runs: RunSettings, env: &impl Fn(&str) -> Option<String>) ->
     }
     if !(5..=3600).contains(&runs.lease_secs) {
         return Err(invalid("FLEETPLANE_RUN_LEASE_SECS", "must be between 5 and 3600"));
+    }
+    if runs.log_patience_secs > 24 * 3600 {
+        return Err(invalid("FLEETPLANE_RUN_LOG_PATIENCE_SECS", "must be at most 86400 (a day)"));
     }
     if runs.timeout_secs < 10 {
         return Err(invalid("FLEETPLANE_RUN_TIMEOUT_SECS", "must be at least 10"));
@@ -991,6 +999,8 @@ mod tests {
             ("FLEETPLANE_AWS_ENDPOINT_URL", "not a url"),
             ("FLEETPLANE_AZURE_AUTHORITY_HOST", "ftp://x"),
             ("FLEETPLANE_CLOUD_TIMEOUT_SECS", "0"),
+            ("FLEETPLANE_RUN_LOG_PATIENCE_SECS", "86401"),
+            ("FLEETPLANE_RUN_LOG_PATIENCE_SECS", "soon"),
         ];
         for (key, value) in cases {
             let err = load("", &[(key, value)]).expect_err(key);

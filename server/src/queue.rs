@@ -141,17 +141,10 @@ pub fn backoff(attempts: i32) -> TimeDelta {
 
 /// Appends a note of Fleetplane's own to a run's log.
 pub async fn note(conn: &impl ConnectionTrait, run: &runs::Model, text: &str) -> Result<(), DbErr> {
-    let last: Option<i64> = run_logs::Entity::find()
-        .filter(run_logs::Column::RunId.eq(run.id))
-        .select_only()
-        .column_as(run_logs::Column::Seq.max(), "seq")
-        .into_tuple::<Option<i64>>()
-        .one(conn)
-        .await?
-        .flatten();
+    let last = last_log_seq(conn, run.id).await?;
     run_logs::Entity::insert(run_logs::ActiveModel {
         run_id: sea_orm::Set(run.id),
-        seq: sea_orm::Set(last.unwrap_or(0) + 1),
+        seq: sea_orm::Set(last + 1),
         attempt: sea_orm::Set(run.attempts),
         stream: sea_orm::Set("system".into()),
         text: sea_orm::Set(text.to_owned()),
@@ -160,6 +153,19 @@ pub async fn note(conn: &impl ConnectionTrait, run: &runs::Model, text: &str) ->
     .exec(conn)
     .await
     .map(drop)
+}
+
+/// The number of `run`'s last log line, 0 when it has none.
+pub async fn last_log_seq(conn: &impl ConnectionTrait, run: Uuid) -> Result<i64, DbErr> {
+    Ok(run_logs::Entity::find()
+        .filter(run_logs::Column::RunId.eq(run))
+        .select_only()
+        .column_as(run_logs::Column::Seq.max(), "seq")
+        .into_tuple::<Option<i64>>()
+        .one(conn)
+        .await?
+        .flatten()
+        .unwrap_or(0))
 }
 
 /// Gives up `worker`'s hold on `run`, back to the queue: its attempt failed for reasons outside

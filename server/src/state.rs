@@ -65,6 +65,8 @@ pub struct App {
     pub connections: crate::http::serve::Connections,
     /// Google sign-in, when configured.
     pub google: Option<GoogleSignIn>,
+    /// Run log lines that could not be stored, for `/metrics`.
+    pub log_health: crate::worker::LogHealth,
     /// What runs this process's jobs (Docker or processes), once its worker has started.
     pub executor: std::sync::OnceLock<fleetplane_api::Executor>,
 }
@@ -139,7 +141,9 @@ impl AppState {
         let janitor = Tally::default();
         let sweeps = prometheus_client::metrics::counter::Counter::default();
         let connections = crate::http::serve::Connections::default();
+        let log_health = crate::worker::LogHealth::default();
         let metrics = Metrics::with(|registry| {
+            log_health.register_metrics(registry);
             live.register_metrics(registry);
             session_cache.register_metrics(registry);
             janitor.register_metrics(registry);
@@ -169,6 +173,7 @@ impl AppState {
             janitor,
             sweeps,
             connections,
+            log_health,
             executor: std::sync::OnceLock::new(),
             db,
             config,

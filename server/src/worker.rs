@@ -7,8 +7,12 @@
 //! left behind by a worker that died are found by their labels and removed. The pool also runs
 //! the process's retention janitor ([`crate::janitor`]).
 
+mod logs;
+
+pub use logs::LogHealth;
+
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -36,7 +40,7 @@ use crate::{
     clusters::spec::StateBackend,
     config::ExecutorChoice,
     crypto::Sealed,
-    entity::{cloud_accounts, run_logs, runs, workers},
+    entity::{cloud_accounts, runs, workers},
     queue::{self, Beat, Claimed},
     runs::{Action, RunSpec, status},
     state::AppState,
@@ -127,6 +131,8 @@ pub struct Worker {
     concurrency: usize,
     /// Runs this worker is carrying out now.
     active: Mutex<HashSet<Uuid>>,
+    /// Log lines of the runs it carries out now that could not be stored, for their outcome.
+    lost_lines: Mutex<HashMap<Uuid, u64>>,
 }
 
 impl Worker {
@@ -134,7 +140,7 @@ impl Worker {
         let host =
             std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".into());
         let id = format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>());
-        Arc::new(Self { state, executor, id, concurrency, active: Mutex::default() })
+        Arc::new(Self { state, executor, id, concurrency, active: Mutex::default(), lost_lines: Mutex::default() })
     }
 
     pub fn id(&self) -> &str {
@@ -579,7 +585,7 @@ impl Worker {
         };
         self.executor_used(run).await;
         let (sender, receiver) = mpsc::channel(1024);
-        let recorder = tokio::spawn(record_logs(self.state.clone(), run.id, run.attempts, secrets, receiver));
+        let recorder = tokio::spawn(logs::record(self.state.clone(), run.id, run.attempts, secrets, receiver));
         let sink = LogNote { sender: sender.clone() };
         sink.note(&format!(
             "Attempt {} of {}: {phase} ({} executor)",
@@ -591,6 +597,9 @@ impl Worker {
         let outcome = self.executor.run(job, sender, interrupt.clone()).await;
         drop(sink);
         let result = recorder.await.map_err(|e| ExecError::Failed(format!("log recorder: {e}")))?;
+        if result.lost > 0 {
+            *self.lost_lines.lock().unwrap_or_else(|p| p.into_inner()).entry(run.id).or_default() += result.lost;
+        }
         Ok((outcome?, result))
     }
 
@@ -608,6 +617,7 @@ impl Worker {
     /// Records how the attempt ended: a terminal status, waiting for approval, or back to the
     /// queue. Only while this worker still holds the run.
     async fn record(&self, run: &runs::Model, ended: Result<Ended, ExecError>) -> anyhow::Result<()> {
+        let lost = self.lost_lines.lock().unwrap_or_else(|p| p.into_inner()).remove(&run.id).unwrap_or(0);
         let db = &self.state.db;
         let current = runs::Entity::find_by_id(run.id).one(db).await?.context("the run disappeared")?;
         let (next, reason, exit_code, outputs) = match ended {
@@ -649,6 +659,11 @@ impl Worker {
                 let summary = current.plan_summary.as_ref().map(summary_text).unwrap_or_default();
                 (status::SUCCEEDED, format!("Completed. {summary}").trim().to_owned(), Some(0), outputs)
             }
+        };
+        let reason = match lost {
+            0 => reason,
+            1 => format!("{reason} Its log is incomplete: 1 line could not be stored."),
+            _ => format!("{reason} Its log is incomplete: {lost} lines could not be stored."),
         };
         let now = Utc::now();
         let terminal = status::is_terminal(next);
@@ -725,9 +740,16 @@ impl LogNote {
 struct JobResult {
     plan: Option<Value>,
     outputs: Option<Value>,
+    /// Terraform's first errors (at most [`MAX_ERRORS`]).
     errors: Vec<String>,
     stderr_tail: Vec<String>,
+    /// Lines that could not be stored.
+    lost: u64,
 }
+
+/// Errors a job's result keeps: the reason quotes the first few, and a job printing errors
+/// without end must not take memory without end.
+const MAX_ERRORS: usize = 20;
 
 impl JobResult {
     /// Terraform's own error, for the run's reason.
@@ -766,7 +788,9 @@ impl JobResult {
         } else {
             let stream = if line.stream == Stream::Stderr { "stderr" } else { "stdout" };
             let plain = text.trim_start_matches(['│', '╷', '╵', ' ']).trim_end();
-            if let Some(error) = plain.strip_prefix("Error: ") {
+            if let Some(error) = plain.strip_prefix("Error: ")
+                && self.errors.len() < MAX_ERRORS
+            {
                 self.errors.push(error.to_owned());
             }
             if line.stream == Stream::Stderr && !plain.is_empty() {
@@ -818,79 +842,6 @@ async fn queued(signals: &mut broadcast::Receiver<Signal>) {
     }
 }
 
-/// Most log lines stored in one insert.
-const MAX_BATCH: usize = 200;
-
-/// Stores a job's lines in order, in small batches, with secrets replaced; reads the marker
-/// lines instead of storing them as they are (the outputs line can hold sensitive values).
-async fn record_logs(
-    state: AppState,
-    run: Uuid,
-    attempt: i32,
-    secrets: Vec<String>,
-    mut lines: mpsc::Receiver<LogLine>,
-) -> JobResult {
-    let mut result = JobResult::default();
-    let mut next_seq = match last_seq(&state, run).await {
-        Ok(seq) => seq + 1,
-        Err(e) => {
-            tracing::error!(run = %run, error = %e, "cannot read the run's log position");
-            1
-        }
-    };
-    // Each line is stored as soon as it arrives; lines that arrive while a write is under way
-    // go together in the next one. So a quiet job's line shows at once, and a chatty one costs
-    // one insert per burst rather than per line.
-    let mut batch: Vec<run_logs::ActiveModel> = Vec::new();
-    while let Some(first) = lines.recv().await {
-        let mut next = Some(first);
-        while let Some(line) = next {
-            let (stream, text) = result.read(line, &secrets);
-            batch.push(run_logs::ActiveModel {
-                run_id: Set(run),
-                seq: Set(next_seq),
-                attempt: Set(attempt),
-                stream: Set(stream.to_owned()),
-                text: Set(text),
-                at: Set(Utc::now()),
-            });
-            next_seq += 1;
-            next = if batch.len() < MAX_BATCH { lines.try_recv().ok() } else { None };
-        }
-        flush(&state, &mut batch).await;
-    }
-    result
-}
-
-async fn last_seq(state: &AppState, run: Uuid) -> Result<i64, DbErr> {
-    Ok(run_logs::Entity::find()
-        .filter(run_logs::Column::RunId.eq(run))
-        .select_only()
-        .column_as(run_logs::Column::Seq.max(), "seq")
-        .into_tuple::<Option<i64>>()
-        .one(&state.db)
-        .await?
-        .flatten()
-        .unwrap_or(0))
-}
-
-async fn flush(state: &AppState, batch: &mut Vec<run_logs::ActiveModel>) {
-    if batch.is_empty() {
-        return;
-    }
-    let lines = std::mem::take(batch);
-    let count = lines.len();
-    let run = lines.first().and_then(|line| line.run_id.try_as_ref().copied());
-    match run_logs::Entity::insert_many(lines).exec(&state.db).await {
-        Ok(_) => {
-            if let Some(run) = run {
-                state.bus.publish(Signal::Logs(run));
-            }
-        }
-        Err(e) => tracing::error!(error = %e, lines = count, "could not store run log lines"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -912,6 +863,21 @@ mod tests {
             "admin_token": { "sensitive": true, "type": "string", "value": "s3cret" },
         });
         assert_eq!(public_outputs(&outputs), json!({ "endpoint": "https://k8s" }));
+    }
+
+    #[test]
+    fn a_job_printing_errors_without_end_keeps_only_the_first() {
+        let mut result = JobResult::default();
+        for n in 0..10_000 {
+            let line = LogLine { stream: Stream::Stderr, text: format!("Error: failure number {n}") };
+            result.read(line, &[]);
+        }
+        assert_eq!(result.errors.len(), MAX_ERRORS);
+        assert_eq!(result.errors[0], "failure number 0");
+        assert_eq!(result.stderr_tail.len(), 20, "the tail is bounded too");
+        assert!(
+            result.failure("apply").starts_with("Terraform failed during apply: failure number 0 / failure number 1")
+        );
     }
 
     #[test]

@@ -10,7 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fleetplane::{config::ExecutorChoice, entity::runs};
+use fleetplane::{
+    config::ExecutorChoice,
+    entity::{run_logs, runs},
+};
 use reqwest::StatusCode;
 use sea_orm::{EntityTrait, PaginatorTrait};
 use serde_json::{Value, json};
@@ -895,5 +898,123 @@ async fn a_run_survives_its_server_being_killed_and_leaves_no_orphan() {
     assert_eq!(
         ada.get(&format!("{CLUSTERS}/{}/state", cluster["id"].as_str().expect("id"))).await.json()["lock"],
         Value::Null
+    );
+}
+
+/// Takes the run log table away, as an outage of it would, or brings it back.
+async fn run_logs_table(app: &TestApp, away: bool) {
+    use sea_orm::ConnectionTrait;
+    let (from, to) = if away { ("run_logs", "run_logs_away") } else { ("run_logs_away", "run_logs") };
+    app.db().execute_unprepared(&format!("ALTER TABLE {from} RENAME TO {to}")).await.expect("rename the table");
+}
+
+/// Stores three lines for `run`, as an earlier attempt would have.
+async fn earlier_lines(app: &TestApp, run: &str) {
+    use sea_orm::Set;
+    let run_id: uuid::Uuid = run.parse().expect("uuid");
+    let lines = (1..=3).map(|seq| run_logs::ActiveModel {
+        run_id: Set(run_id),
+        seq: Set(seq),
+        attempt: Set(0),
+        stream: Set("stdout".into()),
+        text: Set(format!("earlier line {seq}")),
+        at: Set(chrono::Utc::now()),
+    });
+    run_logs::Entity::insert_many(lines).exec(app.db()).await.expect("earlier lines");
+}
+
+/// Starts a worker for `app` (whose own pool has none), until the returned token is cancelled.
+fn start_workers(app: &TestApp) -> tokio_util::sync::CancellationToken {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (state, until) = (app.state.clone(), stop.clone());
+    tokio::spawn(async move { fleetplane::run_workers(state, until.cancelled_owned()).await.expect("workers") });
+    stop
+}
+
+/// A run's stored log lines as `(seq, stream, text)`, in order.
+async fn numbered_log(ada: &Client, run: &str) -> Vec<(i64, String, String)> {
+    let page = ada.get(&format!("/api/v1/runs/{run}/logs?limit=1000")).await.expect_status(StatusCode::OK).json();
+    let lines = page["chunks"].as_array().expect("chunks");
+    lines
+        .iter()
+        .map(|line| {
+            let text = |key: &str| line[key].as_str().expect("text").to_owned();
+            (line["seq"].as_i64().expect("seq"), text("stream"), text("text"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs Terraform: run `cargo xtask test`"]
+async fn a_log_that_cannot_be_stored_for_a_while_is_stored_whole_after_the_earlier_lines() {
+    let app = TestApp::spawn_with(|config| with_workers(config, ExecutorChoice::Process, 0)).await;
+    let ada = app.user("ada").await;
+    let (_, run) = create(&ada, local_cluster("dev", json!({ "step_seconds": 1 }))).await;
+    earlier_lines(&app, &run).await;
+    let earlier = numbered_log(&ada, &run).await;
+
+    // The log's table is gone when the job starts: neither its position nor its lines can be
+    // read or written, until it is back.
+    run_logs_table(&app, true).await;
+    let workers = start_workers(&app);
+    let started = Instant::now();
+    while ada.metric("fleetplane_run_log_write_failures_total").await < 3 {
+        assert!(started.elapsed() < Duration::from_secs(120), "the worker never tried to store the job's lines");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    run_logs_table(&app, false).await;
+    let done = wait_until_finished(&ada, &run, 180).await;
+    workers.cancel();
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert!(!done["reason"].as_str().expect("reason").contains("incomplete"), "{done}");
+
+    let log = numbered_log(&ada, &run).await;
+    assert_eq!(log[..earlier.len()], earlier[..], "the earlier lines are kept as they were");
+    let numbers: Vec<i64> = log.iter().map(|(seq, _, _)| *seq).collect();
+    let expected: Vec<i64> = (1..=i64::try_from(log.len()).expect("count")).collect();
+    assert_eq!(numbers, expected, "numbered on from the earlier lines, no gap, nothing twice");
+    assert!(log[earlier.len()].2.starts_with("Attempt 1 of"), "the job's first line follows: {log:?}");
+    assert!(log.iter().any(|(_, _, text)| text.contains("Apply complete")), "Terraform's output is all there");
+    assert_eq!(ada.metric("fleetplane_run_log_lines_lost_total").await, 0);
+}
+
+#[tokio::test]
+#[ignore = "needs Terraform: run `cargo xtask test`"]
+async fn log_lines_that_cannot_be_stored_are_given_up_and_the_run_says_its_log_is_incomplete() {
+    let app = TestApp::spawn_with(|config| {
+        with_workers(config, ExecutorChoice::Process, 0);
+        config.runs.log_patience_secs = 1;
+    })
+    .await;
+    let ada = app.user("ada").await;
+    let (_, run) = create(&ada, local_cluster("dev", json!({ "step_seconds": 2 }))).await;
+    earlier_lines(&app, &run).await;
+    let earlier = numbered_log(&ada, &run).await;
+
+    run_logs_table(&app, true).await;
+    let workers = start_workers(&app);
+    let started = Instant::now();
+    while ada.metric("fleetplane_run_log_lines_lost_total").await == 0 {
+        assert!(started.elapsed() < Duration::from_secs(120), "no line was given up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    run_logs_table(&app, false).await;
+    let done = wait_until_finished(&ada, &run, 180).await;
+    workers.cancel();
+    assert_eq!(done["status"], "succeeded", "the run itself is not failed for its log: {done}");
+    let reason = done["reason"].as_str().expect("reason");
+    let lost = ada.metric("fleetplane_run_log_lines_lost_total").await;
+    let said =
+        if lost == 1 { "1 line could not be stored".to_owned() } else { format!("{lost} lines could not be stored") };
+    assert!(reason.ends_with(&format!("Its log is incomplete: {said}.")), "{reason}");
+
+    let log = numbered_log(&ada, &run).await;
+    assert_eq!(log[..earlier.len()], earlier[..], "the earlier lines are kept as they were");
+    let numbers: Vec<i64> = log.iter().map(|(seq, _, _)| *seq).collect();
+    assert!(numbers.windows(2).all(|pair| pair[0] < pair[1]), "never renumbered, nothing twice: {numbers:?}");
+    assert!(log.len() > earlier.len() + 1, "the lines stored once the table was back are there: {log:?}");
+    assert!(
+        log.iter().any(|(_, stream, text)| stream == "system" && text.contains("this log is incomplete")),
+        "the log says so itself: {log:?}"
     );
 }
