@@ -4,6 +4,10 @@
 //! its work directory, its labels and the process group id, so that a restarted worker can find
 //! and stop jobs it no longer watches. The entrypoint runs with `/bin/sh`, with the same
 //! environment a container would get.
+//!
+//! Every filesystem call runs on tokio's blocking pool: deleting a Terraform working directory
+//! (providers included, hundreds of megabytes) takes long enough to stall every task on a
+//! runtime thread, live streams and requests among them.
 
 use std::{
     fs,
@@ -44,26 +48,49 @@ impl ProcessExecutor {
         Ok(Self { settings })
     }
 
-    fn prepare(&self, job: &Job) -> Result<PathBuf, ExecError> {
+    /// Writes the job's directory: its provisioner's files, its inputs and its labels.
+    async fn prepare(&self, job: &Job) -> Result<PathBuf, ExecError> {
         let dir = self.settings.jobs_dir.join(&job.name);
-        let io = |e: std::io::Error| ExecError::Failed(format!("preparing {}: {e}", dir.display()));
-        if dir.exists() {
-            fs::remove_dir_all(&dir).map_err(io)?;
-        }
-        for (path, contents) in provisioner_files(&job.target)? {
-            let file = dir.join(path);
-            if let Some(parent) = file.parent() {
-                fs::create_dir_all(parent).map_err(io)?;
-            }
-            fs::write(&file, contents).map_err(io)?;
-        }
-        fs::create_dir_all(dir.join("work")).map_err(io)?;
-        for (name, contents) in &job.inputs {
-            fs::write(dir.join("work").join(name), contents).map_err(io)?;
-        }
+        let files = provisioner_files(&job.target)?;
+        let inputs = job.inputs.clone();
         let labels: String = job.labels.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-        fs::write(dir.join(LABELS_FILE), labels).map_err(io)?;
+        let written = dir.clone();
+        blocking(move || {
+            let dir = written;
+            let io = |e: std::io::Error| ExecError::Failed(format!("preparing {}: {e}", dir.display()));
+            if dir.exists() {
+                fs::remove_dir_all(&dir).map_err(io)?;
+            }
+            for (path, contents) in files {
+                let file = dir.join(path);
+                if let Some(parent) = file.parent() {
+                    fs::create_dir_all(parent).map_err(io)?;
+                }
+                fs::write(&file, contents).map_err(io)?;
+            }
+            fs::create_dir_all(dir.join("work")).map_err(io)?;
+            for (name, contents) in &inputs {
+                fs::write(dir.join("work").join(name), contents).map_err(io)?;
+            }
+            fs::write(dir.join(LABELS_FILE), labels).map_err(io)
+        })
+        .await?;
         Ok(dir)
+    }
+
+    /// Collects the job's output files and deletes its directory.
+    async fn clean_up(dir: PathBuf, outputs: Vec<String>) -> Result<Vec<(String, Vec<u8>)>, ExecError> {
+        blocking(move || {
+            let files = outputs
+                .into_iter()
+                .filter_map(|name| fs::read(dir.join("work").join(&name)).ok().map(|bytes| (name, bytes)))
+                .collect();
+            if let Err(e) = fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove a finished job's directory");
+            }
+            Ok(files)
+        })
+        .await
     }
 
     async fn run_job(
@@ -72,7 +99,7 @@ impl ProcessExecutor {
         logs: mpsc::Sender<LogLine>,
         interrupt: CancellationToken,
     ) -> Result<Outcome, ExecError> {
-        let dir = self.prepare(&job)?;
+        let dir = self.prepare(&job).await?;
         let terraform_dir = self.settings.terraform.parent().map(Path::to_path_buf).unwrap_or_default();
         let path = format!("{}:/usr/local/bin:/usr/bin:/bin", terraform_dir.display());
         let mut command = Command::new("/bin/sh");
@@ -93,7 +120,8 @@ impl ProcessExecutor {
             .process_group(0);
         let mut child = command.spawn().map_err(|e| ExecError::Unavailable(format!("starting /bin/sh: {e}")))?;
         let pgid = child.id().ok_or_else(|| ExecError::Failed("the job exited before it started".into()))?;
-        fs::write(dir.join(PID_FILE), pgid.to_string())
+        tokio::fs::write(dir.join(PID_FILE), pgid.to_string())
+            .await
             .map_err(|e| ExecError::Failed(format!("recording the job: {e}")))?;
 
         let stdout = child.stdout.take().map(|s| forward(s, Stream::Stdout, logs.clone()));
@@ -121,14 +149,7 @@ impl ProcessExecutor {
         }
         .map_err(|e| ExecError::Failed(format!("waiting for the job: {e}")))?;
 
-        let files = job
-            .outputs
-            .iter()
-            .filter_map(|name| fs::read(dir.join("work").join(name)).ok().map(|bytes| (name.clone(), bytes)))
-            .collect();
-        if let Err(e) = fs::remove_dir_all(&dir) {
-            tracing::warn!(dir = %dir.display(), error = %e, "could not remove a finished job's directory");
-        }
+        let files = Self::clean_up(dir, job.outputs).await?;
         // Killed by a signal: report it the way a shell would.
         let exit_code = status.code().map_or(137, i64::from);
         Ok(Outcome { exit_code, files })
@@ -166,6 +187,27 @@ async fn forward(mut stream: impl AsyncRead + Unpin, kind: Stream, logs: mpsc::S
     }
 }
 
+/// Runs `work` on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ExecError> + Send + 'static,
+) -> Result<T, ExecError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| ExecError::Failed(format!("a filesystem task failed: {e}")))?
+}
+
+/// A job directory's labels and process group, if it is a job directory.
+fn read_job_dir(dir: &Path) -> (Vec<(String, String)>, Option<u32>) {
+    let labels = fs::read_to_string(dir.join(LABELS_FILE))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect();
+    (labels, read_pgid(dir))
+}
+
+fn read_pgid(dir: &Path) -> Option<u32> {
+    fs::read_to_string(dir.join(PID_FILE)).ok().and_then(|p| p.trim().parse().ok())
+}
+
 /// Sends `signal` to every process of the group.
 async fn signal_group(pgid: u32, signal: &str) {
     let result = Command::new("kill").arg(format!("-{signal}")).arg("--").arg(format!("-{pgid}")).status().await;
@@ -201,17 +243,17 @@ impl Executor for ProcessExecutor {
     }
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<Found>, ExecError>> {
+        let root = self.settings.jobs_dir.clone();
         Box::pin(async move {
-            let entries = fs::read_dir(&self.settings.jobs_dir)
-                .map_err(|e| ExecError::Unavailable(format!("listing {}: {e}", self.settings.jobs_dir.display())))?;
+            let dirs = blocking(move || {
+                let entries = fs::read_dir(&root)
+                    .map_err(|e| ExecError::Unavailable(format!("listing {}: {e}", root.display())))?;
+                let dirs = entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir());
+                Ok(dirs.map(|dir| (read_job_dir(&dir), dir)).collect::<Vec<_>>())
+            })
+            .await?;
             let mut found = Vec::new();
-            for dir in entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()) {
-                let labels = fs::read_to_string(dir.join(LABELS_FILE))
-                    .unwrap_or_default()
-                    .lines()
-                    .filter_map(|line| line.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
-                    .collect();
-                let pgid = fs::read_to_string(dir.join(PID_FILE)).ok().and_then(|p| p.trim().parse().ok());
+            for ((labels, pgid), dir) in dirs {
                 let running = match pgid {
                     Some(pgid) => group_alive(pgid).await,
                     None => false,
@@ -226,10 +268,18 @@ impl Executor for ProcessExecutor {
     fn remove(&self, id: &str) -> BoxFuture<'_, Result<(), ExecError>> {
         let dir = self.settings.jobs_dir.join(id);
         Box::pin(async move {
-            if let Some(pgid) = fs::read_to_string(dir.join(PID_FILE)).ok().and_then(|p| p.trim().parse().ok()) {
+            let pgid = blocking({
+                let dir = dir.clone();
+                move || Ok(read_pgid(&dir))
+            })
+            .await?;
+            if let Some(pgid) = pgid {
                 signal_group(pgid, "KILL").await;
             }
-            fs::remove_dir_all(&dir).map_err(|e| ExecError::Failed(format!("removing {}: {e}", dir.display())))
+            blocking(move || {
+                fs::remove_dir_all(&dir).map_err(|e| ExecError::Failed(format!("removing {}: {e}", dir.display())))
+            })
+            .await
         })
     }
 }
@@ -253,6 +303,62 @@ mod tests {
         assert_eq!(texts.len(), 2002);
         assert_eq!(texts[1], "\u{fffd}\u{fffd} not UTF-8");
         assert_eq!(texts[2001], "line 1999 of more than 64 KiB after it");
+    }
+
+    /// Holds the runtime's only blocking thread until the returned sender is dropped.
+    fn occupy_the_blocking_pool() -> std::sync::mpsc::Sender<()> {
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        tokio::task::spawn_blocking(move || {
+            let _ = wait.recv();
+        });
+        release
+    }
+
+    /// Whether `future` is still pending when polled once.
+    async fn pending(future: std::pin::Pin<&mut impl Future>) -> bool {
+        let mut future = future;
+        std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx).is_pending())).await
+    }
+
+    #[test]
+    fn job_directories_are_written_and_deleted_on_the_blocking_pool() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let root = tempfile::tempdir().expect("jobs dir");
+            let settings =
+                ProcessSettings { jobs_dir: root.path().into(), terraform: "terraform".into(), grace: Duration::ZERO };
+            let executor = ProcessExecutor::new(settings).expect("executor");
+            let job = Job {
+                name: "job".into(),
+                target: "local".into(),
+                env: vec![],
+                labels: vec![("dev.fleetplane.run".into(), "r".into())],
+                inputs: vec![("plan.tfplan".into(), b"plan".to_vec())],
+                outputs: vec!["plan.tfplan".into()],
+            };
+            let dir = root.path().join("job");
+
+            // While the blocking pool is busy, the runtime's thread writes nothing itself.
+            let busy = occupy_the_blocking_pool();
+            let mut prepare = std::pin::pin!(executor.prepare(&job));
+            assert!(pending(prepare.as_mut()).await, "prepared on the runtime's thread");
+            assert!(!dir.exists(), "written on the runtime's thread");
+            drop(busy);
+            assert_eq!(prepare.await.expect("prepared"), dir);
+            assert!(dir.join(LABELS_FILE).is_file() && dir.join("work/plan.tfplan").is_file());
+
+            let busy = occupy_the_blocking_pool();
+            let mut clean_up = std::pin::pin!(ProcessExecutor::clean_up(dir.clone(), job.outputs.clone()));
+            assert!(pending(clean_up.as_mut()).await, "cleaned up on the runtime's thread");
+            assert!(dir.exists(), "deleted on the runtime's thread");
+            drop(busy);
+            assert_eq!(clean_up.await.expect("cleaned up"), vec![("plan.tfplan".to_owned(), b"plan".to_vec())]);
+            assert!(!dir.exists(), "the job's directory is gone");
+        });
     }
 
     #[tokio::test]
