@@ -37,6 +37,9 @@ pub struct DockerSettings {
     pub memory_mb: u64,
     /// How long an interrupted job may take to stop before it is killed.
     pub grace: Duration,
+    /// The engine's address (`unix:///var/run/docker.sock`, `tcp://…`); `DOCKER_HOST` or the
+    /// default socket when not given.
+    pub host: Option<String>,
 }
 
 pub struct DockerExecutor {
@@ -45,9 +48,14 @@ pub struct DockerExecutor {
 }
 
 impl DockerExecutor {
-    /// Connects to the engine at `DOCKER_HOST` (or the default socket) and checks it answers.
+    /// Connects to the engine at the settings' host (or `DOCKER_HOST`, or the default socket)
+    /// and checks it answers.
     pub async fn connect(settings: DockerSettings) -> Result<Self, ExecError> {
-        let docker = Docker::connect_with_defaults()
+        let docker = match &settings.host {
+            Some(host) => Docker::connect_with_host(host),
+            None => Docker::connect_with_defaults(),
+        };
+        let docker = docker
             .map_err(|e| ExecError::Unavailable(format!("no Docker engine: {e}")))?
             .negotiate_version()
             .await
@@ -226,6 +234,10 @@ impl DockerExecutor {
 impl Executor for DockerExecutor {
     fn kind(&self) -> &'static str {
         "docker"
+    }
+
+    fn choose<'a>(&'a self, _target: &'a str) -> BoxFuture<'a, Result<&'a dyn Executor, ExecError>> {
+        Box::pin(std::future::ready(Ok(self as &dyn Executor)))
     }
 
     fn run(

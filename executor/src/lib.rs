@@ -4,9 +4,11 @@
 //! variables, files to put in the work directory first and files to collect after. Two
 //! executors: [`docker::DockerExecutor`] (containers through bollard, the default when an engine
 //! answers) and [`process::ProcessExecutor`] (the same entrypoint and modules as local
-//! processes, when there is no engine). Neither knows about runs, databases or HTTP: the
+//! processes); [`auto::AutoExecutor`] picks between them per job, never running a cloud
+//! target's Terraform on the host by itself. Neither knows about runs, databases or HTTP: the
 //! server's worker drives them.
 
+pub mod auto;
 pub mod docker;
 pub mod process;
 
@@ -105,8 +107,18 @@ impl Found {
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 pub trait Executor: Send + Sync {
-    /// `docker` or `process`.
+    /// `docker`, `process` or `auto`.
     fn kind(&self) -> &'static str;
+
+    /// What runs jobs now: `docker` or `process` (or `none`, when an `auto` executor has
+    /// neither).
+    fn current_kind(&self) -> &'static str {
+        self.kind()
+    }
+
+    /// The executor that runs a job for `target`: this one, or (for `auto`) the one it picks;
+    /// [`ExecError::Unavailable`] when none may run it now.
+    fn choose<'a>(&'a self, target: &'a str) -> BoxFuture<'a, Result<&'a dyn Executor, ExecError>>;
 
     /// Runs `job` to its end, sending its output lines to `logs` in order. When `interrupt`
     /// fires, the job gets SIGINT (so Terraform stops cleanly and releases its lock), then is

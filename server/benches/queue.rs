@@ -254,6 +254,10 @@ impl Executor for InstantExecutor {
         "bench"
     }
 
+    fn choose<'a>(&'a self, _target: &'a str) -> BoxFuture<'a, Result<&'a dyn Executor, ExecError>> {
+        Box::pin(std::future::ready(Ok(self as &dyn Executor)))
+    }
+
     fn run(
         &self,
         job: Job,

@@ -95,9 +95,7 @@ async fn start_workers(state: &AppState, stop: CancellationToken) -> Option<toki
     }
     match worker::executor(state).await {
         Ok(executor) => {
-            if let Some(kind) = fleetplane_api::Executor::parse(executor.kind()) {
-                let _ = state.executor.set(kind);
-            }
+            let _ = state.executor.set(executor.clone());
             let pool = worker::Worker::new(state.clone(), executor, concurrency);
             Some(tokio::spawn(pool.run(stop)))
         }

@@ -68,7 +68,7 @@ pub struct App {
     /// Run log lines that could not be stored, for `/metrics`.
     pub log_health: crate::worker::LogHealth,
     /// What runs this process's jobs (Docker or processes), once its worker has started.
-    pub executor: std::sync::OnceLock<fleetplane_api::Executor>,
+    pub executor: std::sync::OnceLock<Arc<dyn fleetplane_executor::Executor>>,
 }
 
 impl App {

@@ -51,47 +51,49 @@ const PRESENCE: Duration = Duration::from_secs(5);
 /// How long a worker waits for a wake-up before looking at the queue anyway.
 const POLL: Duration = Duration::from_secs(2);
 
-/// Picks the executor the configuration asks for: Docker when its engine answers (for `auto`),
-/// local processes otherwise.
+/// How often an `auto` executor without an engine asks for one again.
+const REPROBE: Duration = Duration::from_secs(10);
+
+/// Builds the executor the configuration asks for. `auto` runs jobs in containers when a Docker
+/// engine answers (asking again later when it does not), and without one runs only `local`
+/// jobs as processes: never a cloud target's Terraform on the host unasked.
 pub async fn executor(state: &AppState) -> anyhow::Result<Arc<dyn Executor>> {
     use fleetplane_executor::{
+        auto::{AutoExecutor, AutoSettings},
         docker::{DockerExecutor, DockerSettings},
         process::{ProcessExecutor, ProcessSettings},
     };
     let runs = &state.config.runs;
-    let docker = || {
-        DockerExecutor::connect(DockerSettings {
-            image_prefix: runs.image_prefix.clone(),
-            image_tag: runs.image_tag.clone(),
-            network: runs.network.clone(),
-            cpus: runs.cpus,
-            memory_mb: runs.memory_mb,
-            grace: Duration::from_secs(runs.grace_secs),
-        })
+    let docker_settings = DockerSettings {
+        image_prefix: runs.image_prefix.clone(),
+        image_tag: runs.image_tag.clone(),
+        network: runs.network.clone(),
+        cpus: runs.cpus,
+        memory_mb: runs.memory_mb,
+        grace: Duration::from_secs(runs.grace_secs),
+        host: None,
     };
-    let process = || -> anyhow::Result<Arc<dyn Executor>> {
+    let process = || -> anyhow::Result<ProcessExecutor> {
         let terraform = which(&runs.terraform).with_context(|| {
             format!(
                 "the process executor needs Terraform, and `{}` is not on PATH (FLEETPLANE_TERRAFORM)",
                 runs.terraform.display()
             )
         })?;
-        Ok(Arc::new(ProcessExecutor::new(ProcessSettings {
+        Ok(ProcessExecutor::new(ProcessSettings {
             jobs_dir: state.config.data_dir.join("jobs"),
             terraform,
             grace: Duration::from_secs(runs.grace_secs),
-        })?))
+        })?)
     };
     match runs.executor {
-        ExecutorChoice::Docker => Ok(Arc::new(docker().await?)),
-        ExecutorChoice::Process => process(),
-        ExecutorChoice::Auto => match docker().await {
-            Ok(docker) => Ok(Arc::new(docker)),
-            Err(e) => {
-                tracing::warn!(reason = %e, "no Docker engine: runs use local Terraform processes instead");
-                process()
-            }
-        },
+        ExecutorChoice::Docker => Ok(Arc::new(DockerExecutor::connect(docker_settings).await?)),
+        ExecutorChoice::Process => Ok(Arc::new(process()?)),
+        ExecutorChoice::Auto => {
+            let process = process().map_err(|e| format!("{e:#}"));
+            let settings = AutoSettings { docker: docker_settings, reprobe: REPROBE };
+            Ok(Arc::new(AutoExecutor::new(settings, process).await))
+        }
     }
 }
 
@@ -583,18 +585,14 @@ impl Worker {
             inputs,
             outputs: if phase == "plan" { vec!["plan.tfplan".into()] } else { vec![] },
         };
-        self.executor_used(run).await;
+        let executor = self.executor.choose(&spec.target).await?;
+        self.executor_used(run, executor.kind()).await;
         let (sender, receiver) = mpsc::channel(1024);
         let recorder = tokio::spawn(logs::record(self.state.clone(), run.id, run.attempts, secrets, receiver));
         let sink = LogNote { sender: sender.clone() };
-        sink.note(&format!(
-            "Attempt {} of {}: {phase} ({} executor)",
-            run.attempts,
-            run.max_attempts,
-            self.executor.kind()
-        ))
-        .await;
-        let outcome = self.executor.run(job, sender, interrupt.clone()).await;
+        sink.note(&format!("Attempt {} of {}: {phase} ({} executor)", run.attempts, run.max_attempts, executor.kind()))
+            .await;
+        let outcome = executor.run(job, sender, interrupt.clone()).await;
         drop(sink);
         let result = recorder.await.map_err(|e| ExecError::Failed(format!("log recorder: {e}")))?;
         if result.lost > 0 {
@@ -603,9 +601,9 @@ impl Worker {
         Ok((outcome?, result))
     }
 
-    async fn executor_used(&self, run: &runs::Model) {
+    async fn executor_used(&self, run: &runs::Model, kind: &str) {
         let result = runs::Entity::update_many()
-            .col_expr(runs::Column::Executor, Expr::value(Some(self.executor.kind())))
+            .col_expr(runs::Column::Executor, Expr::value(Some(kind)))
             .filter(runs::Column::Id.eq(run.id))
             .exec(&self.state.db)
             .await;

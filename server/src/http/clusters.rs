@@ -120,7 +120,9 @@ async fn system(State(state): State<AppState>, _caller: CurrentUser) -> Result<J
         .filter(workers::Column::LastSeenAt.gt(Utc::now() - crate::runs::WORKER_LIVENESS))
         .count(&state.db)
         .await?;
-    Ok(Json(api::System { executor: state.executor.get().copied().unwrap_or(api::Executor::None), workers }))
+    // What runs jobs now: an `auto` executor moves to containers once an engine answers.
+    let executor = state.executor.get().and_then(|executor| api::Executor::parse(executor.current_kind()));
+    Ok(Json(api::System { executor: executor.unwrap_or(api::Executor::None), workers }))
 }
 
 /// The organization's clusters, newest first.
