@@ -17,11 +17,14 @@ use bollard::{
         UploadToContainerOptionsBuilder, WaitContainerOptionsBuilder,
     },
 };
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{BoxFuture, ExecError, Executor, Found, Job, LineSplitter, LogLine, Outcome, Stream, labels};
+use crate::{
+    BoxFuture, ExecError, Executor, Found, Job, LineSplitter, LogLine, MAX_OUTPUT_FILE, Outcome, Stream, labels,
+    output_too_large,
+};
 
 const WORK_DIR: &str = "/work";
 
@@ -119,25 +122,29 @@ impl DockerExecutor {
             .map_err(|e| ExecError::Failed(format!("copying inputs into the container: {e}")))
     }
 
-    async fn download(&self, id: &str, names: &[String]) -> Vec<(String, Vec<u8>)> {
+    /// Copies the named files out of the stopped container; absent ones are skipped, and one
+    /// over [`MAX_OUTPUT_FILE`] fails the job.
+    async fn download(&self, id: &str, names: &[String]) -> Result<Vec<(String, Vec<u8>)>, ExecError> {
         let mut files = Vec::new();
         for name in names {
             let options = DownloadFromContainerOptionsBuilder::new().path(&format!("{WORK_DIR}/{name}")).build();
-            let Ok(chunks) = self.docker.download_from_container(id, Some(options)).try_collect::<Vec<_>>().await
-            else {
+            let archive = self.docker.download_from_container(id, Some(options));
+            let Some(bytes) = collect_capped(archive, MAX_OUTPUT_FILE + ARCHIVE_OVERHEAD, name).await? else {
                 continue;
             };
-            let bytes: Vec<u8> = chunks.concat();
             let mut archive = tar::Archive::new(bytes.as_slice());
             let Ok(mut entries) = archive.entries() else { continue };
-            if let Some(Ok(mut entry)) = entries.next() {
+            if let Some(Ok(entry)) = entries.next() {
                 let mut contents = Vec::new();
-                if entry.read_to_end(&mut contents).is_ok() {
+                if entry.take(MAX_OUTPUT_FILE as u64 + 1).read_to_end(&mut contents).is_ok() {
+                    if contents.len() > MAX_OUTPUT_FILE {
+                        return Err(output_too_large(name));
+                    }
                     files.push((name.clone(), contents));
                 }
             }
         }
-        files
+        Ok(files)
     }
 
     async fn signal(&self, id: &str, signal: &str) {
@@ -196,7 +203,7 @@ impl DockerExecutor {
             done = async { tokio::join!(wait, follow) } => (done.0?, done.1),
             () = stopper => unreachable!("the stopper never completes"),
         };
-        let files = self.download(id, &job.outputs).await;
+        let files = self.download(id, &job.outputs).await?;
         Ok(Outcome { exit_code, files })
     }
 
@@ -229,6 +236,29 @@ impl DockerExecutor {
             }
         }
     }
+}
+
+/// What a tar archive of one file adds to it: headers (long names and extended attributes
+/// included) and padding.
+const ARCHIVE_OVERHEAD: usize = 64 * 1024;
+
+/// The chunks of `stream` joined, or `None` when it fails (the file is absent); more than `cap`
+/// bytes fail the job, naming `name`, without holding more than `cap` of them.
+async fn collect_capped<T: AsRef<[u8]>, E>(
+    mut stream: impl futures::Stream<Item = Result<T, E>> + Unpin,
+    cap: usize,
+    name: &str,
+) -> Result<Option<Vec<u8>>, ExecError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else { return Ok(None) };
+        let chunk = chunk.as_ref();
+        if bytes.len() + chunk.len() > cap {
+            return Err(output_too_large(name));
+        }
+        bytes.extend_from_slice(chunk);
+    }
+    Ok(Some(bytes))
 }
 
 impl Executor for DockerExecutor {
@@ -280,5 +310,47 @@ impl Executor for DockerExecutor {
                 .await
                 .map_err(|e| ExecError::Failed(format!("removing container {id}: {e}")))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::stream;
+
+    use super::*;
+
+    fn chunks(sizes: &[usize]) -> impl futures::Stream<Item = Result<Vec<u8>, ()>> + Unpin {
+        stream::iter(sizes.iter().map(|&size| Ok(vec![b'x'; size])).collect::<Vec<_>>())
+    }
+
+    #[tokio::test]
+    async fn an_archive_within_the_cap_is_collected_whole() {
+        let bytes = collect_capped(chunks(&[400, 600]), 1000, "plan.tfplan").await.expect("within the cap");
+        assert_eq!(bytes.map(|b| b.len()), Some(1000));
+    }
+
+    #[tokio::test]
+    async fn an_archive_over_the_cap_fails_the_job_naming_the_file() {
+        let error = collect_capped(chunks(&[400, 600, 1]), 1000, "terraform.tfstate").await.expect_err("over the cap");
+        let ExecError::Failed(why) = error else { panic!("expected Failed, got {error:?}") };
+        assert!(why.contains("terraform.tfstate") && why.contains("MiB"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn stops_reading_as_soon_as_the_cap_is_passed() {
+        let mut read = 0;
+        let endless = stream::repeat_with(|| {
+            read += 1;
+            Ok::<_, ()>(vec![0u8; 4096])
+        });
+        let result = collect_capped(endless, 10 * 4096, "outputs.json").await;
+        assert!(result.is_err());
+        assert_eq!(read, 11, "one chunk past the cap is read, no more");
+    }
+
+    #[tokio::test]
+    async fn a_failed_download_is_an_absent_file() {
+        let failing = stream::iter(vec![Ok(vec![1u8; 10]), Err("no such file")]);
+        assert_eq!(collect_capped(failing, 1000, "plan.tfplan").await.expect("not a job failure"), None);
     }
 }

@@ -142,6 +142,17 @@ pub trait Executor: Send + Sync {
 /// held in memory and stored whole).
 pub const MAX_LINE: usize = 16 * 1024;
 
+/// The most a collected output file (a plan, a state, the outputs) may hold. A larger one fails
+/// the job instead of taking the server's memory.
+pub const MAX_OUTPUT_FILE: usize = 128 * 1024 * 1024;
+
+fn output_too_large(name: &str) -> ExecError {
+    ExecError::Failed(format!(
+        "the job's {name} is larger than {} MiB, the most Fleetplane collects from a job; it was not kept",
+        MAX_OUTPUT_FILE / (1024 * 1024)
+    ))
+}
+
 /// Splits output bytes into lines, keeping a partial line until it completes. Bytes that are not
 /// UTF-8 become U+FFFD (both executors decode alike). Each byte is looked at once, and at most
 /// [`MAX_LINE`] bytes of a line are held: a longer line is cut there and ends with a note of how

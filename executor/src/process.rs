@@ -11,6 +11,7 @@
 
 use std::{
     fs,
+    io::Read,
     path::{Path, PathBuf},
     process::Stdio,
     time::Duration,
@@ -23,7 +24,10 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{BoxFuture, ExecError, Executor, Found, Job, LineSplitter, LogLine, Outcome, Stream, provisioner_files};
+use crate::{
+    BoxFuture, ExecError, Executor, Found, Job, LineSplitter, LogLine, MAX_OUTPUT_FILE, Outcome, Stream,
+    output_too_large, provisioner_files,
+};
 
 #[derive(Clone, Debug)]
 pub struct ProcessSettings {
@@ -81,14 +85,12 @@ impl ProcessExecutor {
     /// Collects the job's output files and deletes its directory.
     async fn clean_up(dir: PathBuf, outputs: Vec<String>) -> Result<Vec<(String, Vec<u8>)>, ExecError> {
         blocking(move || {
-            let files = outputs
-                .into_iter()
-                .filter_map(|name| fs::read(dir.join("work").join(&name)).ok().map(|bytes| (name, bytes)))
-                .collect();
+            let files =
+                outputs.into_iter().filter_map(|name| read_output(&dir.join("work"), name).transpose()).collect();
             if let Err(e) = fs::remove_dir_all(&dir) {
                 tracing::warn!(dir = %dir.display(), error = %e, "could not remove a finished job's directory");
             }
-            Ok(files)
+            files
         })
         .await
     }
@@ -288,9 +290,23 @@ impl Executor for ProcessExecutor {
     }
 }
 
+/// An output file of the job, if it wrote one, up to [`MAX_OUTPUT_FILE`].
+fn read_output(work: &Path, name: String) -> Result<Option<(String, Vec<u8>)>, ExecError> {
+    let Ok(file) = fs::File::open(work.join(&name)) else { return Ok(None) };
+    let mut bytes = Vec::new();
+    file.take(MAX_OUTPUT_FILE as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ExecError::Failed(format!("reading the job's {name}: {e}")))?;
+    if bytes.len() > MAX_OUTPUT_FILE {
+        return Err(output_too_large(&name));
+    }
+    Ok(Some((name, bytes)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MAX_LINE;
 
     #[tokio::test]
     async fn output_that_is_not_utf8_is_read_to_its_end() {
@@ -373,5 +389,66 @@ mod tests {
         let mut reader = printed.as_slice();
         forward(&mut reader, Stream::Stderr, logs).await;
         assert!(reader.is_empty(), "{} bytes left unread", reader.len());
+    }
+
+    /// Runs a `local` plan job whose `terraform` is `script`, returning its outcome and log.
+    async fn run_with_terraform(script: &str) -> (Result<Outcome, ExecError>, Vec<String>) {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().expect("tempdir");
+        let terraform = root.path().join("bin/terraform");
+        fs::create_dir_all(terraform.parent().expect("bin")).expect("bin dir");
+        fs::write(&terraform, format!("#!/bin/sh\n{script}\n")).expect("fake terraform");
+        fs::set_permissions(&terraform, fs::Permissions::from_mode(0o755)).expect("executable");
+        let settings = ProcessSettings { jobs_dir: root.path().join("jobs"), terraform, grace: Duration::ZERO };
+        let executor = ProcessExecutor::new(settings).expect("executor");
+        let job = Job {
+            name: "job".into(),
+            target: "local".into(),
+            env: vec![("FP_PHASE".into(), "plan".into()), ("FP_BACKEND".into(), "local".into())],
+            labels: vec![],
+            inputs: vec![],
+            outputs: vec!["plan.tfplan".into()],
+        };
+        let (logs, mut lines) = mpsc::channel::<LogLine>(64);
+        let collected = tokio::spawn(async move {
+            let mut texts = Vec::new();
+            while let Some(line) = lines.recv().await {
+                texts.push(line.text);
+            }
+            texts
+        });
+        let outcome = executor.run(job, logs, CancellationToken::new()).await;
+        (outcome, collected.await.expect("collector"))
+    }
+
+    #[tokio::test]
+    async fn a_job_that_prints_a_10_mb_line_is_logged_cut_and_runs_on() {
+        let (outcome, lines) =
+            run_with_terraform(
+            "case $1 in init) head -c 10485760 /dev/zero | tr '\\0' x; echo; echo \"after the long line\";; show) echo '{}';; esac",
+        )
+        .await;
+        outcome.expect("the job ran to its end");
+        let cut = lines.iter().find(|line| line.contains("[line cut")).expect("the long line is logged, cut");
+        assert!(
+            cut.ends_with(&format!(" … [line cut: 10485760 bytes, the first {MAX_LINE} kept]")),
+            "{}",
+            &cut[cut.len() - 80..]
+        );
+        assert!(lines.iter().all(|line| line.len() <= MAX_LINE + 100), "every line is within the cap");
+        assert!(lines.iter().any(|line| line == "after the long line"), "output after it is logged too");
+    }
+
+    #[tokio::test]
+    async fn an_output_file_over_the_cap_fails_the_job_naming_it() {
+        let size = MAX_OUTPUT_FILE + 1;
+        let (outcome, _) = run_with_terraform(&format!(
+            "case $1 in plan) dd if=/dev/zero of=\"$FP_WORK_DIR/plan.tfplan\" bs=1 count=0 seek={size} 2>/dev/null;; \
+             show) echo '{{}}';; esac"
+        ))
+        .await;
+        let error = outcome.expect_err("an oversized plan is not collected");
+        let ExecError::Failed(why) = error else { panic!("expected Failed, got {error:?}") };
+        assert!(why.contains("plan.tfplan") && why.contains("128 MiB"), "{why}");
     }
 }
