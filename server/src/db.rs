@@ -12,6 +12,12 @@ use sea_orm::{
 
 use crate::config::Config;
 
+/// How many connections the server's pool holds: 20 on PostgreSQL, 8 on SQLite (one writer at
+/// a time, and readers that seldom wait).
+pub fn pool_size(config: &Config) -> u32 {
+    if config.is_postgres() { 20 } else { 8 }
+}
+
 pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
     if !config.is_postgres() {
         std::fs::create_dir_all(&config.data_dir)
@@ -23,7 +29,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
     }
     let mut options = ConnectOptions::new(config.database_url.expose());
     options
-        .max_connections(if config.is_postgres() { 20 } else { 8 })
+        .max_connections(pool_size(config))
         .min_connections(1)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(5))

@@ -538,6 +538,65 @@ async fn a_client_that_stops_reading_costs_the_server_no_memory_and_is_told_to_r
 }
 
 #[tokio::test]
+async fn as_many_clients_as_the_pool_holds_that_stop_reading_leave_it_to_everyone_else() {
+    use tokio::io::AsyncWriteExt;
+
+    let app = TestApp::spawn_with(|config| {
+        config.live.max_streams_per_user = 32;
+        config.live.heartbeat_secs = 1;
+        config.live.backlog = 16;
+    })
+    .await;
+    let pool = usize::try_from(fleetplane::db::pool_size(&app.state.config)).expect("pool size");
+    let ada = app.user("ada").await;
+    let ada_id = ada.user_id().await;
+    let token = ada.post("/api/v1/me/tokens", json!({ "name": "quiet" })).await.json()["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+
+    // One stream per pooled connection, each asked for and then never read, with as small a
+    // buffer as its socket may have.
+    let port = app.base.port().expect("port");
+    let mut clients = Vec::new();
+    for _ in 0..pool {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("buffer size");
+        let mut tcp = socket.connect(([127, 0, 0, 1], port).into()).await.expect("connect");
+        let request = format!(
+            "GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+             Accept: text/event-stream\r\n\r\n"
+        );
+        tcp.write_all(request.as_bytes()).await.expect("send");
+        clients.push(tcp);
+    }
+    app.wait_for("open streams", pool, |state| state.live.open_streams()).await;
+
+    // Far more than the backlog, so that each stream catches up from the database page by page
+    // (with heartbeats falling due meanwhile), and more than the sockets hold, until every one
+    // of them waits for its client.
+    let filler = "x".repeat(8 * 1024);
+    let mut sent = 0;
+    while app.state.live.writes_waiting() < pool {
+        assert!(sent < 20_000, "{} of {pool} streams wait for their client", app.state.live.writes_waiting());
+        app.record_events(ada_id, "note", sent..sent + 50, &filler).await;
+        sent += 50;
+    }
+
+    // Everyone else is served from the pool as ever: the database's readiness, the signed-in
+    // user, a listing. (A pool held by the quiet streams would time out here, with 503s.)
+    for _ in 0..3 {
+        ada.get("/readyz").await.expect_status(StatusCode::OK);
+        ada.get("/api/v1/me").await.expect_status(StatusCode::OK);
+        ada.get("/api/v1/orgs").await.expect_status(StatusCode::OK);
+        app.record_events(ada_id, "note", sent..sent + 50, &filler).await;
+        sent += 50;
+    }
+    assert_eq!(app.state.live.writes_waiting(), pool, "the quiet clients still have not read");
+    drop(clients);
+}
+
+#[tokio::test]
 async fn each_user_may_hold_a_limited_number_of_streams() {
     let app = TestApp::spawn_with(|config| config.live.max_streams_per_user = 2).await;
     let ada = app.user("ada").await;
