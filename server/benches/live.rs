@@ -84,8 +84,13 @@ impl Drop for Process {
     }
 }
 
+/// Servers' ports, outside the ephemeral range that the benchmark's 10,000 clients draw from.
+#[path = "../tests/api/support/ports.rs"]
+#[allow(unused_imports)] // its unit tests run with the API tests; a bench without a harness drops them
+mod ports;
+
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(ports::free_port())
 }
 
 fn fleetplane(dir: &Path, database_url: &str) -> Command {

@@ -53,7 +53,7 @@ impl Driver {
         let chromedriver = env_path("FLEETPLANE_TEST_CHROMEDRIVER", "/usr/bin/chromedriver");
         let chromium = env_path("FLEETPLANE_TEST_CHROMIUM", "/usr/lib/chromium/chromium");
         assert!(chromedriver.is_file(), "chromedriver not found at {}: run `cargo xtask test`", chromedriver.display());
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+        let port = support::ports::free_port();
         let process = Command::new(&chromedriver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())

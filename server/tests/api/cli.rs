@@ -153,7 +153,7 @@ async fn migrate_then_serve_and_stop_cleanly_on_sigterm_with_json_logs() {
     let migrate = fleetplane(dir.path(), &database_url).arg("migrate").output().expect("run");
     assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("probe port").local_addr().expect("addr").port();
+    let port = crate::support::ports::free_port();
     let mut server = fleetplane(dir.path(), &database_url)
         .env("FLEETPLANE_LISTEN", format!("127.0.0.1:{port}"))
         .args(["--log-format", "json", "serve"])

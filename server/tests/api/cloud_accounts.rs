@@ -392,7 +392,7 @@ async fn secrets_are_sealed_in_the_database_under_the_current_key() {
 #[tokio::test]
 async fn an_unreachable_or_silent_cloud_is_a_clear_error_not_a_hang() {
     // Nothing listens on this port: refused at once.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let closed = crate::support::ports::free_port();
     // This one accepts and then never answers: only the timeout ends the wait.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let silent_port = silent.local_addr().expect("addr").port();
@@ -729,7 +729,7 @@ async fn secret_canaries_appear_in_no_log_response_or_database_dump() {
     // The real binary, logging at debug level.
     let dir = tempfile::tempdir().expect("tempdir");
     let database_url = crate::support::fresh_database_url(dir.path()).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let port = crate::support::ports::free_port();
     let env = |command: &mut Command| {
         command
             .env("FLEETPLANE_DATA_DIR", dir.path())

@@ -467,7 +467,7 @@ async fn a_client_that_stops_reading_costs_the_server_no_memory_and_is_told_to_r
     let dir = tempfile::tempdir().expect("dir");
     let config = dir.path().join("fleetplane.toml");
     std::fs::write(&config, "[live]\nbacklog = 16\n").expect("config");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let port = crate::support::ports::free_port();
     // One malloc arena: freed memory is reused by whichever thread reads the next page of events,
     // so that the server's size shows what it holds, not how many threads once read a page.
     let env =
@@ -772,7 +772,7 @@ async fn the_redis_bus_carries_signals_between_replicas_and_survives_a_restart()
 
 /// A second server, as its own process, on the same database and Redis as `app`.
 fn second_server(app: &TestApp, dir: &std::path::Path, redis: &Redis) -> ServerProcess {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let port = crate::support::ports::free_port();
     let env = [("REDIS_URL", redis.url()), ("FLEETPLANE_WORKERS", "0".into())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     ServerProcess::start(dir, app.state.config.database_url.expose(), port, &env)

@@ -859,7 +859,7 @@ async fn a_run_survives_its_server_being_killed_and_leaves_no_orphan() {
     let mut create_user = crate::support::server::fleetplane(dir.path(), &database_url);
     create_user.args(["admin", "create-user", "--email", "ada@example.com", "--username", "ada", "--password-stdin"]);
     assert!(crate::support::server::run_with_stdin(create_user, "a long admin password\n").status.success());
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let port = crate::support::ports::free_port();
     let base: url::Url = format!("http://127.0.0.1:{port}/").parse().expect("url");
     let client = || {
         let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());

@@ -25,7 +25,7 @@ async fn replicas(redis: &Redis, dir: &tempfile::TempDir, per_ip: u32) -> (TestA
     let config = dir.path().join("fleetplane.toml");
     std::fs::write(&config, format!("[rate_limits]\nlogin_per_ip = {{ max = {per_ip}, window_secs = 60 }}\n"))
         .expect("config");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let port = crate::support::ports::free_port();
     let redis_url = redis.url();
     let env = [
         ("FLEETPLANE_WORKERS", "0"),

@@ -29,9 +29,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port()
-}
+use super::ports::free_port;
 
 /// A program from the environment of emulators and test tools `cargo xtask test` prepares.
 pub fn emulator_program(name: &str) -> PathBuf {

@@ -7,6 +7,7 @@
 
 pub mod clouds;
 pub mod oidc;
+pub mod ports;
 pub mod redis;
 pub mod runs;
 pub mod server;

@@ -15,7 +15,7 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+        let port = crate::support::ports::free_port();
         let mut redis = Self { port, dir: tempfile::tempdir().expect("tempdir"), child: None };
         redis.resume();
         redis
