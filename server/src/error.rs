@@ -72,6 +72,16 @@ impl AppError {
         Self::client(StatusCode::SERVICE_UNAVAILABLE, code, detail)
     }
 
+    /// The same error, telling the client when to try again (`Retry-After`).
+    pub fn retry_after(self, secs: u64) -> Self {
+        match self {
+            Self::Client { status, code, detail, errors, .. } => {
+                Self::Client { status, code, detail, errors, retry_after: Some(secs.max(1)) }
+            }
+            other => other,
+        }
+    }
+
     pub fn rate_limited(retry_after_secs: u64) -> Self {
         Self::Client {
             status: StatusCode::TOO_MANY_REQUESTS,

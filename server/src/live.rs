@@ -101,6 +101,9 @@ pub struct Live {
     attached: direct::Shards,
     /// The id of the last event broadcast.
     head: AtomicI64,
+    /// Cancelled once the fan-out knows where the event log ends. A stream opened before then
+    /// could miss the events stored between its own look at the log and the fan-out's.
+    fan_out_started: CancellationToken,
     /// How many events the ring holds: a stream further behind than this has to catch up from
     /// the database.
     ring: i64,
@@ -198,6 +201,7 @@ impl Live {
             max_per_user: settings.max_streams_per_user,
             closing: CancellationToken::new(),
             head: AtomicI64::new(0),
+            fan_out_started: CancellationToken::new(),
             ring: i64::try_from(settings.backlog).unwrap_or(i64::MAX),
             log_wakers: LogWakers::default(),
         }
@@ -307,11 +311,17 @@ pub async fn start_fan_out(state: AppState, stop: CancellationToken) -> tokio::t
     // Almost always read at once. If the database does not answer, the server starts anyway and
     // the fan-out keeps trying in the background.
     let first = event_log::latest_id(&state.db).await;
+    if first.is_ok() {
+        state.live.fan_out_started.cancel();
+    }
     tokio::spawn(async move {
         let mut cursor = first;
         let cursor = loop {
             match cursor {
-                Ok(id) => break id,
+                Ok(id) => {
+                    state.live.fan_out_started.cancel();
+                    break id;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the event log yet");
                     tokio::select! {
@@ -408,8 +418,31 @@ fn resync_event(id: i64, message: &str) -> Bytes {
     sse::frame(id, "resync", &json!({ "message": message }).to_string())
 }
 
-/// The user's event stream, after event `after` (or from now).
-pub async fn event_stream(state: AppState, slot: Slot, user: Uuid, after: Option<i64>) -> Result<EventStream, DbErr> {
+/// How long a stream opened before the fan-out knows where the event log ends waits for it.
+const FAN_OUT_START_WAIT: Duration = Duration::from_secs(10);
+
+/// Why an event stream could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The fan-out cannot read the event log yet (the database did not answer at start).
+    #[error("the event fan-out has not started")]
+    Starting,
+    #[error(transparent)]
+    Db(#[from] DbErr),
+}
+
+/// The user's event stream, after event `after` (or from now). Opened only once the fan-out
+/// knows where the event log ends (it waits a little for that, then gives up with
+/// [`OpenError::Starting`]): nothing stored after the stream's start then escapes both.
+pub async fn event_stream(
+    state: AppState,
+    slot: Slot,
+    user: Uuid,
+    after: Option<i64>,
+) -> Result<EventStream, OpenError> {
+    tokio::time::timeout(FAN_OUT_START_WAIT, state.live.fan_out_started.cancelled())
+        .await
+        .map_err(|_| OpenError::Starting)?;
     // Listen before looking, so that nothing falls between the two.
     let live = state.live.subscribe();
     let orgs = org_ids(&state, user).await?;

@@ -38,6 +38,19 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(delete_notification))
 }
 
+impl From<live::OpenError> for AppError {
+    fn from(error: live::OpenError) -> Self {
+        match error {
+            live::OpenError::Starting => AppError::unavailable(
+                "live_starting",
+                "Live updates are starting: the server cannot read the event log yet. Try again in a moment.",
+            )
+            .retry_after(5),
+            live::OpenError::Db(e) => e.into(),
+        }
+    }
+}
+
 /// Where a stream resumes: the `Last-Event-ID` header (sent by EventSource when it
 /// reconnects), or `?last_event_id=` for a first connection that already knows one.
 pub fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Result<Option<i64>> {
@@ -94,6 +107,7 @@ pub struct StreamQuery {
     (status = 400, description = "`invalid_last_event_id`", body = Problem, content_type = "application/problem+json"),
     (status = 401, description = "`unauthenticated`", body = Problem, content_type = "application/problem+json"),
     (status = 429, description = "`too_many_streams`", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "`live_starting`: the server cannot read the event log yet; try again after `Retry-After`", body = Problem, content_type = "application/problem+json"),
 ))]
 async fn event_stream(
     State(state): State<AppState>,
@@ -211,5 +225,15 @@ mod tests {
         let mut header = HeaderMap::new();
         header.insert("last-event-id", "7".parse().expect("header"));
         assert_eq!(last_event_id(&header, Some("42")).ok(), Some(Some(7)), "the header wins");
+    }
+
+    #[tokio::test]
+    async fn a_stream_the_fan_out_is_not_ready_for_is_a_503_that_says_when_to_retry() {
+        let response = axum::response::IntoResponse::into_response(AppError::from(live::OpenError::Starting));
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "5");
+        let body = axum::body::to_bytes(response.into_body(), 4096).await.expect("body");
+        let problem: serde_json::Value = serde_json::from_slice(&body).expect("problem+json");
+        assert_eq!(problem["code"], "live_starting");
     }
 }

@@ -409,9 +409,14 @@ async fn an_unreachable_or_silent_cloud_is_a_clear_error_not_a_hang() {
         })
         .await;
         let ada = app.user("ada").await;
-        let refused = ada
-            .post(ORG, aws_body("aws", "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", None))
-            .await;
+        // The server's own 2 s timeout ends the wait: far sooner than this bound, whose only
+        // job is to turn a hang into a failure.
+        let refused = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            ada.post(ORG, aws_body("aws", "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", None)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("linking against a cloud on port {port} hung past the server's 2 s timeout"));
         let problem = refused.expect_problem(StatusCode::BAD_GATEWAY, "cloud_unreachable");
         assert!(!refused.text.contains("wJalrXUtnFEMI"));
         assert!(problem["detail"].as_str().expect("detail").len() > 10);

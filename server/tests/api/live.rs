@@ -596,6 +596,62 @@ async fn as_many_clients_as_the_pool_holds_that_stop_reading_leave_it_to_everyon
     drop(clients);
 }
 
+/// Stores a note for `user` through `state` (a server of its own) and tells that server's fan-out.
+async fn note_through(state: &fleetplane::state::AppState, user: uuid::Uuid, n: u64) {
+    let txn = state.db.begin().await.expect("txn");
+    events::record(&txn, Audience::User(user), "note", json!({ "n": n })).await.expect("record");
+    txn.commit().await.expect("commit");
+    state.events_written();
+}
+
+#[tokio::test]
+async fn a_stream_opened_before_the_fan_out_knows_where_the_log_ends_waits_for_it_and_misses_nothing() {
+    use fleetplane::live::{self, Credential, Live};
+
+    let app = TestApp::spawn().await;
+    let ada = app.user("ada").await;
+    let ada_id = ada.user_id().await;
+    // A second server on the same database, as it starts: its fan-out has not read the log yet.
+    let starting = fleetplane::state::AppState::build(app.state.config.clone()).await.expect("state");
+    let slot = Live::acquire(&starting, ada_id, Credential::Token(uuid::Uuid::now_v7())).expect("a place");
+    let mut opening = std::pin::pin!(live::event_stream(starting.clone(), slot, ada_id, None));
+    let pending = std::future::poll_fn(|cx| std::task::Poll::Ready(opening.as_mut().poll(cx).is_pending())).await;
+    assert!(pending, "the stream opened before the fan-out knew where the event log ends");
+    // Stored meanwhile: before the stream's start, which is not yet.
+    note_through(&starting, ada_id, 0).await;
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let fan_out = live::start_fan_out(starting.clone(), stop.clone()).await;
+    let mut stream = Box::pin(opening.await.expect("opened once the fan-out started").into_stream());
+    for n in 1..4 {
+        note_through(&starting, ada_id, n).await;
+    }
+    for n in 1..4 {
+        let frame = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut stream))
+            .await
+            .expect("the next event within the wait")
+            .expect("the stream goes on");
+        let text = String::from_utf8_lossy(&frame);
+        assert!(text.contains(&format!("\"n\":{n}")), "note {n} expected next: {text}");
+    }
+    stop.cancel();
+    fan_out.await.expect("the fan-out stops");
+}
+
+#[tokio::test]
+async fn a_stream_whose_server_cannot_read_the_event_log_is_refused_with_a_retry_after() {
+    use fleetplane::live::{self, Credential, Live, OpenError};
+
+    let app = TestApp::spawn().await;
+    let ada = app.user("ada").await;
+    let ada_id = ada.user_id().await;
+    // A server whose fan-out never reads the log (as when the database does not answer).
+    let starting = fleetplane::state::AppState::build(app.state.config.clone()).await.expect("state");
+    let slot = Live::acquire(&starting, ada_id, Credential::Token(uuid::Uuid::now_v7())).expect("a place");
+    let refused = live::event_stream(starting, slot, ada_id, None).await.err().expect("refused");
+    assert!(matches!(refused, OpenError::Starting), "{refused:?}");
+}
+
 #[tokio::test]
 async fn each_user_may_hold_a_limited_number_of_streams() {
     let app = TestApp::spawn_with(|config| config.live.max_streams_per_user = 2).await;
