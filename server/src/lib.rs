@@ -20,7 +20,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod janitor;
-pub mod keyfile;
+pub use fleetplane_common::keyfile;
 pub mod live;
 pub mod mail;
 pub mod metrics;

@@ -203,7 +203,7 @@ async fn rotate_key(config: Config, args: RotateKey) -> anyhow::Result<()> {
                 "the master keys come from FLEETPLANE_MASTER_KEY: add the new key at its front instead of --generate"
             );
         }
-        let path = config.data_dir.join("master.key");
+        let path = config.data_dir.join(fleetplane::crypto::KEY_FILE);
         if !path.exists() {
             anyhow::bail!("{} does not exist yet: start the server once first", path.display());
         }

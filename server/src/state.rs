@@ -117,7 +117,7 @@ impl AppState {
         let sessions = Sessions::new(&session_secret, config.session_ttl, config.secure_cookies());
         let passwords = PasswordHasher::new(config.password_hash_concurrency)?;
         let mail = Mailer::new(&config, db.clone())?;
-        let keyring = Keyring::load(&config).context("loading the master keys")?;
+        let keyring = crate::crypto::keyring(&config).context("loading the master keys")?;
         let clouds = fleetplane_cloud::Clouds::new(config.cloud.endpoints()?).context("configuring cloud access")?;
         let bus = match &config.redis_url {
             Some(url) => Bus::redis(url.expose()).context("configuring Redis")?,
