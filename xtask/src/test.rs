@@ -33,6 +33,7 @@ const PACKAGES: &[&str] = &[
     "python3-venv",
     "docker.io",
     "busybox-static",
+    "openssl",
 ];
 /// Test tools from PyPI, pinned: moto's server (AWS), a Cloud Storage emulator, and
 /// schemathesis, which checks the API against its OpenAPI document.
