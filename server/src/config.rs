@@ -712,7 +712,7 @@ impl Config {
     }
 
     pub fn is_postgres(&self) -> bool {
-        self.database_url.expose().starts_with("postgres")
+        fleetplane_common::db::is_postgres(self.database_url.expose())
     }
 
     /// The effective configuration as TOML, secrets shown as `[redacted]`.

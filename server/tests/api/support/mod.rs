@@ -22,7 +22,7 @@ use reqwest::{
     cookie::{CookieStore, Jar},
     header::{self, HeaderMap},
 };
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, EntityTrait, PaginatorTrait};
+use sea_orm::{DatabaseConnection, EntityTrait, PaginatorTrait};
 use serde_json::{Value, json};
 use tokio::{sync::oneshot, task::JoinHandle};
 use url::Url;
@@ -40,30 +40,11 @@ pub struct TestApp {
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
-/// Which database this run of the suite uses.
-pub fn backend() -> &'static str {
-    match std::env::var("FLEETPLANE_TEST_DATABASE").as_deref() {
-        Ok("postgres") => "postgres",
-        Ok("sqlite") | Err(_) => "sqlite",
-        Ok(other) => panic!("FLEETPLANE_TEST_DATABASE={other}: expected sqlite or postgres"),
-    }
-}
+pub use fleetplane_common::db::testing::backend;
 
 /// A database URL for a new, empty database.
 pub async fn fresh_database_url(dir: &std::path::Path) -> String {
-    match backend() {
-        "postgres" => {
-            let admin = std::env::var("FLEETPLANE_TEST_PG_URL").expect(
-                "FLEETPLANE_TEST_PG_URL must point at a PostgreSQL server when FLEETPLANE_TEST_DATABASE=postgres",
-            );
-            let name = format!("fp_test_{}", uuid::Uuid::new_v4().simple());
-            let server = Database::connect(format!("{admin}/postgres")).await.expect("connect to PostgreSQL");
-            server.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
-            server.close().await.expect("close admin connection");
-            format!("{admin}/{name}")
-        }
-        _ => format!("sqlite://{}?mode=rwc", dir.join("fleetplane.db").display()),
-    }
+    fleetplane_common::db::testing::fresh_database_url(dir, "fleetplane").await
 }
 
 impl TestApp {
