@@ -1,4 +1,6 @@
-//! `fleet-telemetry`: the service connected bikes talk to. This first part holds the fleet's
-//! certificate authority ([`pki`]); the registry, ingest, stores and API build on it.
+//! `fleet-telemetry`: the service connected bikes talk to. So far it holds the fleet's
+//! certificate authority ([`pki`]) and the registry of bikes and their certificates
+//! ([`registry`]); the ingest, stores and API build on them.
 
 pub mod pki;
+pub mod registry;
