@@ -2,5 +2,6 @@
 //! certificate authority ([`pki`]) and the registry of bikes and their certificates
 //! ([`registry`]); the ingest, stores and API build on them.
 
+pub mod packet;
 pub mod pki;
 pub mod registry;
