@@ -5,3 +5,4 @@
 pub mod packet;
 pub mod pki;
 pub mod registry;
+pub mod store;
