@@ -85,12 +85,8 @@ impl Drop for Process {
 }
 
 /// Servers' ports, outside the ephemeral range that the benchmark's 10,000 clients draw from.
-#[path = "../tests/api/support/ports.rs"]
-#[allow(unused_imports)] // its unit tests run with the API tests; a bench without a harness drops them
-mod ports;
-
 fn free_port() -> Result<u16> {
-    Ok(ports::free_port())
+    Ok(fleetplane_common::ports::free_port())
 }
 
 fn fleetplane(dir: &Path, database_url: &str) -> Command {

@@ -7,7 +7,7 @@
 
 pub mod clouds;
 pub mod oidc;
-pub mod ports;
+pub use fleetplane_common::ports;
 pub mod redis;
 pub mod runs;
 pub mod server;

@@ -5,8 +5,8 @@
 //! outgoing connection draws from too: before the child binds it, a client's connection (a
 //! benchmark opens 10,000) may take it, and the child fails with "Address already in use". So
 //! these ports come from below that range, where the kernel never picks one by itself; each is
-//! checked free, and no two calls in a process return the same one. (Also used by the
-//! benchmarks and the browser tests, through `#[path]`.)
+//! checked free, and no two calls in a process return the same one. Used by the control
+//! plane's and the fleet's tests and benchmarks.
 
 use std::{
     net::TcpListener,
