@@ -309,6 +309,30 @@ impl Authority {
         })
     }
 
+    /// A TLS server certificate for the broker, for the DNS names and IP addresses in
+    /// `names`, with a key generated for it. Bikes trust it through [`Self::chain_pem`].
+    pub fn issue_server(&self, names: &[&str], now: SystemTime, validity: Duration) -> Result<Bundle, PkiError> {
+        let first = names.first().ok_or_else(|| PkiError::Internal("a server certificate names a host".into()))?;
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(names.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>())?;
+        let leaf = self.leaf_params(&DeviceId::parse("server").expect("a valid CN"), now, validity)?;
+        params.distinguished_name = name(first, "Fleet services");
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_before = leaf.not_before;
+        params.not_after = leaf.not_after;
+        params.serial_number = leaf.serial_number;
+        params.use_authority_key_identifier_extension = true;
+        params.key_identifier_method = KeyIdMethod::Sha256;
+        let cert = params.signed_by(&key, &self.issuing)?;
+        Ok(Bundle {
+            issued: Self::issued(&params, cert.pem()),
+            key_pem: key.serialize_pem(),
+            chain_pem: self.chain_pem(),
+        })
+    }
+
     /// The CRL of the issuing CA listing `revoked`, numbered `number` (which must grow with
     /// each CRL issued), valid from `now` for [`CRL_VALIDITY`].
     pub fn crl(&self, revoked: &[Revoked], number: u64, now: SystemTime) -> Result<String, PkiError> {
@@ -418,6 +442,22 @@ mod tests {
         assert!(bundle.key_pem.contains("PRIVATE KEY"));
         assert_eq!(bundle.chain_pem, authority.chain_pem());
         assert_eq!(bundle.chain_pem.matches("BEGIN CERTIFICATE").count(), 2);
+    }
+
+    #[test]
+    fn a_server_certificate_is_for_server_auth_with_its_names() {
+        let now = SystemTime::now();
+        let (authority, _) = Authority::create(&keyring(1), now).expect("created");
+        let bundle = authority.issue_server(&["localhost", "127.0.0.1"], now, DEFAULT_VALIDITY).expect("issued");
+        with_cert(&bundle.issued.cert_pem, |cert| {
+            assert_eq!(common_name(cert), "localhost");
+            let eku = cert.extended_key_usage().expect("EKU parses").expect("EKU present").value;
+            assert!(eku.server_auth && !eku.client_auth);
+            let names = cert.subject_alternative_name().expect("SAN parses").expect("SAN present").value;
+            let names: Vec<String> = names.general_names.iter().map(ToString::to_string).collect();
+            assert_eq!(names, ["DNSName(localhost)", "IPAddress(7f:00:00:01)"], "an address is an IP SAN");
+        });
+        assert!(matches!(authority.issue_server(&[], now, DEFAULT_VALIDITY), Err(PkiError::Internal(_))));
     }
 
     #[test]

@@ -1,0 +1,335 @@
+//! The ingest: a shared MQTT subscription to every bike's topics, QoS 1, acknowledged by hand.
+//!
+//! One task polls the connection and hands each publish to the batcher; the batcher examines
+//! the publishes ([`crate::packet::examine`]), stores the good packets and the quarantined ones
+//! in one go, and only once the store has committed does it acknowledge them. So a crash at
+//! any moment loses nothing that was acknowledged, and what the broker sends again is stored
+//! once (the store keys packets by `(device_id, seq)`).
+//!
+//! Nothing waits in a circle. The batcher's acknowledgements travel through the poller (the
+//! MQTT connection is one task's), so the batcher never waits to hand one over: it keeps the
+//! acknowledgements the connection cannot take yet (a packet id each, no payload) and hands
+//! them over as the poller takes them. The poller may wait on the batcher: while the queue is
+//! full it stops reading the connection, and TCP holds the broker back. Memory is bounded by
+//! the queue, one batch, and those packet ids; the ingest also asks the broker (MQTT 5
+//! Receive Maximum) to keep no more than its inflight window unacknowledged. A store that
+//! fails is retried with back-off while nothing is acknowledged, so the broker keeps what is
+//! waiting.
+
+use std::{
+    collections::{HashSet, VecDeque},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Context;
+use chrono::Utc;
+use fleet_proto::topic::{Kind, Topic};
+use rumqttc::{
+    TlsConfiguration, Transport,
+    v5::{
+        AsyncClient, Event, EventLoop, MqttOptions,
+        mqttbytes::{
+            QoS,
+            v5::{ConnAck, Packet as Incoming, Publish},
+        },
+    },
+};
+use tokio::{sync::mpsc, time::Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    fleet_state::{Latest, Standings},
+    packet::{self, Limits, Packet, Quarantined},
+    store::TelemetryStore,
+};
+
+/// How the ingest connects and batches.
+#[derive(Clone, Debug)]
+pub struct IngestSettings {
+    pub host: String,
+    pub port: u16,
+    /// The CA chain the broker's certificate is checked against (PEM).
+    pub ca_pem: Vec<u8>,
+    /// The ingest's own certificate and key (PEM), from the fleet CA.
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    /// Its MQTT client id: the session the broker keeps while it is away.
+    pub client_id: String,
+    /// The shared subscription group: replicas in one group split the messages.
+    pub group: String,
+    /// A batch is stored when it holds this many messages…
+    pub batch_size: usize,
+    /// …or this long after its first message arrived.
+    pub batch_linger: Duration,
+    /// The most messages the broker may have in flight to the ingest (its inflight window);
+    /// the queue to the batcher is this long.
+    pub inflight: u16,
+    /// The most quarantine entries stored per batch; beyond, they are only counted.
+    pub quarantine_per_batch: usize,
+    /// The largest MQTT message accepted, in bytes.
+    pub max_message: usize,
+    pub limits: Limits,
+}
+
+impl IngestSettings {
+    pub fn new(host: impl Into<String>, port: u16, ca_pem: Vec<u8>, cert_pem: Vec<u8>, key_pem: Vec<u8>) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            ca_pem,
+            cert_pem,
+            key_pem,
+            client_id: "fleet-ingest".into(),
+            group: "ingest".into(),
+            batch_size: 2_000,
+            batch_linger: Duration::from_millis(50),
+            inflight: 1_000,
+            quarantine_per_batch: 200,
+            max_message: 1024 * 1024,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// What the ingest has done since it started, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    pub messages: AtomicU64,
+    pub stored: AtomicU64,
+    /// Packets the store already held: redelivered.
+    pub duplicates: AtomicU64,
+    pub quarantined: AtomicU64,
+    /// Quarantined beyond the per-batch cap: counted, not kept.
+    pub quarantine_dropped: AtomicU64,
+    pub acknowledged: AtomicU64,
+    pub batches: AtomicU64,
+    pub store_failures: AtomicU64,
+    pub connections: AtomicU64,
+    /// Messages the broker marked as sent again (DUP).
+    pub redelivered: AtomicU64,
+    /// The most messages waiting for the batcher at once.
+    pub queue_high_water: AtomicU64,
+    /// Per quarantine reason, in the order of [`packet::Reason::ALL`].
+    pub by_reason: [AtomicU64; 14],
+}
+
+/// The ingest's shared parts.
+#[derive(Clone)]
+pub struct Ingest {
+    pub store: Arc<dyn TelemetryStore>,
+    pub standings: Standings,
+    pub latest: Latest,
+    pub stats: Arc<IngestStats>,
+}
+
+impl Ingest {
+    /// Runs until `shutdown`: connects (and reconnects), subscribes, and stores. On shutdown
+    /// it stops taking messages, stores and acknowledges what it holds, then disconnects.
+    pub async fn run(&self, settings: &IngestSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
+        crate::install_crypto_provider();
+        let mut options = MqttOptions::new(&settings.client_id, &settings.host, settings.port);
+        options
+            .set_keep_alive(Duration::from_secs(30))
+            // The broker keeps the session (its subscriptions and what is unacknowledged) for
+            // a day while the ingest is away.
+            .set_clean_start(false)
+            .set_session_expiry_interval(Some(24 * 3600))
+            .set_manual_acks(true)
+            .set_receive_maximum(Some(settings.inflight.max(1)))
+            .set_max_packet_size(Some(u32::try_from(settings.max_message).unwrap_or(u32::MAX)))
+            .set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+                ca: settings.ca_pem.clone(),
+                alpn: None,
+                client_auth: Some((settings.cert_pem.clone(), settings.key_pem.clone())),
+            }));
+        let queue = usize::from(settings.inflight).max(1);
+        // The request queue also carries the subscriptions and the disconnect.
+        let (client, eventloop) = AsyncClient::new(options, queue + settings.batch_size + 16);
+        let (to_batcher, from_poller) = mpsc::channel(queue);
+        let batcher = tokio::spawn({
+            let ingest = self.clone();
+            let settings = settings.clone();
+            let client = client.clone();
+            async move { ingest.batch(&settings, &client, from_poller).await }
+        });
+        let polled = self.poll(settings, &client, eventloop, to_batcher, shutdown).await;
+        // The poller has stopped (and dropped its end of the queue): the batcher stores and
+        // acknowledges what it holds, then ends.
+        batcher.await.context("the batcher panicked")?;
+        polled
+    }
+
+    async fn poll(
+        &self,
+        settings: &IngestSettings,
+        client: &AsyncClient,
+        mut eventloop: EventLoop,
+        to_batcher: mpsc::Sender<Publish>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let event = tokio::select! {
+                () = shutdown.cancelled() => break,
+                event = eventloop.poll() => event,
+            };
+            match event {
+                Ok(Event::Incoming(Incoming::Publish(publish))) => {
+                    self.stats.messages.fetch_add(1, Ordering::Relaxed);
+                    if publish.dup {
+                        self.stats.redelivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let depth = (to_batcher.max_capacity() - to_batcher.capacity()) as u64;
+                    self.stats.queue_high_water.fetch_max(depth + 1, Ordering::Relaxed);
+                    // While the batcher is behind, stop reading: the broker waits.
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        sent = to_batcher.send(publish) => {
+                            if sent.is_err() {
+                                anyhow::bail!("the batcher stopped");
+                            }
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Incoming::ConnAck(ConnAck { session_present, .. }))) => {
+                    backoff = Duration::from_millis(100);
+                    self.stats.connections.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(session_present, "the ingest is connected to the broker");
+                    // Also when the session is present: mosquitto 2.0 restores a session from its
+                    // persistence without its shared subscriptions. Subscribing again is harmless.
+                    for kind in Kind::ALL {
+                        client.subscribe(Topic::shared_filter(&settings.group, kind), QoS::AtLeastOnce).await?;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "the ingest lost the broker");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        // Let the batcher finish while the connection still carries its acknowledgements.
+        drop(to_batcher);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.stats.acknowledged.load(Ordering::Relaxed) < self.stats.messages.load(Ordering::Relaxed)
+            && Instant::now() < deadline
+        {
+            if tokio::time::timeout_at(deadline, eventloop.poll()).await.is_err() {
+                break;
+            }
+        }
+        let _ = client.disconnect().await;
+        // Keep polling, or DISCONNECT is never sent.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async { while eventloop.poll().await.is_ok() {} }).await;
+        Ok(())
+    }
+
+    async fn batch(&self, settings: &IngestSettings, client: &AsyncClient, mut queue: mpsc::Receiver<Publish>) {
+        let mut batch = Vec::with_capacity(settings.batch_size);
+        let mut unsent = VecDeque::new();
+        loop {
+            self.hand_over(client, &mut unsent);
+            let first = if unsent.is_empty() {
+                queue.recv().await
+            } else {
+                // Come back for the acknowledgements the connection could not take yet.
+                match tokio::time::timeout(Duration::from_millis(5), queue.recv()).await {
+                    Ok(first) => first,
+                    Err(_) => continue,
+                }
+            };
+            let Some(first) = first else { break };
+            batch.push(first);
+            let deadline = Instant::now() + settings.batch_linger;
+            while batch.len() < settings.batch_size {
+                match tokio::time::timeout_at(deadline, queue.recv()).await {
+                    Ok(Some(publish)) => batch.push(publish),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            self.flush(settings, &mut batch).await;
+            unsent.extend(batch.drain(..).map(|mut publish| {
+                // Only the packet id and QoS are needed to acknowledge.
+                publish.payload = Default::default();
+                publish.topic = Default::default();
+                publish
+            }));
+        }
+        // The poller has stopped reading; it still carries acknowledgements until its deadline.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !unsent.is_empty() && Instant::now() < deadline {
+            self.hand_over(client, &mut unsent);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Hands the connection as many acknowledgements as it takes now.
+    fn hand_over(&self, client: &AsyncClient, unsent: &mut VecDeque<Publish>) {
+        while let Some(publish) = unsent.front() {
+            if client.try_ack(publish).is_err() {
+                return;
+            }
+            unsent.pop_front();
+            self.stats.acknowledged.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Examines and stores `batch`, retrying until the store takes it.
+    async fn flush(&self, settings: &IngestSettings, batch: &mut [Publish]) {
+        let received_at = Utc::now();
+        let mut packets: Vec<Packet> = Vec::new();
+        let mut quarantined: Vec<Quarantined> = Vec::new();
+        for publish in batch.iter() {
+            let topic = String::from_utf8_lossy(&publish.topic);
+            let examined = packet::examine(&topic, &publish.payload, received_at, &settings.limits, |device| {
+                self.standings.get(device)
+            });
+            packets.extend(examined.packets);
+            quarantined.extend(examined.quarantined);
+        }
+        // The same packet twice in one batch (redelivered before the first was acknowledged).
+        let mut seen = HashSet::with_capacity(packets.len());
+        packets.retain(|p| seen.insert((p.device_id.clone(), p.seq)));
+        for entry in &quarantined {
+            if let Some(i) = packet::Reason::ALL.iter().position(|r| *r == entry.reason) {
+                self.stats.by_reason[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.stats.quarantined.fetch_add(quarantined.len() as u64, Ordering::Relaxed);
+        if quarantined.len() > settings.quarantine_per_batch {
+            let dropped = quarantined.len() - settings.quarantine_per_batch;
+            self.stats.quarantine_dropped.fetch_add(dropped as u64, Ordering::Relaxed);
+            quarantined.truncate(settings.quarantine_per_batch);
+        }
+
+        let mut backoff = Duration::from_millis(100);
+        let stored = loop {
+            let stored = async {
+                let stored = self.store.insert(&packets).await?;
+                self.store.quarantine(&quarantined).await?;
+                anyhow::Ok(stored)
+            };
+            match stored.await {
+                Ok(stored) => break stored,
+                Err(e) => {
+                    self.stats.store_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = format!("{e:#}"), retry_in = ?backoff, "storing a batch failed; nothing of it is acknowledged");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        };
+        self.stats.stored.fetch_add(stored, Ordering::Relaxed);
+        self.stats.duplicates.fetch_add(packets.len() as u64 - stored, Ordering::Relaxed);
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.latest.update(&packets);
+    }
+}

@@ -1,0 +1,204 @@
+//! The ingest against a real mosquitto, over mutual TLS: nothing acknowledged is lost, nothing
+//! is stored twice, and bikes that may not publish do not get stored.
+
+mod support;
+
+use std::{sync::atomic::Ordering, time::SystemTime};
+
+use chrono::TimeDelta;
+use fleet_proto::{Message, topic::Kind};
+use fleet_telemetry::{
+    packet::Reason,
+    pki::Reason as RevocationReason,
+    registry::Standing,
+    store::{QuarantineFilter, TelemetryStore},
+};
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto: run `cargo xtask test`"]
+async fn every_acknowledged_packet_is_stored_once_and_the_latest_state_is_the_last_packet() {
+    let fleet = Fleet::start().await;
+    let ingest = fleet.start_ingest();
+    ingest.connected().await;
+    let mut bikes = Vec::new();
+    for i in 0..5 {
+        let identity = fleet.register(&format!("SN-{i}")).await;
+        bikes.push(BikeClient::connect(&fleet, &identity));
+    }
+    const LIVE: u64 = 120;
+    for bike in &bikes {
+        // An offline buffer first, recorded an hour ago, then live packets.
+        let offline: Vec<_> = (1_000..1_050).map(|seq| envelope(&bike.device, seq, TimeDelta::hours(1))).collect();
+        bike.publish(Kind::Batch, batch(offline)).await;
+        for seq in 0..LIVE {
+            bike.publish(Kind::Telemetry, envelope(&bike.device, 2_000 + seq, TimeDelta::seconds(1)).encode_to_vec())
+                .await;
+        }
+    }
+    for bike in &bikes {
+        bike.wait_acked(1 + LIVE).await;
+    }
+    for bike in &bikes {
+        wait_for("every packet stored", || async { fleet.count(&bike.device).await == 50 + LIVE }).await;
+    }
+    // Everything is in: a redelivery now would show as a count above.
+    let total = fleet.store.count(None).await.expect("count");
+    assert_eq!(total, 5 * (50 + LIVE));
+    for bike in &bikes {
+        let state = fleet.latest.get(&bike.device).expect("a latest state");
+        assert_eq!(state.seq, 2_000 + LIVE - 1, "the newest packet, not the late batch");
+    }
+    assert_eq!(ingest.stats.quarantined.load(Ordering::Relaxed), 0);
+    ingest.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto: run `cargo xtask test`"]
+async fn an_ingest_that_dies_mid_stream_loses_nothing_and_stores_nothing_twice() {
+    let fleet = Fleet::start().await;
+    let identity = fleet.register("SN-crash").await;
+    let bike = BikeClient::connect(&fleet, &identity);
+    let first = fleet.start_ingest();
+    first.connected().await;
+    const TOTAL: u64 = 3_000;
+    let publisher = {
+        let client = bike.client.clone();
+        let device = bike.device.clone();
+        tokio::spawn(async move {
+            for seq in 0..TOTAL {
+                let payload = envelope(&device, seq, TimeDelta::seconds(1)).encode_to_vec();
+                let topic = fleet_proto::Topic::new(device.clone(), Kind::Telemetry).to_string();
+                client.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload).await.expect("queued");
+            }
+        })
+    };
+    // Mid-stream: some stored, not all.
+    wait_for("the ingest to store a first part", || async { fleet.count(&bike.device).await >= 300 }).await;
+    first.task.abort();
+    let _ = first.task.await;
+    let stored_at_crash = fleet.count(&bike.device).await;
+    // What the bike had acknowledged by then is all still there after the restart.
+    let second = fleet.start_ingest();
+    publisher.await.expect("published");
+    bike.wait_acked(TOTAL).await;
+    wait_for("every packet stored", || async { fleet.count(&bike.device).await >= TOTAL }).await;
+    assert_eq!(fleet.count(&bike.device).await, TOTAL, "exactly once (stored {stored_at_crash} before the crash)");
+    let history = fleet
+        .store
+        .history(
+            &bike.device,
+            fleet_telemetry::store::Range {
+                from: chrono::Utc::now() - TimeDelta::hours(1),
+                to: chrono::Utc::now() + TimeDelta::hours(1),
+            },
+            None,
+            10_000,
+        )
+        .await
+        .expect("history");
+    let mut seqs: Vec<u64> = history.records.iter().map(|r| r.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..TOTAL).collect::<Vec<_>>());
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto: run `cargo xtask test`"]
+async fn a_broker_restart_mid_stream_loses_nothing() {
+    let mut fleet = Fleet::start().await;
+    let identity = fleet.register("SN-restart").await;
+    let ingest = fleet.start_ingest();
+    ingest.connected().await;
+    let bike = BikeClient::connect(&fleet, &identity);
+    for seq in 0..500 {
+        bike.publish(Kind::Telemetry, envelope(&bike.device, seq, TimeDelta::seconds(2)).encode_to_vec()).await;
+    }
+    wait_for("a first part stored", || async { fleet.count(&bike.device).await >= 100 }).await;
+    fleet.broker.restart().await;
+    for seq in 500..1_000 {
+        bike.publish(Kind::Telemetry, envelope(&bike.device, seq, TimeDelta::seconds(1)).encode_to_vec()).await;
+    }
+    bike.wait_acked(1_000).await;
+    wait_for("every packet stored", || async { fleet.count(&bike.device).await >= 1_000 }).await;
+    assert_eq!(fleet.count(&bike.device).await, 1_000, "exactly once");
+    ingest.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto: run `cargo xtask test`"]
+async fn a_revoked_bike_is_quarantined_on_its_open_session_and_refused_at_its_next_connect() {
+    let fleet = Fleet::start().await;
+    let identity = fleet.register("SN-stolen").await;
+    let ingest = fleet.start_ingest();
+    ingest.connected().await;
+    let bike = BikeClient::connect(&fleet, &identity);
+    bike.publish(Kind::Telemetry, envelope(&bike.device, 1, TimeDelta::seconds(1)).encode_to_vec()).await;
+    wait_for("the first packet stored", || async { fleet.count(&bike.device).await == 1 }).await;
+
+    let (_, crl) = fleet
+        .registry
+        .revoke("test", &identity.serial, RevocationReason::KeyCompromise, SystemTime::now())
+        .await
+        .expect("revoked");
+    fleet.standings.refresh(&fleet.registry).await.expect("standings");
+    assert_eq!(fleet.standings.get(&bike.device), Some(Standing::Revoked));
+    fleet.broker.reload_crl(&fleet.authority.crl(&crl.revoked, crl.number, SystemTime::now()).expect("crl"));
+
+    // The session opened before stays open (mosquitto does not close it), but nothing on it
+    // is stored any more.
+    for seq in 2..12 {
+        bike.publish(Kind::Telemetry, envelope(&bike.device, seq, TimeDelta::seconds(1)).encode_to_vec()).await;
+    }
+    bike.wait_acked(11).await;
+    let revoked = QuarantineFilter { device_id: Some(bike.device.to_string()), reason: Some(Reason::Revoked) };
+    wait_for("the packets quarantined as revoked", || async {
+        fleet.store.quarantined(&revoked, None, 100).await.expect("quarantine").len() == 10
+    })
+    .await;
+    assert_eq!(fleet.count(&bike.device).await, 1, "none stored after the revocation");
+
+    // At its next connect, mosquitto refuses the certificate.
+    let again = BikeClient::connect(&fleet, &identity);
+    wait_for("mosquitto to refuse the revoked certificate", || async { again.refused().is_some() }).await;
+    assert!(!again.is_connected());
+    let refused = again.refused().unwrap_or_default();
+    assert!(
+        refused.contains("Tls")
+            || refused.contains("ConnectionAborted")
+            || refused.contains("reset")
+            || refused.contains("Io"),
+        "refused at the TLS handshake: {refused}"
+    );
+    ingest.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto: run `cargo xtask test`"]
+async fn a_bike_cannot_publish_as_another_and_a_packet_naming_another_is_quarantined() {
+    let fleet = Fleet::start().await;
+    let ours = fleet.register("SN-a").await;
+    let theirs = fleet.register("SN-b").await;
+    let ingest = fleet.start_ingest();
+    ingest.connected().await;
+    let bike = BikeClient::connect(&fleet, &ours);
+
+    // On the other bike's topic: the ACL drops it (MQTT 3.1.1 still acknowledges it).
+    let other_topic = fleet_proto::Topic::new(theirs.bike.device_id.clone(), Kind::Telemetry).to_string();
+    bike.publish_on(&other_topic, envelope(&theirs.bike.device_id, 1, TimeDelta::seconds(1)).encode_to_vec()).await;
+    // On its own topic, a packet that names the other bike.
+    bike.publish(Kind::Telemetry, envelope(&theirs.bike.device_id, 2, TimeDelta::seconds(1)).encode_to_vec()).await;
+    // And a good one, which shows the two before it were handled.
+    bike.publish(Kind::Telemetry, envelope(&bike.device, 3, TimeDelta::seconds(1)).encode_to_vec()).await;
+    bike.wait_acked(3).await;
+    wait_for("the good packet stored", || async { fleet.count(&bike.device).await == 1 }).await;
+    let mismatch = QuarantineFilter { device_id: Some(bike.device.to_string()), reason: Some(Reason::DeviceMismatch) };
+    wait_for("the mismatch quarantined", || async {
+        fleet.store.quarantined(&mismatch, None, 10).await.expect("quarantine").len() == 1
+    })
+    .await;
+    assert_eq!(fleet.count(&theirs.bike.device_id).await, 0, "nothing stored for the other bike");
+    let all = fleet.store.quarantined(&QuarantineFilter::default(), None, 10).await.expect("quarantine");
+    assert_eq!(all.len(), 1, "the ACL dropped the other publish before the ingest saw it: {all:?}");
+    ingest.stop().await;
+}
