@@ -2,6 +2,7 @@
 //! certificate authority ([`pki`]) and the registry of bikes and their certificates
 //! ([`registry`]); the ingest, stores and API build on them.
 
+pub mod crl;
 pub mod fleet_state;
 pub mod ingest;
 pub mod packet;

@@ -143,7 +143,7 @@ async fn a_revoked_bike_is_quarantined_on_its_open_session_and_refused_at_its_ne
         .expect("revoked");
     fleet.standings.refresh(&fleet.registry).await.expect("standings");
     assert_eq!(fleet.standings.get(&bike.device), Some(Standing::Revoked));
-    fleet.broker.reload_crl(&fleet.authority.crl(&crl.revoked, crl.number, SystemTime::now()).expect("crl"));
+    fleet.broker.crl_publisher().publish(&fleet.authority, &crl, SystemTime::now()).expect("CRL published");
 
     // The session opened before stays open (mosquitto does not close it), but nothing on it
     // is stored any more.

@@ -20,6 +20,7 @@ use fleet_proto::{
     topic::Kind,
 };
 use fleet_telemetry::{
+    crl::{CrlPublisher, Reload},
     fleet_state::{Latest, Standings},
     ingest::{Ingest, IngestSettings, IngestStats},
     pki::{Authority, DEFAULT_VALIDITY},
@@ -274,12 +275,11 @@ impl Mosquitto {
         .await;
     }
 
-    /// Replaces the CRL and makes mosquitto read it again (SIGHUP).
-    pub fn reload_crl(&self, crl_pem: &str) {
-        let path = self.dir.join("crl.pem");
-        fs::write(&path, crl_pem).expect("write crl");
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
-        self.signal("HUP");
+    /// What the service publishes revocations with: the CRL file mosquitto reads, and
+    /// SIGHUP to mosquitto.
+    pub fn crl_publisher(&self) -> CrlPublisher {
+        let pid = self.child.as_ref().expect("running").id();
+        CrlPublisher { path: self.dir.join("crl.pem"), reload: Reload::Pid(pid) }
     }
 
     fn signal(&self, signal: &str) {
