@@ -22,7 +22,8 @@ use crate::ui::{self, BuildOptions};
 /// Debian packages the suite needs: PostgreSQL's server binaries, Redis (each test that needs
 /// one starts its own on loopback), Chromium with its WebDriver for the browser tests, Python
 /// for the cloud emulators, a Docker engine with static busybox for the provisioner image,
-/// openssl (the fleet CA's certificates are checked with it) and mosquitto (the fleet's broker).
+/// openssl (the fleet CA's certificates are checked with it), mosquitto (the fleet's broker)
+/// and clickhouse-server (the fleet's production telemetry store).
 /// The Terraform binary this machine provides (nothing may download one).
 const TERRAFORM: &str = "/usr/local/bin/terraform";
 const PACKAGES: &[&str] = &[
@@ -36,6 +37,7 @@ const PACKAGES: &[&str] = &[
     "busybox-static",
     "openssl",
     "mosquitto",
+    "clickhouse-server",
 ];
 /// Test tools from PyPI, pinned: moto's server (AWS), a Cloud Storage emulator, and
 /// schemathesis, which checks the API against its OpenAPI document.

@@ -6,6 +6,7 @@
 //! which is what lets the ingest acknowledge only after a commit and still count every packet
 //! once after a crash.
 
+pub mod clickhouse;
 pub mod sqlite;
 
 use std::{collections::BTreeMap, time::Duration};

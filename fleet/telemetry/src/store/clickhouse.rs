@@ -1,0 +1,642 @@
+//! The production telemetry store: ClickHouse.
+//!
+//! One `telemetry` table, a ReplacingMergeTree partitioned by UTC day and ordered by
+//! `(device_id, recorded_at, seq)`. A packet delivered twice is written twice, and ClickHouse
+//! keeps one of the two when it merges parts. Every read uses `FINAL`, so an answer counts
+//! each packet once even before that merge. Retention drops whole day partitions (ClickHouse
+//! 18.16, which the tests use, has no TTL).
+//!
+//! Rows are sent as TabSeparated over HTTP: ClickHouse servers older than 22.6 mis-read
+//! RowBinary in rare cases, and TSV is what they read fastest. Every value sent is a number,
+//! a day, a checked device id, or hex, so none needs escaping. Reads go through the client
+//! with schema validation off (18.16 has no `RowBinaryWithNamesAndTypes`). The quarantine is
+//! a MergeTree of its own: reads show its newest `cap` entries, and older ones are deleted
+//! in the background once it holds twice that.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    sync::atomic::{AtomicI64, Ordering},
+    time::Duration,
+};
+
+use anyhow::Context;
+use chrono::{NaiveDate, Utc};
+use clickhouse::Client;
+use fleet_proto::{DeviceId, Envelope, Message, Telemetry, envelope::Body};
+use serde::Deserialize;
+
+use super::{
+    AGGREGATED, Bucket, Cursor, DEFAULT_QUARANTINE_CAP, History, MAX_BUCKETS, MAX_RECORDS, QuarantineEntry,
+    QuarantineFilter, Range, Record, Stat, TelemetryStore, bucket_millis, from_millis, millis,
+};
+use crate::packet::{Packet, Quarantined, Reason};
+
+/// The telemetry columns, in the order of `Telemetry`'s fields, with their ClickHouse types.
+const TELEMETRY_COLUMNS: [(&str, &str); 16] = [
+    ("lat", "Float64"),
+    ("lon", "Float64"),
+    ("altitude_m", "Float64"),
+    ("gps_fix", "Int64"),
+    ("hdop", "Float64"),
+    ("speed_kmh", "Float64"),
+    ("heading_deg", "Float64"),
+    ("battery_soc_pct", "Float64"),
+    ("battery_voltage_v", "Float64"),
+    ("battery_current_a", "Float64"),
+    ("battery_temp_c", "Float64"),
+    ("motor_power_w", "Float64"),
+    ("motor_temp_c", "Float64"),
+    ("assist_level", "Int64"),
+    ("cadence_rpm", "Float64"),
+    ("odometer_m", "Int64"),
+];
+
+pub struct ClickHouseStore {
+    client: Client,
+    quarantine_cap: u64,
+    /// The last quarantine id handed out: ids grow within a process (microseconds, then +1).
+    last_id: AtomicI64,
+}
+
+impl ClickHouseStore {
+    /// Connects to the ClickHouse HTTP interface at `url`, in `database` (created if missing),
+    /// and creates the tables.
+    pub async fn open(url: &str, database: &str) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !database.is_empty() && database.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            "a ClickHouse database name has only ASCII letters, digits and `_`"
+        );
+        let server = Client::default().with_url(url).with_validation(false);
+        server
+            .query(&format!("CREATE DATABASE IF NOT EXISTS {database}"))
+            .execute()
+            .await
+            .with_context(|| format!("reaching ClickHouse at {url}"))?;
+        let client = server.with_database(database);
+        let columns: String =
+            TELEMETRY_COLUMNS.iter().map(|(name, kind)| format!("{name} Nullable({kind}), ")).collect();
+        client
+            .query(&format!(
+                "CREATE TABLE IF NOT EXISTS telemetry (
+                    device_id String, seq UInt64, recorded_at Int64, received_at Int64, day Date, kind String,
+                    {columns} event String
+                ) ENGINE = ReplacingMergeTree() PARTITION BY day ORDER BY (device_id, recorded_at, seq)"
+            ))
+            .execute()
+            .await
+            .context("creating the telemetry table")?;
+        client
+            .query(
+                "CREATE TABLE IF NOT EXISTS quarantine (
+                    id Int64, received_at Int64, topic String, device_id String, reason String, detail String,
+                    payload String, payload_len UInt64
+                ) ENGINE = MergeTree() ORDER BY id",
+            )
+            .execute()
+            .await
+            .context("creating the quarantine table")?;
+        Ok(Self { client, quarantine_cap: DEFAULT_QUARANTINE_CAP, last_id: AtomicI64::new(0) })
+    }
+
+    /// Shows (and keeps) at most `cap` quarantine entries.
+    #[must_use]
+    pub fn with_quarantine_cap(mut self, cap: u64) -> Self {
+        self.quarantine_cap = cap.max(1);
+        self
+    }
+
+    fn next_id(&self) -> i64 {
+        let now = Utc::now().timestamp_micros();
+        let mut last = self.last_id.load(Ordering::Relaxed);
+        loop {
+            let next = now.max(last + 1);
+            match self.last_id.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return next,
+                Err(actual) => last = actual,
+            }
+        }
+    }
+
+    /// The id of the oldest quarantine entry still shown (the cap-th newest), if it is full.
+    async fn oldest_shown(&self) -> anyhow::Result<Option<i64>> {
+        let ids: Vec<i64> = self
+            .client
+            .query("SELECT id FROM quarantine ORDER BY id DESC LIMIT 1 OFFSET ?")
+            .bind(self.quarantine_cap - 1)
+            .fetch_all()
+            .await?;
+        Ok(ids.first().copied())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+fn unhex(text: &str) -> anyhow::Result<Vec<u8>> {
+    anyhow::ensure!(text.len().is_multiple_of(2), "stored hex has an odd length");
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).context("stored hex is not hex"))
+        .collect()
+}
+
+/// One value for a TSV row: `\N` for none.
+fn tsv<T: std::fmt::Display>(out: &mut String, value: Option<T>) {
+    match value {
+        Some(value) => {
+            let _ = write!(out, "\t{value}");
+        }
+        None => out.push_str("\t\\N"),
+    }
+}
+
+fn kind_of(body: &Body) -> &'static str {
+    match body {
+        Body::Telemetry(_) => "telemetry",
+        Body::TripStart(_) => "trip_start",
+        Body::TripEnd(_) => "trip_end",
+        Body::Fault(_) => "fault",
+        Body::Boot(_) => "boot",
+    }
+}
+
+/// One packet as a TSV row. `f32` values are widened first, so that they are stored (and
+/// aggregated) as the same `f64` on both stores.
+fn row(out: &mut String, packet: &Packet) {
+    let _ = write!(
+        out,
+        "{}\t{}\t{}\t{}\t{}\t{}",
+        packet.device_id,
+        packet.seq,
+        millis(packet.recorded_at),
+        millis(packet.received_at),
+        packet.recorded_at.date_naive(),
+        kind_of(&packet.body)
+    );
+    let t = match &packet.body {
+        Body::Telemetry(t) => Some(t),
+        _ => None,
+    };
+    tsv(out, t.map(|t| t.lat));
+    tsv(out, t.map(|t| t.lon));
+    tsv(out, t.map(|t| f64::from(t.altitude_m)));
+    tsv(out, t.map(|t| t.gps_fix));
+    tsv(out, t.map(|t| f64::from(t.hdop)));
+    tsv(out, t.map(|t| f64::from(t.speed_kmh)));
+    tsv(out, t.map(|t| f64::from(t.heading_deg)));
+    tsv(out, t.map(|t| f64::from(t.battery_soc_pct)));
+    tsv(out, t.map(|t| f64::from(t.battery_voltage_v)));
+    tsv(out, t.map(|t| f64::from(t.battery_current_a)));
+    tsv(out, t.map(|t| f64::from(t.battery_temp_c)));
+    tsv(out, t.map(|t| f64::from(t.motor_power_w)));
+    tsv(out, t.map(|t| f64::from(t.motor_temp_c)));
+    tsv(out, t.map(|t| t.assist_level));
+    tsv(out, t.map(|t| f64::from(t.cadence_rpm)));
+    tsv(out, t.map(|t| t.odometer_m));
+    let event = match &packet.body {
+        Body::Telemetry(_) => String::new(),
+        other => hex(&Envelope { body: Some(other.clone()), ..Envelope::default() }.encode_to_vec()),
+    };
+    let _ = writeln!(out, "\t{event}");
+}
+
+/// A stored packet as read back, columns in the order of [`RECORD_COLUMNS`].
+#[derive(clickhouse::Row, Deserialize)]
+struct StoredRow {
+    seq: u64,
+    recorded_at: i64,
+    received_at: i64,
+    kind: String,
+    lat: Option<f64>,
+    lon: Option<f64>,
+    altitude_m: Option<f64>,
+    gps_fix: Option<i64>,
+    hdop: Option<f64>,
+    speed_kmh: Option<f64>,
+    heading_deg: Option<f64>,
+    battery_soc_pct: Option<f64>,
+    battery_voltage_v: Option<f64>,
+    battery_current_a: Option<f64>,
+    battery_temp_c: Option<f64>,
+    motor_power_w: Option<f64>,
+    motor_temp_c: Option<f64>,
+    assist_level: Option<i64>,
+    cadence_rpm: Option<f64>,
+    odometer_m: Option<i64>,
+    event: String,
+}
+
+const RECORD_COLUMNS: &str = "seq, recorded_at, received_at, kind, lat, lon, altitude_m, gps_fix, hdop, speed_kmh, \
+     heading_deg, battery_soc_pct, battery_voltage_v, battery_current_a, battery_temp_c, motor_power_w, motor_temp_c, \
+     assist_level, cadence_rpm, odometer_m, event";
+
+impl StoredRow {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // stored from the same types
+    fn into_record(self) -> anyhow::Result<Record> {
+        let body = if self.kind == "telemetry" {
+            let f = |v: Option<f64>| v.context("a stored telemetry value is missing");
+            let i = |v: Option<i64>| v.context("a stored telemetry value is missing");
+            Body::Telemetry(Telemetry {
+                lat: f(self.lat)?,
+                lon: f(self.lon)?,
+                altitude_m: f(self.altitude_m)? as f32,
+                gps_fix: i(self.gps_fix)? as i32,
+                hdop: f(self.hdop)? as f32,
+                speed_kmh: f(self.speed_kmh)? as f32,
+                heading_deg: f(self.heading_deg)? as f32,
+                battery_soc_pct: f(self.battery_soc_pct)? as f32,
+                battery_voltage_v: f(self.battery_voltage_v)? as f32,
+                battery_current_a: f(self.battery_current_a)? as f32,
+                battery_temp_c: f(self.battery_temp_c)? as f32,
+                motor_power_w: f(self.motor_power_w)? as f32,
+                motor_temp_c: f(self.motor_temp_c)? as f32,
+                assist_level: i(self.assist_level)? as u32,
+                cadence_rpm: f(self.cadence_rpm)? as f32,
+                odometer_m: i(self.odometer_m)? as u64,
+            })
+        } else {
+            Envelope::decode(unhex(&self.event)?.as_slice())
+                .context("decoding a stored event")?
+                .body
+                .with_context(|| format!("a stored {} event has no body", self.kind))?
+        };
+        Ok(Record {
+            seq: self.seq,
+            recorded_at: from_millis(self.recorded_at)?,
+            received_at: from_millis(self.received_at)?,
+            body,
+        })
+    }
+}
+
+#[derive(clickhouse::Row, Deserialize)]
+struct QuarantineRow {
+    id: i64,
+    received_at: i64,
+    topic: String,
+    device_id: String,
+    reason: String,
+    detail: String,
+    payload: String,
+    payload_len: u64,
+}
+
+#[async_trait::async_trait]
+impl TelemetryStore for ClickHouseStore {
+    async fn insert(&self, packets: &[Packet]) -> anyhow::Result<u64> {
+        if packets.is_empty() {
+            return Ok(0);
+        }
+        // How many of these are stored already: a redelivery is written again, and counted once.
+        let mut keys = String::new();
+        for (i, packet) in packets.iter().enumerate() {
+            let _ = write!(keys, "{}('{}', {})", if i == 0 { "" } else { ", " }, packet.device_id, packet.seq);
+        }
+        let known: u64 = self
+            .client
+            .query(&format!("SELECT count() FROM (SELECT DISTINCT device_id, seq FROM telemetry FINAL WHERE (device_id, seq) IN ({keys}))"))
+            .fetch_one()
+            .await
+            .context("checking for packets already stored")?;
+        let mut body = String::with_capacity(packets.len() * 160);
+        for packet in packets {
+            row(&mut body, packet);
+        }
+        let mut insert = self.client.insert_formatted_with("INSERT INTO telemetry FORMAT TabSeparated");
+        insert.send(body.into()).await.context("sending packets to ClickHouse")?;
+        insert.end().await.context("storing packets in ClickHouse")?;
+        Ok((packets.len() as u64).saturating_sub(known))
+    }
+
+    async fn quarantine(&self, entries: &[Quarantined]) -> anyhow::Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut body = String::new();
+        for entry in entries {
+            // Topics and details are text from outside: sent as hex, never as TSV text.
+            let _ = writeln!(
+                body,
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                self.next_id(),
+                millis(entry.received_at),
+                hex(entry.topic.as_bytes()),
+                hex(entry.device_id.as_deref().unwrap_or_default().as_bytes()),
+                entry.reason.as_str(),
+                hex(entry.detail.as_bytes()),
+                hex(&entry.payload),
+                entry.payload_len
+            );
+        }
+        let mut insert = self.client.insert_formatted_with("INSERT INTO quarantine FORMAT TabSeparated");
+        insert.send(body.into()).await.context("sending the quarantine to ClickHouse")?;
+        insert.end().await.context("storing the quarantine in ClickHouse")?;
+        let count: u64 = self.client.query("SELECT count() FROM quarantine").fetch_one().await?;
+        if count > self.quarantine_cap * 2
+            && let Some(oldest) = self.oldest_shown().await?
+        {
+            // A mutation: ClickHouse rewrites the parts in the background.
+            self.client.query("ALTER TABLE quarantine DELETE WHERE id < ?").bind(oldest).execute().await?;
+        }
+        Ok(())
+    }
+
+    async fn history(
+        &self,
+        device_id: &DeviceId,
+        range: Range,
+        after: Option<Cursor>,
+        limit: u64,
+    ) -> anyhow::Result<History> {
+        let limit = limit.clamp(1, MAX_RECORDS);
+        let (after_at, after_seq) = after.map_or((i64::MIN, 0), |c| (millis(c.recorded_at), c.seq));
+        let rows: Vec<StoredRow> = self
+            .client
+            .query(&format!(
+                "SELECT {RECORD_COLUMNS} FROM telemetry FINAL
+                 WHERE device_id = ? AND recorded_at >= ? AND recorded_at < ?
+                   AND (recorded_at > ? OR (recorded_at = ? AND seq > ?))
+                 ORDER BY recorded_at, seq LIMIT ?"
+            ))
+            .bind(device_id.as_str())
+            .bind(millis(range.from))
+            .bind(millis(range.to))
+            .bind(after_at)
+            .bind(after_at)
+            .bind(after_seq)
+            .bind(limit + 1)
+            .fetch_all()
+            .await?;
+        let mut records = rows.into_iter().map(StoredRow::into_record).collect::<anyhow::Result<Vec<_>>>()?;
+        let next = if records.len() as u64 > limit {
+            records.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            records.last().map(|last| Cursor { recorded_at: last.recorded_at, seq: last.seq })
+        } else {
+            None
+        };
+        Ok(History { records, next })
+    }
+
+    async fn downsampled(&self, device_id: &DeviceId, range: Range, every: Duration) -> anyhow::Result<Vec<Bucket>> {
+        let width = bucket_millis(every)?;
+        let aggregates: String = AGGREGATED
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let (a, b, c) = (i * 3, i * 3 + 1, i * 3 + 2);
+                format!(
+                    ", assumeNotNull(toFloat64(avg({f}))) AS s{a}, assumeNotNull(toFloat64(min({f}))) AS s{b}, \
+                     assumeNotNull(toFloat64(max({f}))) AS s{c}"
+                )
+            })
+            .collect();
+        #[derive(clickhouse::Row, Deserialize)]
+        struct BucketRow {
+            bucket: i64,
+            n: u64,
+            stats: Vec<f64>,
+        }
+        // The stats come back as one array: fields in AGGREGATED order, avg/min/max each.
+        let rows: Vec<BucketRow> = self
+            .client
+            .query(&format!(
+                "SELECT bucket, n, [{}] FROM (
+                    SELECT intDiv(recorded_at, ?) * ? AS bucket, count() AS n {aggregates}
+                    FROM telemetry FINAL
+                    WHERE kind = 'telemetry' AND device_id = ? AND recorded_at >= ? AND recorded_at < ?
+                    GROUP BY bucket ORDER BY bucket LIMIT ?
+                )",
+                (0..AGGREGATED.len() * 3).map(|i| format!("s{i}")).collect::<Vec<_>>().join(", ")
+            ))
+            .bind(width)
+            .bind(width)
+            .bind(device_id.as_str())
+            .bind(millis(range.from))
+            .bind(millis(range.to))
+            .bind(MAX_BUCKETS)
+            .fetch_all()
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                let mut stats = BTreeMap::new();
+                for (i, field) in AGGREGATED.iter().enumerate() {
+                    let value = |k: usize| row.stats.get(i * 3 + k).copied().context("a bucket's stats are short");
+                    stats.insert(*field, Stat { avg: value(0)?, min: value(1)?, max: value(2)? });
+                }
+                Ok(Bucket { start: from_millis(row.bucket)?, count: row.n, stats })
+            })
+            .collect()
+    }
+
+    async fn count(&self, device_id: Option<&DeviceId>) -> anyhow::Result<u64> {
+        let count = match device_id {
+            Some(device_id) => {
+                self.client
+                    .query("SELECT count() FROM telemetry FINAL WHERE device_id = ?")
+                    .bind(device_id.as_str())
+                    .fetch_one()
+                    .await?
+            }
+            None => self.client.query("SELECT count() FROM telemetry FINAL").fetch_one().await?,
+        };
+        Ok(count)
+    }
+
+    async fn quarantined(
+        &self,
+        filter: &QuarantineFilter,
+        before: Option<i64>,
+        limit: u64,
+    ) -> anyhow::Result<Vec<QuarantineEntry>> {
+        let oldest = self.oldest_shown().await?.unwrap_or(i64::MIN);
+        let rows: Vec<QuarantineRow> = self
+            .client
+            .query(
+                "SELECT id, received_at, topic, device_id, reason, detail, payload, payload_len FROM quarantine
+                 WHERE id >= ? AND id < ? AND (? = '' OR device_id = ?) AND (? = '' OR reason = ?)
+                 ORDER BY id DESC LIMIT ?",
+            )
+            .bind(oldest)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(hex(filter.device_id.as_deref().unwrap_or_default().as_bytes()))
+            .bind(hex(filter.device_id.as_deref().unwrap_or_default().as_bytes()))
+            .bind(filter.reason.map(Reason::as_str).unwrap_or_default())
+            .bind(filter.reason.map(Reason::as_str).unwrap_or_default())
+            .bind(limit.clamp(1, MAX_RECORDS))
+            .fetch_all()
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                let text = |hexed: &str| -> anyhow::Result<String> {
+                    String::from_utf8(unhex(hexed)?).context("stored quarantine text is not UTF-8")
+                };
+                let device_id = text(&row.device_id)?;
+                Ok(QuarantineEntry {
+                    id: row.id,
+                    quarantined: Quarantined {
+                        received_at: from_millis(row.received_at)?,
+                        topic: text(&row.topic)?,
+                        device_id: (!device_id.is_empty()).then_some(device_id),
+                        reason: Reason::parse(&row.reason)
+                            .with_context(|| format!("a stored quarantine reason `{}`", row.reason))?,
+                        detail: text(&row.detail)?,
+                        payload: unhex(&row.payload)?,
+                        payload_len: usize::try_from(row.payload_len).unwrap_or(usize::MAX),
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn drop_days_before(&self, day: NaiveDate) -> anyhow::Result<Vec<NaiveDate>> {
+        let partitions: Vec<String> = self
+            .client
+            .query(
+                "SELECT DISTINCT partition FROM system.parts
+                 WHERE database = currentDatabase() AND table = 'telemetry' AND active ORDER BY partition",
+            )
+            .fetch_all()
+            .await?;
+        let mut dropped = Vec::new();
+        for partition in partitions {
+            let Ok(partition_day) = NaiveDate::parse_from_str(partition.trim_matches('\''), "%Y-%m-%d") else {
+                continue;
+            };
+            if partition_day < day {
+                // The day is a parsed date: safe to put in the statement.
+                self.client
+                    .query(&format!("ALTER TABLE telemetry DROP PARTITION '{partition_day}'"))
+                    .execute()
+                    .await
+                    .with_context(|| format!("dropping the day {partition_day}"))?;
+                dropped.push(partition_day);
+            }
+        }
+        Ok(dropped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{Read, Write},
+        net::TcpStream,
+        path::Path,
+        process::{Child, Command, Stdio},
+        time::Instant,
+    };
+
+    use super::*;
+    use crate::store::tests as shared;
+
+    const CLICKHOUSE: &str = "/usr/sbin/clickhouse-server";
+
+    /// A throwaway clickhouse-server on loopback, its data in a temporary directory.
+    struct Server {
+        child: Child,
+        url: String,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Server {
+        fn start() -> Self {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let d = dir.path().display().to_string();
+            let (http, tcp) = (fleetplane_common::ports::free_port(), fleetplane_common::ports::free_port());
+            std::fs::write(
+                dir.path().join("users.xml"),
+                "<yandex><profiles><default></default></profiles>\
+                 <users><default><password></password><networks><ip>127.0.0.1</ip></networks>\
+                 <profile>default</profile><quota>default</quota></default></users>\
+                 <quotas><default></default></quotas></yandex>",
+            )
+            .expect("users.xml");
+            std::fs::write(
+                dir.path().join("config.xml"),
+                format!(
+                    "<yandex><logger><level>warning</level><log>{d}/server.log</log><errorlog>{d}/error.log</errorlog>\
+                     <console>0</console></logger><listen_host>127.0.0.1</listen_host>\
+                     <http_port>{http}</http_port><tcp_port>{tcp}</tcp_port>\
+                     <path>{d}/data/</path><tmp_path>{d}/tmp/</tmp_path><user_files_path>{d}/user_files/</user_files_path>\
+                     <format_schema_path>{d}/format_schemas/</format_schema_path><users_config>{d}/users.xml</users_config>\
+                     <mark_cache_size>268435456</mark_cache_size><default_profile>default</default_profile>\
+                     <default_database>default</default_database></yandex>"
+                ),
+            )
+            .expect("config.xml");
+            let child = Command::new(CLICKHOUSE)
+                .arg(format!("--config-file={d}/config.xml"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("clickhouse-server starts (cargo xtask test installs it)");
+            let errors = dir.path().join("error.log");
+            let server = Self { child, url: format!("http://127.0.0.1:{http}"), _dir: dir };
+            server.wait_ready(http, &errors);
+            server
+        }
+
+        fn wait_ready(&self, port: u16, errors: &Path) {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                let ping = TcpStream::connect(("127.0.0.1", port)).and_then(|mut stream| {
+                    stream.write_all(b"GET /ping HTTP/1.0\r\n\r\n")?;
+                    let mut answer = String::new();
+                    stream.read_to_string(&mut answer)?;
+                    Ok(answer)
+                });
+                if ping.is_ok_and(|answer| answer.ends_with("Ok.\n")) {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "clickhouse-server did not answer: {}",
+                    std::fs::read_to_string(errors).unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+
+        async fn store(&self, database: &str) -> ClickHouseStore {
+            ClickHouseStore::open(&self.url, database).await.expect("store")
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// One server for the store tests every store passes, each in a database of its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs clickhouse-server: run `cargo xtask test`"]
+    async fn the_store_tests_pass_on_clickhouse() {
+        let server = Server::start();
+        shared::a_packet_delivered_again_is_stored_once(&server.store("once").await).await;
+        shared::history_orders_late_packets_by_recorded_at_across_days(&server.store("late").await).await;
+        shared::downsampled_history_matches_the_raw_rows(&server.store("downsampled").await).await;
+        shared::the_quarantine_keeps_the_newest_up_to_its_cap(
+            &server.store("quarantine").await.with_quarantine_cap(20),
+            20,
+        )
+        .await;
+        shared::retention_drops_whole_days(&server.store("retention").await).await;
+        // Reopening finds what was stored, and tables are not created twice.
+        let again = server.store("once").await;
+        assert_eq!(again.count(None).await.expect("count"), 50);
+    }
+
+    #[tokio::test]
+    async fn a_database_name_is_checked_before_it_is_used() {
+        let e = ClickHouseStore::open("http://127.0.0.1:9", "x; DROP TABLE y").await.err().expect("refused");
+        assert!(e.to_string().contains("database name"), "{e}");
+    }
+}
