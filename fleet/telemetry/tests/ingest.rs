@@ -202,3 +202,43 @@ async fn a_bike_cannot_publish_as_another_and_a_packet_naming_another_is_quarant
     assert_eq!(all.len(), 1, "the ACL dropped the other publish before the ingest saw it: {all:?}");
     ingest.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto: run `cargo xtask test`"]
+async fn a_flood_of_bad_packets_is_counted_and_bounded_and_good_packets_still_get_stored() {
+    let fleet = Fleet::start().await;
+    let flooder = fleet.register("SN-flood").await;
+    let good = fleet.register("SN-good").await;
+    let ingest = fleet.start_ingest();
+    ingest.connected().await;
+    let flood = BikeClient::connect(&fleet, &flooder);
+    let rider = BikeClient::connect(&fleet, &good);
+    const BAD: u64 = 5_000;
+    const GOOD: u64 = 300;
+    let flooding = {
+        let client = flood.client.clone();
+        let topic = fleet_proto::Topic::new(flood.device.clone(), Kind::Telemetry).to_string();
+        tokio::spawn(async move {
+            for i in 0..BAD {
+                let payload = format!("\u{ff}not protobuf {i}").into_bytes();
+                client.publish(topic.clone(), rumqttc::QoS::AtLeastOnce, false, payload).await.expect("queued");
+            }
+        })
+    };
+    for seq in 0..GOOD {
+        rider.publish(Kind::Telemetry, envelope(&rider.device, seq, TimeDelta::seconds(1)).encode_to_vec()).await;
+    }
+    flooding.await.expect("flooded");
+    flood.wait_acked(BAD).await;
+    rider.wait_acked(GOOD).await;
+    wait_for("the good packets stored", || async { fleet.count(&rider.device).await == GOOD }).await;
+    let malformed = Reason::ALL.iter().position(|r| *r == Reason::Malformed).expect("a reason");
+    wait_for("every bad packet counted", || async { ingest.stats.by_reason[malformed].load(Ordering::Relaxed) == BAD })
+        .await;
+    // Every bad packet is counted, but the quarantine keeps only the newest, up to its cap.
+    let kept = fleet.store.quarantined(&QuarantineFilter::default(), None, 10_000).await.expect("quarantine");
+    assert!(kept.len() as u64 <= QUARANTINE_CAP, "{} entries kept", kept.len());
+    assert!(kept.iter().all(|e| e.quarantined.reason == Reason::Malformed));
+    assert_eq!(fleet.count(&flood.device).await, 0);
+    ingest.stop().await;
+}

@@ -37,6 +37,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+/// The quarantine's cap in these tests: small, so that a flood goes past it.
+pub const QUARANTINE_CAP: u64 = 1_000;
 /// How long any wait on the system under test may take before the test fails: generous, for
 /// a loaded 2-core machine; a passing test never waits this long.
 pub const DEADLINE: Duration = Duration::from_secs(120);
@@ -85,7 +87,12 @@ impl Fleet {
         let url = fresh_database_url(dir.path(), "fleet").await;
         let registry = Registry::open(&url, 4).await.expect("registry");
         let authority = registry.authority(&keyring, SystemTime::now()).await.expect("CA");
-        let store = Arc::new(SqliteStore::open(&dir.path().join("telemetry.db")).await.expect("store"));
+        let store = Arc::new(
+            SqliteStore::open(&dir.path().join("telemetry.db"))
+                .await
+                .expect("store")
+                .with_quarantine_cap(QUARANTINE_CAP),
+        );
         let ingest = authority
             .issue_generated(&DeviceId::parse("fleet-ingest").expect("id"), SystemTime::now(), DEFAULT_VALIDITY)
             .expect("the ingest's certificate");
