@@ -9,6 +9,7 @@ pub mod packet;
 pub mod pki;
 pub mod registry;
 pub mod store;
+pub mod upkeep;
 
 /// Makes aws-lc-rs the process's TLS crypto provider (the build links ring too, through
 /// dependencies, so rustls cannot pick one by itself). Idempotent.
