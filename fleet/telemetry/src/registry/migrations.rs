@@ -8,7 +8,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Registry)]
+        vec![Box::new(Registry), Box::new(ApiTokens)]
     }
 
     fn migration_table_name() -> DynIden {
@@ -124,6 +124,52 @@ impl MigrationTrait for Registry {
         }
         manager.drop_table(Table::drop().table(Authority::Table).to_owned()).await
     }
+}
+
+/// API tokens: stored hashed, each with one scope.
+struct ApiTokens;
+
+impl MigrationName for ApiTokens {
+    fn name(&self) -> &str {
+        "m20261206_000002_api_tokens"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ApiTokens {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Tokens::Table)
+                    .col(string(Tokens::Id).primary_key())
+                    .col(string(Tokens::Name))
+                    .col(string_uniq(Tokens::TokenHash))
+                    .col(string(Tokens::Prefix))
+                    .col(string(Tokens::Scope))
+                    .col(timestamp_with_time_zone(Tokens::CreatedAt))
+                    .col(timestamp_with_time_zone_null(Tokens::RevokedAt))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table(Tokens::Table).to_owned()).await
+    }
+}
+
+#[derive(DeriveIden)]
+enum Tokens {
+    #[sea_orm(iden = "api_tokens")]
+    Table,
+    Id,
+    Name,
+    TokenHash,
+    Prefix,
+    Scope,
+    CreatedAt,
+    RevokedAt,
 }
 
 #[derive(DeriveIden)]

@@ -8,6 +8,7 @@
 
 mod entity;
 mod migrations;
+pub mod tokens;
 
 use std::{
     collections::HashMap,
@@ -56,7 +57,10 @@ pub enum RegistryError {
     CertificateNotFound(String),
     #[error("bike `{0}` is decommissioned")]
     Decommissioned(String),
-    #[error("certificate `{0}` is already revoked")]
+    #[error("no API token `{0}`")]
+    TokenNotFound(String),
+    /// A certificate (by serial) or a token (`token {id}`) that is revoked already.
+    #[error("{0} is already revoked")]
     AlreadyRevoked(String),
     #[error(transparent)]
     Pki(#[from] PkiError),
@@ -474,7 +478,7 @@ impl Registry {
             .await?
             .ok_or_else(|| RegistryError::CertificateNotFound(serial.clone()))?;
         if row.revoked_at.is_some() {
-            return Err(RegistryError::AlreadyRevoked(serial));
+            return Err(RegistryError::AlreadyRevoked(format!("certificate {serial}")));
         }
         let device_id = stored_device_id(&row.device_id)?;
         let mut row: certificates::ActiveModel = row.into();
@@ -686,4 +690,4 @@ async fn next_crl(tx: &impl ConnectionTrait, now: SystemTime) -> Result<CrlInput
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

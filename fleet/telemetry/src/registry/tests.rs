@@ -8,13 +8,13 @@ use fleetplane_common::{
 use super::*;
 use crate::pki::DEFAULT_VALIDITY;
 
-struct Fixture {
-    registry: Registry,
+pub(crate) struct Fixture {
+    pub(crate) registry: Registry,
     keyring: Keyring,
     _dir: tempfile::TempDir,
 }
 
-async fn fixture() -> Fixture {
+pub(crate) async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = fresh_database_url(dir.path(), "registry").await;
     let registry = Registry::open(&url, 4).await.expect("registry opens");
