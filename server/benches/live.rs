@@ -303,22 +303,25 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// Gives `bench` `times` unread notifications: `host` adds them to an organization and
-/// removes them again.
+/// Gives `bench` `times` unread notifications: `host` invites them to an organization (an
+/// account with the address is notified) and revokes the invitation again.
 async fn notify(host: &(reqwest::Client, String), base: &str, times: usize) -> Result<()> {
     let (client, csrf) = host;
     for _ in 0..times {
-        let member = post(
+        let invitation = post(
             client,
             csrf,
-            format!("{base}/api/v1/orgs/relay/members"),
+            format!("{base}/api/v1/orgs/relay/invitations"),
             json!({ "email": "bench@example.com", "role": "viewer" }),
         )
         .await?;
-        let id = member["user_id"].as_str().context("the new member's id")?;
-        let removed =
-            client.delete(format!("{base}/api/v1/orgs/relay/members/{id}")).header("x-csrf-token", csrf).send().await?;
-        ensure!(removed.status().is_success(), "removing bench: {}", removed.status());
+        let id = invitation["id"].as_str().context("the invitation's id")?;
+        let revoked = client
+            .delete(format!("{base}/api/v1/orgs/relay/invitations/{id}"))
+            .header("x-csrf-token", csrf)
+            .send()
+            .await?;
+        ensure!(revoked.status().is_success(), "revoking the invitation: {}", revoked.status());
     }
     Ok(())
 }
