@@ -26,14 +26,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 impl Envelope {
     /// What the body is, for logs, metrics and quarantine reasons (`none` when it has none).
     pub fn kind(&self) -> &'static str {
-        match &self.body {
-            Some(envelope::Body::Telemetry(_)) => "telemetry",
-            Some(envelope::Body::TripStart(_)) => "trip_start",
-            Some(envelope::Body::TripEnd(_)) => "trip_end",
-            Some(envelope::Body::Fault(_)) => "fault",
-            Some(envelope::Body::Boot(_)) => "boot",
-            None => "none",
-        }
+        self.body.as_ref().map_or("none", envelope::Body::kind)
     }
 
     /// The topic this envelope travels on by itself.
@@ -42,6 +35,19 @@ impl Envelope {
             Some(envelope::Body::Telemetry(_)) => Some(topic::Kind::Telemetry),
             Some(_) => Some(topic::Kind::Events),
             None => None,
+        }
+    }
+}
+
+impl envelope::Body {
+    /// What the body is: `telemetry`, `trip_start`, `trip_end`, `fault` or `boot`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            envelope::Body::Telemetry(_) => "telemetry",
+            envelope::Body::TripStart(_) => "trip_start",
+            envelope::Body::TripEnd(_) => "trip_end",
+            envelope::Body::Fault(_) => "fault",
+            envelope::Body::Boot(_) => "boot",
         }
     }
 }

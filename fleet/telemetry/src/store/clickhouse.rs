@@ -155,16 +155,6 @@ fn tsv<T: std::fmt::Display>(out: &mut String, value: Option<T>) {
     }
 }
 
-fn kind_of(body: &Body) -> &'static str {
-    match body {
-        Body::Telemetry(_) => "telemetry",
-        Body::TripStart(_) => "trip_start",
-        Body::TripEnd(_) => "trip_end",
-        Body::Fault(_) => "fault",
-        Body::Boot(_) => "boot",
-    }
-}
-
 /// One packet as a TSV row. `f32` values are widened first, so that they are stored (and
 /// aggregated) as the same `f64` on both stores.
 fn row(out: &mut String, packet: &Packet) {
@@ -176,7 +166,7 @@ fn row(out: &mut String, packet: &Packet) {
         millis(packet.recorded_at),
         millis(packet.received_at),
         packet.recorded_at.date_naive(),
-        kind_of(&packet.body)
+        packet.body.kind()
     );
     let t = match &packet.body {
         Body::Telemetry(t) => Some(t),
@@ -372,14 +362,8 @@ impl TelemetryStore for ClickHouseStore {
             .bind(limit + 1)
             .fetch_all()
             .await?;
-        let mut records = rows.into_iter().map(StoredRow::into_record).collect::<anyhow::Result<Vec<_>>>()?;
-        let next = if records.len() as u64 > limit {
-            records.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-            records.last().map(|last| Cursor { recorded_at: last.recorded_at, seq: last.seq })
-        } else {
-            None
-        };
-        Ok(History { records, next })
+        let records = rows.into_iter().map(StoredRow::into_record).collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(History::page(records, limit))
     }
 
     async fn downsampled(&self, device_id: &DeviceId, range: Range, every: Duration) -> anyhow::Result<Vec<Bucket>> {

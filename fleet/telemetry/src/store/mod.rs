@@ -104,6 +104,20 @@ pub struct History {
     pub next: Option<Cursor>,
 }
 
+impl History {
+    /// A page of at most `limit` from `records`, which holds one more when another page
+    /// follows: the cursor then points after the last record kept.
+    fn page(mut records: Vec<Record>, limit: u64) -> Self {
+        let next = if records.len() as u64 > limit {
+            records.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            records.last().map(|last| Cursor { recorded_at: last.recorded_at, seq: last.seq })
+        } else {
+            None
+        };
+        Self { records, next }
+    }
+}
+
 /// The average, least and greatest value of one field in a bucket.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Stat {

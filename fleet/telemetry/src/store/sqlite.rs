@@ -165,16 +165,6 @@ fn seq_from_sql(seq: i64) -> u64 {
     seq as u64
 }
 
-fn kind_of(body: &Body) -> &'static str {
-    match body {
-        Body::Telemetry(_) => "telemetry",
-        Body::TripStart(_) => "trip_start",
-        Body::TripEnd(_) => "trip_end",
-        Body::Fault(_) => "fault",
-        Body::Boot(_) => "boot",
-    }
-}
-
 #[allow(clippy::cast_possible_wrap)] // an odometer in metres stays far below 2^63
 fn push_telemetry(row: &mut sqlx::query_builder::Separated<'_, Sqlite, &'static str>, t: Option<&Telemetry>) {
     row.push_bind(t.map(|t| t.lat))
@@ -266,7 +256,7 @@ impl TelemetryStore for SqliteStore {
                         .push_bind(seq_to_sql(packet.seq))
                         .push_bind(millis(packet.recorded_at))
                         .push_bind(millis(packet.received_at))
-                        .push_bind(kind_of(&packet.body));
+                        .push_bind(packet.body.kind());
                     match &packet.body {
                         Body::Telemetry(t) => {
                             push_telemetry(&mut row, Some(t));
@@ -343,14 +333,8 @@ impl TelemetryStore for SqliteStore {
         }
         query.push(") ORDER BY recorded_at, seq LIMIT ").push_bind(i64::try_from(limit + 1).unwrap_or(i64::MAX));
         let rows = query.build().fetch_all(&self.pool).await?;
-        let mut records = rows.iter().map(record_from).collect::<anyhow::Result<Vec<_>>>()?;
-        let next = if records.len() as u64 > limit {
-            records.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-            records.last().map(|last| Cursor { recorded_at: last.recorded_at, seq: last.seq })
-        } else {
-            None
-        };
-        Ok(History { records, next })
+        let records = rows.iter().map(record_from).collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(History::page(records, limit))
     }
 
     async fn downsampled(&self, device_id: &DeviceId, range: Range, every: Duration) -> anyhow::Result<Vec<Bucket>> {
