@@ -15,7 +15,6 @@ mod cloud;
 mod clusters;
 mod live;
 mod orgs;
-mod problem;
 mod runs;
 
 pub use account::*;
@@ -23,7 +22,8 @@ pub use cloud::*;
 pub use clusters::*;
 pub use live::*;
 pub use orgs::*;
-pub use problem::*;
+/// Error bodies: the workspace's one problem+json shape.
+pub use fleetplane_common::problem::{FieldError, Problem};
 pub use runs::*;
 
 /// Whole numbers as JSON Schema counts them: `205.0` is the integer 205, so it is read as one.

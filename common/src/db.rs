@@ -17,6 +17,19 @@ pub fn is_postgres(url: &str) -> bool {
 
 /// Opens a pool of `pool_size` connections to `url`. For SQLite the file (and its directory)
 /// is created readable by its owner only, in WAL mode with a busy timeout, foreign keys on.
+/// Whether `err` means the database is not reachable (connection, pool or I/O), as opposed to
+/// a query it refused: the first is a 503 to try again, the second a bug or a conflict.
+pub fn is_unavailable(err: &sea_orm::DbErr) -> bool {
+    use sea_orm::{DbErr, RuntimeErr, sqlx::Error as SqlxError};
+    match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            matches!(**e, SqlxError::PoolTimedOut | SqlxError::PoolClosed | SqlxError::Io(_))
+        }
+        _ => false,
+    }
+}
+
 pub async fn connect(url: &str, pool_size: u32) -> anyhow::Result<DatabaseConnection> {
     if !is_postgres(url) {
         let options = SqliteConnectOptions::from_str(url).context("reading the SQLite URL")?;

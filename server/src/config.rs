@@ -7,10 +7,11 @@ use std::{
     fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
-    str::FromStr,
     time::Duration,
 };
 
+pub use fleetplane_common::config::ConfigError;
+use fleetplane_common::config::{between_one_and, invalid, parse_number, process_env, read_file};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -437,33 +438,10 @@ struct FileConfig {
     metrics_token: Option<Secret>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("config file {path}: {source}")]
-    Parse { path: PathBuf, source: Box<toml::de::Error> },
-    #[error("{key}: {message}")]
-    Invalid { key: &'static str, message: String },
-}
-
-fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key, message: message.into() }
-}
-
 impl Config {
     /// Loads the configuration from an optional file and the process environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let file = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-                toml::from_str(&text)
-                    .map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })?
-            }
-            None => FileConfig::default(),
-        };
-        Self::from_sources(file, |key| std::env::var(key).ok().filter(|v| !v.is_empty()))
+        Self::from_sources(read_file(file)?, process_env)
     }
 
     /// Defaults for everything, with the data directory (and so the SQLite file) at `data_dir`.
@@ -721,10 +699,6 @@ impl Config {
     }
 }
 
-fn parse_number<T: FromStr>(key: &'static str, text: &str) -> Result<T, ConfigError> {
-    text.trim().parse().map_err(|_| invalid(key, format!("`{text}` is not a number")))
-}
-
 fn run_settings(mut runs: RunSettings, env: &impl Fn(&str) -> Option<String>) -> Result<RunSettings, ConfigError> {
     if let Some(text) = env("FLEETPLANE_WORKERS") {
         runs.workers = parse_number("FLEETPLANE_WORKERS", &text)?;
@@ -821,22 +795,6 @@ fn http_settings(mut http: HttpSettings, env: &impl Fn(&str) -> Option<String>) 
 /// its maximum: zero would mean no time at all, or keeping nothing, which is a mistake rather
 /// than a choice. Read signed, so that a negative value is told the range rather than "not a
 /// number".
-fn between_one_and<'a>(
-    settings: impl IntoIterator<Item = (&'static str, &'a mut u64, u64)>,
-    env: &impl Fn(&str) -> Option<String>,
-) -> Result<(), ConfigError> {
-    for (key, value, max) in settings {
-        if let Some(text) = env(key) {
-            let number: i64 = parse_number(key, &text)?;
-            *value = u64::try_from(number).unwrap_or(0);
-        }
-        if !(1..=max).contains(&*value) {
-            return Err(invalid(key, format!("must be between 1 and {max}")));
-        }
-    }
-    Ok(())
-}
-
 fn retention_settings(
     mut retention: RetentionSettings,
     env: &impl Fn(&str) -> Option<String>,

@@ -7,10 +7,11 @@
 use std::borrow::Cow;
 
 use axum::{
-    http::{HeaderValue, StatusCode, header},
+    http::StatusCode,
     response::{IntoResponse, Response},
 };
-use sea_orm::{DbErr, RuntimeErr, SqlErr};
+use fleetplane_common::db::is_unavailable;
+use sea_orm::{DbErr, SqlErr};
 
 use crate::domain::Invalid;
 
@@ -206,17 +207,6 @@ fn unique_violation(err: &DbErr) -> Option<&'static UniqueKey> {
     UNIQUE_KEYS.iter().find(|key| message.contains(key.index) || message.contains(key.columns))
 }
 
-fn is_unavailable(err: &DbErr) -> bool {
-    use sea_orm::sqlx::Error as SqlxError;
-    match err {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
-            matches!(**e, SqlxError::PoolTimedOut | SqlxError::PoolClosed | SqlxError::Io(_))
-        }
-        _ => false,
-    }
-}
-
 fn problem_response(
     status: StatusCode,
     code: &str,
@@ -224,21 +214,7 @@ fn problem_response(
     errors: Vec<FieldError>,
     retry_after: Option<u64>,
 ) -> Response {
-    let problem = Problem {
-        kind: format!("urn:fleetplane:problem:{code}"),
-        title: status.canonical_reason().unwrap_or("Error").to_owned(),
-        status: status.as_u16(),
-        detail,
-        code: code.to_owned(),
-        errors,
-    };
-    let mut response = (status, axum::Json(problem)).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-    if let Some(secs) = retry_after {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    response
+    fleetplane_common::problem::response(status, code, detail, errors, retry_after)
 }
 
 impl IntoResponse for AppError {
@@ -289,9 +265,7 @@ fn internal() -> Response {
 }
 
 /// A problem response for a status with no application error behind it (unknown route, 405).
-pub fn status_problem(status: StatusCode, code: &'static str, detail: &'static str) -> Response {
-    problem_response(status, code, detail.to_owned(), Vec::new(), None)
-}
+pub use fleetplane_common::problem::status_problem;
 
 #[cfg(test)]
 mod tests {

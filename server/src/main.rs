@@ -3,7 +3,7 @@
 use std::{io::BufRead, path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use fleetplane::{
     accounts::{self, NewAccount},
     config::Config,
@@ -11,7 +11,7 @@ use fleetplane::{
     orgs,
     state::AppState,
 };
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use fleetplane_common::http::logging::{self, LogFormat};
 
 /// Fleetplane: a self-hosted, multi-cloud control plane.
 ///
@@ -25,18 +25,12 @@ struct Cli {
     #[arg(long, global = true, env = "FLEETPLANE_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 
-    /// Log line format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FLEETPLANE_LOG_FORMAT")]
+    /// Log line format: `text` or `json`.
+    #[arg(long, global = true, default_value = "text", env = "FLEETPLANE_LOG_FORMAT")]
     log_format: LogFormat,
 
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -122,13 +116,7 @@ fn describe(error: &anyhow::Error) -> String {
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn,sea_orm_migration=warn"));
-    let registry = tracing_subscriber::registry().with(filter);
-    match format {
-        LogFormat::Text => registry.with(fmt::layer().with_writer(std::io::stderr)).init(),
-        LogFormat::Json => registry.with(fmt::layer().json().with_writer(std::io::stderr)).init(),
-    }
+    logging::init(format, "info,sqlx=warn,sea_orm=warn,sea_orm_migration=warn");
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

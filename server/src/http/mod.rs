@@ -14,7 +14,7 @@ mod me;
 mod orgs;
 mod runs;
 pub(crate) mod serve;
-pub(crate) mod sse;
+pub(crate) use fleetplane_common::http::sse;
 mod state;
 pub mod timeouts;
 

@@ -13,7 +13,7 @@ use std::{
 
 use axum::{
     body::{Body, Bytes},
-    http::{HeaderValue, header},
+    http::{HeaderMap, HeaderValue, header},
     response::Response,
 };
 use futures::{FutureExt, Stream, future::Fuse};
@@ -37,6 +37,24 @@ pub struct StreamEvent {
     pub event: String,
     /// The event's body, as JSON.
     pub data: String,
+}
+
+/// A `Last-Event-ID` (or `?last_event_id=`) that is not an id the stream could have sent.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("`Last-Event-ID` must be an event id this stream sent")]
+pub struct InvalidLastEventId;
+
+/// Where a stream resumes: the `Last-Event-ID` header (sent by EventSource when it reconnects),
+/// or `query` (`?last_event_id=`) for a first connection that already knows one. The header
+/// wins; empty means from now.
+pub fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Result<Option<i64>, InvalidLastEventId> {
+    let header = headers.get("last-event-id").map(|value| value.to_str().map_err(|_| InvalidLastEventId)).transpose()?;
+    let Some(text) = header.or(query).filter(|text| !text.is_empty()) else { return Ok(None) };
+    // Only what a stream sends: up to 18 digits (no sign, no spaces), so always an i64.
+    if text.len() > 18 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(InvalidLastEventId);
+    }
+    text.parse::<i64>().map(Some).map_err(|_| InvalidLastEventId)
 }
 
 /// One event: `id`, `event` and one `data:` line per line of `data`.
@@ -159,6 +177,20 @@ mod tests {
 
         drop(send);
         assert!(body.frame().await.is_none(), "the stream ends with its source");
+    }
+
+    #[test]
+    fn a_stream_resumes_after_the_id_it_sent_and_nothing_else() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(last_event_id(&headers, None), Ok(None));
+        assert_eq!(last_event_id(&headers, Some("")), Ok(None));
+        assert_eq!(last_event_id(&headers, Some("4")), Ok(Some(4)));
+        headers.insert("last-event-id", HeaderValue::from_static("7"));
+        assert_eq!(last_event_id(&headers, Some("4")), Ok(Some(7)), "the header wins");
+        for bad in ["-1", "+1", " 1", "1e3", "abc", "1234567890123456789"] {
+            headers.insert("last-event-id", HeaderValue::from_static(bad));
+            assert_eq!(last_event_id(&headers, None), Err(InvalidLastEventId), "{bad}");
+        }
     }
 
     #[tokio::test]
