@@ -9,6 +9,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use fleet_proto::{DeviceId, Telemetry, envelope::Body};
+use tokio::sync::broadcast;
 
 use crate::{
     packet::Packet,
@@ -49,19 +50,49 @@ pub struct BikeState {
     pub telemetry: Option<(DateTime<Utc>, Telemetry)>,
 }
 
-/// Every bike's latest state, updated by the ingest after each commit.
-#[derive(Clone, Default)]
-pub struct Latest(Arc<RwLock<HashMap<DeviceId, BikeState>>>);
+/// How many committed batches the live feed holds for a stream that is slow to take them;
+/// one further behind resumes from the store.
+const FEED_BATCHES: usize = 1024;
+
+/// Every bike's latest state, updated by the ingest after each commit, and the feed of what
+/// was committed, for live streams.
+#[derive(Clone)]
+pub struct Latest(Arc<LatestInner>);
+
+struct LatestInner {
+    states: RwLock<HashMap<DeviceId, BikeState>>,
+    feed: broadcast::Sender<Arc<[Packet]>>,
+}
+
+impl Default for Latest {
+    fn default() -> Self {
+        let (feed, _) = broadcast::channel(FEED_BATCHES);
+        Self(Arc::new(LatestInner { states: RwLock::default(), feed }))
+    }
+}
 
 impl Latest {
     pub fn get(&self, device_id: &DeviceId) -> Option<BikeState> {
-        self.0.read().expect("latest lock").get(device_id).cloned()
+        self.0.states.read().expect("latest lock").get(device_id).cloned()
+    }
+
+    /// Every batch committed from now on, as the ingest commits it.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<[Packet]>> {
+        self.0.feed.subscribe()
     }
 
     /// Takes in packets just stored. Out-of-order packets (an offline batch) never replace
     /// newer state; they count as the bike being seen.
     pub fn update(&self, packets: &[Packet]) {
-        let mut latest = self.0.write().expect("latest lock");
+        self.update_states(packets);
+        if !packets.is_empty() && self.0.feed.receiver_count() > 0 {
+            // No stream listening: nothing to copy. One that lags is told so by the channel.
+            let _ = self.0.feed.send(packets.into());
+        }
+    }
+
+    fn update_states(&self, packets: &[Packet]) {
+        let mut latest = self.0.states.write().expect("latest lock");
         for packet in packets {
             let state = latest.entry(packet.device_id.clone()).or_insert_with(|| BikeState {
                 seq: packet.seq,
@@ -89,7 +120,7 @@ impl Latest {
     }
 
     pub fn len(&self) -> usize {
-        self.0.read().expect("latest lock").len()
+        self.0.states.read().expect("latest lock").len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -250,6 +250,11 @@ impl Authority {
         &self.root_cert_pem
     }
 
+    /// The issuing CA alone: what signs every bike's certificate.
+    pub fn issuing_cert_pem(&self) -> &str {
+        &self.issuing_cert_pem
+    }
+
     fn leaf_params(
         &self,
         device: &DeviceId,
@@ -261,7 +266,11 @@ impl Authority {
             return Err(PkiError::InvalidValidity);
         }
         let mut params = CertificateParams::default();
-        params.distinguished_name = name(device.as_str(), "Fleet bikes");
+        // CN only: brokers name the client by it (mosquitto's `use_identity_as_username`), and
+        // rumqttd would take an O as a tenant and move the bike's topics under its prefix.
+        let mut subject = DistinguishedName::new();
+        subject.push(DnType::CommonName, device.as_str());
+        params.distinguished_name = subject;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];

@@ -78,6 +78,33 @@ pub async fn keep_crl_fresh(
     }
 }
 
+/// Drops the days of telemetry older than `retention`, every `interval` until `shutdown`
+/// (ClickHouse 18.16 has no TTL: whole partitions go).
+pub async fn keep_retention(
+    store: Arc<dyn crate::store::TelemetryStore>,
+    retention: Duration,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let keep_from = chrono::Utc::now() - chrono::TimeDelta::from_std(retention).unwrap_or(chrono::TimeDelta::MAX);
+        match store.drop_days_before(keep_from.date_naive()).await {
+            Ok(days) if !days.is_empty() => tracing::info!(?days, "dropped telemetry past its retention"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                "dropping telemetry past its retention failed; trying again later"
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::Utc;

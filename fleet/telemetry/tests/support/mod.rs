@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test binary uses its own part
 
+pub mod service;
+
 use std::{
     fs,
     net::TcpStream,
@@ -333,10 +335,15 @@ impl BikeClient {
     }
 
     pub fn connect_as(fleet: &Fleet, device: &DeviceId, cert_pem: &str, key_pem: &str) -> Self {
-        let mut options = MqttOptions::new(device.as_str(), "127.0.0.1", fleet.broker.port);
+        Self::connect_to(fleet.broker.port, &fleet.authority.chain_pem(), device, cert_pem, key_pem)
+    }
+
+    /// Connects to the broker on loopback `port` that `ca_pem` vouches for, as `device`.
+    pub fn connect_to(port: u16, ca_pem: &str, device: &DeviceId, cert_pem: &str, key_pem: &str) -> Self {
+        let mut options = MqttOptions::new(device.as_str(), "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(30)).set_clean_session(false).set_inflight(100).set_transport(
             Transport::tls_with_config(TlsConfiguration::Simple {
-                ca: fleet.authority.chain_pem().into_bytes(),
+                ca: ca_pem.as_bytes().to_vec(),
                 alpn: None,
                 client_auth: Some((cert_pem.as_bytes().to_vec(), key_pem.as_bytes().to_vec())),
             }),

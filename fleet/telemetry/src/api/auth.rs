@@ -1,0 +1,61 @@
+//! Every API call carries `Authorization: Bearer <token>`: a token made with
+//! `fleet-telemetry admin create-token`, stored hashed, with a scope (read < write < admin).
+
+use axum::{
+    extract::FromRequestParts,
+    http::{StatusCode, header, request::Parts},
+};
+
+use super::{ApiError, AppState, Result};
+use crate::registry::tokens::{Scope, TokenInfo};
+
+/// The caller: the token it presented, known and not revoked.
+pub struct Caller(pub TokenInfo);
+
+impl Caller {
+    /// `Ok` when the caller's scope covers `needed`; 403 `insufficient_scope` otherwise.
+    pub fn require(&self, needed: Scope) -> Result<()> {
+        if self.0.scope.allows(needed) {
+            return Ok(());
+        }
+        Err(ApiError::client(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!(
+                "This needs a token with the `{}` scope; this one has `{}`.",
+                needed.as_str(),
+                self.0.scope.as_str()
+            ),
+        ))
+    }
+
+    /// Who the audit trail names.
+    pub fn actor(&self) -> String {
+        format!("token:{}", self.0.name)
+    }
+}
+
+fn unauthenticated(detail: &'static str) -> ApiError {
+    ApiError::client(StatusCode::UNAUTHORIZED, "unauthenticated", detail)
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Err(unauthenticated("Send `Authorization: Bearer <token>` (fleet-telemetry admin create-token)."));
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| unauthenticated("The Authorization header must be `Bearer <token>`."))?;
+        match state.registry.authenticate(token).await? {
+            Some(info) => Ok(Self(info)),
+            None => Err(unauthenticated("This token is not known, or it was revoked.")),
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! The HTTP API, `/api/v1`, with the control plane's conventions: JSON bodies, problem+json
+//! errors with stable codes, cursor paging, an OpenAPI document at `/api/openapi.json`,
+//! `/healthz`, `/readyz` and `/metrics`. Every `/api/v1` call needs a bearer token ([`auth`]).
+
+use std::{ops::Deref, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    extract::{Request, State},
+    http::StatusCode,
+    middleware::{self, Next},
+    response::Response,
+    routing::{any, get},
+};
+use fleetplane_common::{
+    http::metrics::{self as http_metrics, HttpMetrics},
+    problem::{self, FieldError, Problem},
+};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry as MetricsRegistry,
+};
+use utoipa::{
+    Modify, OpenApi,
+    openapi::{
+        OpenApi as OpenApiDoc,
+        security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    },
+};
+use utoipa_axum::router::OpenApiRouter;
+
+pub mod auth;
+mod bikes;
+mod error;
+mod live;
+pub mod model;
+mod ops;
+mod telemetry;
+
+pub use error::{ApiError, Result};
+
+use crate::{
+    crl::CrlPublisher,
+    fleet_state::{Latest, Standings},
+    ingest::IngestStats,
+    packet::Reason,
+    pki::Authority,
+    registry::Registry,
+    store::TelemetryStore,
+};
+
+/// What the API is configured with.
+#[derive(Clone, Debug)]
+pub struct ApiSettings {
+    /// A bike is online if it was seen this recently.
+    pub online_window: Duration,
+    /// Certificates issued without a stated validity last this long.
+    pub certificate_validity: Duration,
+    /// Where bikes connect: `mqtts://host:port`.
+    pub broker_url: String,
+    /// The comment sent on a quiet live stream.
+    pub heartbeat: Duration,
+}
+
+/// Everything a request may need.
+pub struct Service {
+    pub registry: Registry,
+    pub authority: Arc<Authority>,
+    pub store: Arc<dyn TelemetryStore>,
+    pub standings: Standings,
+    pub latest: Latest,
+    pub stats: Arc<IngestStats>,
+    pub crl: CrlPublisher,
+    pub settings: ApiSettings,
+    metrics: MetricsRegistry,
+    http_metrics: HttpMetrics,
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<Service>);
+
+impl Deref for AppState {
+    type Target = Service;
+
+    fn deref(&self) -> &Service {
+        &self.0
+    }
+}
+
+/// The parts [`AppState::new`] is built from.
+pub struct Parts {
+    pub registry: Registry,
+    pub authority: Arc<Authority>,
+    pub store: Arc<dyn TelemetryStore>,
+    pub standings: Standings,
+    pub latest: Latest,
+    pub stats: Arc<IngestStats>,
+    pub crl: CrlPublisher,
+    pub settings: ApiSettings,
+}
+
+impl AppState {
+    pub fn new(parts: Parts) -> Self {
+        let mut metrics = MetricsRegistry::with_prefix("fleet");
+        let http_metrics = HttpMetrics::register(&mut metrics);
+        metrics.register_collector(Box::new(IngestCollector(parts.stats.clone(), parts.latest.clone())));
+        Self(Arc::new(Service {
+            registry: parts.registry,
+            authority: parts.authority,
+            store: parts.store,
+            standings: parts.standings,
+            latest: parts.latest,
+            stats: parts.stats,
+            crl: parts.crl,
+            settings: parts.settings,
+            metrics,
+            http_metrics,
+        }))
+    }
+
+    fn render_metrics(&self) -> String {
+        http_metrics::render(&self.metrics)
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "fleet-telemetry API",
+        description = "The fleet's bikes, their certificates, their telemetry (history, downsampled, live) and the \
+            quarantine. Every call under /api/v1 needs `Authorization: Bearer <token>` (`fleet-telemetry admin \
+            create-token`); scopes are read < write < admin. Errors are `application/problem+json` with a stable `code`.",
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(Problem, FieldError)),
+    security(("bearer" = [])),
+    tags(
+        (name = "bikes", description = "The registry of bikes, with their latest state"),
+        (name = "certificates", description = "Bikes' certificates, the fleet CA and its CRL"),
+        (name = "telemetry", description = "History, downsampled history and live telemetry"),
+        (name = "quarantine", description = "Packets that were not stored, and why"),
+        (name = "operations", description = "Health, readiness and metrics"),
+    ),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("fltk_…").build()),
+        );
+    }
+}
+
+fn api() -> (Router<AppState>, OpenApiDoc) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(bikes::router())
+        .merge(telemetry::router())
+        .merge(live::router())
+        .merge(ops::router())
+        .split_for_parts()
+}
+
+/// The OpenAPI document served at `/api/openapi.json`.
+pub fn openapi() -> OpenApiDoc {
+    api().1
+}
+
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = api();
+    let openapi = Arc::new(openapi.to_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
+    api.route(
+        "/api/openapi.json",
+        get(move || async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], openapi.as_str().to_owned()) }),
+    )
+    .fallback(any(not_found))
+    .method_not_allowed_fallback(method_not_allowed)
+    .layer(middleware::from_fn_with_state(state.clone(), track))
+    .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+    .with_state(state)
+}
+
+/// The largest request body: a CSR is at most 16 KiB.
+const MAX_BODY: usize = 64 * 1024;
+
+async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    state.http_metrics.track(request, next).await
+}
+
+async fn not_found() -> Response {
+    problem::status_problem(StatusCode::NOT_FOUND, "not_found", "There is nothing at this path.")
+}
+
+async fn method_not_allowed() -> Response {
+    problem::status_problem(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "This path does not take that method.",
+    )
+}
+
+/// The ingest's counters and the fleet's size, read on every scrape.
+struct IngestCollector(Arc<IngestStats>, Latest);
+
+impl std::fmt::Debug for IngestCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestCollector").field("stats", &self.0).finish_non_exhaustive()
+    }
+}
+
+impl Collector for IngestCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::result::Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.0;
+        let counters: [(&str, &str, u64); 10] = [
+            ("ingest_messages", "MQTT messages the ingest took", s.messages.load(Relaxed)),
+            ("ingest_stored", "Packets stored (each once)", s.stored.load(Relaxed)),
+            ("ingest_duplicates", "Packets delivered again and stored once", s.duplicates.load(Relaxed)),
+            (
+                "ingest_acknowledged",
+                "Messages acknowledged to the broker after their batch committed",
+                s.acknowledged.load(Relaxed),
+            ),
+            ("ingest_batches", "Batches committed", s.batches.load(Relaxed)),
+            ("ingest_store_failures", "Batch commits that failed and were retried", s.store_failures.load(Relaxed)),
+            ("ingest_connections", "Connections to the broker", s.connections.load(Relaxed)),
+            ("ingest_redelivered", "Messages the broker marked as sent again", s.redelivered.load(Relaxed)),
+            (
+                "ingest_quarantine_dropped",
+                "Quarantined packets over the per-batch cap: counted, not kept",
+                s.quarantine_dropped.load(Relaxed),
+            ),
+            (
+                "ingest_queue_high_water",
+                "The most messages waiting for the batcher at once",
+                s.queue_high_water.load(Relaxed),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(value).encode(metric)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "ingest_quarantined",
+            "Packets quarantined, by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, count) in Reason::ALL.iter().zip(&s.by_reason) {
+            let labels = [("reason", reason.as_str())];
+            ConstCounter::new(count.load(Relaxed)).encode(family.encode_family(&labels)?)?;
+        }
+        let bikes =
+            encoder.encode_descriptor("bikes_seen", "Bikes with a latest state in memory", None, MetricType::Gauge)?;
+        ConstGauge::new(i64::try_from(self.1.len()).unwrap_or(i64::MAX)).encode(bikes)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,414 @@
+//! `fleet-telemetry serve` as a newcomer runs it, zero-config: the embedded broker, SQLite, the
+//! API. Bikes registered and certified through the API connect with their own certificates and
+//! publish; the API shows their latest state, history (raw and downsampled) and live telemetry.
+//! Every bad input to the API gets a clear problem and changes nothing.
+
+mod support;
+
+use chrono::TimeDelta;
+use fleet_proto::{DeviceId, Message, topic::Kind};
+use futures::StreamExt;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::{BikeClient, envelope, service::Service, wait_for};
+
+async fn started() -> (tempfile::TempDir, Service, String) {
+    fleet_telemetry::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = Service::start(dir.path(), &[]).await;
+    let token = service.create_token("test", "admin");
+    assert!(token.starts_with("fltk_"), "{token}");
+    (dir, service, token)
+}
+
+/// Registers a bike and issues it a generated certificate: (device id, cert, key, serial).
+async fn certified(service: &Service, token: &str, serial: &str) -> (DeviceId, String, String, String) {
+    let (status, bike) = service
+        .call(
+            Method::POST,
+            "/api/v1/bikes",
+            token,
+            Some(json!({ "serial": serial, "model": "City 3", "firmware_version": "1.0.0" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{bike}");
+    let id = bike["device_id"].as_str().expect("device id").to_owned();
+    let (status, issued) =
+        service.call(Method::POST, &format!("/api/v1/bikes/{id}/certificates"), token, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{issued}");
+    let bundle = &issued["bundle"];
+    (
+        DeviceId::parse(&id).expect("id"),
+        bundle["cert_pem"].as_str().expect("cert").to_owned(),
+        bundle["key_pem"].as_str().expect("key").to_owned(),
+        issued["certificate"]["serial"].as_str().expect("serial").to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bike_registered_through_the_api_publishes_and_its_state_history_and_live_telemetry_show() {
+    let (_dir, service, token) = started().await;
+    assert!(service.log().contains("No API token exists yet"), "the first start says how to begin:\n{}", service.log());
+    let (device, cert, key, _) = certified(&service, &token, "SN-1").await;
+    let ca = service.text("/api/v1/ca.pem", &token).await;
+    let broker = service.get("/api/v1/broker", &token).await;
+    assert_eq!(broker["port"], service.broker_port);
+
+    // Live, from before the bike publishes.
+    let live = service
+        .http
+        .get(service.url(&format!("/api/v1/bikes/{device}/live")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("live");
+    assert_eq!(live.status(), StatusCode::OK);
+    assert_eq!(live.headers()["content-type"], "text/event-stream");
+    let mut live = live.bytes_stream();
+
+    let bike = BikeClient::connect_to(service.broker_port, &ca, &device, &cert, &key);
+    // Ten packets recorded a second apart, the newest now.
+    for seq in 1..=10 {
+        let packet = envelope(&device, seq, TimeDelta::seconds(10 - i64::try_from(seq).expect("small")));
+        bike.publish(Kind::Telemetry, packet.encode_to_vec()).await;
+    }
+    bike.wait_acked(10).await;
+    let path = format!("/api/v1/bikes/{device}");
+    wait_for("the latest state to be the last packet", || async {
+        service.get(&path, &token).await["latest"]["seq"] == 10
+    })
+    .await;
+    let view = service.get(&path, &token).await;
+    assert_eq!(view["online"], true, "{view}");
+    assert_eq!(view["latest"]["telemetry"]["odometer_m"], 1_010, "{view}");
+    let online = service.get("/api/v1/bikes?online=true", &token).await;
+    assert_eq!(online["items"].as_array().expect("items").len(), 1);
+    let offline = service.get("/api/v1/bikes?online=false", &token).await;
+    assert_eq!(offline["items"].as_array().expect("items").len(), 0);
+
+    let count = service.get(&format!("/api/v1/bikes/{device}/telemetry/count"), &token).await;
+    assert_eq!(count["count"], 10);
+    let page = service.get(&format!("/api/v1/bikes/{device}/telemetry?limit=4"), &token).await;
+    let seqs: Vec<u64> =
+        page["items"].as_array().expect("items").iter().map(|r| r["seq"].as_u64().expect("seq")).collect();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    let cursor = page["next"].as_str().expect("a next page");
+    let rest = service.get(&format!("/api/v1/bikes/{device}/telemetry?cursor={cursor}"), &token).await;
+    assert_eq!(rest["items"].as_array().expect("items").len(), 6);
+    assert!(rest.get("next").is_none(), "{rest}");
+    let buckets = service.get(&format!("/api/v1/bikes/{device}/telemetry?every=1h"), &token).await;
+    let counted: u64 =
+        buckets["buckets"].as_array().expect("buckets").iter().map(|b| b["count"].as_u64().expect("n")).sum();
+    assert_eq!(counted, 10, "{buckets}");
+
+    // The live stream saw every packet, in order, each with its seq as id.
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + support::DEADLINE;
+    while text.matches("event: telemetry").count() < 10 {
+        let chunk =
+            tokio::time::timeout_at(deadline, live.next()).await.expect("live events").expect("open").expect("bytes");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    for seq in 1..=10 {
+        assert!(text.contains(&format!("id: {seq}\nevent: telemetry\n")), "{text}");
+    }
+
+    // Resuming after 7 gives 8, 9, 10 from the store, and nothing else.
+    let resumed = service
+        .http
+        .get(service.url(&format!("/api/v1/bikes/{device}/live")))
+        .bearer_auth(&token)
+        .header("Last-Event-ID", "7")
+        .send()
+        .await
+        .expect("live");
+    let mut resumed = resumed.bytes_stream();
+    let mut text = String::new();
+    while text.matches("event: telemetry").count() < 3 {
+        let chunk =
+            tokio::time::timeout_at(deadline, resumed.next()).await.expect("events").expect("open").expect("bytes");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let ids: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("id: ")).collect();
+    assert_eq!(ids, ["8", "9", "10"], "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_revoked_through_the_api_quarantines_the_bikes_packets_at_once() {
+    let (_dir, service, token) = started().await;
+    let (device, cert, key, serial) = certified(&service, &token, "SN-2").await;
+    let ca = service.text("/api/v1/ca.pem", &token).await;
+    let bike = BikeClient::connect_to(service.broker_port, &ca, &device, &cert, &key);
+    bike.publish(Kind::Telemetry, envelope(&device, 1, TimeDelta::zero()).encode_to_vec()).await;
+    let count = format!("/api/v1/bikes/{device}/telemetry/count");
+    wait_for("the first packet to be stored", || async { service.get(&count, &token).await["count"] == 1 }).await;
+
+    let (status, revoked) = service
+        .call(
+            Method::POST,
+            &format!("/api/v1/certificates/{serial}/revoke"),
+            &token,
+            Some(json!({ "reason": "key_compromise" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{revoked}");
+    assert_eq!(revoked["revocation_reason"], "key_compromise");
+    let crl = service.text("/api/v1/crl.pem", &token).await;
+    assert!(crl.contains("BEGIN X509 CRL"), "{crl}");
+    let written = std::fs::read_to_string(service.data_dir.join("crl.pem")).expect("the CRL is written for the broker");
+    assert!(written.contains("BEGIN X509 CRL"));
+
+    // The same session, still open: its packets go to quarantine as `revoked`.
+    bike.publish(Kind::Telemetry, envelope(&device, 2, TimeDelta::zero()).encode_to_vec()).await;
+    wait_for("the packet to be quarantined as revoked", || async {
+        let page = service.get(&format!("/api/v1/quarantine?reason=revoked&device_id={device}"), &token).await;
+        !page["items"].as_array().expect("items").is_empty()
+    })
+    .await;
+    assert_eq!(service.get(&count, &token).await["count"], 1, "nothing of a revoked bike is stored");
+    let metrics = service.text("/metrics", &token).await;
+    assert!(metrics.contains(r#"fleet_ingest_quarantined_total{reason="revoked"} 1"#), "{metrics}");
+}
+
+/// One bad request: what is sent, and the status and code it must get.
+struct Bad {
+    method: Method,
+    path: String,
+    token: Option<String>,
+    body: Option<Body>,
+    status: StatusCode,
+    code: &'static str,
+}
+
+enum Body {
+    Json(Value),
+    Raw(&'static str, String),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_request_gets_a_problem_with_a_stable_code_and_changes_nothing() {
+    let (_dir, service, admin) = started().await;
+    let reader = service.create_token("reader", "read");
+    let writer = service.create_token("writer", "write");
+    let (device, _, _, serial) = certified(&service, &admin, "SN-3").await;
+    let before_bikes = service.get("/api/v1/bikes?decommissioned=true", &admin).await;
+    let before_certs = service.get(&format!("/api/v1/bikes/{device}/certificates"), &admin).await;
+
+    let bike = |fields: Value| {
+        let mut body = json!({ "serial": "SN-NEW", "model": "City 3", "firmware_version": "1.0.0" });
+        for (k, v) in fields.as_object().expect("object") {
+            body[k] = v.clone();
+        }
+        Some(Body::Json(body))
+    };
+    let bad = |method: Method, path: &str, token: &str, body: Option<Body>, status: u16, code: &'static str| Bad {
+        method,
+        path: path.to_owned(),
+        token: Some(token.to_owned()),
+        body,
+        status: StatusCode::from_u16(status).expect("status"),
+        code,
+    };
+    let (a, r, w) = (admin.as_str(), reader.as_str(), writer.as_str());
+    let certs = format!("/api/v1/bikes/{device}/certificates");
+    let history = format!("/api/v1/bikes/{device}/telemetry");
+    let revoke = format!("/api/v1/certificates/{serial}/revoke");
+    let mut cases = vec![
+        Bad { token: None, ..bad(Method::GET, "/api/v1/bikes", a, None, 401, "unauthenticated") },
+        bad(Method::GET, "/api/v1/bikes", "fltk_not-a-token", None, 401, "unauthenticated"),
+        bad(Method::GET, "/api/v1/bikes", "Basic abc", None, 401, "unauthenticated"),
+        bad(Method::GET, "/metrics", "nope", None, 401, "unauthenticated"),
+        bad(Method::POST, "/api/v1/bikes", r, bike(json!({})), 403, "insufficient_scope"),
+        bad(Method::POST, &revoke, w, Some(Body::Json(json!({ "reason": "superseded" }))), 403, "insufficient_scope"),
+        bad(Method::DELETE, &format!("/api/v1/bikes/{device}"), w, None, 403, "insufficient_scope"),
+        bad(
+            Method::POST,
+            "/api/v1/bikes",
+            a,
+            Some(Body::Raw("text/plain", "{}".into())),
+            415,
+            "unsupported_media_type",
+        ),
+        bad(
+            Method::POST,
+            "/api/v1/bikes",
+            a,
+            Some(Body::Raw("application/json", "{not json".into())),
+            400,
+            "malformed_json",
+        ),
+        bad(Method::POST, "/api/v1/bikes", a, Some(Body::Json(json!({ "serial": "x" }))), 422, "validation_failed"),
+        bad(Method::POST, "/api/v1/bikes", a, bike(json!({ "colour": "red" })), 422, "validation_failed"),
+        bad(Method::POST, "/api/v1/bikes", a, bike(json!({ "serial": "" })), 422, "validation_failed"),
+        bad(Method::POST, "/api/v1/bikes", a, bike(json!({ "serial": "x".repeat(65) })), 422, "validation_failed"),
+        bad(Method::POST, "/api/v1/bikes", a, bike(json!({ "model": "a\u{7}b" })), 422, "validation_failed"),
+        bad(Method::POST, "/api/v1/bikes", a, bike(json!({ "firmware_version": "1 0" })), 422, "validation_failed"),
+        bad(Method::POST, "/api/v1/bikes", a, bike(json!({ "serial": "SN-3" })), 409, "serial_taken"),
+        bad(Method::GET, "/api/v1/bikes/bike-0000000000000000", a, None, 404, "bike_not_found"),
+        bad(Method::GET, "/api/v1/bikes/NOT%20AN%20ID", a, None, 404, "bike_not_found"),
+        bad(Method::GET, "/api/v1/bikes?limit=0", a, None, 400, "invalid_query"),
+        bad(Method::GET, "/api/v1/bikes?limit=501", a, None, 400, "invalid_query"),
+        bad(Method::GET, "/api/v1/bikes?online=maybe", a, None, 400, "invalid_query"),
+        bad(Method::GET, "/api/v1/bikes?colour=red", a, None, 400, "invalid_query"),
+        bad(Method::POST, &certs, a, Some(Body::Json(json!({ "csr_pem": "not a csr" }))), 422, "validation_failed"),
+        bad(
+            Method::POST,
+            &certs,
+            a,
+            Some(Body::Json(json!({ "csr_pem": "x".repeat(20_000) }))),
+            422,
+            "validation_failed",
+        ),
+        bad(Method::POST, &certs, a, Some(Body::Json(json!({ "validity_days": 0 }))), 422, "validation_failed"),
+        bad(Method::POST, &certs, a, Some(Body::Json(json!({ "validity_days": 99_999 }))), 422, "validation_failed"),
+        bad(
+            Method::POST,
+            "/api/v1/bikes/bike-0000000000000000/certificates",
+            a,
+            Some(Body::Json(json!({}))),
+            404,
+            "bike_not_found",
+        ),
+        bad(Method::POST, &revoke, a, Some(Body::Json(json!({ "reason": "bored" }))), 422, "validation_failed"),
+        bad(Method::POST, &revoke, a, Some(Body::Json(json!({}))), 422, "validation_failed"),
+        bad(
+            Method::POST,
+            "/api/v1/certificates/abcdef/revoke",
+            a,
+            Some(Body::Json(json!({ "reason": "superseded" }))),
+            404,
+            "certificate_not_found",
+        ),
+        bad(
+            Method::POST,
+            "/api/v1/certificates/not-hex/revoke",
+            a,
+            Some(Body::Json(json!({ "reason": "superseded" }))),
+            404,
+            "certificate_not_found",
+        ),
+        bad(Method::GET, &format!("{history}?from=yesterday"), a, None, 400, "invalid_query"),
+        bad(
+            Method::GET,
+            &format!("{history}?from=2026-12-06T12:00:00Z&to=2026-12-06T11:00:00Z"),
+            a,
+            None,
+            400,
+            "invalid_query",
+        ),
+        bad(Method::GET, &format!("{history}?every=fortnightly"), a, None, 400, "invalid_query"),
+        bad(Method::GET, &format!("{history}?every=0s"), a, None, 400, "invalid_query"),
+        bad(
+            Method::GET,
+            &format!("{history}?every=1s&from=2026-01-01T00:00:00Z&to=2026-12-01T00:00:00Z"),
+            a,
+            None,
+            400,
+            "too_many_buckets",
+        ),
+        bad(Method::GET, &format!("{history}?every=1m&limit=5"), a, None, 400, "invalid_query"),
+        bad(Method::GET, &format!("{history}?limit=0"), a, None, 400, "invalid_query"),
+        bad(Method::GET, &format!("{history}?limit=10001"), a, None, 400, "invalid_query"),
+        bad(Method::GET, &format!("{history}?cursor=yesterday"), a, None, 400, "invalid_query"),
+        bad(Method::GET, "/api/v1/bikes/bike-0000000000000000/telemetry", a, None, 404, "bike_not_found"),
+        bad(Method::GET, "/api/v1/quarantine?reason=gremlins", a, None, 400, "invalid_query"),
+        bad(Method::GET, "/api/v1/quarantine?limit=0", a, None, 400, "invalid_query"),
+        bad(Method::GET, "/api/v1/quarantine?cursor=x", a, None, 400, "invalid_query"),
+        bad(Method::GET, "/api/v1/nowhere", a, None, 404, "not_found"),
+        bad(Method::PUT, "/api/v1/bikes", a, None, 405, "method_not_allowed"),
+        bad(Method::DELETE, "/api/v1/bikes/bike-0000000000000000", a, None, 404, "bike_not_found"),
+    ];
+    cases.push(bad(
+        Method::POST,
+        "/api/v1/bikes",
+        a,
+        Some(Body::Raw("application/json", format!("{{\"serial\":\"{}\"}}", "x".repeat(70_000)))),
+        413,
+        "payload_too_large",
+    ));
+
+    for case in &cases {
+        let mut request = service.http.request(case.method.clone(), service.url(&case.path));
+        if let Some(token) = &case.token {
+            request = request.header(
+                "Authorization",
+                if token.starts_with("Basic") { token.clone() } else { format!("Bearer {token}") },
+            );
+        }
+        request = match &case.body {
+            Some(Body::Json(value)) => request.json(value),
+            Some(Body::Raw(content_type, text)) => request.header("Content-Type", *content_type).body(text.clone()),
+            None => request,
+        };
+        let response = request.send().await.expect("answers");
+        let status = response.status();
+        let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap_or("").to_owned());
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let what = format!("{} {}", case.method, case.path);
+        assert_eq!(status, case.status, "{what}: {body}");
+        assert_eq!(content_type.as_deref(), Some("application/problem+json"), "{what}");
+        assert_eq!(body["code"], case.code, "{what}: {body}");
+        assert!(!body["detail"].as_str().unwrap_or("").is_empty(), "{what}: a detail for people: {body}");
+    }
+
+    // Last-Event-ID that no stream sent.
+    let response = service
+        .http
+        .get(service.url(&format!("/api/v1/bikes/{device}/live")))
+        .bearer_auth(&admin)
+        .header("Last-Event-ID", "-3")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.json::<Value>().await.expect("problem")["code"], "invalid_last_event_id");
+
+    // Revoking twice: the second is a conflict, and the first stands.
+    let (status, _) = service.call(Method::POST, &revoke, &admin, Some(json!({ "reason": "superseded" }))).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = service.call(Method::POST, &revoke, &admin, Some(json!({ "reason": "key_compromise" }))).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("already_revoked")));
+    let certificates = service.get(&format!("/api/v1/bikes/{device}/certificates"), &admin).await;
+    assert_eq!(certificates["items"][0]["revocation_reason"], "superseded");
+    let mut expected = before_certs.clone();
+    expected["items"][0]["revoked_at"] = certificates["items"][0]["revoked_at"].clone();
+    expected["items"][0]["revocation_reason"] = json!("superseded");
+    assert_eq!(certificates, expected, "only the one revocation changed anything");
+
+    // Nothing else changed: no bike registered, decommissioned or altered.
+    assert_eq!(service.get("/api/v1/bikes?decommissioned=true", &admin).await, before_bikes);
+
+    // The OpenAPI document lists every route.
+    let openapi: Value =
+        service.http.get(service.url("/api/openapi.json")).send().await.expect("doc").json().await.expect("json");
+    for path in [
+        "/api/v1/bikes",
+        "/api/v1/bikes/{device_id}",
+        "/api/v1/bikes/{device_id}/telemetry",
+        "/api/v1/bikes/{device_id}/live",
+        "/api/v1/quarantine",
+        "/api/v1/certificates/{serial}/revoke",
+        "/metrics",
+    ] {
+        assert!(openapi["paths"].get(path).is_some(), "{path} is in the OpenAPI document");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decommissioned_bike_is_listed_no_more_and_sigterm_stops_the_service_cleanly() {
+    let (_dir, mut service, token) = started().await;
+    let (device, _, _, _) = certified(&service, &token, "SN-4").await;
+    let (status, view) = service.call(Method::DELETE, &format!("/api/v1/bikes/{device}"), &token, None).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert!(view["decommissioned_at"].is_string());
+    assert_eq!(service.get("/api/v1/bikes", &token).await["items"], json!([]));
+    let all = service.get("/api/v1/bikes?decommissioned=true", &token).await;
+    assert_eq!(all["items"].as_array().expect("items").len(), 1);
+    let certificates = service.get(&format!("/api/v1/bikes/{device}/certificates"), &token).await;
+    assert_eq!(certificates["items"][0]["revocation_reason"], "cessation_of_operation");
+    let (status, body) = service.call(Method::DELETE, &format!("/api/v1/bikes/{device}"), &token, None).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("bike_decommissioned")));
+
+    let exit = service.terminate().await;
+    assert!(exit.success(), "SIGTERM is a clean stop: {exit:?}\n{}", service.log());
+}
