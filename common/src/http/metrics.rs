@@ -100,7 +100,10 @@ mod tests {
             app.clone().oneshot(request).await.expect("served");
         }
         let text = render(&registry);
-        assert!(text.contains(r#"test_http_requests_total{method="GET",route="/bikes/{id}",status="200"} 2"#), "{text}");
+        assert!(
+            text.contains(r#"test_http_requests_total{method="GET",route="/bikes/{id}",status="200"} 2"#),
+            "{text}"
+        );
         assert!(text.contains(r#"test_http_requests_total{method="GET",route="unmatched",status="404"} 1"#), "{text}");
     }
 }

@@ -48,7 +48,8 @@ pub struct InvalidLastEventId;
 /// or `query` (`?last_event_id=`) for a first connection that already knows one. The header
 /// wins; empty means from now.
 pub fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Result<Option<i64>, InvalidLastEventId> {
-    let header = headers.get("last-event-id").map(|value| value.to_str().map_err(|_| InvalidLastEventId)).transpose()?;
+    let header =
+        headers.get("last-event-id").map(|value| value.to_str().map_err(|_| InvalidLastEventId)).transpose()?;
     let Some(text) = header.or(query).filter(|text| !text.is_empty()) else { return Ok(None) };
     // Only what a stream sends: up to 18 digits (no sign, no spaces), so always an i64.
     if text.len() > 18 || !text.bytes().all(|b| b.is_ascii_digit()) {

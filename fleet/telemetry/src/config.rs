@@ -58,6 +58,10 @@ pub struct Config {
     pub ingest_cert: Option<PathBuf>,
     pub ingest_key: Option<PathBuf>,
     pub broker_ca: Option<PathBuf>,
+    /// The ingest's MQTT client id: the broker keeps its session (what it has not yet
+    /// acknowledged) under it while it is away, so it must stay the same across restarts, and
+    /// differ between replicas.
+    pub ingest_client_id: String,
     /// Where the CRL is written for the broker, and how the broker is told.
     pub crl_path: PathBuf,
     pub crl_reload: Reload,
@@ -88,6 +92,7 @@ struct FileConfig {
     ingest_cert: Option<PathBuf>,
     ingest_key: Option<PathBuf>,
     broker_ca: Option<PathBuf>,
+    ingest_client_id: Option<String>,
     crl_path: Option<PathBuf>,
     crl_reload: Option<String>,
     online_window_secs: Option<u64>,
@@ -165,6 +170,15 @@ impl Config {
             ));
         }
 
+        let ingest_client_id =
+            env("FLEET_INGEST_CLIENT_ID").or(file.ingest_client_id).unwrap_or_else(|| "fleet-ingest".to_owned());
+        if ingest_client_id.is_empty()
+            || ingest_client_id.len() > 64
+            || !ingest_client_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+        {
+            return Err(invalid("FLEET_INGEST_CLIENT_ID", "must be 1 to 64 ASCII letters, digits, `-` and `_`"));
+        }
+
         let crl_path =
             env("FLEET_CRL_PATH").map(PathBuf::from).or(file.crl_path).unwrap_or_else(|| data_dir.join("crl.pem"));
         let crl_reload = Reload::parse(&env("FLEET_CRL_RELOAD").or(file.crl_reload).unwrap_or_default())
@@ -204,6 +218,7 @@ impl Config {
             ingest_cert,
             ingest_key,
             broker_ca,
+            ingest_client_id,
             crl_path,
             crl_reload,
             online_window: Duration::from_secs(online_window),
@@ -333,6 +348,7 @@ mod tests {
             (&[("FLEET_INGEST_CERT", "/x.pem")], "FLEET_INGEST_CERT", "or neither"),
             (&[("FLEET_INGEST_CERT", "/x.pem"), ("FLEET_INGEST_KEY", "/x.key")], "FLEET_INGEST_CERT", "FLEET_BROKER"),
             (&[("FLEET_CRL_RELOAD", "pid:1")], "FLEET_CRL_RELOAD", "above 1"),
+            (&[("FLEET_INGEST_CLIENT_ID", "ingest/1")], "FLEET_INGEST_CLIENT_ID", "ASCII letters"),
             (&[("FLEET_ONLINE_WINDOW_SECS", "0")], "FLEET_ONLINE_WINDOW_SECS", "between 1 and"),
             (&[("FLEET_BATCH_SIZE", "lots")], "FLEET_BATCH_SIZE", "not a number"),
             (&[("FLEET_INFLIGHT", "70000")], "FLEET_INFLIGHT", "between 1 and 65535"),

@@ -229,7 +229,7 @@ fn ingest_settings(config: &Config, authority: &Authority) -> anyhow::Result<Ing
     settings.batch_linger = config.batch_linger;
     settings.inflight = config.inflight;
     settings.limits = config.limits.clone();
-    settings.client_id = format!("{INGEST_IDENTITY}-{}", std::process::id());
+    settings.client_id = config.ingest_client_id.clone();
     Ok(settings)
 }
 

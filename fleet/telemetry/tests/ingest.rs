@@ -242,3 +242,71 @@ async fn a_flood_of_bad_packets_is_counted_and_bounded_and_good_packets_still_ge
     assert_eq!(fleet.count(&flood.device).await, 0);
     ingest.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto: run `cargo xtask test`"]
+async fn the_service_killed_with_sigkill_mid_stream_loses_nothing_and_stores_nothing_twice() {
+    fleet_telemetry::install_crypto_provider();
+    let fleet = Fleet::start().await;
+    let broker = format!("mqtts://127.0.0.1:{}", fleet.broker.port);
+    let crl = fleet.dir.path().join("mosquitto").join("crl.pem");
+    let (crl, reload) = (crl.display().to_string(), format!("pid:{}", fleet.broker.pid()));
+    // Registered before the service starts, so that it knows them from its first packet.
+    let mut identities = Vec::new();
+    for i in 0..3 {
+        identities.push(fleet.register(&format!("SN-kill-{i}")).await);
+    }
+    // The whole process, against the fleet's registry, store and mosquitto.
+    let mut service = service::Service::start(
+        fleet.dir.path(),
+        &[
+            ("FLEET_BROKER", broker.as_str()),
+            ("FLEET_DATABASE_URL", fleet.database_url.as_str()),
+            ("FLEET_CRL_PATH", crl.as_str()),
+            ("FLEET_CRL_RELOAD", reload.as_str()),
+            ("FLEET_BATCH_SIZE", "100"),
+            ("FLEET_INFLIGHT", "200"),
+        ],
+    )
+    .await;
+    let token = service.create_token("test", "read");
+    // The SQLite store belongs to the service's process: counts come through its API.
+    let count = async |service: &service::Service, device: &fleet_proto::DeviceId| {
+        service.get(&format!("/api/v1/bikes/{device}/telemetry/count"), &token).await["count"].as_u64().expect("count")
+    };
+    let bikes: Vec<BikeClient> = identities.iter().map(|identity| BikeClient::connect(&fleet, identity)).collect();
+    const TOTAL: u64 = 2_000;
+    let publishers: Vec<_> = bikes
+        .iter()
+        .map(|bike| {
+            let (client, device) = (bike.client.clone(), bike.device.clone());
+            tokio::spawn(async move {
+                let topic = fleet_proto::Topic::new(device.clone(), Kind::Telemetry).to_string();
+                for seq in 0..TOTAL / 2 {
+                    let payload = envelope(&device, seq, TimeDelta::seconds(1)).encode_to_vec();
+                    client.publish(&topic, rumqttc::QoS::AtLeastOnce, false, payload).await.expect("queued");
+                }
+            })
+        })
+        .collect();
+    // Mid-stream: the first bike has some stored, not all.
+    wait_for("a first part stored", || async { count(&service, &bikes[0].device).await >= 200 }).await;
+    service.kill_and_restart().await;
+    for publisher in publishers {
+        publisher.await.expect("published");
+    }
+    // The second half goes to the restarted service.
+    for bike in &bikes {
+        for seq in TOTAL / 2..TOTAL {
+            bike.publish(Kind::Telemetry, envelope(&bike.device, seq, TimeDelta::seconds(1)).encode_to_vec()).await;
+        }
+    }
+    for bike in &bikes {
+        bike.wait_acked(TOTAL).await;
+    }
+    for bike in &bikes {
+        wait_for("every packet stored", || async { count(&service, &bike.device).await >= TOTAL }).await;
+        assert_eq!(count(&service, &bike.device).await, TOTAL, "exactly once: {}", service.log());
+    }
+    assert!(service.log().matches("fleet-telemetry is up").count() == 2, "it was started twice");
+}

@@ -60,6 +60,7 @@ where
 
 pub struct Fleet {
     pub dir: tempfile::TempDir,
+    pub database_url: String,
     pub keyring: Keyring,
     pub authority: Authority,
     pub registry: Registry,
@@ -84,8 +85,10 @@ impl Fleet {
         let dir = tempfile::tempdir().expect("tempdir");
         // mosquitto, started as root, reads its files as user mosquitto.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
-        let keyring = Keyring::load(&KeySettings { variable: "TEST_KEYS", keys: None, file: dir.path().join("keys") })
-            .expect("keyring");
+        // Where `fleet-telemetry serve` with this data directory finds them too.
+        let keyring =
+            Keyring::load(&KeySettings { variable: "TEST_KEYS", keys: None, file: dir.path().join("master.key") })
+                .expect("keyring");
         let url = fresh_database_url(dir.path(), "fleet").await;
         let registry = Registry::open(&url, 4).await.expect("registry");
         let authority = registry.authority(&keyring, SystemTime::now()).await.expect("CA");
@@ -101,6 +104,7 @@ impl Fleet {
         let broker = Mosquitto::start(dir.path(), &authority, &registry).await;
         Self {
             dir,
+            database_url: url,
             keyring,
             authority,
             registry,
@@ -287,8 +291,11 @@ impl Mosquitto {
     /// What the service publishes revocations with: the CRL file mosquitto reads, and
     /// SIGHUP to mosquitto.
     pub fn crl_publisher(&self) -> CrlPublisher {
-        let pid = self.child.as_ref().expect("running").id();
-        CrlPublisher { path: self.dir.join("crl.pem"), reload: Reload::Pid(pid) }
+        CrlPublisher { path: self.dir.join("crl.pem"), reload: Reload::Pid(self.pid()) }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     fn signal(&self, signal: &str) {
