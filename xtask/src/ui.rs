@@ -126,6 +126,15 @@ pub fn build_ui(options: &BuildOptions) -> Result<PathBuf> {
 pub fn serve(options: &ServeOptions) -> Result<()> {
     let site = build_ui(&options.build)?;
     let root = workspace_root();
+    // The fleet services are built too, so that `cargo run -p fleet-telemetry` and
+    // `cargo run -p fleet-sim` (the README's fleet section) start at once.
+    let mut fleet = Command::new(cargo());
+    fleet.current_dir(&root).args(["build", "--package", "fleet-telemetry", "--package", "fleet-sim"]);
+    if options.build.release {
+        fleet.arg("--release");
+    }
+    let status = fleet.env("CARGO_TARGET_DIR", target_dir(&root)?).status().context("could not run cargo")?;
+    ensure!(status.success(), "building the fleet services failed");
     let mut command = Command::new(cargo());
     command.current_dir(&root).args(["run", "--package", "fleetplane"]);
     if options.build.release {

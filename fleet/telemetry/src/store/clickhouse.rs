@@ -505,30 +505,30 @@ impl TelemetryStore for ClickHouseStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
+/// A throwaway clickhouse-server for tests (Debian's 18.16, which `cargo xtask test` installs).
+pub mod testing {
     use std::{
         io::{Read, Write},
         net::TcpStream,
         path::Path,
         process::{Child, Command, Stdio},
-        time::Instant,
+        time::{Duration, Instant},
     };
 
-    use super::*;
-    use crate::store::tests as shared;
+    use super::ClickHouseStore;
 
     const CLICKHOUSE: &str = "/usr/sbin/clickhouse-server";
 
     /// A throwaway clickhouse-server on loopback, its data in a temporary directory.
-    struct Server {
+    pub struct ClickHouseServer {
         child: Child,
-        url: String,
+        pub url: String,
         _dir: tempfile::TempDir,
     }
 
-    impl Server {
-        fn start() -> Self {
+    impl ClickHouseServer {
+        /// Starts it; panics (failing the test) if it does not answer within two minutes.
+        pub fn start() -> Self {
             let dir = tempfile::tempdir().expect("tempdir");
             let d = dir.path().display().to_string();
             let (http, tcp) = (fleetplane_common::ports::free_port(), fleetplane_common::ports::free_port());
@@ -587,23 +587,29 @@ mod tests {
             }
         }
 
-        async fn store(&self, database: &str) -> ClickHouseStore {
+        pub async fn store(&self, database: &str) -> ClickHouseStore {
             ClickHouseStore::open(&self.url, database).await.expect("store")
         }
     }
 
-    impl Drop for Server {
+    impl Drop for ClickHouseServer {
         fn drop(&mut self) {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests as shared;
 
     /// One server for the store tests every store passes, each in a database of its own.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "needs clickhouse-server: run `cargo xtask test`"]
     async fn the_store_tests_pass_on_clickhouse() {
-        let server = Server::start();
+        let server = testing::ClickHouseServer::start();
         shared::a_packet_delivered_again_is_stored_once(&server.store("once").await).await;
         shared::history_orders_late_packets_by_recorded_at_across_days(&server.store("late").await).await;
         shared::downsampled_history_matches_the_raw_rows(&server.store("downsampled").await).await;
