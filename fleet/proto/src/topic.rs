@@ -119,9 +119,12 @@ impl Topic {
     }
 
     /// The filter the ingest subscribes to for `kind`, shared among its replicas (MQTT 5
-    /// shared subscription, group `group`).
+    /// shared subscription). Each kind has a group of its own, `{group}-{kind}`: replicas in it
+    /// split that kind's messages, as in one group per filter (mosquitto's and the spec's
+    /// model); rumqttd keeps one cursor per group name, and several filters in one group lose
+    /// all but one filter's messages there.
     pub fn shared_filter(group: &str, kind: Kind) -> String {
-        format!("$share/{group}/bikes/+/{}", kind.as_str())
+        format!("$share/{group}-{kind}/bikes/+/{kind}", kind = kind.as_str())
     }
 
     /// The filter of everything a bike may be sent (cloud to bike).
@@ -178,7 +181,7 @@ mod tests {
 
     #[test]
     fn filters_name_the_shared_group_and_the_commands() {
-        assert_eq!(Topic::shared_filter("ingest", Kind::Batch), "$share/ingest/bikes/+/batch");
+        assert_eq!(Topic::shared_filter("ingest", Kind::Batch), "$share/ingest-batch/bikes/+/batch");
         let device = DeviceId::parse("bike-7").expect("id");
         assert_eq!(Topic::commands_filter(&device), "bikes/bike-7/commands/#");
     }

@@ -412,3 +412,10 @@ async fn a_decommissioned_bike_is_listed_no_more_and_sigterm_stops_the_service_c
     let exit = service.terminate().await;
     assert!(exit.success(), "SIGTERM is a clean stop: {exit:?}\n{}", service.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_bikes_ride_against_the_zero_config_service_and_every_acknowledged_packet_is_stored_once() {
+    let (_dir, service, token) = started().await;
+    let report = support::ride::ride(&service, &token, 5, std::time::Duration::from_secs(15)).await;
+    support::ride::check(&service, &token, &report).await;
+}
