@@ -20,10 +20,10 @@ mod runs;
 pub use account::*;
 pub use cloud::*;
 pub use clusters::*;
-pub use live::*;
-pub use orgs::*;
 /// Error bodies: the workspace's one problem+json shape.
 pub use fleetplane_common::problem::{FieldError, Problem};
+pub use live::*;
+pub use orgs::*;
 pub use runs::*;
 
 /// Whole numbers as JSON Schema counts them: `205.0` is the integer 205, so it is read as one.
