@@ -17,7 +17,7 @@
 //! waiting.
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -27,7 +27,11 @@ use std::{
 
 use anyhow::Context;
 use chrono::Utc;
-use fleet_proto::topic::{Kind, Topic};
+use fleet_proto::{
+    Batch, DeviceId, Envelope, Message, SCHEMA_VERSION, Timestamp,
+    envelope::Body,
+    topic::{Kind, Topic},
+};
 use rumqttc::{
     TlsConfiguration, Transport,
     v5::{
@@ -73,7 +77,19 @@ pub struct IngestSettings {
     /// The largest MQTT message accepted, in bytes.
     pub max_message: usize,
     pub limits: Limits,
+    /// Whether replicas share their latest states: after each commit the ingest publishes the
+    /// newest packets of the batch on [`replica_topic`], and takes in those of the others, so
+    /// that every replica knows every bike's latest state (and its live streams follow every
+    /// bike), whichever replica the broker gave the packets to.
+    pub share_latest: bool,
 }
+
+/// Where replica `client_id` publishes the newest packets of each batch it commits.
+pub fn replica_topic(client_id: &str) -> String {
+    format!("{REPLICAS_PREFIX}{client_id}/latest")
+}
+
+const REPLICAS_PREFIX: &str = "fleet/replicas/";
 
 impl IngestSettings {
     pub fn new(host: impl Into<String>, port: u16, ca_pem: Vec<u8>, cert_pem: Vec<u8>, key_pem: Vec<u8>) -> Self {
@@ -91,6 +107,7 @@ impl IngestSettings {
             quarantine_per_batch: 200,
             max_message: 1024 * 1024,
             limits: Limits::default(),
+            share_latest: false,
         }
     }
 }
@@ -115,6 +132,19 @@ pub struct IngestStats {
     pub queue_high_water: AtomicU64,
     /// Per quarantine reason, in the order of [`packet::Reason::ALL`].
     pub by_reason: [AtomicU64; 14],
+}
+
+fn envelope(packet: &Packet) -> Envelope {
+    Envelope {
+        schema_version: SCHEMA_VERSION,
+        device_id: packet.device_id.to_string(),
+        seq: packet.seq,
+        recorded_at: Some(Timestamp {
+            seconds: packet.recorded_at.timestamp(),
+            nanos: i32::try_from(packet.recorded_at.timestamp_subsec_nanos()).unwrap_or(0),
+        }),
+        body: Some(packet.body.clone()),
+    }
 }
 
 /// The ingest's shared parts.
@@ -178,6 +208,11 @@ impl Ingest {
                 event = eventloop.poll() => event,
             };
             match event {
+                Ok(Event::Incoming(Incoming::Publish(publish)))
+                    if publish.topic.starts_with(REPLICAS_PREFIX.as_bytes()) =>
+                {
+                    self.take_in_replica(settings, &publish);
+                }
                 Ok(Event::Incoming(Incoming::Publish(publish))) => {
                     self.stats.messages.fetch_add(1, Ordering::Relaxed);
                     if publish.dup {
@@ -203,6 +238,9 @@ impl Ingest {
                     // persistence without its shared subscriptions. Subscribing again is harmless.
                     for kind in Kind::ALL {
                         client.subscribe(Topic::shared_filter(&settings.group, kind), QoS::AtLeastOnce).await?;
+                    }
+                    if settings.share_latest {
+                        client.subscribe(format!("{REPLICAS_PREFIX}+/latest"), QoS::AtMostOnce).await?;
                     }
                 }
                 Ok(_) => {}
@@ -255,7 +293,10 @@ impl Ingest {
                     Ok(None) | Err(_) => break,
                 }
             }
-            self.flush(settings, &mut batch).await;
+            let stored = self.flush(settings, &mut batch).await;
+            if settings.share_latest {
+                self.share(settings, client, &stored);
+            }
             unsent.extend(batch.drain(..).map(|mut publish| {
                 // Only the packet id and QoS are needed to acknowledge.
                 publish.payload = Default::default();
@@ -282,8 +323,63 @@ impl Ingest {
         }
     }
 
-    /// Examines and stores `batch`, retrying until the store takes it.
-    async fn flush(&self, settings: &IngestSettings, batch: &mut [Publish]) {
+    /// Publishes the newest packet of each bike in `packets`, and its newest telemetry, for the
+    /// other replicas. Best effort (QoS 0, dropped when the connection's queue is full): the
+    /// packets are stored already, and a replica that misses one catches up with the next.
+    fn share(&self, settings: &IngestSettings, client: &AsyncClient, packets: &[Packet]) {
+        let mut newest: HashMap<&DeviceId, (&Packet, Option<&Packet>)> = HashMap::new();
+        for packet in packets {
+            let key = |p: &Packet| (p.recorded_at, p.seq);
+            let entry = newest.entry(&packet.device_id).or_insert((packet, None));
+            if key(packet) > key(entry.0) {
+                entry.0 = packet;
+            }
+            if matches!(packet.body, Body::Telemetry(_)) && entry.1.is_none_or(|t| key(packet) > key(t)) {
+                entry.1 = Some(packet);
+            }
+        }
+        if newest.is_empty() {
+            return;
+        }
+        let mut envelopes = Vec::with_capacity(newest.len() * 2);
+        for (packet, telemetry) in newest.into_values() {
+            envelopes.push(envelope(packet));
+            if let Some(telemetry) = telemetry.filter(|t| t.seq != packet.seq) {
+                envelopes.push(envelope(telemetry));
+            }
+        }
+        let payload = Batch { packets: envelopes }.encode_to_vec();
+        if client.try_publish(replica_topic(&settings.client_id), QoS::AtMostOnce, false, payload).is_err() {
+            tracing::debug!("the connection's queue is full; this batch's latest states are not shared");
+        }
+    }
+
+    /// Takes in another replica's newest packets: its bikes' latest states, and its live feed.
+    fn take_in_replica(&self, settings: &IngestSettings, publish: &Publish) {
+        let topic = String::from_utf8_lossy(&publish.topic);
+        if topic == replica_topic(&settings.client_id) {
+            return;
+        }
+        let Ok(batch) = Batch::decode(&publish.payload[..]) else {
+            tracing::warn!(%topic, "a replica's latest states do not decode; ignored");
+            return;
+        };
+        let received_at = Utc::now();
+        let packets: Vec<Packet> = batch
+            .packets
+            .into_iter()
+            .filter_map(|e| {
+                let device_id = DeviceId::parse(&e.device_id).ok()?;
+                let at = e.recorded_at?;
+                let recorded_at = chrono::DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).ok()?)?;
+                Some(Packet { device_id, seq: e.seq, recorded_at, received_at, body: e.body? })
+            })
+            .collect();
+        self.latest.update(&packets);
+    }
+
+    /// Examines and stores `batch`, retrying until the store takes it; returns what was stored.
+    async fn flush(&self, settings: &IngestSettings, batch: &mut [Publish]) -> Vec<Packet> {
         let received_at = Utc::now();
         let mut packets: Vec<Packet> = Vec::new();
         let mut quarantined: Vec<Quarantined> = Vec::new();
@@ -331,5 +427,6 @@ impl Ingest {
         self.stats.duplicates.fetch_add(packets.len() as u64 - stored, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.latest.update(&packets);
+        packets
     }
 }

@@ -230,6 +230,7 @@ fn ingest_settings(config: &Config, authority: &Authority) -> anyhow::Result<Ing
     settings.inflight = config.inflight;
     settings.limits = config.limits.clone();
     settings.client_id = config.ingest_client_id.clone();
+    settings.share_latest = config.share_latest;
     Ok(settings)
 }
 

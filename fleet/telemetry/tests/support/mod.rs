@@ -80,8 +80,27 @@ pub struct BikeIdentity {
     pub key_pem: String,
 }
 
+/// mosquitto's per-client limits: the tests' defaults, or a benchmark's larger ones.
+#[derive(Clone, Copy, Debug)]
+pub struct BrokerLimits {
+    /// `max_inflight_messages`: QoS 1 messages sent to a client and not yet acknowledged.
+    pub max_inflight: u32,
+    /// `max_queued_messages` (0: no limit): more than this waiting for a client are dropped.
+    pub max_queued: u32,
+}
+
+impl Default for BrokerLimits {
+    fn default() -> Self {
+        Self { max_inflight: 200, max_queued: 100_000 }
+    }
+}
+
 impl Fleet {
     pub async fn start() -> Self {
+        Self::start_with(BrokerLimits::default()).await
+    }
+
+    pub async fn start_with(limits: BrokerLimits) -> Self {
         fleet_telemetry::install_crypto_provider();
         let dir = tempfile::tempdir().expect("tempdir");
         // mosquitto, started as root, reads its files as user mosquitto.
@@ -102,7 +121,7 @@ impl Fleet {
         let ingest = authority
             .issue_generated(&DeviceId::parse("fleet-ingest").expect("id"), SystemTime::now(), DEFAULT_VALIDITY)
             .expect("the ingest's certificate");
-        let broker = Mosquitto::start(dir.path(), &authority, &registry).await;
+        let broker = Mosquitto::start(dir.path(), &authority, &registry, limits).await;
         Self {
             dir,
             database_url: url,
@@ -118,6 +137,14 @@ impl Fleet {
     }
 
     pub async fn register(&self, serial: &str) -> BikeIdentity {
+        let identity = self.enroll(serial).await;
+        self.standings.refresh(&self.registry).await.expect("standings");
+        identity
+    }
+
+    /// Registers a bike and issues its certificate, without reading the standings again (a
+    /// running service reads them within its refresh interval).
+    pub async fn enroll(&self, serial: &str) -> BikeIdentity {
         let bike = self
             .registry
             .register(
@@ -137,7 +164,6 @@ impl Fleet {
             .issue("test", &self.authority, &bike.device_id, Request::Generate, DEFAULT_VALIDITY, SystemTime::now())
             .await
             .expect("issued");
-        self.standings.refresh(&self.registry).await.expect("standings");
         let bundle = issued.bundle.expect("a generated key");
         BikeIdentity {
             bike,
@@ -218,7 +244,7 @@ pub struct Mosquitto {
 }
 
 impl Mosquitto {
-    async fn start(dir: &Path, authority: &Authority, registry: &Registry) -> Self {
+    async fn start(dir: &Path, authority: &Authority, registry: &Registry, limits: BrokerLimits) -> Self {
         let dir = dir.join("mosquitto");
         fs::create_dir_all(&dir).expect("mosquitto dir");
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).expect("chmod");
@@ -239,7 +265,8 @@ impl Mosquitto {
         write(
             "acl",
             "# The ingest reads every bike's topics; each bike uses only its own.\n\
-             user fleet-ingest\ntopic read bikes/+/telemetry\ntopic read bikes/+/events\ntopic read bikes/+/batch\n\n\
+             user fleet-ingest\ntopic read bikes/+/telemetry\ntopic read bikes/+/events\ntopic read bikes/+/batch\n\
+             topic readwrite fleet/replicas/#\n\n\
              pattern readwrite bikes/%u/#\n",
         );
         let port = free_port();
@@ -249,12 +276,14 @@ impl Mosquitto {
             &format!(
                 "per_listener_settings false\n\
                  persistence true\npersistence_location {d}/\nautosave_interval 1\n\
-                 max_inflight_messages 200\nmax_queued_messages 100000\n\
+                 max_inflight_messages {inflight}\nmax_queued_messages {queued}\n\
                  log_dest stderr\nlog_type error\nlog_type warning\n\
                  acl_file {d}/acl\n\
                  listener {port} 127.0.0.1\n\
                  cafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n\
-                 require_certificate true\nuse_identity_as_username true\ncrlfile {d}/crl.pem\n"
+                 require_certificate true\nuse_identity_as_username true\ncrlfile {d}/crl.pem\n",
+                inflight = limits.max_inflight,
+                queued = limits.max_queued,
             ),
         );
         let mut broker = Self { child: None, port, dir };

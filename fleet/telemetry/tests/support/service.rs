@@ -72,6 +72,11 @@ impl Service {
         .await;
     }
 
+    /// Its process id, for reading its memory and CPU time from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// What it logged (and printed) so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data_dir.join("serve.log")).unwrap_or_default()
