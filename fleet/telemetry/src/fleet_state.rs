@@ -47,7 +47,15 @@ pub struct BikeState {
     pub recorded_at: DateTime<Utc>,
     /// When the newest packet (by arrival) reached the service: what "online" is judged by.
     pub last_seen: DateTime<Utc>,
-    pub telemetry: Option<(DateTime<Utc>, Telemetry)>,
+    pub telemetry: Option<NewestTelemetry>,
+}
+
+/// A bike's newest telemetry packet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewestTelemetry {
+    pub seq: u64,
+    pub recorded_at: DateTime<Utc>,
+    pub telemetry: Telemetry,
 }
 
 /// How many committed batches the live feed holds for a stream that is slow to take them;
@@ -106,9 +114,10 @@ impl Latest {
                 state.seq = packet.seq;
             }
             if let Body::Telemetry(telemetry) = &packet.body
-                && state.telemetry.as_ref().is_none_or(|(at, _)| packet.recorded_at >= *at)
+                && state.telemetry.as_ref().is_none_or(|t| (packet.recorded_at, packet.seq) >= (t.recorded_at, t.seq))
             {
-                state.telemetry = Some((packet.recorded_at, *telemetry));
+                state.telemetry =
+                    Some(NewestTelemetry { seq: packet.seq, recorded_at: packet.recorded_at, telemetry: *telemetry });
             }
         }
     }
@@ -146,7 +155,7 @@ mod tests {
         latest.update(&[late]);
         let state = latest.get(&bike).expect("state");
         assert_eq!(state.seq, 10);
-        assert_eq!(state.telemetry, Some((noon(), telemetry(10))));
+        assert_eq!(state.telemetry, Some(NewestTelemetry { seq: 10, recorded_at: noon(), telemetry: telemetry(10) }));
         assert_eq!(state.last_seen, noon() + TimeDelta::minutes(5), "the late batch shows the bike is here");
 
         let window = Duration::from_secs(120);

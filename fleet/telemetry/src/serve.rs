@@ -161,6 +161,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             broker_url: broker_url.clone(),
             heartbeat: Duration::from_secs(15),
         },
+        shutdown: stop.clone(),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

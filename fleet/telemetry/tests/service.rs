@@ -409,8 +409,19 @@ async fn a_decommissioned_bike_is_listed_no_more_and_sigterm_stops_the_service_c
     let (status, body) = service.call(Method::DELETE, &format!("/api/v1/bikes/{device}"), &token, None).await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("bike_decommissioned")));
 
+    // A live stream open at shutdown ends with it, rather than holding it up.
+    let (other, _, _, _) = certified(&service, &token, "SN-5").await;
+    let live = service
+        .http
+        .get(service.url(&format!("/api/v1/bikes/{other}/live")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("live");
+    assert_eq!(live.status(), StatusCode::OK);
     let exit = service.terminate().await;
     assert!(exit.success(), "SIGTERM is a clean stop: {exit:?}\n{}", service.log());
+    drop(live);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

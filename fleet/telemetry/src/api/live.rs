@@ -85,26 +85,29 @@ async fn follow(
             None => return,
         },
         None => {
+            // The bike's newest telemetry first, so that a new view shows it at once; the
+            // stream goes on from the newest packet (which may be newer: an event).
             let latest = state.latest.get(&device);
-            let last = latest.as_ref().map_or(0, |s| s.seq);
-            if let Some((recorded_at, telemetry)) = latest.and_then(|s| s.telemetry) {
+            if let Some(newest) = latest.as_ref().and_then(|s| s.telemetry.as_ref()) {
                 let record = Record {
-                    seq: last,
-                    recorded_at,
-                    received_at: recorded_at,
-                    body: fleet_proto::envelope::Body::Telemetry(telemetry),
+                    seq: newest.seq,
+                    recorded_at: newest.recorded_at,
+                    received_at: newest.recorded_at,
+                    body: fleet_proto::envelope::Body::Telemetry(newest.telemetry),
                 };
-                // The telemetry may be older than the newest packet: its own seq is not known
-                // here, so it goes out as the newest's.
                 if frames.send(frame(&record)).await.is_err() {
                     return;
                 }
             }
-            last
+            latest.map_or(0, |s| s.seq)
         }
     };
     loop {
-        match feed.recv().await {
+        let received = tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            received = feed.recv() => received,
+        };
+        match received {
             Ok(batch) => {
                 let mut mine: Vec<&Packet> = batch.iter().filter(|p| p.device_id == device && p.seq > last).collect();
                 mine.sort_by_key(|p| p.seq);

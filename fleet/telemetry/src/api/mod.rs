@@ -74,6 +74,8 @@ pub struct Service {
     pub stats: Arc<IngestStats>,
     pub crl: CrlPublisher,
     pub settings: ApiSettings,
+    /// Cancelled when the service stops: live streams end, so that the server can.
+    pub shutdown: tokio_util::sync::CancellationToken,
     metrics: MetricsRegistry,
     http_metrics: HttpMetrics,
 }
@@ -99,6 +101,7 @@ pub struct Parts {
     pub stats: Arc<IngestStats>,
     pub crl: CrlPublisher,
     pub settings: ApiSettings,
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
@@ -115,6 +118,7 @@ impl AppState {
             stats: parts.stats,
             crl: parts.crl,
             settings: parts.settings,
+            shutdown: parts.shutdown,
             metrics,
             http_metrics,
         }))

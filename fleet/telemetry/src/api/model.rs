@@ -120,7 +120,7 @@ impl BikeView {
             latest: state.map(|s| LatestView {
                 seq: s.seq,
                 recorded_at: s.recorded_at,
-                telemetry: s.telemetry.map(|(at, t)| TelemetryView::new(at, &t)),
+                telemetry: s.telemetry.map(|t| TelemetryView::new(t.recorded_at, &t.telemetry)),
             }),
         }
     }
