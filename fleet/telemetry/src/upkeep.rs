@@ -27,15 +27,29 @@ pub async fn refresh_standings(
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
+    let mut ticks = Ticks::new(interval);
+    while ticks.next(&shutdown).await {
         if let Err(e) = standings.refresh(&registry).await {
             tracing::warn!(error = %e, "reading the bikes' standings failed; keeping the last ones");
+        }
+    }
+}
+
+/// A tick at once and then every interval (a late round delays the next, never two at once).
+struct Ticks(tokio::time::Interval);
+
+impl Ticks {
+    fn new(every: Duration) -> Self {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self(ticks)
+    }
+
+    /// Waits for the next tick: `false` once `shutdown` is cancelled.
+    async fn next(&mut self, shutdown: &CancellationToken) -> bool {
+        tokio::select! {
+            () = shutdown.cancelled() => false,
+            _ = self.0.tick() => true,
         }
     }
 }
@@ -56,13 +70,8 @@ pub async fn keep_crl_fresh(
     shutdown: CancellationToken,
 ) {
     let mut published: Option<SystemTime> = None;
-    let mut ticks = tokio::time::interval(check);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
+    let mut ticks = Ticks::new(check);
+    while ticks.next(&shutdown).await {
         let now = SystemTime::now();
         if published.is_some_and(|at| !crl_due(at, now)) {
             continue;
@@ -86,13 +95,8 @@ pub async fn keep_retention(
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
+    let mut ticks = Ticks::new(interval);
+    while ticks.next(&shutdown).await {
         let keep_from = chrono::Utc::now() - chrono::TimeDelta::from_std(retention).unwrap_or(chrono::TimeDelta::MAX);
         match store.drop_days_before(keep_from.date_naive()).await {
             Ok(days) if !days.is_empty() => tracing::info!(?days, "dropped telemetry past its retention"),

@@ -85,16 +85,9 @@ impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
-        if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
-            let token = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| {
-                    AppError::unauthorized("invalid_authorization", "Use `Authorization: Bearer <api token>`.")
-                })?;
+        let token = fleetplane_common::http::bearer_token(&parts.headers)
+            .map_err(|_| AppError::unauthorized("invalid_authorization", "Use `Authorization: Bearer <api token>`."))?;
+        if let Some(token) = token {
             let (token_id, user) = authenticate_token(state, token).await?;
             return Ok(Self { user, via: AuthVia::Token(token_id) });
         }

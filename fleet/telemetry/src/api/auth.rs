@@ -3,8 +3,9 @@
 
 use axum::{
     extract::FromRequestParts,
-    http::{StatusCode, header, request::Parts},
+    http::{StatusCode, request::Parts},
 };
+use fleetplane_common::http::{NotBearer, bearer_token};
 
 use super::{ApiError, AppState, Result};
 use crate::registry::tokens::{Scope, TokenInfo};
@@ -43,16 +44,11 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
-        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            return Err(unauthenticated("Send `Authorization: Bearer <token>` (fleet-telemetry admin create-token)."));
-        };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| unauthenticated("The Authorization header must be `Bearer <token>`."))?;
+        let token = bearer_token(&parts.headers)
+            .map_err(|NotBearer| unauthenticated("The Authorization header must be `Bearer <token>`."))?
+            .ok_or_else(|| {
+                unauthenticated("Send `Authorization: Bearer <token>` (fleet-telemetry admin create-token).")
+            })?;
         match state.registry.authenticate(token).await? {
             Some(info) => Ok(Self(info)),
             None => Err(unauthenticated("This token is not known, or it was revoked.")),
