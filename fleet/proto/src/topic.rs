@@ -118,6 +118,11 @@ impl Topic {
         Ok(Self { device, kind })
     }
 
+    /// The filter of every bike's `kind` topic, for a single ingest.
+    pub fn filter(kind: Kind) -> String {
+        format!("bikes/+/{}", kind.as_str())
+    }
+
     /// The filter the ingest subscribes to for `kind`, shared among its replicas (MQTT 5
     /// shared subscription). Each kind has a group of its own, `{group}-{kind}`: replicas in it
     /// split that kind's messages, as in one group per filter (mosquitto's and the spec's
@@ -182,6 +187,7 @@ mod tests {
     #[test]
     fn filters_name_the_shared_group_and_the_commands() {
         assert_eq!(Topic::shared_filter("ingest", Kind::Batch), "$share/ingest-batch/bikes/+/batch");
+        assert_eq!(Topic::filter(Kind::Events), "bikes/+/events");
         let device = DeviceId::parse("bike-7").expect("id");
         assert_eq!(Topic::commands_filter(&device), "bikes/bike-7/commands/#");
     }

@@ -62,9 +62,10 @@ pub struct Config {
     /// acknowledged) under it while it is away, so it must stay the same across restarts, and
     /// differ between replicas.
     pub ingest_client_id: String,
-    /// Whether this replica shares the latest states it learns with the others, through the
-    /// broker (`fleet/replicas/{client id}/latest`), and takes in theirs: on when several run.
-    pub share_latest: bool,
+    /// Whether several replicas run: they split the packets through a shared subscription, and
+    /// share the latest states they learn through the broker (`fleet/replicas/{client
+    /// id}/latest`).
+    pub replicated: bool,
     /// Where the CRL is written for the broker, and how the broker is told.
     pub crl_path: PathBuf,
     pub crl_reload: Reload,
@@ -96,7 +97,7 @@ struct FileConfig {
     ingest_key: Option<PathBuf>,
     broker_ca: Option<PathBuf>,
     ingest_client_id: Option<String>,
-    share_latest: Option<bool>,
+    replicated: Option<bool>,
     crl_path: Option<PathBuf>,
     crl_reload: Option<String>,
     online_window_secs: Option<u64>,
@@ -183,14 +184,14 @@ impl Config {
             return Err(invalid("FLEET_INGEST_CLIENT_ID", "must be 1 to 64 ASCII letters, digits, `-` and `_`"));
         }
 
-        let share_latest = match env("FLEET_SHARE_LATEST").as_deref() {
+        let replicated = match env("FLEET_REPLICATED").as_deref() {
             Some("on" | "true" | "1") => true,
             Some("off" | "false" | "0") => false,
-            Some(other) => return Err(invalid("FLEET_SHARE_LATEST", format!("`{other}` is not `on` or `off`"))),
-            None => file.share_latest.unwrap_or(false),
+            Some(other) => return Err(invalid("FLEET_REPLICATED", format!("`{other}` is not `on` or `off`"))),
+            None => file.replicated.unwrap_or(false),
         };
-        if share_latest && matches!(broker, BrokerChoice::Embedded(_)) {
-            return Err(invalid("FLEET_SHARE_LATEST", "is for replicas on an external broker: set FLEET_BROKER too"));
+        if replicated && matches!(broker, BrokerChoice::Embedded(_)) {
+            return Err(invalid("FLEET_REPLICATED", "is for replicas on an external broker: set FLEET_BROKER too"));
         }
 
         let crl_path =
@@ -233,7 +234,7 @@ impl Config {
             ingest_key,
             broker_ca,
             ingest_client_id,
-            share_latest,
+            replicated,
             crl_path,
             crl_reload,
             online_window: Duration::from_secs(online_window),
@@ -364,8 +365,8 @@ mod tests {
             (&[("FLEET_INGEST_CERT", "/x.pem"), ("FLEET_INGEST_KEY", "/x.key")], "FLEET_INGEST_CERT", "FLEET_BROKER"),
             (&[("FLEET_CRL_RELOAD", "pid:1")], "FLEET_CRL_RELOAD", "above 1"),
             (&[("FLEET_INGEST_CLIENT_ID", "ingest/1")], "FLEET_INGEST_CLIENT_ID", "ASCII letters"),
-            (&[("FLEET_SHARE_LATEST", "yes")], "FLEET_SHARE_LATEST", "`on` or `off`"),
-            (&[("FLEET_SHARE_LATEST", "on")], "FLEET_SHARE_LATEST", "FLEET_BROKER"),
+            (&[("FLEET_REPLICATED", "yes")], "FLEET_REPLICATED", "`on` or `off`"),
+            (&[("FLEET_REPLICATED", "on")], "FLEET_REPLICATED", "FLEET_BROKER"),
             (&[("FLEET_ONLINE_WINDOW_SECS", "0")], "FLEET_ONLINE_WINDOW_SECS", "between 1 and"),
             (&[("FLEET_BATCH_SIZE", "lots")], "FLEET_BATCH_SIZE", "not a number"),
             (&[("FLEET_INFLIGHT", "70000")], "FLEET_INFLIGHT", "between 1 and 65535"),

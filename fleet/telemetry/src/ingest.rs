@@ -20,7 +20,7 @@ use std::{
     collections::{HashMap, HashSet, VecDeque},
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -77,11 +77,17 @@ pub struct IngestSettings {
     /// The largest MQTT message accepted, in bytes.
     pub max_message: usize,
     pub limits: Limits,
-    /// Whether replicas share their latest states: after each commit the ingest publishes the
+    /// Whether several replicas run. They then split the packets through a shared
+    /// subscription, and share their latest states: after each commit the ingest publishes the
     /// newest packets of the batch on [`replica_topic`], and takes in those of the others, so
     /// that every replica knows every bike's latest state (and its live streams follow every
     /// bike), whichever replica the broker gave the packets to.
-    pub share_latest: bool,
+    ///
+    /// A single ingest subscribes plainly: mosquitto 2.0 restores plain subscriptions from its
+    /// persistence after a restart, but not shared ones, so packets a bike publishes between a
+    /// broker restart and the ingest's new SUBSCRIBE would have no subscriber and be dropped
+    /// (acknowledged to the bike all the same). Replicas on mosquitto live with that window.
+    pub replicated: bool,
 }
 
 /// Where replica `client_id` publishes the newest packets of each batch it commits.
@@ -107,7 +113,7 @@ impl IngestSettings {
             quarantine_per_batch: 200,
             max_message: 1024 * 1024,
             limits: Limits::default(),
-            share_latest: false,
+            replicated: false,
         }
     }
 }
@@ -132,6 +138,9 @@ pub struct IngestStats {
     pub queue_high_water: AtomicU64,
     /// Per quarantine reason, in the order of [`packet::Reason::ALL`].
     pub by_reason: [AtomicU64; 14],
+    /// Whether the ingest is connected and the broker has confirmed all its subscriptions:
+    /// from then on, the broker keeps every packet for it, also while it is away.
+    pub subscribed: AtomicBool,
 }
 
 fn envelope(packet: &Packet) -> Envelope {
@@ -202,6 +211,8 @@ impl Ingest {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let mut backoff = Duration::from_millis(100);
+        // Subscriptions the broker has yet to confirm on this connection.
+        let mut unconfirmed = 0;
         loop {
             let event = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -234,17 +245,32 @@ impl Ingest {
                     backoff = Duration::from_millis(100);
                     self.stats.connections.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(session_present, "the ingest is connected to the broker");
+                    self.stats.subscribed.store(false, Ordering::Relaxed);
+                    unconfirmed = Kind::ALL.len() + usize::from(settings.replicated);
                     // Also when the session is present: mosquitto 2.0 restores a session from its
-                    // persistence without its shared subscriptions. Subscribing again is harmless.
+                    // persistence without its shared subscriptions. Subscribing again is harmless
+                    // (the same filter replaces itself).
                     for kind in Kind::ALL {
-                        client.subscribe(Topic::shared_filter(&settings.group, kind), QoS::AtLeastOnce).await?;
+                        let filter = if settings.replicated {
+                            Topic::shared_filter(&settings.group, kind)
+                        } else {
+                            Topic::filter(kind)
+                        };
+                        client.subscribe(filter, QoS::AtLeastOnce).await?;
                     }
-                    if settings.share_latest {
+                    if settings.replicated {
                         client.subscribe(format!("{REPLICAS_PREFIX}+/latest"), QoS::AtMostOnce).await?;
+                    }
+                }
+                Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                    unconfirmed = unconfirmed.saturating_sub(1);
+                    if unconfirmed == 0 {
+                        self.stats.subscribed.store(true, Ordering::Relaxed);
                     }
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    self.stats.subscribed.store(false, Ordering::Relaxed);
                     tracing::warn!(error = %e, retry_in = ?backoff, "the ingest lost the broker");
                     tokio::select! {
                         () = shutdown.cancelled() => break,
@@ -294,7 +320,7 @@ impl Ingest {
                 }
             }
             let stored = self.flush(settings, &mut batch).await;
-            if settings.share_latest {
+            if settings.replicated {
                 self.share(settings, client, &stored);
             }
             unsent.extend(batch.drain(..).map(|mut publish| {

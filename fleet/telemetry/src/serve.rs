@@ -231,7 +231,7 @@ fn ingest_settings(config: &Config, authority: &Authority) -> anyhow::Result<Ing
     settings.inflight = config.inflight;
     settings.limits = config.limits.clone();
     settings.client_id = config.ingest_client_id.clone();
-    settings.share_latest = config.share_latest;
+    settings.replicated = config.replicated;
     Ok(settings)
 }
 

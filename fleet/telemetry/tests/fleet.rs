@@ -76,7 +76,7 @@ async fn two_replicas_share_one_subscription_and_each_knows_every_bikes_latest_s
             ("FLEET_CRL_PATH", crl.as_str()),
             ("FLEET_CRL_RELOAD", reload.as_str()),
             ("FLEET_INGEST_CLIENT_ID", client_id.as_str()),
-            ("FLEET_SHARE_LATEST", "on"),
+            ("FLEET_REPLICATED", "on"),
         ];
         replicas.push(Service::start(&dir, &env).await);
     }

@@ -360,4 +360,8 @@ pub struct BrokerView {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     pub status: String,
+    /// On `/readyz`: `subscribed` once the broker has confirmed the ingest's subscriptions
+    /// (from then on it keeps every packet for it), `connecting` before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest: Option<String>,
 }

@@ -25,7 +25,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 fn status(status: &str) -> Json<Health> {
-    Json(Health { status: status.to_owned() })
+    Json(Health { status: status.to_owned(), ingest: None })
 }
 
 /// The process is up and serving HTTP.
@@ -48,7 +48,10 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>> {
         }
     })?;
     state.store.count(None).await.map_err(ApiError::store)?;
-    Ok(status("ready"))
+    // The API serves while the broker is away: the ingest's state is told, not judged.
+    let subscribed = state.stats.subscribed.load(std::sync::atomic::Ordering::Relaxed);
+    let ingest = if subscribed { "subscribed" } else { "connecting" };
+    Ok(Json(Health { status: "ready".to_owned(), ingest: Some(ingest.to_owned()) }))
 }
 
 /// Prometheus metrics in the text exposition format: requests, the ingest's counters, the

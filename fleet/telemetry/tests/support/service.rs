@@ -64,10 +64,15 @@ impl Service {
             .spawn()
             .expect("fleet-telemetry starts");
         self.child = Some(child);
+        // Ready, and the broker keeps packets for the ingest: until it has subscribed once,
+        // what bikes publish has no subscriber and the broker drops it.
         let (http, url) = (self.http.clone(), self.url("/readyz"));
-        wait_for("fleet-telemetry to be ready", || {
+        wait_for("fleet-telemetry to be ready with its ingest subscribed", || {
             let (http, url) = (http.clone(), url.clone());
-            async move { http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) }
+            async move {
+                let Ok(response) = http.get(&url).send().await else { return false };
+                response.json::<Value>().await.is_ok_and(|health| health["ingest"] == "subscribed")
+            }
         })
         .await;
     }
