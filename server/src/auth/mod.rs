@@ -23,7 +23,7 @@ use std::{
 
 use axum::{
     extract::{FromRequestParts, RawPathParams},
-    http::{HeaderMap, header, request::Parts},
+    http::{HeaderMap, request::Parts},
 };
 use chrono::Utc;
 use sea_orm::{
