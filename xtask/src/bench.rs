@@ -8,6 +8,9 @@
 //!
 //! `queue`: the run queue, measured by `server/benches/queue.rs` (which says what each figure
 //! includes) on both databases, with a Docker engine for the container-to-log measurement.
+//!
+//! `fleet`: the fleet telemetry service with ten thousand bikes over mosquitto, measured by
+//! `fleet/telemetry/benches/fleet.rs` (which says how) once per store, SQLite and ClickHouse.
 
 use std::{
     fmt::Write as _,
@@ -32,7 +35,8 @@ const PASSWORD: &str = "benchmark password";
 const CLAIM_P99_MS: f64 = 50.0;
 
 struct Options {
-    seconds: u32,
+    /// The measured seconds of each run: 20 for `auth` unless given, 60 per phase for `fleet`.
+    seconds: Option<u32>,
     postgres: bool,
     auth: bool,
     queue: bool,
@@ -41,17 +45,21 @@ struct Options {
     docker_clusters: u32,
     live: bool,
     streams: u32,
+    fleet: bool,
+    bikes: u32,
 }
 
 impl Options {
     fn parse(args: &[String]) -> Result<Self> {
         let mut options = Self {
-            seconds: 20,
+            seconds: None,
             postgres: true,
             auth: true,
             queue: true,
             live: true,
             streams: 10_000,
+            fleet: true,
+            bikes: 10_000,
             claim_runs: 1000,
             cycle_runs: 2000,
             docker_clusters: 8,
@@ -62,7 +70,8 @@ impl Options {
                 args.next().with_context(|| format!("{arg} needs a number"))?.parse().with_context(|| arg.clone())
             };
             match arg.as_str() {
-                "--seconds" => options.seconds = number()?,
+                "--seconds" => options.seconds = Some(number()?),
+                "--bikes" => options.bikes = number()?,
                 "--claim-runs" => options.claim_runs = number()?,
                 "--cycle-runs" => options.cycle_runs = number()?,
                 "--docker-clusters" => options.docker_clusters = number()?,
@@ -70,14 +79,19 @@ impl Options {
                 "--sqlite-only" => options.postgres = false,
                 "--only" => {
                     let only = args.next().map(String::as_str);
-                    ensure!(matches!(only, Some("auth" | "queue" | "live")), "--only takes `auth`, `queue` or `live`");
+                    ensure!(
+                        matches!(only, Some("auth" | "queue" | "live" | "fleet")),
+                        "--only takes `auth`, `queue`, `live` or `fleet`"
+                    );
                     options.auth = only == Some("auth");
                     options.queue = only == Some("queue");
                     options.live = only == Some("live");
+                    options.fleet = only == Some("fleet");
                 }
                 other => bail!(
-                    "bench: unexpected argument `{other}` (options: --only auth|queue|live, --sqlite-only, --seconds N, \
-                     --claim-runs N, --cycle-runs N, --docker-clusters N, --streams N)"
+                    "bench: unexpected argument `{other}` (options: --only auth|queue|live|fleet, --sqlite-only (fleet too), \
+                     --seconds N (auth: per run, default 20; fleet: per phase, default 60), --claim-runs N, \
+                     --cycle-runs N, --docker-clusters N, --streams N, --bikes N (fleet, default 10000))"
                 ),
             }
         }
@@ -115,6 +129,85 @@ pub fn run(args: &[String]) -> Result<()> {
     if options.live {
         live(&options, &root)?;
     }
+    if options.fleet {
+        fleet(&options, &root)?;
+    }
+    Ok(())
+}
+
+/// The fleet telemetry benchmark on each store; the bench prints each store's figures as
+/// markdown, and this puts them under one heading.
+fn fleet(options: &Options, root: &Path) -> Result<()> {
+    ensure_packages(&["mosquitto", "clickhouse-server"])?;
+    let seconds = options.seconds.unwrap_or(60);
+    let mut stores = Vec::new();
+    // Other work on these two cores distorts every figure: the report says how loaded they were.
+    let load = || {
+        fs::read_to_string("/proc/loadavg")
+            .map_or_else(|_| "?".into(), |l| l.split(' ').take(3).collect::<Vec<_>>().join(" "))
+    };
+    let mut loads = Vec::new();
+    let all = ["sqlite", "clickhouse"];
+    for store in if options.postgres { &all[..] } else { &all[..1] } {
+        let before = load();
+        eprintln!("==> Fleet telemetry on {store}: {} bikes, {seconds} s per phase", options.bikes);
+        let output = Command::new(ui::cargo())
+            .current_dir(root)
+            .args(["bench", "--package", "fleet-telemetry", "--bench", "fleet", "--"])
+            .args(["--store", store, "--bikes", &options.bikes.to_string(), "--seconds", &seconds.to_string()])
+            .stderr(Stdio::inherit())
+            .output()
+            .context("running the fleet benchmark")?;
+        // One store failing still leaves the other's figures worth writing down.
+        if output.status.success() {
+            stores.push(String::from_utf8(output.stdout).context("the fleet benchmark's output")?);
+        } else {
+            eprintln!("the fleet benchmark failed on {store}");
+            stores.push(format!("### {store}\n\nThe run failed (its output says where); no figures.\n"));
+        }
+        loads.push(format!("{store} {before} before, {} after", load()));
+    }
+
+    let Machine { cpu, cores, memory_gib, date } = machine()?;
+    let mut out = String::new();
+    writeln!(out, "## Fleet telemetry\n")?;
+    writeln!(
+        out,
+        "- Command: `cargo xtask bench --only fleet` (release build of `fleet/telemetry/benches/fleet.rs`; {} bikes, \
+         {seconds} s per phase)",
+        options.bikes
+    )?;
+    writeln!(
+        out,
+        "- Machine: {cpu}, {cores} cores, {memory_gib:.0} GiB RAM; mosquitto 2.0 (Debian), the `fleet-telemetry serve` \
+         binary, ClickHouse 18.16 (Debian) when it is the store, and the bikes (one process, one rumqttc client and \
+         TLS connection each) all on these cores, on loopback"
+    )?;
+    writeln!(out, "- Date: {date}")?;
+    writeln!(out, "- Load average (1, 5, 15 min) around each store's run: {}\n", loads.join("; "))?;
+    writeln!(
+        out,
+        "What is measured: the bikes are registered in-process with a generated key and certificate each, and \
+         connect to mosquitto over mutual TLS (client certificates required, the CRL and the per-bike ACL in force); \
+         the service is the release `fleet-telemetry serve` reading mosquitto through its shared subscription. \
+         *Steady*: each bike sends one telemetry packet a second. *Publish → queryable*: for about a hundred sampled \
+         bikes, from handing a packet to the bike's MQTT client to its event arriving on the bike's live stream, \
+         which the service sends only after the batch holding it has committed. *Lost / duplicated*: at the end, \
+         every bike's stored count (`/telemetry/count`) against the packets of the messages mosquitto acknowledged \
+         to it, over all phases. *Peak*: round-robin over the connected bikes, single-packet messages (offered \
+         15,000 a second: 30,000 built a backlog in mosquitto that did not drain within minutes) and then `Batch` \
+         messages of 25 packets offered at 30,000 packets a second, above the target (an offline buffer, on `bikes/{{id}}/batch`); the figure \
+         is `fleet_ingest_stored_total` over the measured window: the ingest acknowledges a message to the broker \
+         only after its batch has committed, so what is stored is durably acknowledged. During the peaks, reader \
+         loops time `GET /api/v1/bikes/{{id}}` and one bike's day of history (86,400 packets, seeded first) \
+         downsampled to 1 minute. Memory is each process's VmRSS; CPU is each process's CPU time over the window.\n"
+    )?;
+    for store in &stores {
+        writeln!(out, "{}\n", store.trim_end())?;
+    }
+    println!("{out}");
+    write_section(&root.join("BENCHMARKS.md"), "fleet", &out)?;
+    eprintln!("Results written to BENCHMARKS.md");
     Ok(())
 }
 
@@ -262,7 +355,7 @@ fn auth(options: &Options, root: &Path) -> Result<()> {
     {
         let dir = scratch.join("sqlite");
         let url = format!("sqlite://{}?mode=rwc", dir.join("fleetplane.db").display());
-        rows.extend(measure(&binary, &dir, &url, "SQLite", options.seconds)?);
+        rows.extend(measure(&binary, &dir, &url, "SQLite", options.seconds.unwrap_or(20))?);
     }
     if options.postgres {
         let postgres = Postgres::start()?;
@@ -271,12 +364,12 @@ fn auth(options: &Options, root: &Path) -> Result<()> {
             &scratch.join("postgres"),
             &format!("{}/postgres", postgres.url()),
             "PostgreSQL",
-            options.seconds,
+            options.seconds.unwrap_or(20),
         )?);
     }
     let _ = fs::remove_dir_all(&scratch);
 
-    let report = report(&rows, options.seconds)?;
+    let report = report(&rows, options.seconds.unwrap_or(20))?;
     println!("{report}");
     write_section(&root.join("BENCHMARKS.md"), "auth", &report)?;
     eprintln!("Results written to BENCHMARKS.md");
