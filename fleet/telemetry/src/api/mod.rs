@@ -64,20 +64,19 @@ pub struct ApiSettings {
     pub heartbeat: Duration,
 }
 
-/// Everything a request may need.
+/// Everything a request may need: the parts it was built from, and its metrics.
 pub struct Service {
-    pub registry: Registry,
-    pub authority: Arc<Authority>,
-    pub store: Arc<dyn TelemetryStore>,
-    pub standings: Standings,
-    pub latest: Latest,
-    pub stats: Arc<IngestStats>,
-    pub crl: CrlPublisher,
-    pub settings: ApiSettings,
-    /// Cancelled when the service stops: live streams end, so that the server can.
-    pub shutdown: tokio_util::sync::CancellationToken,
+    parts: Parts,
     metrics: MetricsRegistry,
     http_metrics: HttpMetrics,
+}
+
+impl Deref for Service {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.parts
+    }
 }
 
 #[derive(Clone)]
@@ -91,7 +90,7 @@ impl Deref for AppState {
     }
 }
 
-/// The parts [`AppState::new`] is built from.
+/// What [`AppState::new`] is built from, and what requests read.
 pub struct Parts {
     pub registry: Registry,
     pub authority: Arc<Authority>,
@@ -109,19 +108,7 @@ impl AppState {
         let mut metrics = MetricsRegistry::with_prefix("fleet");
         let http_metrics = HttpMetrics::register(&mut metrics);
         metrics.register_collector(Box::new(IngestCollector(parts.stats.clone(), parts.latest.clone())));
-        Self(Arc::new(Service {
-            registry: parts.registry,
-            authority: parts.authority,
-            store: parts.store,
-            standings: parts.standings,
-            latest: parts.latest,
-            stats: parts.stats,
-            crl: parts.crl,
-            settings: parts.settings,
-            shutdown: parts.shutdown,
-            metrics,
-            http_metrics,
-        }))
+        Self(Arc::new(Service { parts, metrics, http_metrics }))
     }
 
     fn render_metrics(&self) -> String {

@@ -100,14 +100,13 @@ impl Service {
         let mut child = self.child.take().expect("running");
         let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill");
         assert!(status.success());
-        let deadline = std::time::Instant::now() + STOP_DEADLINE;
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(std::time::Instant::now() < deadline, "fleet-telemetry did not stop on SIGTERM");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let pid = child.id().to_string();
+        let exited = tokio::task::spawn_blocking(move || child.wait());
+        let Ok(exited) = tokio::time::timeout(STOP_DEADLINE, exited).await else {
+            let _ = Command::new("kill").arg("-KILL").arg(&pid).status();
+            panic!("fleet-telemetry did not stop on SIGTERM within {STOP_DEADLINE:?}");
+        };
+        exited.expect("the waiting thread").expect("wait")
     }
 
     /// `fleet-telemetry admin create-token`: the token it prints.
