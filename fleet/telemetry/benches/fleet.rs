@@ -78,10 +78,8 @@ struct Options {
     sample: usize,
     readers: usize,
     inflight: u32,
-    /// The ingest's batch size in messages (`FLEET_BATCH_SIZE`); unset, the default (2,000)
-    /// on SQLite and 150 on ClickHouse, whose store checks every packet of a flush for a
-    /// redelivery in one query that must stay under ClickHouse's `max_query_size` (256 KiB,
-    /// about 8,000 packets): 150 messages of up to 50 packets stay below it.
+    /// The ingest's batch size in messages (`FLEET_BATCH_SIZE`); unset, the service's
+    /// default (2,000).
     batch_size: Option<u64>,
 }
 
@@ -297,7 +295,7 @@ async fn run(options: &Options) -> Result<String> {
 
     let clickhouse = options.clickhouse.then(fleet_telemetry::store::clickhouse::testing::ClickHouseServer::start);
     let store = clickhouse.as_ref().map(|server| format!("{}/fleet", server.url));
-    let batch_size = options.batch_size.unwrap_or(if options.clickhouse { 150 } else { 2_000 });
+    let batch_size = options.batch_size.unwrap_or(2_000);
     let service = start_service(&fleet, store.as_deref(), options.inflight, batch_size).await;
     let token = service.create_token("bench", "admin");
     let pids = Pids { service: service.pid(), broker: fleet.broker.pid() };
@@ -524,19 +522,12 @@ async fn run(options: &Options) -> Result<String> {
         out,
         "\nSetup: {} bikes registered in-process with generated keys in {:.0} s; the day of history stored in {:.0} s; \
          the ingest's inflight window {} (`FLEET_INFLIGHT`, mosquitto's `max_inflight_messages` the same), batches \
-         of up to {} messages (`FLEET_BATCH_SIZE`{}) or 50 ms.",
+         of up to {} messages (`FLEET_BATCH_SIZE`) or 50 ms.",
         thousands(n + 1),
         enrolled_in.as_secs_f64(),
         seeded_in.as_secs_f64(),
         options.inflight,
         thousands(batch_size),
-        if options.clickhouse && options.batch_size.is_none() {
-            "; below the default 2,000 because the ClickHouse store's redelivery check of a flush is one query of \
-             every packet's key, which fails past ClickHouse's 256 KiB `max_query_size`, about 8,000 packets, and \
-             the ingest then retries that flush for ever"
-        } else {
-            ""
-        }
     )?;
     Ok(out)
 }
@@ -724,6 +715,71 @@ struct Readers {
     count: usize,
 }
 
+/// The reader loops of one phase. They run on a thread and a runtime of their own, with their
+/// own connections, as a client on another machine would: what they time is the service's
+/// answer, not their turn in the queue of the runtime that drives ten thousand bikes.
+struct Readings {
+    base: String,
+    token: String,
+    devices: Arc<Vec<String>>,
+    day_device: String,
+    count: usize,
+    measuring: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    bike_reads: Arc<Mutex<Vec<f64>>>,
+    day_reads: Arc<Mutex<Vec<f64>>>,
+}
+
+impl Readings {
+    fn run(self) -> Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let api = Api { base: self.base.clone(), token: self.token.clone(), http: reqwest::Client::new() };
+        runtime.block_on(async {
+            let timed = |path: String, reads: Arc<Mutex<Vec<f64>>>| {
+                let (api, measuring) = (&api, &self.measuring);
+                async move {
+                    let at = Instant::now();
+                    let ok = match api.get(&path).await {
+                        Ok(response) => response.bytes().await.is_ok(),
+                        Err(_) => false,
+                    };
+                    if measuring.load(Ordering::Relaxed) {
+                        let ms = if ok { at.elapsed().as_secs_f64() * 1000.0 } else { f64::INFINITY };
+                        reads.lock().expect("lock").push(ms);
+                    }
+                }
+            };
+            let this = &self;
+            let bikes = (0..self.count).map(|r| {
+                let timed = &timed;
+                async move {
+                    let mut k = r;
+                    while !this.stop.load(Ordering::Relaxed) {
+                        k = k.wrapping_add(7_919);
+                        let path = format!("/api/v1/bikes/{}", this.devices[k % this.devices.len()]);
+                        timed(path, this.bike_reads.clone()).await;
+                    }
+                }
+            });
+            let day = async {
+                while !self.stop.load(Ordering::Relaxed) {
+                    let to = Utc::now();
+                    let from = to - TimeDelta::days(1);
+                    let path = format!(
+                        "/api/v1/bikes/{}/telemetry?from={}&to={}&every=1m",
+                        self.day_device,
+                        from.to_rfc3339_opts(SecondsFormat::Secs, true),
+                        to.to_rfc3339_opts(SecondsFormat::Secs, true)
+                    );
+                    timed(path, self.day_reads.clone()).await;
+                }
+            };
+            futures::join!(futures::future::join_all(bikes), day);
+        });
+        Ok(())
+    }
+}
+
 /// Sends at `rate` for `warm_up` and then `options.seconds` measured, with `readers` reading
 /// during the measured window; then waits until every acknowledgement and commit has come.
 #[allow(clippy::too_many_arguments)]
@@ -753,53 +809,24 @@ async fn send(
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let reading = Arc::new(AtomicBool::new(false));
-    let mut reader_tasks = Vec::new();
     let bike_reads = Arc::new(Mutex::new(Vec::new()));
     let day_reads = Arc::new(Mutex::new(Vec::new()));
     let devices: Arc<Vec<String>> = Arc::new(bikes.iter().map(|b| b.client.device.as_str().to_owned()).collect());
-    if let Some(readers) = readers {
-        for r in 0..readers.count {
-            let (api, devices, reads, reading) = (api.clone(), devices.clone(), bike_reads.clone(), reading.clone());
-            reader_tasks.push(tokio::spawn(async move {
-                let mut k = r;
-                loop {
-                    k = k.wrapping_add(7_919);
-                    let path = format!("/api/v1/bikes/{}", devices[k % devices.len()]);
-                    let at = Instant::now();
-                    let ok = match api.get(&path).await {
-                        Ok(response) => response.bytes().await.is_ok(),
-                        Err(_) => false,
-                    };
-                    if reading.load(Ordering::Relaxed) {
-                        let ms = if ok { at.elapsed().as_secs_f64() * 1000.0 } else { f64::INFINITY };
-                        reads.lock().expect("lock").push(ms);
-                    }
-                }
-            }));
-        }
-        let (api, reads, reading, device) =
-            (api.clone(), day_reads.clone(), reading.clone(), readers.day_device.clone());
-        reader_tasks.push(tokio::spawn(async move {
-            loop {
-                let to = Utc::now();
-                let from = to - TimeDelta::days(1);
-                let path = format!(
-                    "/api/v1/bikes/{device}/telemetry?from={}&to={}&every=1m",
-                    from.to_rfc3339_opts(SecondsFormat::Secs, true),
-                    to.to_rfc3339_opts(SecondsFormat::Secs, true)
-                );
-                let at = Instant::now();
-                let ok = match api.get(&path).await {
-                    Ok(response) => response.bytes().await.is_ok(),
-                    Err(_) => false,
-                };
-                if reading.load(Ordering::Relaxed) {
-                    let ms = if ok { at.elapsed().as_secs_f64() * 1000.0 } else { f64::INFINITY };
-                    reads.lock().expect("lock").push(ms);
-                }
-            }
-        }));
-    }
+    let stop_reading = Arc::new(AtomicBool::new(false));
+    let reader_thread = readers.map(|readers| {
+        let readings = Readings {
+            base: api.base.clone(),
+            token: api.token.clone(),
+            devices: devices.clone(),
+            day_device: readers.day_device.clone(),
+            count: readers.count,
+            measuring: reading.clone(),
+            stop: stop_reading.clone(),
+            bike_reads: bike_reads.clone(),
+            day_reads: day_reads.clone(),
+        };
+        std::thread::spawn(move || readings.run())
+    });
 
     loop {
         let now = tick.tick().await.into_std();
@@ -856,8 +883,9 @@ async fn send(
     };
     let stored = api.stored().await? - stored_at_start;
     let cores = Cpu::read(pids).cores_since(&cpu_start);
-    for task in &reader_tasks {
-        task.abort();
+    stop_reading.store(true, Ordering::Relaxed);
+    if let Some(thread) = reader_thread {
+        thread.join().map_err(|_| anyhow::anyhow!("a reader panicked"))??;
     }
     let seconds = (sent_until - window_start).as_secs_f64();
     eprintln!("    {name}: {:.0} stored/s in the window; draining", stored as f64 / seconds);

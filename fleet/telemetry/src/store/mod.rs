@@ -154,8 +154,9 @@ pub struct QuarantineFilter {
 /// A telemetry store.
 #[async_trait::async_trait]
 pub trait TelemetryStore: Send + Sync {
-    /// Stores `packets`, each `(device_id, seq)` at most once however often it is given, and
-    /// returns how many were new. When it returns they are durable.
+    /// Stores `packets`, each `(device_id, seq)` counted once however often it is given, and
+    /// returns how many were new, or, on a store that settles redeliveries when it reads
+    /// (ClickHouse), how many it wrote. When it returns they are durable.
     async fn insert(&self, packets: &[Packet]) -> anyhow::Result<u64>;
 
     /// Keeps `entries` in the quarantine, dropping the oldest beyond its cap.
