@@ -394,6 +394,29 @@ async fn every_bad_request_gets_a_problem_with_a_stable_code_and_changes_nothing
     }
 }
 
+/// The API remembers a good token for a few seconds: a token revoked from the command line
+/// (another process) is refused once that time is up, and then for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_from_the_command_line_is_refused_within_seconds() {
+    let (_dir, service, _admin) = started().await;
+    let reader = service.create_token("reader", "read");
+    let (status, _) = service.call(Method::GET, "/api/v1/bikes", &reader, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let listed = service.admin(&["tokens"]);
+    let id = listed
+        .lines()
+        .find_map(|line| line.split('\t').nth(1).filter(|name| *name == "reader").and(line.split('\t').next()))
+        .unwrap_or_else(|| panic!("the reader token is listed: {listed}"))
+        .to_owned();
+    assert!(service.admin(&["revoke-token", &id]).contains("Revoked"));
+    wait_for("the revoked token to be refused", || async {
+        service.call(Method::GET, "/api/v1/bikes", &reader, None).await.0 == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    let (status, body) = service.call(Method::GET, "/api/v1/bikes/some-bike", &reader, None).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthenticated")));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decommissioned_bike_is_listed_no_more_and_sigterm_stops_the_service_cleanly() {
     let (_dir, mut service, token) = started().await;

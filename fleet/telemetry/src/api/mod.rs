@@ -69,6 +69,7 @@ pub struct Service {
     parts: Parts,
     metrics: MetricsRegistry,
     http_metrics: HttpMetrics,
+    known_tokens: auth::KnownTokens,
 }
 
 impl Deref for Service {
@@ -108,7 +109,11 @@ impl AppState {
         let mut metrics = MetricsRegistry::with_prefix("fleet");
         let http_metrics = HttpMetrics::register(&mut metrics);
         metrics.register_collector(Box::new(IngestCollector(parts.stats.clone(), parts.latest.clone())));
-        Self(Arc::new(Service { parts, metrics, http_metrics }))
+        Self(Arc::new(Service { parts, metrics, http_metrics, known_tokens: auth::KnownTokens::default() }))
+    }
+
+    fn known_tokens(&self) -> &auth::KnownTokens {
+        &self.0.known_tokens
     }
 
     fn render_metrics(&self) -> String {
@@ -211,8 +216,16 @@ impl Collector for IngestCollector {
         let s = &self.0;
         let counters: [(&str, &str, u64); 10] = [
             ("ingest_messages", "MQTT messages the ingest took", s.messages.load(Relaxed)),
-            ("ingest_stored", "Packets stored (each once)", s.stored.load(Relaxed)),
-            ("ingest_duplicates", "Packets delivered again and stored once", s.duplicates.load(Relaxed)),
+            (
+                "ingest_stored",
+                "Packets stored, each once (on ClickHouse: written, redeliveries included)",
+                s.stored.load(Relaxed),
+            ),
+            (
+                "ingest_duplicates",
+                "Packets delivered again and not stored again (on ClickHouse: only within one batch)",
+                s.duplicates.load(Relaxed),
+            ),
             (
                 "ingest_acknowledged",
                 "Messages acknowledged to the broker after their batch committed",

@@ -120,6 +120,13 @@ impl Service {
         String::from_utf8(output.stdout).expect("UTF-8").trim().to_owned()
     }
 
+    /// `fleet-telemetry admin <args>`: what it prints, having succeeded.
+    pub fn admin(&self, args: &[&str]) -> String {
+        let output = self.command().arg("admin").args(args).output().expect("admin runs");
+        assert!(output.status.success(), "admin {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).expect("UTF-8")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.api_port)
     }
