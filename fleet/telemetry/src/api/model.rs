@@ -289,7 +289,8 @@ pub struct BucketView {
     pub start: DateTime<Utc>,
     pub count: u64,
     /// Per field (`speed_kmh`, `battery_soc_pct`, …).
-    pub stats: std::collections::BTreeMap<String, StatView>,
+    #[schema(value_type = std::collections::BTreeMap<String, StatView>)]
+    pub stats: std::collections::BTreeMap<std::borrow::Cow<'static, str>, StatView>,
 }
 
 impl From<Bucket> for BucketView {
@@ -300,7 +301,7 @@ impl From<Bucket> for BucketView {
             stats: b
                 .stats
                 .into_iter()
-                .map(|(name, s)| (name.to_owned(), StatView { avg: s.avg, min: s.min, max: s.max }))
+                .map(|(name, s)| (name.into(), StatView { avg: s.avg, min: s.min, max: s.max }))
                 .collect(),
         }
     }

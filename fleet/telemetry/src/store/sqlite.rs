@@ -56,13 +56,21 @@ const ROWS_PER_STATEMENT: usize = 500;
 /// The rollup's grain.
 const MINUTE_MS: i64 = 60_000;
 
+/// The days stored, and those of them with a minute rollup (all but days stored by a version
+/// before the rollups).
+#[derive(Default)]
+struct Days {
+    all: BTreeSet<NaiveDate>,
+    rolled_up: BTreeSet<NaiveDate>,
+}
+
 pub struct SqliteStore {
     pool: SqlitePool,
     /// One writer at a time, so writers queue here rather than on SQLite's busy timeout.
     writer: Mutex<()>,
     /// The days that have a table. Held only to look or to change, never across a query: a
     /// read does not wait for a write.
-    days: std::sync::Mutex<BTreeSet<NaiveDate>>,
+    days: std::sync::Mutex<Days>,
     quarantine_cap: u64,
 }
 
@@ -109,19 +117,12 @@ impl SqliteStore {
             sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'minutes_d%'")
                 .fetch_all(&pool)
                 .await?;
-        for day in &days {
-            if !rollups.contains(&rollup_of(*day)) {
-                // A day stored before the rollups existed: rolled up once, from its rows.
-                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                sqlx::raw_sql(AssertSqlSafe(create_rollup(*day))).execute(&mut *tx).await?;
-                sqlx::raw_sql(AssertSqlSafe(backfill_rollup(*day))).execute(&mut *tx).await?;
-                tx.commit().await.with_context(|| format!("rolling up {day} by minute"))?;
-            }
-        }
+        // A day stored before the rollups existed has none, and is read from its rows.
+        let rolled_up = days.iter().filter(|day| rollups.contains(&rollup_of(**day))).copied().collect();
         Ok(Self {
             pool,
             writer: Mutex::new(()),
-            days: std::sync::Mutex::new(days),
+            days: std::sync::Mutex::new(Days { all: days, rolled_up }),
             quarantine_cap: DEFAULT_QUARANTINE_CAP,
         })
     }
@@ -147,7 +148,7 @@ impl SqliteStore {
         }
         let aggregates: String = AGGREGATED
             .iter()
-            .map(|f| format!(", CAST(sum({f}) AS REAL) AS {f}_sum, CAST(min({f}) AS REAL) AS {f}_min, CAST(max({f}) AS REAL) AS {f}_max"))
+            .map(|f| format!(", CAST(sum({f}) AS REAL), CAST(min({f}) AS REAL), CAST(max({f}) AS REAL)"))
             .collect();
         let mut query = QueryBuilder::<Sqlite>::new("SELECT (recorded_at / ");
         query.push_bind(width).push(") * ").push_bind(width).push(" AS bucket, count(*) AS n");
@@ -167,8 +168,8 @@ impl SqliteStore {
         query.build().fetch_all(&self.pool).await?.iter().map(Partial::from_row).collect()
     }
 
-    /// As [`aggregated`](Self::aggregated), from the minute rollup: `from`, `to` and `width`
-    /// are whole minutes.
+    /// As [`aggregated`](Self::aggregated), from the minute rollup of `days`: `from`, `to`
+    /// and `width` are whole minutes. Buckets of one minute are the rollup's rows as they are.
     async fn rolled_up(
         &self,
         days: &[NaiveDate],
@@ -176,29 +177,34 @@ impl SqliteStore {
         (from, to): (i64, i64),
         width: i64,
     ) -> anyhow::Result<Vec<(i64, Partial)>> {
-        let aggregates: String = AGGREGATED
-            .iter()
-            .map(|f| format!(", sum({f}_sum) AS {f}_sum, min({f}_min) AS {f}_min, max({f}_max) AS {f}_max"))
-            .collect();
-        let mut query = QueryBuilder::<Sqlite>::new("SELECT (minute / ");
-        query.push_bind(width).push(") * ").push_bind(width).push(" AS bucket, sum(n) AS n");
-        query.push(aggregates).push(" FROM (");
+        let mut query = QueryBuilder::<Sqlite>::new("SELECT minute, n, totals FROM (");
         for (i, day) in days.iter().enumerate() {
             if i > 0 {
                 query.push(" UNION ALL ");
             }
-            query.push(format!("SELECT * FROM {} WHERE device_id = ", rollup_of(*day)));
+            query.push(format!("SELECT minute, n, totals FROM {} WHERE device_id = ", rollup_of(*day)));
             query.push_bind(device_id.as_str().to_owned());
             query.push(" AND minute >= ").push_bind(from);
             query.push(" AND minute < ").push_bind(to);
         }
-        query
-            .push(") GROUP BY bucket ORDER BY bucket LIMIT ")
-            .push_bind(i64::try_from(MAX_BUCKETS).unwrap_or(i64::MAX));
-        query.build().fetch_all(&self.pool).await?.iter().map(Partial::from_row).collect()
+        query.push(") ORDER BY minute");
+        if width == MINUTE_MS {
+            query.push(" LIMIT ").push_bind(i64::try_from(MAX_BUCKETS).unwrap_or(i64::MAX));
+        }
+        let mut buckets: Vec<(i64, Partial)> = Vec::new();
+        for row in query.build().fetch_all(&self.pool).await? {
+            let minute: i64 = row.try_get(0)?;
+            let partial = Partial::from_rollup(row.try_get(1)?, &row.try_get::<Vec<u8>, _>(2)?)?;
+            let start = minute - minute.rem_euclid(width);
+            match buckets.last_mut() {
+                Some((last, sum)) if *last == start => sum.merge(&partial),
+                _ => buckets.push((start, partial)),
+            }
+        }
+        Ok(buckets)
     }
 
-    fn known_days(&self) -> std::sync::MutexGuard<'_, BTreeSet<NaiveDate>> {
+    fn known_days(&self) -> std::sync::MutexGuard<'_, Days> {
         self.days.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -209,7 +215,7 @@ impl SqliteStore {
         }
         let first = range.from.date_naive();
         let last = (range.to - chrono::TimeDelta::milliseconds(1)).date_naive();
-        self.known_days().range(first..=last).copied().collect()
+        self.known_days().all.range(first..=last).copied().collect()
     }
 }
 
@@ -251,66 +257,59 @@ fn create_day(day: NaiveDate) -> String {
     )
 }
 
-/// The aggregate columns of a rollup: `n`, then each of [`AGGREGATED`]'s sum, min and max.
-fn rollup_columns() -> String {
-    let mut columns = String::from("n");
-    for field in AGGREGATED {
-        columns.push_str(&format!(", {field}_sum, {field}_min, {field}_max"));
-    }
-    columns
-}
-
 fn create_rollup(day: NaiveDate) -> String {
-    let table = rollup_of(day);
-    let columns: String = AGGREGATED
-        .iter()
-        .map(|f| format!("{f}_sum REAL NOT NULL, {f}_min REAL NOT NULL, {f}_max REAL NOT NULL, "))
-        .collect();
     format!(
-        "CREATE TABLE IF NOT EXISTS {table} (
+        "CREATE TABLE IF NOT EXISTS {} (
             device_id TEXT NOT NULL,
             minute INTEGER NOT NULL,
             n INTEGER NOT NULL,
-            {columns}
+            totals BLOB NOT NULL,
             PRIMARY KEY (device_id, minute)
-        ) WITHOUT ROWID;"
+        ) WITHOUT ROWID;",
+        rollup_of(day)
     )
 }
 
-/// Rolls up a whole day from its rows.
-fn backfill_rollup(day: NaiveDate) -> String {
-    let aggregates: String =
-        AGGREGATED.iter().map(|f| format!(", sum({f}), CAST(min({f}) AS REAL), CAST(max({f}) AS REAL)")).collect();
-    format!(
-        "INSERT INTO {} (device_id, minute, {}) SELECT device_id, (recorded_at / {MINUTE_MS}) * {MINUTE_MS} AS minute, \
-         count(*){aggregates} FROM {} WHERE kind = 'telemetry' GROUP BY device_id, minute",
-        rollup_of(day),
-        rollup_columns(),
-        table_of(day)
-    )
-}
-
-/// Adds `minutes` to `day`'s rollup.
-fn roll_up(day: NaiveDate, minutes: &[((&str, i64), Partial)]) -> QueryBuilder<Sqlite> {
-    let mut upsert = QueryBuilder::<Sqlite>::new(format!(
-        "INSERT INTO {} (device_id, minute, {}) ",
-        rollup_of(day),
-        rollup_columns()
-    ));
-    upsert.push_values(minutes, |mut row, ((device_id, minute), partial)| {
-        row.push_bind((*device_id).to_owned()).push_bind(*minute).push_bind(partial.count);
-        for (sum, min, max) in partial.totals {
-            row.push_bind(sum).push_bind(min).push_bind(max);
-        }
-    });
-    upsert.push(" ON CONFLICT (device_id, minute) DO UPDATE SET n = n + excluded.n");
-    for f in AGGREGATED {
-        upsert.push(format!(
-            ", {f}_sum = {f}_sum + excluded.{f}_sum, {f}_min = min({f}_min, excluded.{f}_min), \
-             {f}_max = max({f}_max, excluded.{f}_max)"
+/// Adds `minutes` to `day`'s rollup: each minute's row is read, merged and written back.
+async fn roll_up(
+    tx: &mut sqlx::SqliteConnection,
+    day: NaiveDate,
+    minutes: BTreeMap<(&str, i64), Partial>,
+) -> anyhow::Result<()> {
+    let minutes: Vec<((&str, i64), Partial)> = minutes.into_iter().collect();
+    for chunk in minutes.chunks(ROWS_PER_STATEMENT) {
+        let mut existing = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT device_id, minute, n, totals FROM {} WHERE (device_id, minute) IN (",
+            rollup_of(day)
         ));
+        let mut keys = existing.separated(", ");
+        for ((device_id, minute), _) in chunk {
+            keys.push("(").push_bind_unseparated((*device_id).to_owned());
+            keys.push_unseparated(", ").push_bind_unseparated(*minute).push_unseparated(")");
+        }
+        existing.push(")");
+        let mut before: HashMap<(String, i64), Partial> = HashMap::new();
+        for row in existing.build().fetch_all(&mut *tx).await? {
+            let partial = Partial::from_rollup(row.try_get(2)?, &row.try_get::<Vec<u8>, _>(3)?)?;
+            before.insert((row.try_get(0)?, row.try_get(1)?), partial);
+        }
+        let mut write = QueryBuilder::<Sqlite>::new(format!(
+            "INSERT OR REPLACE INTO {} (device_id, minute, n, totals) ",
+            rollup_of(day)
+        ));
+        write.push_values(chunk, |mut row, ((device_id, minute), partial)| {
+            let mut partial = partial.clone();
+            if let Some(earlier) = before.get(&((*device_id).to_owned(), *minute)) {
+                partial.merge(earlier);
+            }
+            row.push_bind((*device_id).to_owned())
+                .push_bind(*minute)
+                .push_bind(partial.count)
+                .push_bind(partial.totals_blob());
+        });
+        write.build().execute(&mut *tx).await?;
     }
-    upsert
+    Ok(())
 }
 
 /// The running aggregate of one bucket (or one minute): how many rows, and each of
@@ -338,14 +337,30 @@ impl Partial {
         }
     }
 
-    /// A row of `bucket, n` and the totals named as [`rollup_columns`] names them.
+    /// A row of `bucket, n`, then each of [`AGGREGATED`]'s sum, min and max, in that order.
     fn from_row(row: &SqliteRow) -> anyhow::Result<(i64, Self)> {
         let mut totals = [(0.0, 0.0, 0.0); AGGREGATED.len()];
-        for (total, field) in totals.iter_mut().zip(AGGREGATED) {
-            let get = |suffix: &str| -> anyhow::Result<f64> { Ok(row.try_get(format!("{field}_{suffix}").as_str())?) };
-            *total = (get("sum")?, get("min")?, get("max")?);
+        for (i, total) in totals.iter_mut().enumerate() {
+            let at = 2 + 3 * i;
+            *total = (row.try_get(at)?, row.try_get(at + 1)?, row.try_get(at + 2)?);
         }
-        Ok((row.try_get("bucket")?, Self { count: row.try_get("n")?, totals }))
+        Ok((row.try_get(0)?, Self { count: row.try_get(1)?, totals }))
+    }
+
+    /// The totals as a rollup keeps them: each sum, min and max as 8 little-endian bytes.
+    fn totals_blob(&self) -> Vec<u8> {
+        self.totals.iter().flat_map(|(sum, min, max)| [sum, min, max]).flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    fn from_rollup(count: i64, blob: &[u8]) -> anyhow::Result<Self> {
+        anyhow::ensure!(blob.len() == AGGREGATED.len() * 24, "a rollup's totals are {} bytes", blob.len());
+        let mut values = blob.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap_or_default()));
+        let mut totals = [(0.0, 0.0, 0.0); AGGREGATED.len()];
+        for total in &mut totals {
+            let mut next = || values.next().unwrap_or_default();
+            *total = (next(), next(), next());
+        }
+        Ok(Self { count, totals })
     }
 
     fn into_bucket(self, start: i64) -> anyhow::Result<Bucket> {
@@ -445,9 +460,12 @@ impl TelemetryStore for SqliteStore {
             by_day.entry(packet.recorded_at.date_naive()).or_default().push(packet);
         }
         let _writer = self.writer.lock().await;
-        let missing: Vec<NaiveDate> = {
+        let (missing, rolled_up): (Vec<NaiveDate>, Vec<NaiveDate>) = {
             let days = self.known_days();
-            by_day.keys().filter(|day| !days.contains(day)).copied().collect()
+            (
+                by_day.keys().filter(|day| !days.all.contains(day)).copied().collect(),
+                by_day.keys().filter(|day| days.rolled_up.contains(day)).copied().collect(),
+            )
         };
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut new = Vec::new();
@@ -504,13 +522,14 @@ impl TelemetryStore for SqliteStore {
                         .or_insert(partial);
                 }
             }
-            let minutes: Vec<_> = minutes.into_iter().collect();
-            for chunk in minutes.chunks(ROWS_PER_STATEMENT) {
-                roll_up(*day, chunk).build().execute(&mut *tx).await?;
+            if rolled_up.contains(day) || missing.contains(day) {
+                roll_up(&mut tx, *day, minutes).await?;
             }
         }
         tx.commit().await?;
-        self.known_days().extend(new);
+        let mut days = self.known_days();
+        days.all.extend(&new);
+        days.rolled_up.extend(new);
         Ok(inserted)
     }
 
@@ -583,7 +602,11 @@ impl TelemetryStore for SqliteStore {
         }
         let (from, to) = (millis(range.from), millis(range.to));
         let mut parts = Vec::new();
-        if width % MINUTE_MS == 0 {
+        let rolled_up = {
+            let known = self.known_days();
+            days.iter().all(|day| known.rolled_up.contains(day))
+        };
+        if width % MINUTE_MS == 0 && rolled_up {
             // The whole minutes from the rollup, the ragged ends from the rows.
             let first = from + (MINUTE_MS - from.rem_euclid(MINUTE_MS)) % MINUTE_MS;
             let last = to - to.rem_euclid(MINUTE_MS);
@@ -609,7 +632,7 @@ impl TelemetryStore for SqliteStore {
     }
 
     async fn count(&self, device_id: Option<&DeviceId>) -> anyhow::Result<u64> {
-        let days: Vec<NaiveDate> = self.known_days().iter().copied().collect();
+        let days: Vec<NaiveDate> = self.known_days().all.iter().copied().collect();
         let mut total = 0u64;
         for day in days {
             let mut query = QueryBuilder::<Sqlite>::new(format!("SELECT count(*) FROM {}", table_of(day)));
@@ -664,9 +687,9 @@ impl TelemetryStore for SqliteStore {
         let _writer = self.writer.lock().await;
         let old: Vec<NaiveDate> = {
             let mut days = self.known_days();
-            let old: Vec<NaiveDate> = days.range(..day).copied().collect();
+            let old: Vec<NaiveDate> = days.all.range(..day).copied().collect();
             // Reads stop asking for these days before their tables go.
-            days.retain(|known| *known >= day);
+            days.all.retain(|known| *known >= day);
             old
         };
         for (i, old_day) in old.iter().enumerate() {
@@ -679,7 +702,7 @@ impl TelemetryStore for SqliteStore {
             .await;
             if let Err(e) = dropped {
                 // The days not dropped are still there, and the next round tries again.
-                self.known_days().extend(&old[i..]);
+                self.known_days().all.extend(&old[i..]);
                 return Err(e.into());
             }
         }
@@ -734,7 +757,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_day_stored_before_the_rollups_existed_is_rolled_up_when_opened() {
+    async fn a_day_stored_before_the_rollups_existed_is_downsampled_from_its_rows() {
         let dir = tempfile::tempdir().expect("tempdir");
         let bike = shared::device(6);
         let stored = store(&dir).await;
@@ -747,13 +770,18 @@ mod tests {
         sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE {rollup}"))).execute(&stored.pool).await.expect("drop");
         drop(stored);
         let reopened = store(&dir).await;
-        let rebuilt = reopened.downsampled(&bike, window, every).await.expect("downsampled");
-        assert_eq!(rebuilt.len(), before.len());
-        shared::assert_matches_raw(&reopened, &bike, window, every, &rebuilt).await;
-        // And it goes on from there.
+        let from_rows = reopened.downsampled(&bike, window, every).await.expect("downsampled");
+        assert_eq!(from_rows.len(), before.len());
+        shared::assert_matches_raw(&reopened, &bike, window, every, &from_rows).await;
+        // Late packets for that day are stored, and counted.
         reopened.insert(&shared::ride(&bike, 110, shared::noon())).await.expect("more");
         let after = reopened.downsampled(&bike, window, every).await.expect("downsampled");
         assert_eq!(after.iter().map(|b| b.count).sum::<u64>(), 110);
+        shared::assert_matches_raw(&reopened, &bike, window, every, &after).await;
+        // A new day has its rollup.
+        let tomorrow = shared::noon() + chrono::TimeDelta::days(1);
+        reopened.insert(&shared::ride(&bike, 10, tomorrow)).await.expect("tomorrow");
+        assert!(reopened.known_days().rolled_up.contains(&tomorrow.date_naive()));
     }
 
     #[tokio::test]
