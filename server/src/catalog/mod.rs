@@ -1,8 +1,8 @@
 //! The deployment catalog: the services Fleetplane deploys onto clusters, each a Helm chart at
 //! pinned versions with a JSON Schema of the values a deployment may set.
 //!
-//! The entries are data: [`entries`](self::entries) lists them, and each one's values schema is
-//! a file under `schemas/`, in the chart's own keys, so that the values a deployment was given
+//! The entries are data: `entries.rs` lists them, and each one's values schema is a file under
+//! `schemas/`, in the chart's own keys, so that the values a deployment was given
 //! (with their defaults) are exactly what `helm --values` takes. [`schema`] is the validator.
 //!
 //! The deployments API (`POST /orgs/{org}/clusters/{id}/deployments`, with or without
