@@ -11,6 +11,7 @@
 //! says such fields are required.
 
 mod account;
+mod catalog;
 mod cloud;
 mod clusters;
 mod live;
@@ -18,6 +19,7 @@ mod orgs;
 mod runs;
 
 pub use account::*;
+pub use catalog::*;
 pub use cloud::*;
 pub use clusters::*;
 /// Error bodies: the workspace's one problem+json shape.

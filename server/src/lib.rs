@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod audit;
 pub mod auth;
 pub mod bus;
+pub mod catalog;
 pub mod cloud_accounts;
 pub mod clusters;
 pub mod config;

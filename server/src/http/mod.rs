@@ -2,6 +2,7 @@
 //! and the web UI, assembled into one router with the shared middleware.
 
 mod auth;
+mod catalog;
 mod cloud_accounts;
 mod clusters;
 pub mod dev;
@@ -60,6 +61,7 @@ use crate::{auth::session::SESSION_COOKIE, error::status_problem, metrics, state
         (name = "cloud accounts", description = "Linked AWS, Azure and GCP accounts, verified with the clouds"),
         (name = "clusters", description = "Kubernetes clusters, provisioned by runs"),
         (name = "runs", description = "Terraform runs: the queue, approval, cancel, retry, logs"),
+        (name = "catalog", description = "The services that can be deployed onto clusters: charts, versions, values schemas"),
         (name = "live", description = "Live updates (Server-Sent Events) and notifications"),
         (name = "terraform state", description = "Terraform's http state backend, for runs (LOCK and UNLOCK as well as GET and POST)"),
         (name = "operations", description = "Health, readiness and metrics"),
@@ -199,6 +201,7 @@ fn api() -> (Router<AppState>, OpenApiDoc) {
         .merge(cloud_accounts::router())
         .merge(clusters::router())
         .merge(runs::router())
+        .merge(catalog::router())
         .merge(live::router())
         .merge(state::router())
         .merge(dev::router())

@@ -240,6 +240,7 @@ impl Seeded {
                 "path.user_id": self.bob,
                 "path.cluster": self.cluster,
                 "path.provider": "google",
+                "path.service": "airflow",
             },
             "operations": [
                 removal("DELETE /api/v1/me/tokens/{id}", "path.id", &self.scratch_token),

@@ -2,6 +2,7 @@
 //! PostgreSQL with `FLEETPLANE_TEST_DATABASE=postgres`) and a real SMTP server.
 
 mod accounts;
+mod catalog;
 mod cli;
 mod cloud_accounts;
 mod contract;

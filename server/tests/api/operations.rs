@@ -110,6 +110,8 @@ async fn the_openapi_document_covers_every_endpoint() {
         ("post", "/api/v1/runs/{id}/cancel"),
         ("post", "/api/v1/runs/{id}/retry"),
         ("get", "/api/v1/runs/{id}/logs"),
+        ("get", "/api/v1/catalog"),
+        ("get", "/api/v1/catalog/{service}"),
         ("get", "/api/v1/state/{cluster}"),
         ("post", "/api/v1/state/{cluster}"),
         ("get", "/api/v1/events"),
