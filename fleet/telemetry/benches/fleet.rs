@@ -77,7 +77,9 @@ struct Options {
     batch_packets: u64,
     sample: usize,
     readers: usize,
-    inflight: u32,
+    /// The ingest's inflight window (`FLEET_INFLIGHT`); unset, the service's default for the
+    /// store (1,000 on SQLite, 10,000 on ClickHouse).
+    inflight: Option<u32>,
     /// The ingest's batch size in messages (`FLEET_BATCH_SIZE`); unset, the service's
     /// default (2,000).
     batch_size: Option<u64>,
@@ -94,7 +96,7 @@ impl Options {
             batch_packets: 25,
             sample: 100,
             readers: 4,
-            inflight: 1_000,
+            inflight: None,
             batch_size: None,
         };
         let mut args = std::env::args().skip(1);
@@ -110,7 +112,7 @@ impl Options {
                 "--batch-packets" => options.batch_packets = number()?,
                 "--sample" => options.sample = usize::try_from(number()?)?,
                 "--readers" => options.readers = usize::try_from(number()?)?,
-                "--inflight" => options.inflight = u32::try_from(number()?)?,
+                "--inflight" => options.inflight = Some(u32::try_from(number()?)?),
                 "--batch-size" => options.batch_size = Some(number()?),
                 "--store" => match args.next().as_deref() {
                     Some("sqlite") => options.clickhouse = false,
@@ -287,7 +289,8 @@ async fn run(options: &Options) -> Result<String> {
     eprintln!("==> {label}: {} bikes, {} s per phase", options.bikes, options.seconds);
     // The ingest's inflight window is the service's; the broker is let hold as many for it,
     // and queues without a limit, so that nothing acknowledged to a bike is dropped.
-    let fleet = Fleet::start_with(BrokerLimits { max_inflight: options.inflight, max_queued: 0 }).await;
+    let inflight = options.inflight.unwrap_or(if options.clickhouse { 10_000 } else { 1_000 });
+    let fleet = Fleet::start_with(BrokerLimits { max_inflight: inflight, max_queued: 0 }).await;
     let started = Instant::now();
     let identities = enroll(&fleet, options.bikes + 1).await;
     let enrolled_in = started.elapsed();
@@ -296,7 +299,7 @@ async fn run(options: &Options) -> Result<String> {
     let clickhouse = options.clickhouse.then(fleet_telemetry::store::clickhouse::testing::ClickHouseServer::start);
     let store = clickhouse.as_ref().map(|server| format!("{}/fleet", server.url));
     let batch_size = options.batch_size.unwrap_or(2_000);
-    let service = start_service(&fleet, store.as_deref(), options.inflight, batch_size).await;
+    let service = start_service(&fleet, store.as_deref(), inflight, batch_size).await;
     let token = service.create_token("bench", "admin");
     let pids = Pids { service: service.pid(), broker: fleet.broker.pid() };
     let api = Api { base: service.url(""), token: token.clone(), http: reqwest::Client::new() };
@@ -526,7 +529,7 @@ async fn run(options: &Options) -> Result<String> {
         thousands(n + 1),
         enrolled_in.as_secs_f64(),
         seeded_in.as_secs_f64(),
-        options.inflight,
+        inflight,
         thousands(batch_size),
     )?;
     Ok(out)

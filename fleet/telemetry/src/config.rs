@@ -203,7 +203,12 @@ impl Config {
         let mut validity_days = file.certificate_validity_days.unwrap_or(365);
         let mut batch_size = file.batch_size.unwrap_or(2_000);
         let mut linger_ms = file.batch_linger_ms.unwrap_or(50);
-        let mut inflight = file.inflight.unwrap_or(1_000);
+        // ClickHouse takes a batch in hundreds of milliseconds, not tens: the broker may hand the
+        // ingest more while one is being stored.
+        let mut inflight = file.inflight.unwrap_or(match store {
+            StoreChoice::Sqlite(_) => 1_000,
+            StoreChoice::ClickHouse { .. } => 10_000,
+        });
         let mut quarantine_cap = file.quarantine_cap.unwrap_or(DEFAULT_QUARANTINE_CAP);
         let mut retention_days = file.retention_days.unwrap_or(90);
         let mut skew = file.max_clock_skew_secs.unwrap_or(300);
@@ -329,6 +334,7 @@ mod tests {
         assert_eq!(config.crl_reload, Reload::Nothing);
         assert_eq!(config.broker_url(), "mqtts://127.0.0.1:8883");
         assert_eq!(config.certificate_validity, Duration::from_secs(365 * 24 * 3600));
+        assert_eq!(config.inflight, 1_000);
     }
 
     #[test]
@@ -345,6 +351,9 @@ mod tests {
             config.store,
             StoreChoice::ClickHouse { url: "http://127.0.0.1:8123".into(), database: "telemetry".into() }
         );
+        assert_eq!(config.inflight, 10_000, "ClickHouse's wider default window");
+        let set = with_env(&[("FLEET_STORE", "http://127.0.0.1:8123/telemetry"), ("FLEET_INFLIGHT", "500")]);
+        assert_eq!(set.expect("valid").inflight, 500);
         let default_port = with_env(&[("FLEET_BROKER", "mqtts://broker.example")]).expect("valid");
         assert_eq!(default_port.broker, BrokerChoice::External { host: "broker.example".into(), port: 8883 });
     }
