@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
+pub(crate) use aws_sdk_sts::config::Credentials as StaticCredentials;
 use aws_sdk_sts::{
-    config::{BehaviorVersion, Credentials as StaticCredentials, Region, retry::RetryConfig, timeout::TimeoutConfig},
+    config::{BehaviorVersion, Region, retry::RetryConfig, timeout::TimeoutConfig},
     error::{ProvideErrorMetadata, SdkError},
 };
 use aws_smithy_runtime_api::http::Response as HttpResponse;
@@ -191,6 +192,16 @@ pub async fn job_environment(
         env.push(("AWS_ENDPOINT_URL".to_owned(), url.clone()));
     }
     Ok(env)
+}
+
+/// A token for the EKS cluster `cluster`, signed with the role's session (or the access key).
+pub async fn kube_token(
+    endpoints: &Endpoints,
+    aws: &AwsCredentials,
+    cluster: &str,
+) -> Result<crate::kube::KubeToken, CloudError> {
+    let (credentials, _) = assume(endpoints, aws, "fleetplane-deploy", SESSION_SECONDS).await?;
+    crate::kube::eks_token(endpoints, credentials, cluster)
 }
 
 pub async fn list_buckets(endpoints: &Endpoints, aws: &AwsCredentials) -> Result<Vec<Bucket>, CloudError> {

@@ -17,6 +17,20 @@ const STORAGE_API: &str = "2023-05-01";
 
 /// An ARM access token for the service principal.
 async fn arm_token(clouds: &Clouds, azure: &AzureCredentials) -> Result<String, CloudError> {
+    let scope = format!("{}/.default", clouds.endpoints().azure_arm_endpoint.trim_end_matches('/'));
+    token_for(clouds, azure, &scope).await
+}
+
+/// A token for an AKS cluster's API server (Entra ID integration): one for the AKS server
+/// application, by the service principal's client credentials.
+pub async fn kube_token(clouds: &Clouds, azure: &AzureCredentials) -> Result<crate::kube::KubeToken, CloudError> {
+    let scope = format!("{}/.default", crate::kube::AKS_SERVER_APPLICATION);
+    let token = token_for(clouds, azure, &scope).await?;
+    Ok(crate::kube::KubeToken { token, expires_in: std::time::Duration::from_secs(3600) })
+}
+
+/// A token for `scope`, by the service principal's client credentials.
+async fn token_for(clouds: &Clouds, azure: &AzureCredentials, scope: &str) -> Result<String, CloudError> {
     let endpoints = clouds.endpoints();
     let mut cloud = CustomConfiguration::default();
     cloud.authority_host = endpoints.azure_authority_host.clone();
@@ -38,8 +52,7 @@ async fn arm_token(clouds: &Clouds, azure: &AzureCredentials) -> Result<String, 
         Some(options),
     )
     .map_err(|e| CloudError::invalid("tenant_id", e.to_string()))?;
-    let scope = format!("{}/.default", endpoints.azure_arm_endpoint.trim_end_matches('/'));
-    let token = credential.get_token(&[&scope], None).await.map_err(|e| {
+    let token = credential.get_token(&[scope], None).await.map_err(|e| {
         use azure_core::error::ErrorKind;
         match innermost(&e).kind() {
             ErrorKind::Io => CloudError::unreachable("Azure sign-in: could not reach the authority host."),

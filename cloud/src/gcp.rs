@@ -224,6 +224,13 @@ pub async fn job_environment(clouds: &Clouds, gcp: &GcpCredentials) -> Result<Ve
     ])
 }
 
+/// A token for a GKE cluster's API server: the service account's OAuth 2.0 access token.
+pub async fn kube_token(clouds: &Clouds, gcp: &GcpCredentials) -> Result<crate::kube::KubeToken, CloudError> {
+    let key = ServiceAccountKey::parse(&gcp.service_account_json, &clouds.endpoints().gcp_token_uri)?;
+    let token = access_token(clouds, &key).await?;
+    Ok(crate::kube::KubeToken { token, expires_in: std::time::Duration::from_secs(3600) })
+}
+
 pub async fn verify(clouds: &Clouds, gcp: &GcpCredentials) -> Result<Identity, CloudError> {
     let key = ServiceAccountKey::parse(&gcp.service_account_json, &clouds.endpoints().gcp_token_uri)?;
     let token = access_token(clouds, &key).await?;

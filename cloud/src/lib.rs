@@ -17,6 +17,7 @@
 mod aws;
 mod azure;
 mod gcp;
+pub mod kube;
 
 use std::{fmt, time::Duration};
 
@@ -245,6 +246,23 @@ impl Clouds {
                     Ok(env)
                 }
                 Credentials::Gcp(gcp) => gcp::job_environment(self, gcp).await,
+            }
+        };
+        self.bounded(work).await.map_err(|e| e.scrubbed(&credentials.secrets()))
+    }
+
+    /// A bearer token for the managed Kubernetes cluster `cluster` (its name, as EKS needs it)
+    /// in the account `credentials` open: minted now, good for an hour at most (see [`kube`]).
+    pub async fn kubernetes_token(
+        &self,
+        credentials: &Credentials,
+        cluster: &str,
+    ) -> Result<kube::KubeToken, CloudError> {
+        let work = async {
+            match credentials {
+                Credentials::Aws(aws) => aws::kube_token(&self.endpoints, aws, cluster).await,
+                Credentials::Azure(azure) => azure::kube_token(self, azure).await,
+                Credentials::Gcp(gcp) => gcp::kube_token(self, gcp).await,
             }
         };
         self.bounded(work).await.map_err(|e| e.scrubbed(&credentials.secrets()))

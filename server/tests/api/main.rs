@@ -10,6 +10,7 @@ mod errors;
 mod google;
 mod headers;
 mod invitations;
+mod kube_tokens;
 mod live;
 mod operations;
 mod orgs;

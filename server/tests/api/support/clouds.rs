@@ -280,6 +280,8 @@ struct AzureState {
     token_requests: std::sync::atomic::AtomicUsize,
     /// access token → tenant id
     tokens: Mutex<HashMap<String, String>>,
+    /// access token → the scope it was issued for
+    scopes: Mutex<HashMap<String, String>>,
     arm_audience: Mutex<String>,
 }
 
@@ -314,7 +316,15 @@ impl FakeAzure {
     pub fn token_requests(&self) -> usize {
         self.state.token_requests.load(std::sync::atomic::Ordering::SeqCst)
     }
+
+    /// The scope `token` was issued for, if this Entra ID issued it.
+    pub fn scope_of(&self, token: &str) -> Option<String> {
+        self.state.scopes.lock().expect("lock").get(token).cloned()
+    }
 }
+
+/// The application every AKS cluster with Entra ID integration trusts, as its token scope.
+const AKS_SCOPE: &str = "6dae42f8-4368-4678-94ff-3960e28e3630/.default";
 
 #[derive(Deserialize)]
 struct ClientCredentials {
@@ -381,7 +391,7 @@ async fn azure_token(
             ),
         );
     }
-    if form.scope != *state.arm_audience.lock().expect("lock") {
+    if form.scope != *state.arm_audience.lock().expect("lock") && form.scope != AKS_SCOPE {
         return entra_error(
             StatusCode::BAD_REQUEST,
             "invalid_scope",
@@ -391,6 +401,7 @@ async fn azure_token(
     }
     let token = format!("eyFake.{}", uuid::Uuid::new_v4().simple());
     state.tokens.lock().expect("lock").insert(token.clone(), tenant_id);
+    state.scopes.lock().expect("lock").insert(token.clone(), form.scope);
     Json(json!({ "token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token }))
         .into_response()
 }
@@ -403,6 +414,11 @@ fn arm_error(status: StatusCode, code: &str, message: &str) -> Response {
 fn arm_caller<'a>(state: &'a AzureState, headers: &HeaderMap) -> Option<(String, &'a AzureTenant)> {
     let token = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let tenant_id = token.and_then(|t| state.tokens.lock().expect("lock").get(t).cloned())?;
+    // A token for another audience (an AKS cluster's) is not one for ARM.
+    let scope = token.and_then(|t| state.scopes.lock().expect("lock").get(t).cloned())?;
+    if scope != *state.arm_audience.lock().expect("lock") {
+        return None;
+    }
     let tenant = state.tenants.get(&tenant_id)?;
     Some((tenant_id, tenant))
 }
