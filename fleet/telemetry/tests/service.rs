@@ -421,9 +421,14 @@ async fn a_token_revoked_from_the_command_line_is_refused_within_seconds() {
 async fn a_decommissioned_bike_is_listed_no_more_and_sigterm_stops_the_service_cleanly() {
     let (_dir, mut service, token) = started().await;
     let (device, _, _, _) = certified(&service, &token, "SN-4").await;
+    // Read first, so that the service remembers it in service.
+    let before = service.get(&format!("/api/v1/bikes/{device}"), &token).await;
+    assert!(before["decommissioned_at"].is_null(), "{before}");
     let (status, view) = service.call(Method::DELETE, &format!("/api/v1/bikes/{device}"), &token, None).await;
     assert_eq!(status, StatusCode::OK, "{view}");
     assert!(view["decommissioned_at"].is_string());
+    let after = service.get(&format!("/api/v1/bikes/{device}"), &token).await;
+    assert_eq!(after["decommissioned_at"], view["decommissioned_at"], "not the bike remembered from before");
     assert_eq!(service.get("/api/v1/bikes", &token).await["items"], json!([]));
     let all = service.get("/api/v1/bikes?decommissioned=true", &token).await;
     assert_eq!(all["items"].as_array().expect("items").len(), 1);

@@ -185,7 +185,7 @@ async fn get_bike(
 ) -> Result<Json<BikeView>> {
     caller.require(Scope::Read)?;
     let device = device(&device_id)?;
-    let bike = state.registry.bike(&device).await?;
+    let bike = state.bike(&device).await?;
     let online = state.latest.online(&device, Utc::now(), state.settings.online_window);
     Ok(Json(BikeView::new(bike, state.latest.get(&device), online)))
 }
@@ -266,7 +266,7 @@ async fn certificates(
 ) -> Result<Json<CertificateList>> {
     caller.require(Scope::Read)?;
     let device = device(&device_id)?;
-    state.registry.bike(&device).await?;
+    state.bike(&device).await?;
     let items = state.registry.certificates(&device).await?.into_iter().map(CertificateView::from).collect();
     Ok(Json(CertificateList { items }))
 }

@@ -57,7 +57,7 @@ async fn live(
     let after = sse::last_event_id(&headers, None)
         .map_err(|e| ApiError::bad_request("invalid_last_event_id", e.to_string()))?
         .map(|id| u64::try_from(id).unwrap_or(0));
-    state.registry.bike(&device).await?;
+    state.bike(&device).await?;
     // Subscribed before anything is read, so that nothing stored from now on escapes both.
     let feed = state.latest.subscribe();
     let (frames, events) = mpsc::channel(64);

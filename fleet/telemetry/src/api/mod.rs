@@ -2,7 +2,7 @@
 //! errors with stable codes, cursor paging, an OpenAPI document at `/api/openapi.json`,
 //! `/healthz`, `/readyz` and `/metrics`. Every `/api/v1` call needs a bearer token ([`auth`]).
 
-use std::{ops::Deref, sync::Arc, time::Duration};
+use std::{collections::HashMap, ops::Deref, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -12,6 +12,7 @@ use axum::{
     response::Response,
     routing::{any, get},
 };
+use fleet_proto::DeviceId;
 use fleetplane_common::{
     http::metrics::{self as http_metrics, HttpMetrics},
     problem::{self, FieldError, Problem},
@@ -47,7 +48,7 @@ use crate::{
     ingest::IngestStats,
     packet::Reason,
     pki::Authority,
-    registry::Registry,
+    registry::{Bike, Registry, RegistryError, Standing},
     store::TelemetryStore,
 };
 
@@ -70,6 +71,7 @@ pub struct Service {
     metrics: MetricsRegistry,
     http_metrics: HttpMetrics,
     known_tokens: auth::KnownTokens,
+    known_bikes: KnownBikes,
 }
 
 impl Deref for Service {
@@ -109,15 +111,58 @@ impl AppState {
         let mut metrics = MetricsRegistry::with_prefix("fleet");
         let http_metrics = HttpMetrics::register(&mut metrics);
         metrics.register_collector(Box::new(IngestCollector(parts.stats.clone(), parts.latest.clone())));
-        Self(Arc::new(Service { parts, metrics, http_metrics, known_tokens: auth::KnownTokens::default() }))
+        Self(Arc::new(Service {
+            parts,
+            metrics,
+            http_metrics,
+            known_tokens: auth::KnownTokens::default(),
+            known_bikes: KnownBikes::default(),
+        }))
     }
 
     fn known_tokens(&self) -> &auth::KnownTokens {
         &self.0.known_tokens
     }
 
+    /// The registry's bike, from memory when it was read before. A bike changes only when it
+    /// is decommissioned, which the standings learn (at once here, within their refresh from
+    /// other replicas); a bike remembered in service whose standing says decommissioned is read
+    /// again.
+    async fn bike(&self, device_id: &DeviceId) -> std::result::Result<Bike, RegistryError> {
+        let decommissioned = self.standings.get(device_id) == Some(Standing::Decommissioned);
+        if let Some(bike) = self.0.known_bikes.get(device_id)
+            && (bike.decommissioned_at.is_some() || !decommissioned)
+        {
+            return Ok(bike);
+        }
+        let bike = self.registry.bike(device_id).await?;
+        self.0.known_bikes.remember(bike.clone());
+        Ok(bike)
+    }
+
     fn render_metrics(&self) -> String {
         http_metrics::render(&self.metrics)
+    }
+}
+
+/// The most bikes remembered at once; past it, the memory starts again.
+const MOST_BIKES_REMEMBERED: usize = 100_000;
+
+/// Bikes read from the registry, by device id.
+#[derive(Default)]
+struct KnownBikes(std::sync::Mutex<HashMap<DeviceId, Bike>>);
+
+impl KnownBikes {
+    fn get(&self, device_id: &DeviceId) -> Option<Bike> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(device_id).cloned()
+    }
+
+    fn remember(&self, bike: Bike) {
+        let mut known = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if known.len() >= MOST_BIKES_REMEMBERED {
+            known.clear();
+        }
+        known.insert(bike.device_id.clone(), bike);
     }
 }
 

@@ -106,10 +106,7 @@ async fn history(
     if from >= to {
         return Err(ApiError::bad_request("invalid_query", "`from` must be before `to`"));
     }
-    if state.standings.get(&device).is_none() {
-        // Not known here (yet): the registry says whether the bike exists at all.
-        state.registry.bike(&device).await?;
-    }
+    state.bike(&device).await?;
     let range = Range { from, to };
     if let Some(text) = params.every.as_deref() {
         if params.limit.is_some() || params.cursor.is_some() {
@@ -164,7 +161,7 @@ async fn history(
 async fn count(State(state): State<AppState>, caller: Caller, Path(device_id): Path<String>) -> Result<Json<Count>> {
     caller.require(Scope::Read)?;
     let device = device(&device_id)?;
-    state.registry.bike(&device).await?;
+    state.bike(&device).await?;
     let count = state.store.count(Some(&device)).await.map_err(ApiError::store)?;
     Ok(Json(Count { count }))
 }
