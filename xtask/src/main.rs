@@ -20,10 +20,10 @@ Commands:
   test [--sqlite-only] [--no-lint] [-- <test args>]
                                      The whole test suite, as CI runs it: installs and starts
                                      what it needs (apt, PostgreSQL, Chromium), then tears it down
-  bench [--only auth|queue] [--sqlite-only] [--seconds N]
-        [--claim-runs N] [--cycle-runs N] [--docker-clusters N]
-                                     Benchmarks (sessions under load, the run queue);
-                                     results go into BENCHMARKS.md
+  bench [--only auth|queue|live|fleet] [--sqlite-only] [--seconds N]
+        [--claim-runs N] [--cycle-runs N] [--docker-clusters N] [--streams N] [--bikes N]
+                                     Benchmarks (sessions under load, the run queue, live
+                                     streams, the fleet's telemetry); results go into BENCHMARKS.md
   stress [--rounds N] [--sqlite-only] [-- <test filters>...]
                                      The live and provisioning tests (or the filters given),
                                      N times (default 20) on both databases with every core busy
