@@ -5,10 +5,12 @@
 //! [`insert`](TelemetryStore::insert) returned is on disk.
 //!
 //! Beside each day's packets, `minutes_dYYYYMMDD` keeps every bike's telemetry rolled up by
-//! minute (count, and each field's sum, least and greatest), written in the same transaction
-//! from the rows the insert actually added, so a redelivery is not counted twice. History
+//! minute: a count, and each field's sum, least and greatest value packed in one blob (one
+//! column to read per row, not 42). It is written in the same transaction from the rows the
+//! insert actually added (`RETURNING`), so a redelivery is not counted twice. History
 //! downsampled into whole minutes reads the rollup for the minutes the range covers whole and
 //! the raw rows only for its ragged ends: a bike-day at one minute is 1,440 rows, not 86,400.
+//! A day stored before the rollups existed has none and is downsampled from its rows.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
@@ -261,6 +263,7 @@ fn create_day(day: NaiveDate) -> String {
     )
 }
 
+/// A day's rollup: a row per bike and minute, `totals` as [`Partial::totals_blob`] packs them.
 fn create_rollup(day: NaiveDate) -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS {} (
