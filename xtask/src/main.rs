@@ -5,6 +5,7 @@
 
 mod bench;
 mod images;
+mod kube_tools;
 mod stress;
 mod test;
 mod ui;
