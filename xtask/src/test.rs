@@ -24,9 +24,10 @@ use crate::{
 
 /// Debian packages the suite needs: PostgreSQL's server binaries, Redis (each test that needs
 /// one starts its own on loopback), Chromium with its WebDriver for the browser tests, Python
-/// for the cloud emulators, a Docker engine with static busybox for the provisioner image,
-/// openssl (the fleet CA's certificates are checked with it), mosquitto (the fleet's broker)
-/// and clickhouse-server (the fleet's production telemetry store).
+/// for the cloud emulators, a Docker engine with static busybox for the provisioner images and
+/// musl-tools for the fleet-telemetry image's static binary, openssl (the fleet CA's
+/// certificates are checked with it), mosquitto (the fleet's broker) and clickhouse-server (the
+/// fleet's production telemetry store).
 /// The Terraform binary this machine provides (nothing may download one).
 const TERRAFORM: &str = "/usr/local/bin/terraform";
 const PACKAGES: &[&str] = &[
@@ -38,6 +39,7 @@ const PACKAGES: &[&str] = &[
     "python3-venv",
     "docker.io",
     "busybox-static",
+    "musl-tools",
     "openssl",
     "mosquitto",
     "clickhouse-server",
@@ -96,7 +98,7 @@ pub fn run(args: &[String]) -> Result<()> {
 }
 
 /// Everything the tests need but a database: the packages, the UI, the emulators, the OpenID
-/// provider and helm, a Docker engine with the provisioner image. Dropping it stops the engine.
+/// provider and helm, a Docker engine with the images. Dropping it stops the engine.
 pub struct Suite {
     root: PathBuf,
     site: PathBuf,
@@ -125,7 +127,7 @@ impl Suite {
         }
         let docker = DockerEngine::start()?;
         step(
-            "Building the local provisioner image",
+            "Building the images (cargo xtask images)",
             Command::new(ui::cargo()).current_dir(&root).args(["xtask", "images"]).env("DOCKER_HOST", docker.host()),
         )?;
         let artifacts = root.join("artifacts");

@@ -8,7 +8,7 @@ use std::{env, fs};
 
 use anyhow::{Context, Result, ensure};
 
-use super::{ContextDir, docker_build, is_static, link_or_copy, require_static};
+use super::{ContextDir, copy_tree, docker_build, is_static, link_or_copy, require_static};
 
 pub const DEFAULT_TAG: &str = "fleetplane/provisioner-local:latest";
 /// Where Debian's `busybox-static` installs it (the `busybox` package's binary is dynamic).
@@ -40,7 +40,7 @@ pub fn build(root: &Path, tag: &str) -> Result<()> {
         .context("copying provisioners/entrypoint.sh")?;
     fs::copy(root.join("provisioners/local/Dockerfile"), dir.join("Dockerfile"))
         .context("copying provisioners/local/Dockerfile")?;
-    copy_module(&root.join("terraform/local"), &dir.join("module"))?;
+    copy_tree(&root.join("terraform/local"), &dir.join("module"), module_file)?;
     let certs = dir.join("certs");
     fs::create_dir(&certs).context("creating certs/ in the build context")?;
     if Path::new(CA_BUNDLE).is_file() {
@@ -81,27 +81,10 @@ fn terraform_version(terraform: &Path) -> String {
         .unwrap_or_else(|| "version unknown".to_owned())
 }
 
-/// Copies the module's files, leaving out what a developer's `terraform init` or `apply` in
-/// the source directory may have left there (`.terraform/`, state files, plans).
-fn copy_module(from: &Path, to: &Path) -> Result<()> {
-    fs::create_dir_all(to).with_context(|| format!("could not create {}", to.display()))?;
-    let entries = fs::read_dir(from).with_context(|| format!("could not read {}", from.display()))?;
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name();
-        let name_str = name.to_string_lossy();
-        if (name_str.starts_with(".terraform") && name_str != ".terraform.lock.hcl")
-            || name_str.contains(".tfstate")
-            || name_str.ends_with(".tfplan")
-        {
-            continue;
-        }
-        let target = to.join(&name);
-        if entry.file_type()?.is_dir() {
-            copy_module(&entry.path(), &target)?;
-        } else {
-            fs::copy(entry.path(), &target).with_context(|| format!("could not copy {}", entry.path().display()))?;
-        }
-    }
-    Ok(())
+/// Whether a file of the module goes into the image: not what a developer's `terraform init` or
+/// `apply` in the source directory may have left there (`.terraform/`, state files, plans).
+fn module_file(name: &str) -> bool {
+    !((name.starts_with(".terraform") && name != ".terraform.lock.hcl")
+        || name.contains(".tfstate")
+        || name.ends_with(".tfplan"))
 }

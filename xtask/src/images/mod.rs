@@ -1,7 +1,9 @@
 //! `images`: the Docker images built from this machine's files, offline.
 //!
 //! - `local`: the provisioner of the `local` target (static busybox, terraform, the
-//!   `terraform/local` module and the entrypoint), `fleetplane/provisioner-local:latest`.
+//!   `terraform/local` module and the entrypoint), `fleetplane/provisioner-local:latest`;
+//! - `fleet-telemetry`: the fleet service as a static musl binary,
+//!   `fleetplane/fleet-telemetry:latest` and `:<crate version>`.
 //!
 //! Every one is `FROM scratch` with no `RUN` step. Its build context is assembled in a temporary
 //! directory and built with `docker build --network none`, so nothing is pulled or downloaded
@@ -9,6 +11,7 @@
 //! targets' Terraform images pre-install their providers from the registry and are built where
 //! there is network (`provisioners/README.md`).
 
+mod fleet_telemetry;
 mod local;
 
 use std::io::Read;
@@ -24,14 +27,16 @@ use crate::ui;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Image {
     Local,
+    FleetTelemetry,
 }
 
 impl Image {
-    const ALL: [Image; 1] = [Image::Local];
+    const ALL: [Image; 2] = [Image::Local, Image::FleetTelemetry];
 
     fn name(self) -> &'static str {
         match self {
             Image::Local => "local",
+            Image::FleetTelemetry => "fleet-telemetry",
         }
     }
 
@@ -43,7 +48,7 @@ impl Image {
     }
 }
 
-const USAGE: &str = "options: --only local (repeatable, or comma-separated), \
+const USAGE: &str = "options: --only local|fleet-telemetry (repeatable, or comma-separated), \
                      --tag <image:tag> (the local image's tag)";
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -80,6 +85,7 @@ pub fn run(args: &[String]) -> Result<()> {
     for image in images {
         match image {
             Image::Local => local::build(&root, tag.as_deref().unwrap_or(local::DEFAULT_TAG))?,
+            Image::FleetTelemetry => fleet_telemetry::build(&root)?,
         }
     }
     Ok(())
@@ -123,6 +129,56 @@ fn docker_build(context: &Path, tags: &[&str]) -> Result<()> {
     crate::test::step(&format!("Building {} on {engine} (--network none)", tags.join(", ")), command.arg(context))?;
     eprintln!("    Finished {} in {:.1}s ({})", tags.join(", "), started.elapsed().as_secs_f64(), image_size(tags[0]));
     Ok(())
+}
+
+/// The uid and gid the services run as, non-root (distroless' `nonroot`); the chart's
+/// securityContext says the same.
+const NONROOT: u32 = 65532;
+
+/// The files of a FROM-scratch image's root that are not the program: `etc/passwd` and
+/// `etc/group` naming root and [`NONROOT`], `etc/hosts` (without which "localhost" does not
+/// resolve) and an empty `tmp/` anyone may write to, under `rootfs`.
+fn write_base_files(rootfs: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+
+    let files = [
+        (
+            "etc/passwd",
+            format!(
+                "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:{NONROOT}:{NONROOT}:nonroot:/home/nonroot:/sbin/nologin\n"
+            ),
+        ),
+        ("etc/group", format!("root:x:0:\nnonroot:x:{NONROOT}:\n")),
+        ("etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n".to_owned()),
+    ];
+    for (path, content) in files {
+        let path = rootfs.join(path);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        fs::write(&path, content).with_context(|| format!("writing {}", path.display()))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644))?;
+    }
+    let tmp = rootfs.join("tmp");
+    fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777)).context("making tmp/ writable by all")?;
+    Ok(())
+}
+
+/// The version of the workspace package `name`, as cargo reads it.
+fn package_version(root: &Path, name: &str) -> Result<String> {
+    let output = crate::test::cargo(root)
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .context("could not run cargo metadata")?;
+    ensure!(output.status.success(), "cargo metadata failed");
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("cargo metadata printed something unexpected")?;
+    let package = metadata["packages"]
+        .as_array()
+        .and_then(|packages| packages.iter().find(|package| package["name"] == name))
+        .with_context(|| format!("cargo metadata lists no package {name}"))?;
+    package["version"].as_str().map(str::to_owned).with_context(|| format!("cargo metadata gives {name} no version"))
 }
 
 /// Whether an ELF executable is statically linked: it names no program interpreter
@@ -169,6 +225,26 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
         return Ok(());
     }
     fs::copy(from, to).with_context(|| format!("could not copy {} to {}", from.display(), to.display()))?;
+    Ok(())
+}
+
+/// Copies the directory `from` to `to`, with the files and directories whose name `keep` accepts.
+fn copy_tree(from: &Path, to: &Path, keep: fn(&str) -> bool) -> Result<()> {
+    fs::create_dir_all(to).with_context(|| format!("could not create {}", to.display()))?;
+    let entries = fs::read_dir(from).with_context(|| format!("could not read {}", from.display()))?;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        if !keep(&name.to_string_lossy()) {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target, keep)?;
+        } else {
+            fs::copy(entry.path(), &target).with_context(|| format!("could not copy {}", entry.path().display()))?;
+        }
+    }
     Ok(())
 }
 
