@@ -30,8 +30,9 @@ Commands:
                                      N times (default 20) on both databases with every core busy
   images [--only NAME] [--tag T]     Build the images with docker, offline: `local` (the local
                                      provisioner, tagged T, default
-                                     fleetplane/provisioner-local:latest) and `fleet-telemetry`
-                                     (fleetplane/fleet-telemetry:latest and :<version>)
+                                     fleetplane/provisioner-local:latest), `fleet-telemetry`
+                                     (fleetplane/fleet-telemetry:latest and :<version>) and
+                                     `helm` (fleetplane/provisioner-helm:latest)
   help                               Show this message
 ";
 

@@ -3,7 +3,9 @@
 //! - `local`: the provisioner of the `local` target (static busybox, terraform, the
 //!   `terraform/local` module and the entrypoint), `fleetplane/provisioner-local:latest`;
 //! - `fleet-telemetry`: the fleet service as a static musl binary,
-//!   `fleetplane/fleet-telemetry:latest` and `:<crate version>`.
+//!   `fleetplane/fleet-telemetry:latest` and `:<crate version>`;
+//! - `helm`: the provisioner of deployments onto clusters (static helm, kubectl and busybox,
+//!   the workspace's charts and the entrypoint), `fleetplane/provisioner-helm:latest`.
 //!
 //! Every one is `FROM scratch` with no `RUN` step. Its build context is assembled in a temporary
 //! directory and built with `docker build --network none`, so nothing is pulled or downloaded
@@ -12,6 +14,7 @@
 //! there is network (`provisioners/README.md`).
 
 mod fleet_telemetry;
+mod helm;
 mod local;
 
 use std::io::Read;
@@ -28,15 +31,17 @@ use crate::ui;
 enum Image {
     Local,
     FleetTelemetry,
+    Helm,
 }
 
 impl Image {
-    const ALL: [Image; 2] = [Image::Local, Image::FleetTelemetry];
+    const ALL: [Image; 3] = [Image::Local, Image::FleetTelemetry, Image::Helm];
 
     fn name(self) -> &'static str {
         match self {
             Image::Local => "local",
             Image::FleetTelemetry => "fleet-telemetry",
+            Image::Helm => "helm",
         }
     }
 
@@ -48,7 +53,7 @@ impl Image {
     }
 }
 
-const USAGE: &str = "options: --only local|fleet-telemetry (repeatable, or comma-separated), \
+const USAGE: &str = "options: --only local|fleet-telemetry|helm (repeatable, or comma-separated), \
                      --tag <image:tag> (the local image's tag)";
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -86,6 +91,7 @@ pub fn run(args: &[String]) -> Result<()> {
         match image {
             Image::Local => local::build(&root, tag.as_deref().unwrap_or(local::DEFAULT_TAG))?,
             Image::FleetTelemetry => fleet_telemetry::build(&root)?,
+            Image::Helm => helm::build(&root)?,
         }
     }
     Ok(())
