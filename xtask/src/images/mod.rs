@@ -98,7 +98,7 @@ pub fn run(args: &[String]) -> Result<()> {
 }
 
 /// Fails, naming the Debian package to install, when `program` is not on `PATH`.
-fn require_command(program: &str, package: &str, purpose: &str) -> Result<PathBuf> {
+pub(crate) fn require_command(program: &str, package: &str, purpose: &str) -> Result<PathBuf> {
     env::split_paths(&env::var_os("PATH").unwrap_or_default())
         .map(|dir| dir.join(program))
         .find(|candidate| candidate.is_file())
