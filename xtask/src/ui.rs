@@ -59,7 +59,7 @@ pub fn build_ui(options: &BuildOptions) -> Result<PathBuf> {
     let started = Instant::now();
     let root = workspace_root();
     let target_dir = target_dir(&root)?;
-    ensure_wasm_target()?;
+    ensure_target(WASM_TARGET)?;
 
     let profile = if options.release { RELEASE_PROFILE } else { "dev" };
     eprintln!("    Building {WEB_PACKAGE} for {WASM_TARGET} (profile {profile})");
@@ -250,21 +250,21 @@ fn gzip(file: &Path, best: bool) -> Result<()> {
     Ok(())
 }
 
-/// Installs the wasm target with rustup when it is missing (rustup downloads the standard
-/// library for it; nothing else is fetched).
-fn ensure_wasm_target() -> Result<()> {
+/// Installs a compilation target (wasm for the UI, musl for the images' static binaries) with
+/// rustup when it is missing (rustup downloads the standard library for it; nothing else is
+/// fetched).
+pub fn ensure_target(target: &str) -> Result<()> {
     let Ok(output) = Command::new("rustup").args(["target", "list", "--installed"]).output() else {
         // No rustup: a toolchain installed some other way must already have the target.
         return Ok(());
     };
     let installed = String::from_utf8_lossy(&output.stdout);
-    if installed.lines().any(|line| line.trim() == WASM_TARGET) {
+    if installed.lines().any(|line| line.trim() == target) {
         return Ok(());
     }
-    eprintln!("  Installing {WASM_TARGET} with rustup");
-    let status =
-        Command::new("rustup").args(["target", "add", WASM_TARGET]).status().context("could not run rustup")?;
-    ensure!(status.success(), "`rustup target add {WASM_TARGET}` failed");
+    eprintln!("  Installing {target} with rustup");
+    let status = Command::new("rustup").args(["target", "add", target]).status().context("could not run rustup")?;
+    ensure!(status.success(), "`rustup target add {target}` failed");
     Ok(())
 }
 

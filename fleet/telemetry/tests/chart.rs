@@ -55,6 +55,13 @@ fn the_defaults_run_one_replica_on_sqlite_and_the_embedded_broker_with_a_volume(
 
     assert_eq!(manifests.container()["resources"]["limits"]["cpu"], "1");
 
+    // The image `cargo xtask images` tags with this crate's version (the chart's appVersion),
+    // run with the entrypoint and command it is built with.
+    let container = manifests.container();
+    assert_eq!(container["image"], format!("fleetplane/fleet-telemetry:{}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(container["command"], serde_json::json!(["/fleet-telemetry"]));
+    assert_eq!(container["args"], serde_json::json!(["serve"]));
+
     let pdb = manifests.one("PodDisruptionBudget");
     assert_eq!(pdb["spec"]["maxUnavailable"], 1);
     assert_eq!(pdb["spec"]["selector"]["matchLabels"], statefulset["spec"]["selector"]["matchLabels"]);
