@@ -109,7 +109,7 @@ impl KnownTokens {
 
 #[cfg(test)]
 mod tests {
-    use chrono::Utc;
+    use chrono::DateTime;
 
     use super::*;
     use crate::registry::tokens::Scope;
@@ -120,7 +120,7 @@ mod tests {
             name: name.into(),
             prefix: "fltk_abcd".into(),
             scope: Scope::Read,
-            created_at: Utc::now(),
+            created_at: DateTime::from_timestamp(1_796_126_400, 0).expect("a time"),
             revoked_at: None,
         }
     }
