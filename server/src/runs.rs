@@ -75,6 +75,7 @@ pub async fn enqueue(
         id: Set(Uuid::now_v7()),
         org_id: Set(cluster.org_id),
         cluster_id: Set(cluster.id),
+        deployment_id: Set(None),
         action: Set(action.as_str().to_owned()),
         status: Set(status::QUEUED.to_owned()),
         reason: Set(None),
