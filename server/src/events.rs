@@ -185,6 +185,10 @@ fn action_name(action: &str) -> &'static str {
     match action {
         "plan" => "A plan",
         "destroy" => "Destroying",
+        "deploy" => "A deployment",
+        "upgrade" => "An upgrade",
+        "rollback" => "A rollback",
+        "uninstall" => "An uninstall",
         _ => "Provisioning",
     }
 }
