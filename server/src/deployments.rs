@@ -38,6 +38,7 @@ pub mod status {
     pub const PENDING: &str = DeploymentStatus::Pending.as_str();
     pub const DEPLOYING: &str = DeploymentStatus::Deploying.as_str();
     pub const HEALTHY: &str = DeploymentStatus::Healthy.as_str();
+    pub const DEGRADED: &str = DeploymentStatus::Degraded.as_str();
     pub const FAILED: &str = DeploymentStatus::Failed.as_str();
     pub const UNINSTALLING: &str = DeploymentStatus::Uninstalling.as_str();
     pub const UNINSTALLED: &str = DeploymentStatus::Uninstalled.as_str();

@@ -244,8 +244,8 @@ impl Worker {
         .map(drop)
     }
 
-    /// Every few seconds: show this worker is alive, take back runs of dead workers, and remove
-    /// jobs nobody watches any more.
+    /// Every few seconds: show this worker is alive, take back runs of dead workers, remove jobs
+    /// nobody watches any more, and ask running deployments whether they are still ready.
     async fn presence(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
             let seen = workers::Entity::update_many()
@@ -264,6 +264,9 @@ impl Worker {
             match self.sweep().await {
                 Ok(()) => drop(self.state.sweeps.inc()),
                 Err(e) => tracing::warn!(error = %e, "looking for orphaned jobs failed"),
+            }
+            if let Err(e) = self.recheck_deployments().await {
+                tracing::warn!(error = format!("{e:#}"), "re-checking the health of deployments failed");
             }
             tokio::select! {
                 () = tokio::time::sleep(PRESENCE) => {}

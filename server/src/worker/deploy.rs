@@ -100,6 +100,73 @@ impl Worker {
         ended
     }
 
+    /// Asks every healthy or degraded deployment on the `local` target for `/readyz` again and
+    /// records a change (healthy ⇄ degraded) with its event. A deployment a run is changing is
+    /// not `healthy` or `degraded`, so it is left to its run; the conditional update leaves alone
+    /// one whose run started meanwhile. Several workers may do this at once: they agree.
+    pub(super) async fn recheck_deployments(&self) -> anyhow::Result<()> {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, TransactionTrait, sea_query::Expr};
+
+        use crate::{deployments::status as deployment_status, entity::clusters, entity::deployments};
+        let watched = [deployment_status::HEALTHY, deployment_status::DEGRADED];
+        let local: Vec<uuid::Uuid> = clusters::Entity::find()
+            .filter(clusters::Column::Target.eq("local"))
+            .all(&self.state.db)
+            .await?
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        if local.is_empty() {
+            return Ok(());
+        }
+        let running = deployments::Entity::find()
+            .filter(deployments::Column::Status.is_in(watched))
+            .filter(deployments::Column::ClusterId.is_in(local))
+            .all(&self.state.db)
+            .await?;
+        for deployment in running {
+            let Some(url) = deployment.outputs.as_ref().and_then(|o| o.get("url")).and_then(Value::as_str) else {
+                continue;
+            };
+            let address = url.trim_start_matches("http://").to_owned();
+            let ready = matches!(service::probe(&address, "/readyz", Duration::from_secs(5)).await, Ok(200));
+            let (next, reason) = if ready {
+                (deployment_status::HEALTHY, format!("{url}/readyz answers 200."))
+            } else {
+                (deployment_status::DEGRADED, format!("{url}/readyz does not answer ready."))
+            };
+            let now = chrono::Utc::now();
+            // A steady healthy deployment is written down once a minute, not at every look.
+            let stale = deployment.health_checked_at.is_none_or(|at| now - at > chrono::TimeDelta::minutes(1));
+            if next == deployment.status && !(ready && stale) {
+                continue;
+            }
+            let txn = self.state.db.begin().await?;
+            let mut update = deployments::Entity::update_many()
+                .col_expr(deployments::Column::Status, Expr::value(next))
+                .filter(deployments::Column::Id.eq(deployment.id))
+                .filter(deployments::Column::Status.is_in(watched));
+            if ready {
+                update = update.col_expr(deployments::Column::HealthCheckedAt, Expr::value(Some(now)));
+            }
+            if next != deployment.status {
+                update = update
+                    .col_expr(deployments::Column::Reason, Expr::value(Some(reason)))
+                    .col_expr(deployments::Column::UpdatedAt, Expr::value(now));
+            }
+            let changed = update.exec(&txn).await?.rows_affected == 1 && next != deployment.status;
+            if changed && let Some(updated) = deployments::Entity::find_by_id(deployment.id).one(&txn).await? {
+                crate::events::deployment_changed(&txn, &updated).await?;
+            }
+            txn.commit().await?;
+            if changed {
+                tracing::info!(deployment = %deployment.id, status = next, "a deployment's health changed");
+                self.state.events_written();
+            }
+        }
+        Ok(())
+    }
+
     async fn needs_approval_of(&self, account: Option<uuid::Uuid>) -> Result<bool, sea_orm::DbErr> {
         use sea_orm::EntityTrait;
         let Some(id) = account else { return Ok(false) };

@@ -398,6 +398,13 @@ async fn fleet_telemetry_deploys_upgrades_rolls_back_and_uninstalls_on_the_local
     assert_eq!(labels["fleetplane.cluster"], cluster.as_str());
     assert!(volume_exists(&id));
 
+    // Health is asked again while it runs: a stopped service is degraded, a restarted one healthy.
+    docker(&["stop", &first[0].0]);
+    let degraded = wait_for_status(&ada, &id, "degraded", 30).await;
+    assert!(degraded["reason"].as_str().is_some_and(|r| r.contains("/readyz")), "{degraded}");
+    docker(&["start", &first[0].0]);
+    wait_for_status(&ada, &id, "healthy", 60).await;
+
     let upgraded = ada
         .patch(&deployment(&id), json!({ "values": { "resources": { "limits": { "memory": "768Mi" } } } }))
         .await
