@@ -14,6 +14,7 @@ mod account;
 mod catalog;
 mod cloud;
 mod clusters;
+mod deployments;
 mod live;
 mod orgs;
 mod runs;
@@ -22,6 +23,7 @@ pub use account::*;
 pub use catalog::*;
 pub use cloud::*;
 pub use clusters::*;
+pub use deployments::*;
 /// Error bodies: the workspace's one problem+json shape.
 pub use fleetplane_common::problem::{FieldError, Problem};
 pub use live::*;

@@ -17,16 +17,36 @@ pub enum RunAction {
     Destroy,
     /// Plan only, to see what an apply would change.
     Plan,
+    /// Install a deployment's first revision.
+    Deploy,
+    /// Install a deployment's new revision (new values or version).
+    Upgrade,
+    /// Install a new revision copied from an earlier one.
+    Rollback,
+    /// Remove a deployment.
+    Uninstall,
 }
 
 impl RunAction {
-    pub const ALL: [RunAction; 3] = [RunAction::Apply, RunAction::Destroy, RunAction::Plan];
+    pub const ALL: [RunAction; 7] = [
+        RunAction::Apply,
+        RunAction::Destroy,
+        RunAction::Plan,
+        RunAction::Deploy,
+        RunAction::Upgrade,
+        RunAction::Rollback,
+        RunAction::Uninstall,
+    ];
 
     pub const fn as_str(self) -> &'static str {
         match self {
             RunAction::Apply => "apply",
             RunAction::Destroy => "destroy",
             RunAction::Plan => "plan",
+            RunAction::Deploy => "deploy",
+            RunAction::Upgrade => "upgrade",
+            RunAction::Rollback => "rollback",
+            RunAction::Uninstall => "uninstall",
         }
     }
 
@@ -39,7 +59,16 @@ impl RunAction {
             RunAction::Apply => "Apply",
             RunAction::Destroy => "Destroy",
             RunAction::Plan => "Plan",
+            RunAction::Deploy => "Deploy",
+            RunAction::Upgrade => "Upgrade",
+            RunAction::Rollback => "Rollback",
+            RunAction::Uninstall => "Uninstall",
         }
+    }
+
+    /// An action on a deployment rather than on the cluster's infrastructure.
+    pub fn is_deployment(self) -> bool {
+        matches!(self, RunAction::Deploy | RunAction::Upgrade | RunAction::Rollback | RunAction::Uninstall)
     }
 }
 
@@ -133,6 +162,9 @@ impl TryFrom<RunAction> for RequestedAction {
             RunAction::Plan => Ok(RequestedAction::Plan),
             RunAction::Apply => Ok(RequestedAction::Apply),
             RunAction::Destroy => Err("Delete the cluster to destroy it."),
+            RunAction::Deploy | RunAction::Upgrade | RunAction::Rollback | RunAction::Uninstall => {
+                Err("Deployments have their own routes: /api/v1/orgs/{org}/clusters/{id}/deployments.")
+            }
         }
     }
 }
@@ -175,6 +207,9 @@ pub struct Run {
     pub org: String,
     pub cluster_id: Uuid,
     pub cluster_name: String,
+    /// For `deploy`, `upgrade`, `rollback` and `uninstall`: the deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_id: Option<Uuid>,
     pub action: RunAction,
     pub status: RunStatus,
     /// Why the run is where it is: why it waits, or how it ended.

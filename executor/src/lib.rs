@@ -11,6 +11,7 @@
 pub mod auto;
 pub mod docker;
 pub mod process;
+pub mod service;
 
 use std::{fmt, future::Future, pin::Pin};
 

@@ -14,6 +14,7 @@ mod m20261126_000001_user_identities;
 mod m20261127_000001_events_notifications;
 mod m20261203_000001_sessions;
 mod m20261204_000001_invitations_resets;
+mod m20261207_000001_deployments;
 
 /// Applies Fleetplane's migrations in order; `fleetplane migrate` and `fleetplane serve` run it.
 pub struct Migrator;
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000001_events_notifications::Migration),
             Box::new(m20261203_000001_sessions::Migration),
             Box::new(m20261204_000001_invitations_resets::Migration),
+            Box::new(m20261207_000001_deployments::Migration),
         ]
     }
 }

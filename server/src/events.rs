@@ -134,7 +134,26 @@ pub async fn run_changed(conn: &impl ConnectionTrait, run_id: Uuid) -> Result<()
     {
         cluster_changed(conn, &cluster).await?;
     }
+    if let Some(deployment) = crate::deployments::refresh(conn, &run).await? {
+        deployment_changed(conn, &deployment).await?;
+    }
     notify_about_run(conn, &run).await
+}
+
+/// Records a deployment's current status.
+pub async fn deployment_changed(
+    conn: &impl ConnectionTrait,
+    deployment: &crate::entity::deployments::Model,
+) -> Result<(), DbErr> {
+    let payload = json!({
+        "id": deployment.id,
+        "cluster_id": deployment.cluster_id,
+        "service": deployment.service,
+        "status": deployment.status,
+        "reason": deployment.reason,
+        "current_revision": deployment.current_revision,
+    });
+    record(conn, Audience::Org(deployment.org_id), "deployment", payload).await.map(drop)
 }
 
 /// Records a cluster's current status (a new cluster, or a changed one).
@@ -185,6 +204,10 @@ fn action_name(action: &str) -> &'static str {
     match action {
         "plan" => "A plan",
         "destroy" => "Destroying",
+        "deploy" => "A deployment",
+        "upgrade" => "An upgrade",
+        "rollback" => "A rollback",
+        "uninstall" => "An uninstall",
         _ => "Provisioning",
     }
 }

@@ -15,6 +15,7 @@ pub mod clusters;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod deployments;
 pub mod domain;
 pub mod entity;
 pub mod error;

@@ -200,11 +200,12 @@ async fn rotate_key(config: Config, args: RotateKey) -> anyhow::Result<()> {
     }
     let state = AppState::build(config).await?;
     let report = fleetplane::cloud_accounts::reseal_all(&state).await?;
+    let (deployments, deployments_current) = fleetplane::deployments::reseal_all(&state).await?;
     println!(
         "Re-encrypted {} secret(s) under master key {}; {} already used it.",
-        report.resealed,
+        report.resealed + deployments,
         state.keyring.primary_id(),
-        report.already_current
+        report.already_current + deployments_current
     );
     Ok(())
 }

@@ -70,15 +70,31 @@ pub async fn enqueue(
     spec: &RunSpec,
     requested_by: Option<Uuid>,
 ) -> Result<runs::Model> {
+    let spec = serde_json::to_value(spec).map_err(anyhow::Error::from)?;
+    enqueue_for(conn, state, cluster, None, action, spec, requested_by).await
+}
+
+/// Adds a run of `cluster`'s queue working from `spec` (for a deployment action, on
+/// `deployment`), inside the caller's transaction.
+pub async fn enqueue_for(
+    conn: &impl ConnectionTrait,
+    state: &AppState,
+    cluster: &clusters::Model,
+    deployment: Option<Uuid>,
+    action: Action,
+    spec: serde_json::Value,
+    requested_by: Option<Uuid>,
+) -> Result<runs::Model> {
     let now = Utc::now();
     Ok(runs::ActiveModel {
         id: Set(Uuid::now_v7()),
         org_id: Set(cluster.org_id),
         cluster_id: Set(cluster.id),
+        deployment_id: Set(deployment),
         action: Set(action.as_str().to_owned()),
         status: Set(status::QUEUED.to_owned()),
         reason: Set(None),
-        spec: Set(serde_json::to_value(spec).map_err(anyhow::Error::from)?),
+        spec: Set(spec),
         attempts: Set(0),
         max_attempts: Set(state.config.runs.max_attempts),
         not_before: Set(now),
@@ -214,7 +230,8 @@ pub async fn cancel(state: &AppState, caller: &CurrentUser, id: Uuid, ip: IpAddr
 pub async fn retry(state: &AppState, caller: &CurrentUser, id: Uuid, ip: IpAddr) -> Result<runs::Model> {
     let (run, org, role) = load_for(state, caller, id).await?;
     let action = Action::parse(&run.action).unwrap_or(Action::Apply);
-    require(role, if action == Action::Plan { Role::Operator } else { Role::Admin }, "Retrying this run")?;
+    let needed = if action == Action::Plan || action.is_deployment() { Role::Operator } else { Role::Admin };
+    require(role, needed, "Retrying this run")?;
     if !matches!(run.status.as_str(), status::FAILED | status::CANCELED) {
         return Err(conflict(&run, "retried (only failed or canceled runs are)"));
     }
@@ -223,7 +240,11 @@ pub async fn retry(state: &AppState, caller: &CurrentUser, id: Uuid, ip: IpAddr)
         .await?
         .ok_or_else(|| AppError::not_found("cluster_not_found", "The run's cluster no longer exists."))?;
     let txn = begin_write(&state.db).await?;
-    let retried = crate::clusters::queue_run(&txn, state, &cluster, action, None, Some(caller.id())).await?;
+    let retried = if action.is_deployment() {
+        crate::deployments::retry(&txn, state, &run, caller.id()).await?
+    } else {
+        crate::clusters::queue_run(&txn, state, &cluster, action, None, Some(caller.id())).await?
+    };
     Event::new("run.retried", Some(ip))
         .actor(&caller.user)
         .org(org.id)

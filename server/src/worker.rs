@@ -7,6 +7,7 @@
 //! left behind by a worker that died are found by their labels and removed. The pool also runs
 //! the process's retention janitor ([`crate::janitor`]).
 
+mod deploy;
 mod logs;
 
 pub use logs::LogHealth;
@@ -135,6 +136,8 @@ pub struct Worker {
     active: Mutex<HashSet<Uuid>>,
     /// Log lines of the runs it carries out now that could not be stored, for their outcome.
     lost_lines: Mutex<HashMap<Uuid, u64>>,
+    /// The Docker engine that runs deployments on the `local` target, once asked for.
+    services: tokio::sync::OnceCell<fleetplane_executor::service::ServiceRuntime>,
 }
 
 impl Worker {
@@ -142,7 +145,15 @@ impl Worker {
         let host =
             std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".into());
         let id = format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>());
-        Arc::new(Self { state, executor, id, concurrency, active: Mutex::default(), lost_lines: Mutex::default() })
+        Arc::new(Self {
+            state,
+            executor,
+            id,
+            concurrency,
+            active: Mutex::default(),
+            lost_lines: Mutex::default(),
+            services: tokio::sync::OnceCell::new(),
+        })
     }
 
     pub fn id(&self) -> &str {
@@ -233,8 +244,8 @@ impl Worker {
         .map(drop)
     }
 
-    /// Every few seconds: show this worker is alive, take back runs of dead workers, and remove
-    /// jobs nobody watches any more.
+    /// Every few seconds: show this worker is alive, take back runs of dead workers, remove jobs
+    /// nobody watches any more, and ask running deployments whether they are still ready.
     async fn presence(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
             let seen = workers::Entity::update_many()
@@ -253,6 +264,9 @@ impl Worker {
             match self.sweep().await {
                 Ok(()) => drop(self.state.sweeps.inc()),
                 Err(e) => tracing::warn!(error = %e, "looking for orphaned jobs failed"),
+            }
+            if let Err(e) = self.recheck_deployments().await {
+                tracing::warn!(error = format!("{e:#}"), "re-checking the health of deployments failed");
             }
             tokio::select! {
                 () = tokio::time::sleep(PRESENCE) => {}
@@ -377,9 +391,12 @@ impl Worker {
         token: &str,
         interrupt: CancellationToken,
     ) -> Result<Ended, ExecError> {
+        let action = Action::parse(&run.action).unwrap_or(Action::Apply);
+        if action.is_deployment() {
+            return self.carry_out_deployment(run, interrupt).await;
+        }
         let spec: RunSpec = serde_json::from_value(run.spec.clone())
             .map_err(|e| ExecError::Failed(format!("the run's stored spec is unreadable: {e}")))?;
-        let action = Action::parse(&run.action).unwrap_or(Action::Apply);
         let environment = self.environment(run, &spec, token).await?;
 
         let plan_file = if run.status == status::APPLYING {
@@ -641,7 +658,12 @@ impl Worker {
             Ok(Ended::Stopped(Stop::Cancel)) => {
                 let who =
                     current.reason.as_deref().unwrap_or("Canceled").split(';').next().unwrap_or("Canceled").to_owned();
-                (status::CANCELED, format!("{who}; Terraform was stopped"), None, None)
+                let stopped = if Action::parse(&run.action).is_some_and(Action::is_deployment) {
+                    "the deployment run was stopped"
+                } else {
+                    "Terraform was stopped"
+                };
+                (status::CANCELED, format!("{who}; {stopped}"), None, None)
             }
             Ok(Ended::Stopped(Stop::Timeout)) => (
                 status::FAILED,

@@ -394,13 +394,14 @@ pub async fn request_run<R: MinRole>(
     Ok(run)
 }
 
-/// Recomputes a cluster's status from its latest apply or destroy run (plans change nothing).
+/// Recomputes a cluster's status from its latest apply or destroy run (plans and deployment runs
+/// change nothing).
 /// A destroyed cluster frees its name. Returns whether the status changed.
 pub async fn refresh_status(conn: &impl ConnectionTrait, cluster_id: Uuid) -> Result<bool, DbErr> {
     let Some(cluster) = clusters::Entity::find_by_id(cluster_id).one(conn).await? else { return Ok(false) };
     let latest = runs::Entity::find()
         .filter(runs::Column::ClusterId.eq(cluster_id))
-        .filter(runs::Column::Action.ne(Action::Plan.as_str()))
+        .filter(runs::Column::Action.is_in([Action::Apply.as_str(), Action::Destroy.as_str()]))
         .order_by_desc(runs::Column::Id)
         .one(conn)
         .await?;

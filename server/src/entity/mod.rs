@@ -4,6 +4,8 @@ pub mod api_tokens;
 pub mod audit_events;
 pub mod cloud_accounts;
 pub mod clusters;
+pub mod deployment_revisions;
+pub mod deployments;
 pub mod email_verification_tokens;
 pub mod events;
 pub mod invitations;

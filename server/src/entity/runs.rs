@@ -9,7 +9,9 @@ pub struct Model {
     pub id: Uuid,
     pub org_id: Uuid,
     pub cluster_id: Uuid,
-    /// `apply`, `destroy` or `plan`.
+    /// For the deployment actions: the deployment the run works on.
+    pub deployment_id: Option<Uuid>,
+    /// `apply`, `destroy` or `plan`; `deploy`, `upgrade`, `rollback` or `uninstall`.
     pub action: String,
     /// `queued`, `running`, `awaiting_approval`, `applying`, `succeeded`, `failed`, `canceled`.
     pub status: String,

@@ -5,6 +5,7 @@ mod auth;
 mod catalog;
 mod cloud_accounts;
 mod clusters;
+mod deployments;
 pub mod dev;
 pub mod extract;
 mod google;
@@ -61,6 +62,7 @@ use crate::{auth::session::SESSION_COOKIE, error::status_problem, metrics, state
         (name = "cloud accounts", description = "Linked AWS, Azure and GCP accounts, verified with the clouds"),
         (name = "clusters", description = "Kubernetes clusters, provisioned by runs"),
         (name = "runs", description = "Terraform runs: the queue, approval, cancel, retry, logs"),
+        (name = "deployments", description = "Catalog services on clusters: deploy, upgrade, rollback, uninstall, as runs"),
         (name = "catalog", description = "The services that can be deployed onto clusters: charts, versions, values schemas"),
         (name = "live", description = "Live updates (Server-Sent Events) and notifications"),
         (name = "terraform state", description = "Terraform's http state backend, for runs (LOCK and UNLOCK as well as GET and POST)"),
@@ -140,6 +142,7 @@ const LINKS: &[(&str, &str, LinkParameters)] = {
     const CLUSTER: LinkParameters = &[ORG, ("id", "$response.body#/cluster/id")];
     const CLUSTER_RUN: LinkParameters = &[("id", "$response.body#/run/id")];
     const RUN: LinkParameters = &[("id", "$response.body#/id")];
+    const DEPLOYMENT: LinkParameters = &[ORG, ("id", "$response.body#/deployment/id")];
     &[
         ("create_org", "get_org", NEW_ORG),
         ("create_org", "list_members", NEW_ORG),
@@ -174,6 +177,13 @@ const LINKS: &[(&str, &str, LinkParameters)] = {
         ("retry_run", "get_run", RUN),
         ("retry_run", "cancel_run", RUN),
         ("retry_run", "run_logs", RUN),
+        ("create_deployment", "get_deployment", DEPLOYMENT),
+        ("create_deployment", "upgrade_deployment", DEPLOYMENT),
+        ("create_deployment", "rollback_deployment", DEPLOYMENT),
+        ("create_deployment", "uninstall_deployment", DEPLOYMENT),
+        ("create_deployment", "get_run", CLUSTER_RUN),
+        ("create_deployment", "cancel_run", CLUSTER_RUN),
+        ("create_deployment", "run_logs", CLUSTER_RUN),
     ]
 };
 
@@ -200,6 +210,7 @@ fn api() -> (Router<AppState>, OpenApiDoc) {
         .merge(orgs::router())
         .merge(cloud_accounts::router())
         .merge(clusters::router())
+        .merge(deployments::router())
         .merge(runs::router())
         .merge(catalog::router())
         .merge(live::router())

@@ -57,6 +57,7 @@ pub async fn run_views(state: &AppState, runs: Vec<entity::Model>, org: &str) ->
             org: org.to_owned(),
             cluster_id: run.cluster_id,
             cluster_name: cluster_names.get(&run.cluster_id).cloned().unwrap_or_default(),
+            deployment_id: run.deployment_id,
             action: stored("runs.action", &run.action, api::RunAction::parse)?,
             status: stored("runs.status", &run.status, api::RunStatus::parse)?,
             reason,

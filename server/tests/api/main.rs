@@ -6,6 +6,7 @@ mod catalog;
 mod cli;
 mod cloud_accounts;
 mod contract;
+mod deployments;
 mod errors;
 mod google;
 mod headers;

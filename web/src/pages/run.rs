@@ -430,6 +430,8 @@ fn RunStateNotice(run: Run, state: RunState, actions: RunActions) -> impl IntoVi
                 RunAction::Plan => "The plan is ready.",
                 RunAction::Apply => "The cluster is up to date.",
                 RunAction::Destroy => "Everything the cluster had is gone.",
+                RunAction::Deploy | RunAction::Upgrade | RunAction::Rollback => "The deployment is up and ready.",
+                RunAction::Uninstall => "The deployment is gone.",
             };
             view! { <Alert kind=AlertKind::Success title=text>{reason_line}</Alert> }.into_any()
         }
