@@ -277,6 +277,23 @@ fn create_rollup(day: NaiveDate) -> String {
     )
 }
 
+/// The rollup rows of `day` for these bikes' minutes. A join on the key, not
+/// `(device_id, minute) IN (…)`: SQLite scans the whole table for a row-value IN list.
+fn existing_minutes<'a>(day: NaiveDate, keys: impl Iterator<Item = (&'a str, i64)>) -> QueryBuilder<Sqlite> {
+    let mut query = QueryBuilder::<Sqlite>::new("WITH k (device_id, minute) AS (VALUES ");
+    let mut values = query.separated(", ");
+    for (device_id, minute) in keys {
+        values.push("(").push_bind_unseparated(device_id.to_owned());
+        values.push_unseparated(", ").push_bind_unseparated(minute).push_unseparated(")");
+    }
+    query.push(format!(
+        ") SELECT m.device_id, m.minute, m.n, m.totals FROM k JOIN {} AS m \
+         ON m.device_id = k.device_id AND m.minute = k.minute",
+        rollup_of(day)
+    ));
+    query
+}
+
 /// Adds `minutes` to `day`'s rollup: each minute's row is read, merged and written back.
 async fn roll_up(
     tx: &mut sqlx::SqliteConnection,
@@ -285,16 +302,7 @@ async fn roll_up(
 ) -> anyhow::Result<()> {
     let minutes: Vec<((&str, i64), Partial)> = minutes.into_iter().collect();
     for chunk in minutes.chunks(ROWS_PER_STATEMENT) {
-        let mut existing = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT device_id, minute, n, totals FROM {} WHERE (device_id, minute) IN (",
-            rollup_of(day)
-        ));
-        let mut keys = existing.separated(", ");
-        for ((device_id, minute), _) in chunk {
-            keys.push("(").push_bind_unseparated((*device_id).to_owned());
-            keys.push_unseparated(", ").push_bind_unseparated(*minute).push_unseparated(")");
-        }
-        existing.push(")");
+        let mut existing = existing_minutes(day, chunk.iter().map(|(key, _)| *key));
         let mut before: HashMap<(String, i64), Partial> = HashMap::new();
         for row in existing.build().fetch_all(&mut *tx).await? {
             let partial = Partial::from_rollup(row.try_get(2)?, &row.try_get::<Vec<u8>, _>(3)?)?;
@@ -789,6 +797,29 @@ mod tests {
         let tomorrow = shared::noon() + chrono::TimeDelta::days(1);
         reopened.insert(&shared::ride(&bike, 10, tomorrow)).await.expect("tomorrow");
         assert!(reopened.known_days().rolled_up.contains(&tomorrow.date_naive()));
+    }
+
+    #[tokio::test]
+    async fn merging_into_the_rollup_looks_minutes_up_by_key_not_by_scanning() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store(&dir).await;
+        let day = shared::noon().date_naive();
+        store.insert(&shared::ride(&shared::device(8), 3, shared::noon())).await.expect("insert");
+        let lookup = existing_minutes(day, [("bike-a", 0), ("bike-b", 60_000)].into_iter());
+        let plan: Vec<String> = sqlx::query(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {}", lookup.sql().as_str())))
+            .bind("bike-a")
+            .bind(0)
+            .bind("bike-b")
+            .bind(60_000)
+            .fetch_all(&store.pool)
+            .await
+            .expect("plan")
+            .iter()
+            .map(|row| row.try_get::<String, _>("detail").expect("detail"))
+            .collect();
+        let rollup = rollup_of(day);
+        assert!(plan.iter().any(|step| step.starts_with("SEARCH m USING PRIMARY KEY")), "{plan:?}");
+        assert!(!plan.iter().any(|step| step == "SCAN m" || step.contains(&format!("SCAN {rollup}"))), "{plan:?}");
     }
 
     #[tokio::test]
