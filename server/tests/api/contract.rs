@@ -276,6 +276,11 @@ impl Seeded {
                         "POST /api/v1/auth/resend-verification",
                         "POST /api/v1/auth/password-reset",
                         "POST /api/v1/orgs/{org}/invitations",
+                        // Values are checked against the chosen service's own schema, and a
+                        // version and a revision against what that service and deployment have.
+                        "POST /api/v1/orgs/{org}/clusters/{id}/deployments",
+                        "PATCH /api/v1/orgs/{org}/deployments/{id}",
+                        "POST /api/v1/orgs/{org}/deployments/{id}/rollback",
                     ] }),
                     "422",
                 ),
