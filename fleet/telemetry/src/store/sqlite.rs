@@ -799,6 +799,16 @@ mod tests {
         assert!(reopened.known_days().rolled_up.contains(&tomorrow.date_naive()));
     }
 
+    #[test]
+    fn a_rollup_blob_of_the_wrong_length_is_an_error_not_zeros() {
+        let partial = Partial::of(&shared::telemetry(3));
+        let blob = partial.totals_blob();
+        let back = Partial::from_rollup(partial.count, &blob).expect("its own blob");
+        assert_eq!((back.count, back.totals), (partial.count, partial.totals));
+        let e = Partial::from_rollup(1, &blob[..blob.len() - 8]).expect_err("short");
+        assert!(e.to_string().contains("totals are"), "{e}");
+    }
+
     #[tokio::test]
     async fn merging_into_the_rollup_looks_minutes_up_by_key_not_by_scanning() {
         let dir = tempfile::tempdir().expect("tempdir");
