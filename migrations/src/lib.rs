@@ -15,6 +15,7 @@ mod m20261127_000001_events_notifications;
 mod m20261203_000001_sessions;
 mod m20261204_000001_invitations_resets;
 mod m20261207_000001_deployments;
+mod m20261208_000001_deployment_tokens;
 
 /// Applies Fleetplane's migrations in order; `fleetplane migrate` and `fleetplane serve` run it.
 pub struct Migrator;
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000001_sessions::Migration),
             Box::new(m20261204_000001_invitations_resets::Migration),
             Box::new(m20261207_000001_deployments::Migration),
+            Box::new(m20261208_000001_deployment_tokens::Migration),
         ]
     }
 }

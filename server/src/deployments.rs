@@ -151,6 +151,35 @@ fn seal_secrets(state: &AppState, validated: &Validated, context: Uuid) -> Resul
     Ok((Some(sealed.key_id), Some(sealed.bytes)))
 }
 
+/// What a deployment's service token is sealed for: not the bare id, which its secrets use.
+fn token_context(deployment: Uuid) -> String {
+    format!("service-token:{deployment}")
+}
+
+/// A new token for the API of the service `info` describes, sealed for deployment `id`; none
+/// when the service takes no token from Fleetplane.
+fn seal_service_token(state: &AppState, info: &catalog::Info, id: Uuid) -> Result<(Option<String>, Option<Vec<u8>>)> {
+    let Some(catalog::OutputSource::ManagedToken { prefix, .. }) = info.managed_token() else {
+        return Ok((None, None));
+    };
+    let token = fleetplane_common::tokens::generate(prefix);
+    let sealed = state.keyring.seal(token.as_bytes(), token_context(id).as_bytes())?;
+    Ok((Some(sealed.key_id), Some(sealed.bytes)))
+}
+
+/// The token Fleetplane holds for the deployment's service API, if it has one.
+pub fn service_token(state: &AppState, deployment: &deployments::Model) -> Result<Option<String>> {
+    let (Some(key_id), Some(bytes)) = (&deployment.service_token_key_id, &deployment.service_token_sealed) else {
+        return Ok(None);
+    };
+    let sealed = crate::crypto::Sealed { key_id: key_id.clone(), bytes: bytes.clone() };
+    let plain = state
+        .keyring
+        .open(&sealed, token_context(deployment.id).as_bytes())
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("a deployment's sealed service token: {e}")))?;
+    Ok(Some(String::from_utf8(plain).map_err(anyhow::Error::from)?))
+}
+
 /// The secrets a record holds (JSON pointer → value).
 fn open_secrets(
     state: &AppState,
@@ -219,6 +248,7 @@ pub async fn create(
     let now = Utc::now();
     let id = Uuid::now_v7();
     let (key_id, sealed) = seal_secrets(state, &validated, id)?;
+    let (token_key_id, token_sealed) = seal_service_token(state, validated.entry.info, id)?;
     let txn = begin_write(&state.db).await?;
     let deployment = deployments::ActiveModel {
         id: Set(id),
@@ -235,6 +265,8 @@ pub async fn create(
         values: Set(validated.values.without_secrets()),
         secrets_key_id: Set(key_id),
         secrets_sealed: Set(sealed),
+        service_token_key_id: Set(token_key_id),
+        service_token_sealed: Set(token_sealed),
         outputs: Set(None),
         created_by: Set(Some(actor.user.id())),
         created_at: Set(now),
@@ -619,9 +651,14 @@ async fn reload(state: &AppState, id: Uuid) -> Result<deployments::Model> {
     deployments::Entity::find_by_id(id).one(&state.db).await?.ok_or_else(not_found)
 }
 
-/// Every value of revision `number`, secrets included: what the run that installs it needs.
-/// Only a worker calls this.
+/// Every value of revision `number`, secrets included, and the SHA-256 of the deployment's
+/// service token where its chart takes it: what the run that installs it needs. Only a worker
+/// calls this.
 pub async fn install_values(state: &AppState, deployment: Uuid, number: i32) -> anyhow::Result<(String, Value)> {
+    let row = deployments::Entity::find_by_id(deployment)
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the deployment is gone"))?;
     let revision = revision(&state.db, deployment, number)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?
@@ -631,6 +668,12 @@ pub async fn install_values(state: &AppState, deployment: Uuid, number: i32) -> 
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     for (pointer, secret) in secrets {
         put(&mut values, &pointer, secret);
+    }
+    let managed = catalog::entry(&row.service).and_then(|entry| entry.info.managed_token());
+    if let (Some(catalog::OutputSource::ManagedToken { chart_value, .. }), Some(token)) =
+        (managed, service_token(state, &row).map_err(|e| anyhow::anyhow!("{e}"))?)
+    {
+        put(&mut values, chart_value, Value::from(fleetplane_common::tokens::hash(&token)));
     }
     Ok((revision.version, values))
 }
@@ -723,8 +766,9 @@ pub async fn refresh(conn: &impl ConnectionTrait, run: &runs::Model) -> Result<O
     Ok(changed.then_some(updated))
 }
 
-/// Re-seals every deployment's and revision's secrets under the newest master key (`fleetplane
-/// admin rotate-key`). Returns how many were re-sealed and how many already used it.
+/// Re-seals every deployment's and revision's secrets, and the deployments' service tokens,
+/// under the newest master key (`fleetplane admin rotate-key`). Returns how many were re-sealed
+/// and how many already used it.
 pub async fn reseal_all(state: &AppState) -> anyhow::Result<(usize, usize)> {
     use sea_orm::sea_query::Expr;
     let primary = state.keyring.primary_id().to_owned();
@@ -747,6 +791,24 @@ pub async fn reseal_all(state: &AppState) -> anyhow::Result<(usize, usize)> {
             .col_expr(deployments::Column::SecretsSealed, Expr::value(Some(sealed.bytes)))
             .filter(deployments::Column::Id.eq(deployment.id))
             .filter(deployments::Column::SecretsKeyId.eq(deployment.secrets_key_id.clone()))
+            .exec(&state.db)
+            .await?;
+        resealed += 1;
+    }
+    for deployment in
+        deployments::Entity::find().filter(deployments::Column::ServiceTokenKeyId.is_not_null()).all(&state.db).await?
+    {
+        if deployment.service_token_key_id.as_deref() == Some(primary.as_str()) {
+            current += 1;
+            continue;
+        }
+        let Some(token) = service_token(state, &deployment).map_err(|e| anyhow::anyhow!("{e}"))? else { continue };
+        let sealed = state.keyring.seal(token.as_bytes(), token_context(deployment.id).as_bytes())?;
+        deployments::Entity::update_many()
+            .col_expr(deployments::Column::ServiceTokenKeyId, Expr::value(Some(sealed.key_id)))
+            .col_expr(deployments::Column::ServiceTokenSealed, Expr::value(Some(sealed.bytes)))
+            .filter(deployments::Column::Id.eq(deployment.id))
+            .filter(deployments::Column::ServiceTokenKeyId.eq(deployment.service_token_key_id.clone()))
             .exec(&state.db)
             .await?;
         resealed += 1;

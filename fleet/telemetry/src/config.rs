@@ -80,6 +80,10 @@ pub struct Config {
     pub limits: Limits,
     /// How many registry connections the pool keeps.
     pub pool_size: u32,
+    /// The SHA-256 (hex) of an admin token that whoever deploys the service holds
+    /// (`FLEET_ADMIN_TOKEN_SHA256`): Fleetplane's, for its proxy. Only the hash is given, so
+    /// the service's configuration holds no secret.
+    pub admin_token_sha256: Option<String>,
 }
 
 /// The TOML file's shape: every key optional, unknown keys refused so typos are caught.
@@ -109,6 +113,7 @@ struct FileConfig {
     retention_days: Option<u64>,
     max_clock_skew_secs: Option<u64>,
     pool_size: Option<u64>,
+    admin_token_sha256: Option<String>,
 }
 
 impl Config {
@@ -199,6 +204,13 @@ impl Config {
         let crl_reload = Reload::parse(&env("FLEET_CRL_RELOAD").or(file.crl_reload).unwrap_or_default())
             .map_err(|e| invalid("FLEET_CRL_RELOAD", e.to_string()))?;
 
+        let admin_token_sha256 = env("FLEET_ADMIN_TOKEN_SHA256").or(file.admin_token_sha256);
+        if admin_token_sha256.as_ref().is_some_and(|hash| {
+            hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        }) {
+            return Err(invalid("FLEET_ADMIN_TOKEN_SHA256", "must be a SHA-256 in lowercase hex (64 characters)"));
+        }
+
         let mut online_window = file.online_window_secs.unwrap_or(120);
         let mut validity_days = file.certificate_validity_days.unwrap_or(365);
         let mut batch_size = file.batch_size.unwrap_or(2_000);
@@ -253,6 +265,7 @@ impl Config {
                 retention: Duration::from_secs(retention_days * 24 * 3600),
             },
             pool_size: u32::try_from(pool_size).unwrap_or(u32::MAX),
+            admin_token_sha256,
         })
     }
 
@@ -379,6 +392,12 @@ mod tests {
             (&[("FLEET_ONLINE_WINDOW_SECS", "0")], "FLEET_ONLINE_WINDOW_SECS", "between 1 and"),
             (&[("FLEET_BATCH_SIZE", "lots")], "FLEET_BATCH_SIZE", "not a number"),
             (&[("FLEET_INFLIGHT", "70000")], "FLEET_INFLIGHT", "between 1 and 65535"),
+            (&[("FLEET_ADMIN_TOKEN_SHA256", "fltk_abc")], "FLEET_ADMIN_TOKEN_SHA256", "lowercase hex"),
+            (
+                &[("FLEET_ADMIN_TOKEN_SHA256", "BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD")],
+                "FLEET_ADMIN_TOKEN_SHA256",
+                "lowercase hex",
+            ),
         ];
         for (vars, key, message) in cases {
             let error = with_env(vars).expect_err("refused");

@@ -102,6 +102,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let keyring = keyring(&config)?;
     let registry = registry(&config).await?;
     let authority = Arc::new(registry.authority(&keyring, SystemTime::now()).await.context("opening the fleet CA")?);
+    if let Some(hash) = &config.admin_token_sha256 {
+        registry.ensure_managed_token(hash, chrono::Utc::now()).await.context("adding FLEET_ADMIN_TOKEN_SHA256")?;
+    }
     let store = store(&config).await?;
     let standings = Standings::default();
     standings.refresh(&registry).await.context("reading the bikes' standings")?;

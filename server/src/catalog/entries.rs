@@ -8,7 +8,7 @@ use super::{
     ChartVersion, Info,
     Local::{Supported, Unsupported},
     Output,
-    OutputSource::{Run, Secret, Service, Value},
+    OutputSource::{ManagedToken, Secret, Service, Value},
 };
 
 pub(super) static ENTRIES: &[Info] = &[
@@ -31,8 +31,12 @@ pub(super) static ENTRIES: &[Info] = &[
                 name: "admin_token",
                 description: "An admin API token of the fleet API, which Fleetplane uses to show the fleet.",
                 secret: true,
-                // `fleet-telemetry admin create-token --scope admin`, run in the pod once it is up.
-                source: Run,
+                // Fleetplane's own, for its fleet proxy; the service gets its hash only.
+                source: ManagedToken {
+                    prefix: "fltk_",
+                    env: "FLEET_ADMIN_TOKEN_SHA256",
+                    chart_value: "/adminTokenSha256",
+                },
             },
         ],
         // Its image is built here, FROM scratch, by `cargo xtask images`.

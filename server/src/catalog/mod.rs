@@ -84,8 +84,10 @@ pub enum OutputSource {
     Value { pointer: &'static str },
     /// A key of a Secret the chart creates.
     Secret { name: &'static str, key: &'static str },
-    /// Made by the deployment's run once the release is up.
-    Run,
+    /// A token Fleetplane makes for the service's own API when the deployment is created, keeps
+    /// sealed and never returns; the service is given only its SHA-256 (hex), as the variable
+    /// `env` on the local target and the chart value at `chart_value` on a cluster.
+    ManagedToken { prefix: &'static str, env: &'static str, chart_value: &'static str },
 }
 
 /// Whether an entry can run on the `local` target, whose runtime is this machine's Docker
@@ -104,6 +106,13 @@ pub enum Local {
 pub struct Entry {
     pub info: &'static Info,
     pub values: ValuesSchema,
+}
+
+impl Info {
+    /// The token Fleetplane holds for this service's API, if it has one.
+    pub fn managed_token(&self) -> Option<&'static OutputSource> {
+        self.outputs.iter().map(|o| &o.source).find(|s| matches!(s, OutputSource::ManagedToken { .. }))
+    }
 }
 
 impl Entry {

@@ -24,6 +24,10 @@ pub struct Model {
     /// The newest revision's secrets (JSON pointer → value), sealed.
     pub secrets_key_id: Option<String>,
     pub secrets_sealed: Option<Vec<u8>>,
+    /// The token Fleetplane holds for the service's own API (fleet-telemetry's admin token, for
+    /// the fleet proxy), sealed; the service is given only its SHA-256.
+    pub service_token_key_id: Option<String>,
+    pub service_token_sealed: Option<Vec<u8>>,
     /// What the last successful deploy reported (URL, broker address).
     pub outputs: Option<Json>,
     pub created_by: Option<Uuid>,

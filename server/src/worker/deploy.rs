@@ -348,6 +348,13 @@ fn fleet_telemetry(
     if let Some(url) = values.pointer("/broker/external/url").and_then(Value::as_str) {
         env.push(("FLEET_BROKER".into(), url.to_owned()));
     }
+    // The hash of the token Fleetplane holds for the fleet API, where the chart would take it.
+    let managed = crate::catalog::entry(&spec.service).and_then(|entry| entry.info.managed_token());
+    if let Some(crate::catalog::OutputSource::ManagedToken { env: name, chart_value, .. }) = managed
+        && let Some(hash) = values.pointer(chart_value).and_then(Value::as_str)
+    {
+        env.push(((*name).to_owned(), hash.to_owned()));
+    }
     let limits = values.pointer("/resources/limits");
     let nano_cpus = limits.and_then(|l| l.get("cpu")).and_then(Value::as_str).and_then(nano_cpus);
     let memory_bytes = limits.and_then(|l| l.get("memory")).and_then(Value::as_str).and_then(memory_bytes);

@@ -524,7 +524,7 @@ async fn a_deploy_whose_worker_is_killed_is_reclaimed_and_finishes_with_one_cont
 }
 
 /// [`seed_cluster`] for any database, a server's running as a process included.
-async fn seed_cluster_in(db: &sea_orm::DatabaseConnection, org: &str, target: &str, status: &str) -> String {
+pub(crate) async fn seed_cluster_in(db: &sea_orm::DatabaseConnection, org: &str, target: &str, status: &str) -> String {
     let org = organizations::Entity::find()
         .filter(organizations::Column::Name.eq(org))
         .one(db)

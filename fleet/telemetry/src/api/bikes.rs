@@ -99,7 +99,7 @@ async fn register(
     };
     let bike = state.registry.register(&caller.actor(), &new, Utc::now()).await?;
     state.standings.refresh(&state.registry).await?;
-    Ok((StatusCode::CREATED, Json(BikeView::new(bike, None, false))))
+    Ok((StatusCode::CREATED, Json(super::model::bike_view(bike, None, false))))
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -152,7 +152,7 @@ async fn list(
             let last = bike.device_id.to_string();
             if params.online.is_none_or(|wanted| wanted == online) {
                 let latest = state.latest.get(&bike.device_id);
-                items.push(BikeView::new(bike, latest, online));
+                items.push(super::model::bike_view(bike, latest, online));
             }
             if items.len() as u64 == limit {
                 cursor = Some(last);
@@ -187,7 +187,7 @@ async fn get_bike(
     let device = device(&device_id)?;
     let bike = state.bike(&device).await?;
     let online = state.latest.online(&device, Utc::now(), state.settings.online_window);
-    Ok(Json(BikeView::new(bike, state.latest.get(&device), online)))
+    Ok(Json(super::model::bike_view(bike, state.latest.get(&device), online)))
 }
 
 /// Takes a bike out of service: it is listed no more, its certificates are revoked
@@ -210,7 +210,7 @@ async fn decommission(
     if let Some(crl) = crl {
         publish_crl(&state, &crl, now);
     }
-    Ok(Json(BikeView::new(bike, state.latest.get(&device), false)))
+    Ok(Json(super::model::bike_view(bike, state.latest.get(&device), false)))
 }
 
 fn publish_crl(state: &AppState, crl: &registry::CrlInput, now: SystemTime) {

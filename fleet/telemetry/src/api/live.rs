@@ -22,7 +22,7 @@ use fleetplane_common::{http::sse, problem::Problem};
 use tokio::sync::{broadcast, mpsc};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{ApiError, AppState, Result, auth::Caller, bikes::device, model::RecordView};
+use super::{ApiError, AppState, Result, auth::Caller, bikes::device};
 use crate::{
     packet::Packet,
     registry::tokens::Scope,
@@ -67,7 +67,7 @@ async fn live(
 }
 
 fn frame(record: &Record) -> Bytes {
-    let data = serde_json::to_string(&RecordView::new(record)).unwrap_or_else(|_| "{}".to_owned());
+    let data = serde_json::to_string(&super::model::record_view(record)).unwrap_or_else(|_| "{}".to_owned());
     sse::frame(record.seq, record.body.kind(), &data)
 }
 

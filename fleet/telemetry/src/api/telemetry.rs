@@ -17,7 +17,7 @@ use super::{
     ApiError, AppState, Result,
     auth::Caller,
     bikes::{device, query},
-    model::{BucketView, Count, QuarantinePage, QuarantineView, RecordView, TelemetryPage},
+    model::{BucketView, Count, QuarantinePage, QuarantineView, TelemetryPage},
 };
 use crate::{
     packet::Reason,
@@ -147,7 +147,7 @@ async fn history(
         .transpose()?;
     let history = state.store.history(&device, range, after, limit).await.map_err(ApiError::store)?;
     Ok(Json(TelemetryPage {
-        items: Some(history.records.iter().map(RecordView::new).collect()),
+        items: Some(history.records.iter().map(super::model::record_view).collect()),
         next: history.next.map(cursor_text),
         ..TelemetryPage::default()
     }))

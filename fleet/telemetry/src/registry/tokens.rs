@@ -13,6 +13,9 @@ use super::{Registry, RegistryError, audit, entity::api_tokens, text};
 /// Fleet API tokens start with this, so that they are recognisable in logs and scanners.
 pub const TOKEN_PREFIX: &str = "fltk_";
 
+/// The name of the admin token given by its hash in `FLEET_ADMIN_TOKEN_SHA256`: one at a time.
+pub const MANAGED_TOKEN_NAME: &str = "managed (FLEET_ADMIN_TOKEN_SHA256)";
+
 /// What a token may do; each scope includes the ones before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Scope {
@@ -97,6 +100,46 @@ impl Registry {
         Ok((token, TokenInfo::from_row(row)?))
     }
 
+    /// Makes the admin token whose SHA-256 is `hash` (`FLEET_ADMIN_TOKEN_SHA256`) the one managed
+    /// token: adds it if it is new, and revokes a managed token of an earlier hash, so that
+    /// changing the setting rotates the token. A hash that was revoked stays revoked. Returns
+    /// whether anything changed.
+    pub async fn ensure_managed_token(&self, hash: &str, now: DateTime<Utc>) -> Result<bool, RegistryError> {
+        let actor = "FLEET_ADMIN_TOKEN_SHA256";
+        let tx = db::begin_write(self.database()).await?;
+        let managed =
+            api_tokens::Entity::find().filter(api_tokens::Column::Name.eq(MANAGED_TOKEN_NAME)).all(&tx).await?;
+        let mut changed = false;
+        for old in managed.iter().filter(|row| row.token_hash != hash && row.revoked_at.is_none()) {
+            let mut row: api_tokens::ActiveModel = old.clone().into();
+            row.revoked_at = Set(Some(now));
+            row.update(&tx).await?;
+            audit(&tx, now, actor, "token.revoke", None, json!({ "id": old.id, "rotated": true })).await?;
+            changed = true;
+        }
+        let known = api_tokens::Entity::find().filter(api_tokens::Column::TokenHash.eq(hash)).one(&tx).await?;
+        if known.is_none() {
+            let id = hash[..16].to_owned();
+            api_tokens::ActiveModel {
+                id: Set(id.clone()),
+                name: Set(MANAGED_TOKEN_NAME.to_owned()),
+                token_hash: Set(hash.to_owned()),
+                // The token itself is never seen here: only the prefix every token has.
+                prefix: Set(TOKEN_PREFIX.to_owned()),
+                scope: Set(Scope::Admin.as_str().to_owned()),
+                created_at: Set(now),
+                revoked_at: Set(None),
+            }
+            .insert(&tx)
+            .await?;
+            let details = json!({ "id": id, "name": MANAGED_TOKEN_NAME, "scope": Scope::Admin.as_str() });
+            audit(&tx, now, actor, "token.create", None, details).await?;
+            changed = true;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
     /// The token `token` is, if it is one of ours and not revoked.
     pub async fn authenticate(&self, token: &str) -> Result<Option<TokenInfo>, RegistryError> {
         if !token.starts_with(TOKEN_PREFIX) {
@@ -171,6 +214,29 @@ mod tests {
         assert_eq!(actions, ["token.revoke", "token.create"]);
         let bad = f.registry.create_token("cli", "", Scope::Read, Utc::now()).await.unwrap_err();
         assert!(matches!(bad, RegistryError::Invalid { field: "name", .. }), "{bad}");
+    }
+
+    #[tokio::test]
+    async fn the_managed_token_is_added_once_and_rotated_when_its_hash_changes() {
+        let f = fixture().await;
+        let first = tokens::generate(TOKEN_PREFIX);
+        assert!(f.registry.ensure_managed_token(&tokens::hash(&first), Utc::now()).await.expect("added"));
+        assert!(!f.registry.ensure_managed_token(&tokens::hash(&first), Utc::now()).await.expect("same"));
+        let found = f.registry.authenticate(&first).await.expect("ok").expect("the managed token works");
+        assert_eq!((found.name.as_str(), found.scope), (MANAGED_TOKEN_NAME, Scope::Admin));
+
+        let second = tokens::generate(TOKEN_PREFIX);
+        assert!(f.registry.ensure_managed_token(&tokens::hash(&second), Utc::now()).await.expect("rotated"));
+        assert!(f.registry.authenticate(&first).await.expect("ok").is_none(), "the earlier one is revoked");
+        assert!(f.registry.authenticate(&second).await.expect("ok").is_some());
+        // An operator's revocation of the managed token is not undone by a restart.
+        let id = f.registry.authenticate(&second).await.expect("ok").expect("known").id;
+        f.registry.revoke_token("admin", &id, Utc::now()).await.expect("revoked");
+        assert!(!f.registry.ensure_managed_token(&tokens::hash(&second), Utc::now()).await.expect("ok"));
+        assert!(f.registry.authenticate(&second).await.expect("ok").is_none());
+        let actions: Vec<String> =
+            f.registry.audit_events(None, None, 10).await.expect("audit").items.into_iter().map(|e| e.action).collect();
+        assert_eq!(actions, ["token.revoke", "token.create", "token.revoke", "token.create"]);
     }
 
     #[test]
