@@ -8,6 +8,7 @@ mod clusters;
 mod deployments;
 pub mod dev;
 pub mod extract;
+mod fleet;
 mod google;
 pub(crate) mod headers;
 mod health;
@@ -63,6 +64,7 @@ use crate::{auth::session::SESSION_COOKIE, error::status_problem, metrics, state
         (name = "clusters", description = "Kubernetes clusters, provisioned by runs"),
         (name = "runs", description = "Terraform runs: the queue, approval, cancel, retry, logs"),
         (name = "deployments", description = "Catalog services on clusters: deploy, upgrade, rollback, uninstall, as runs"),
+        (name = "fleet", description = "A fleet-telemetry deployment's own API (bikes, certificates, telemetry, quarantine), through Fleetplane under its roles"),
         (name = "catalog", description = "The services that can be deployed onto clusters: charts, versions, values schemas"),
         (name = "live", description = "Live updates (Server-Sent Events) and notifications"),
         (name = "terraform state", description = "Terraform's http state backend, for runs (LOCK and UNLOCK as well as GET and POST)"),
@@ -211,6 +213,7 @@ fn api() -> (Router<AppState>, OpenApiDoc) {
         .merge(cloud_accounts::router())
         .merge(clusters::router())
         .merge(deployments::router())
+        .merge(fleet::router())
         .merge(runs::router())
         .merge(catalog::router())
         .merge(live::router())

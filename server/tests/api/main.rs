@@ -8,6 +8,7 @@ mod cloud_accounts;
 mod contract;
 mod deployments;
 mod errors;
+mod fleet_proxy;
 mod google;
 mod headers;
 mod invitations;
