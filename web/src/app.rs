@@ -81,6 +81,10 @@ pub fn App() -> impl IntoView {
                         <Route path=path!("/orgs/:org/cloud-accounts") view=pages::CloudAccountsPage/>
                         <Route path=path!("/orgs/:org/clusters") view=pages::ClustersPage/>
                         <Route path=path!("/orgs/:org/clusters/:id") view=pages::ClusterPage/>
+                        <Route path=path!("/orgs/:org/deployments/:id") view=pages::DeploymentPage/>
+                        <Route path=path!("/orgs/:org/deployments/:id/fleet") view=pages::FleetPage/>
+                        <Route path=path!("/orgs/:org/deployments/:id/fleet/quarantine") view=pages::QuarantinePage/>
+                        <Route path=path!("/orgs/:org/deployments/:id/fleet/bikes/:device") view=pages::BikePage/>
                         <Route path=path!("/runs/:id") view=pages::RunPage/>
                         <Route path=path!("/dev/outbox") view=pages::OutboxPage/>
                     </Routes>

@@ -24,6 +24,7 @@ use crate::components::{
 };
 use crate::format::{self, encode};
 use crate::pages::clusters::{BUSY_REFRESH, ExecutorNotice, IDLE_REFRESH, TargetBadge, in_progress};
+use crate::pages::deployments::ClusterDeployments;
 use crate::pages::org::use_org_name;
 use crate::pages::run::{OutputList, PlanSummaryLine};
 
@@ -299,6 +300,13 @@ fn ClusterDetails(state: ClusterState) -> impl IntoView {
                         }
                     })
             }}
+            <ClusterDeployments
+                org=state.org
+                cluster=state.id
+                target=Signal::derive(move || cluster.with(|c| c.as_ref().map(|c| c.target.clone()).unwrap_or_default()))
+                ready=Signal::derive(move || status.get() == Some(ClusterStatus::Ready))
+                role=Signal::derive(move || state.role.get())
+            />
             <Card title="Runs">
                 <RunHistory state/>
             </Card>
