@@ -18,6 +18,7 @@ use std::{
 
 use fantoccini::{Client, ClientBuilder, Locator, elements::Element};
 use hyper_util::client::legacy::connect::HttpConnector;
+use sea_orm::EntityTrait;
 use serde_json::json;
 use support::{PASSWORD, TestApp};
 
@@ -935,4 +936,129 @@ mod relay {
             self.accepting.abort();
         }
     }
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver, the built UI, Docker and the fleet-telemetry image: run `cargo xtask test`"]
+async fn deploy_fleet_telemetry_from_the_ui_and_watch_simulated_bikes_live_in_a_browser() {
+    use fleetplane::config::ExecutorChoice;
+    use support::runs::{docker_available, seed_cluster, with_workers};
+
+    assert!(docker_available(), "FLEETPLANE_TEST_DOCKER is not set: run `cargo xtask test`");
+    let site = site_dir();
+    let app = TestApp::spawn_with(|config| {
+        config.site_dir = site;
+        with_workers(config, ExecutorChoice::Docker, 1);
+    })
+    .await;
+    app.user("ada").await;
+    let cluster = seed_cluster(app.db(), "ada", "local", "ready").await;
+    let (_driver, browser) = Driver::start().await;
+    let base = app.base.as_str().trim_end_matches('/');
+    sign_in_with_the_form(&browser, base, "ada@example.com").await;
+
+    // Deploy fleet-telemetry from the cluster page, with the catalog's defaults.
+    browser.goto(&format!("{base}/orgs/ada/clusters/{cluster}")).await.expect("open the cluster");
+    hydrated(&browser).await;
+    let chosen = find(&browser, "#deploy-form select[name=service]").await.prop("value").await.expect("service");
+    assert_eq!(chosen.as_deref(), Some("fleet-telemetry"));
+    submit(&browser, "deploy-form").await;
+    find(&browser, "[data-test=queued-deployment-link]").await.click().await.expect("follow the deployment");
+    eventually("the deployment page", || async {
+        browser.current_url().await.is_ok_and(|url| url.path().starts_with("/orgs/ada/deployments/"))
+    })
+    .await;
+    wait_long(&browser, "[data-test=deployment-status][data-status=healthy]", 240).await;
+    let outputs = text_of(&browser, "[data-test=deployment-outputs]").await;
+    assert!(outputs.contains("http://127.0.0.1:"), "{outputs}");
+    screenshot(&browser, "deployment-healthy").await;
+    let path = browser.current_url().await.expect("url").path().to_owned();
+    let id = uuid::Uuid::parse_str(path.rsplit('/').next().expect("id")).expect("the deployment's id");
+
+    // The fleet is empty until bikes are registered.
+    find(&browser, "[data-test=open-fleet]").await.click().await.expect("open the fleet");
+    wait_for_path(&browser, &format!("{path}/fleet")).await;
+    wait_long(&browser, "[data-test=empty]", 30).await;
+
+    // Five simulated bikes, registered through the fleet's API with their own certificates,
+    // riding against the deployed service.
+    let deployment = fleetplane::entity::deployments::Entity::find_by_id(id)
+        .one(app.db())
+        .await
+        .expect("read")
+        .expect("the deployment");
+    let url = deployment.outputs.as_ref().and_then(|o| o["url"].as_str()).expect("its URL").to_owned();
+    let token = fleetplane::deployments::service_token(&app.state, &deployment).expect("open").expect("a token");
+    let mut config = fleet_sim::SimConfig {
+        api: url,
+        token: fleet_sim::Token::new(token),
+        bikes: 5,
+        duration: None,
+        seed: Some(11),
+        progress_every: Duration::from_secs(3600),
+        ..fleet_sim::SimConfig::default()
+    };
+    config.ride.first_trip_within = Duration::from_secs(1);
+    config.ride.sample_every = Duration::from_millis(500);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let sim = tokio::spawn(fleet_sim::run(config, async move {
+        let _ = stopped.await;
+    }));
+
+    // They come online on the fleet page (it looks again every few seconds).
+    let started = Instant::now();
+    loop {
+        let online = browser.find_all(Locator::Css("[data-test=bike-row][data-online=true]")).await.expect("rows");
+        if online.len() == 5 {
+            break;
+        }
+        assert!(!sim.is_finished(), "the simulator stopped: {:?}", sim.await);
+        assert!(started.elapsed() < Duration::from_secs(180), "{} of 5 bikes online after 180 s", online.len());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    screenshot(&browser, "fleet-bikes-online").await;
+
+    // A bike's page: its latest state, its packets live, and the chart moving as they come.
+    find(&browser, "[data-test=bike-row] a").await.click().await.expect("open a bike");
+    wait_long(&browser, "[data-test=live-feed] li[data-kind=telemetry]", 60).await;
+    let points = || async {
+        find(&browser, "[data-test=bike-chart]")
+            .await
+            .attr("data-points")
+            .await
+            .expect("attr")
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    let before = points().await;
+    let started = Instant::now();
+    while points().await <= before {
+        assert!(started.elapsed() < Duration::from_secs(60), "the chart stayed at {before} points for 60 s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let speed = text_of(&browser, "[data-test=bike-speed]").await;
+    assert!(speed.ends_with("km/h"), "{speed}");
+    // The certificate the simulator was issued is listed; an owner issues another.
+    find(&browser, "[data-test=certificate-row]").await;
+    find(&browser, "[data-test=issue-certificate]").await.click().await.expect("issue");
+    let download = find(&browser, "[data-test=certificate-bundle] [data-test=download-key]").await;
+    assert!(download.attr("href").await.expect("href").is_some_and(|href| href.contains("PRIVATE%20KEY")));
+    screenshot(&browser, "fleet-bike-live").await;
+
+    // The quarantine page answers too.
+    find(&browser, "nav.tabs a[href$='/fleet/quarantine']").await.click().await.expect("open the quarantine");
+    wait_for_path(&browser, &format!("{path}/fleet/quarantine")).await;
+    wait_long(&browser, "[data-test=quarantine-table], [data-test=empty]", 30).await;
+
+    let _ = stop.send(());
+    let report = sim.await.expect("the simulator's task").expect("the simulator ran");
+    assert!(report.is_success(), "{report}");
+    // Uninstall, so that no container outlives the test.
+    let api = app.client();
+    api.sign_in("ada@example.com", PASSWORD).await;
+    let uninstall = api.delete(&format!("/api/v1/orgs/ada/deployments/{id}")).await.json();
+    let run = uninstall["run"]["id"].as_str().expect("run").to_owned();
+    let ended = support::runs::wait_until_finished(&api, &run, 120).await;
+    assert_eq!(ended["status"], "succeeded", "{ended}");
+    finish(browser, &app).await;
 }

@@ -7,14 +7,12 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use fleetplane::{
-    clusters::spec::ClusterSpec,
     config::ExecutorChoice,
-    entity::{audit_events, clusters, deployment_revisions, deployments, organizations, runs},
+    entity::{audit_events, deployment_revisions, deployments, runs},
 };
 use reqwest::StatusCode;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
+use sea_orm::{EntityTrait, PaginatorTrait};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -524,45 +522,4 @@ async fn a_deploy_whose_worker_is_killed_is_reclaimed_and_finishes_with_one_cont
 }
 
 /// [`seed_cluster`] for any database, a server's running as a process included.
-pub(crate) async fn seed_cluster_in(db: &sea_orm::DatabaseConnection, org: &str, target: &str, status: &str) -> String {
-    let org = organizations::Entity::find()
-        .filter(organizations::Column::Name.eq(org))
-        .one(db)
-        .await
-        .expect("org")
-        .expect("org exists");
-    let id = Uuid::now_v7();
-    let spec = ClusterSpec {
-        name_prefix: "fleet".into(),
-        name_suffix: id.simple().to_string()[20..].to_owned(),
-        region: if target == "local" { "local".into() } else { "eu-west-1".into() },
-        kubernetes_version: "1.33".into(),
-        vpc_cidr: "10.0.0.0/16".into(),
-        public_subnets: vec!["10.0.0.0/20".into()],
-        private_subnets: vec!["10.0.64.0/19".into()],
-        node_instance_type: "local.small".into(),
-        node_min: 1,
-        node_max: 3,
-        node_desired: 1,
-        state_backend: Default::default(),
-    };
-    let now = Utc::now();
-    clusters::ActiveModel {
-        id: Set(id),
-        org_id: Set(org.id),
-        cloud_account_id: Set(None),
-        name: Set(spec.name()),
-        name_key: Set(spec.name()),
-        target: Set(target.into()),
-        spec: Set(serde_json::to_value(&spec).expect("spec")),
-        status: Set(status.into()),
-        outputs: Set(None),
-        created_by: Set(None),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(db)
-    .await
-    .expect("cluster");
-    id.to_string()
-}
+pub(crate) use crate::support::runs::seed_cluster as seed_cluster_in;

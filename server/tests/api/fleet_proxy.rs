@@ -18,10 +18,7 @@ use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, Set};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::{
-    deployments::seed_cluster_in,
-    support::{Client, TestApp, ports::free_port},
-};
+use crate::support::{Client, TestApp, ports::free_port, runs::seed_cluster};
 
 fn fleet(id: &str, rest: &str) -> String {
     format!("/api/v1/deployments/{id}/fleet/{rest}")
@@ -29,7 +26,7 @@ fn fleet(id: &str, rest: &str) -> String {
 
 /// A fleet-telemetry deployment of `ada`'s organization, stored but never run (no workers).
 async fn deployment(app: &TestApp, ada: &Client) -> String {
-    let cluster = seed_cluster_in(app.db(), "ada", "local", "ready").await;
+    let cluster = seed_cluster(app.db(), "ada", "local", "ready").await;
     let created = ada
         .post(&format!("/api/v1/orgs/ada/clusters/{cluster}/deployments"), json!({ "service": "fleet-telemetry" }))
         .await

@@ -231,7 +231,7 @@ fn DeployForm(
         });
     };
     view! {
-        <form class="form stack" on:submit=submit data-test="deploy-form" novalidate>
+        <form id="deploy-form" class="form stack" on:submit=submit data-test="deploy-form" novalidate>
             <h3 class="section-title">"Deploy a service"</h3>
             {move || {
                 queued
@@ -274,6 +274,22 @@ fn DeployForm(
             </div>
         </form>
     }
+}
+
+/// The fleet API's address of a fleet-telemetry deployment on the `local` target (a container
+/// on this machine's loopback), if it is up.
+fn local_fleet_url(deployment: &Deployment) -> Option<String> {
+    let url = deployment.outputs.as_ref()?.get("url")?.as_str()?;
+    (has_fleet(deployment) && url.starts_with("http://127.0.0.1:")).then(|| url.to_owned())
+}
+
+/// The shell commands that ride five simulated bikes against the local fleet at `url`.
+fn simulate_commands(deployment: Uuid, url: &str) -> String {
+    format!(
+        "TOKEN=$(docker exec $(docker ps -q --filter label=fleetplane.deployment={deployment}) \\\n    \
+         /fleet-telemetry admin create-token --name sim --scope write)\n\
+         cargo run -p fleet-sim -- --api {url} --token \"$TOKEN\" --bikes 5"
+    )
 }
 
 #[component]
@@ -375,6 +391,7 @@ fn DeploymentDetails(
         upgrade.run(async move { api::upgrade_deployment(&org, id, &request).await }, after("Upgrade queued."));
     };
     let outputs = deployment.outputs.clone().unwrap_or_default();
+    let simulate = local_fleet_url(&deployment).map(|url| simulate_commands(id, &url));
     let revisions = deployment.revisions.clone();
     let current = deployment.current_revision;
     view! {
@@ -453,6 +470,11 @@ fn DeploymentDetails(
                     }}
                 </Card>
             </div>
+            {simulate.map(|commands| view! {
+                <Card title="Simulate bikes" description="Ride simulated bikes against this fleet from the workspace: a write token from the service, then fleet-sim.">
+                    <pre class="code-block" data-test="simulate-commands"><code>{commands}</code></pre>
+                </Card>
+            })}
             <Card title="Revisions">
                 <div class="table-wrap">
                     <table class="table table-stack" data-test="revision-table">
@@ -531,5 +553,24 @@ fn DeploymentDetails(
                 </Card>
             })}
         </div>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_simulator_commands_name_the_deployments_container_and_address() {
+        let id = Uuid::from_u128(7);
+        let commands = simulate_commands(id, "http://127.0.0.1:41234");
+        assert_eq!(
+            commands,
+            format!(
+                "TOKEN=$(docker exec $(docker ps -q --filter label=fleetplane.deployment={id}) \\\n    /fleet-telemetry \
+                 admin create-token --name sim --scope write)\ncargo run -p fleet-sim -- --api http://127.0.0.1:41234 \
+                 --token \"$TOKEN\" --bikes 5"
+            )
+        );
     }
 }

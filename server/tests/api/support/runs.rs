@@ -149,3 +149,50 @@ fn containers(flags: &str, runs: &[&str]) -> Vec<String> {
         })
         .collect()
 }
+
+/// A cluster of organization `org` on `target`, stored as a finished apply would leave it (no
+/// Terraform needed), in any database, a server's running as a process included.
+pub async fn seed_cluster(db: &sea_orm::DatabaseConnection, org: &str, target: &str, status: &str) -> String {
+    use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
+
+    let org = fleetplane::entity::organizations::Entity::find()
+        .filter(fleetplane::entity::organizations::Column::Name.eq(org))
+        .one(db)
+        .await
+        .expect("org")
+        .expect("org exists");
+    let id = uuid::Uuid::now_v7();
+    let spec = fleetplane::clusters::spec::ClusterSpec {
+        name_prefix: "fleet".into(),
+        name_suffix: id.simple().to_string()[20..].to_owned(),
+        region: if target == "local" { "local".into() } else { "eu-west-1".into() },
+        kubernetes_version: "1.33".into(),
+        vpc_cidr: "10.0.0.0/16".into(),
+        public_subnets: vec!["10.0.0.0/20".into()],
+        private_subnets: vec!["10.0.64.0/19".into()],
+        node_instance_type: "local.small".into(),
+        node_min: 1,
+        node_max: 3,
+        node_desired: 1,
+        state_backend: Default::default(),
+    };
+    let now = chrono::Utc::now();
+    fleetplane::entity::clusters::ActiveModel {
+        id: Set(id),
+        org_id: Set(org.id),
+        cloud_account_id: Set(None),
+        name: Set(spec.name()),
+        name_key: Set(spec.name()),
+        target: Set(target.into()),
+        spec: Set(serde_json::to_value(&spec).expect("spec")),
+        status: Set(status.into()),
+        outputs: Set(None),
+        created_by: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(db)
+    .await
+    .expect("cluster");
+    id.to_string()
+}
