@@ -395,6 +395,23 @@ async fn fleet_telemetry_deploys_upgrades_rolls_back_and_uninstalls_on_the_local
     let labels: Value = serde_json::from_str(labels.trim()).expect("labels");
     assert_eq!(labels["fleetplane.cluster"], cluster.as_str());
     assert!(volume_exists(&id));
+    // What the deployment page tells a user to run for simulated bikes: a write token from the
+    // service's own CLI, in its container.
+    let token = docker(&[
+        "exec",
+        &first[0].0,
+        "/fleet-telemetry",
+        "admin",
+        "create-token",
+        "--name",
+        "sim",
+        "--scope",
+        "write",
+    ]);
+    let token = token.trim();
+    assert!(token.starts_with("fltk_"), "{token}");
+    let bikes = reqwest::Client::new().get(format!("{url}/api/v1/bikes")).bearer_auth(token).send().await.expect("ask");
+    assert_eq!(bikes.status(), StatusCode::OK);
 
     // Health is asked again while it runs: a stopped service is degraded, a restarted one healthy.
     docker(&["stop", &first[0].0]);

@@ -67,8 +67,8 @@ fn FleetNav(org: StoredValue<String>, deployment: Uuid) -> impl IntoView {
     view! {
         <nav class="tabs" aria-label="Fleet">
             <A href=fleet_href(&org, deployment) attr:class="tab" exact=true>"Bikes"</A>
-            <A href=format!("{}/quarantine", fleet_href(&org, deployment)) attr:class="tab">"Quarantine"</A>
-            <A href=deployment_href(&org, deployment) attr:class="tab">"Deployment"</A>
+            <A href=format!("{}/quarantine", fleet_href(&org, deployment)) attr:class="tab" exact=true>"Quarantine"</A>
+            <A href=deployment_href(&org, deployment) attr:class="tab" exact=true>"Deployment"</A>
         </nav>
     }
 }
@@ -397,6 +397,7 @@ fn Bike(org: StoredValue<String>, deployment: Uuid, device: String) -> impl Into
                 })}
             }.into_any())
         />
+        <FleetNav org deployment/>
         <div class="stack-lg">
             {move || match bike.get() {
                 None => view! { <Loading/> }.into_any(),
@@ -525,17 +526,21 @@ fn Chart(points: RwSignal<Vec<Point>>) -> impl IntoView {
             let line = |value: fn(&Point) -> f64, max: f64| {
                 points.iter().map(|p| format!("{:.1},{:.1}", x(p), y(value(p), max))).collect::<Vec<_>>().join(" ")
             };
-            Some((line(|p| p.speed_kmh, top_speed), line(|p| p.battery_pct, 100.0), top_speed, points.len()))
+            let clock = |at: DateTime<Utc>| at.format("%H:%M:%S").to_string();
+            let span = (clock(first.at), clock(last.at));
+            Some((line(|p| p.speed_kmh, top_speed), line(|p| p.battery_pct, 100.0), top_speed, points.len(), span))
         })
     });
     move || match paths.get() {
         None => view! { <p class="muted" data-test="bike-chart-empty">"No telemetry in the last hour."</p> }.into_any(),
-        Some((speed, battery, top_speed, count)) => view! {
+        Some((speed, battery, top_speed, count, (start, end))) => view! {
             <figure class="chart" data-test="bike-chart" data-points=count.to_string()>
                 <svg viewBox=format!("0 0 {W} {H}") role="img" aria-label="Speed and battery over the last hour">
                     <line x1=PAD y1=H - PAD x2=W - PAD y2=H - PAD class="chart-axis"/>
                     <text x=4 y=PAD class="chart-label">{format!("{top_speed:.0} km/h")}</text>
                     <text x=W - PAD y=PAD class="chart-label" text-anchor="end">"100 %"</text>
+                    <text x=PAD y=H - 8.0 class="chart-label">{format!("{start} UTC")}</text>
+                    <text x=W - PAD y=H - 8.0 class="chart-label" text-anchor="end">{format!("{end} UTC")}</text>
                     <polyline points=speed class="chart-line chart-speed" data-test="chart-speed"/>
                     <polyline points=battery class="chart-line chart-battery" data-test="chart-battery"/>
                 </svg>
