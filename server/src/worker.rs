@@ -598,8 +598,7 @@ impl Worker {
             inputs,
             outputs: if phase == "plan" { vec!["plan.tfplan".into()] } else { vec![] },
         };
-        let executor = self.executor.choose(&spec.target).await?;
-        self.run_job(run, executor, job, phase, secrets, &[], interrupt).await
+        self.run_job(run, job, phase, secrets, &[], interrupt).await
     }
 
     /// The labels that say whose a job is, so that a restarted worker finds it again.
@@ -612,18 +611,19 @@ impl Worker {
         ]
     }
 
-    /// Runs `job` on `executor` (chosen for it), storing its output as it comes with `secrets`
-    /// replaced.
+    /// Runs `job` on the executor chosen for its target, its log starting with `notes`, storing
+    /// its output as it comes with `secrets` replaced.
     async fn run_job(
         &self,
         run: &runs::Model,
-        executor: &dyn Executor,
         job: Job,
         phase: &str,
         secrets: Vec<String>,
         notes: &[String],
         interrupt: &CancellationToken,
     ) -> Result<(fleetplane_executor::Outcome, JobResult), ExecError> {
+        let target = job.target.clone();
+        let executor = self.executor.choose(&target).await?;
         self.executor_used(run, executor.kind()).await;
         let (sender, receiver) = mpsc::channel(1024);
         let recorder = tokio::spawn(logs::record(self.state.clone(), run.id, run.attempts, secrets, receiver));

@@ -203,9 +203,15 @@ pub struct JobInput<'a> {
     pub timeout: String,
 }
 
+/// A helm job's environment and its input files (name, contents).
+pub struct Prepared {
+    pub env: Vec<(String, String)>,
+    pub inputs: Vec<(String, Vec<u8>)>,
+}
+
 /// The job's environment and input files. Secrets (the token, secret values) are only in the
 /// files, never in the environment.
-pub fn job_input(input: &JobInput<'_>) -> (Vec<(String, String)>, Vec<(String, Vec<u8>)>) {
+pub fn job_input(input: &JobInput<'_>) -> Prepared {
     let mut env = vec![
         ("FP_ACTION".to_owned(), input.action.to_owned()),
         ("FP_RELEASE".to_owned(), input.names.release.clone()),
@@ -229,7 +235,7 @@ pub fn job_input(input: &JobInput<'_>) -> (Vec<(String, String)>, Vec<(String, V
         env.push(("FP_RECOVER_PENDING".to_owned(), "1".to_owned()));
         files.push((VALUES_FILE.to_owned(), values.to_string().into_bytes()));
     }
-    (env, files)
+    Prepared { env, inputs: files }
 }
 
 /// The provisioner's `FLEETPLANE_RESULT` line.
@@ -425,7 +431,7 @@ impl Worker {
             None => Vec::new(),
         };
         let helm = helm_action(action);
-        let (env, inputs) = job_input(&JobInput {
+        let Prepared { env, inputs } = job_input(&JobInput {
             action: helm,
             names: &names,
             access: &access,
@@ -463,26 +469,21 @@ impl Worker {
             });
         }
         let secrets = scrubbed(&token, &secret_values, &credentials.secrets());
-        let (ran, result) = self.run_job(run, executor, job, helm, secrets.clone(), &plan, interrupt).await?;
+        let (ran, result) = self.run_job(run, job, helm, secrets.clone(), &plan, interrupt).await?;
         if interrupt.is_cancelled() {
             return Ok(Ended::Stopped(Stop::Cancel));
         }
         let ended = outcome(&names, ran.exit_code, &result);
-        let mut after = Vec::new();
+        // The run's reason goes into the log when it is recorded; what the reason does not say
+        // is said here.
         if result.steps.iter().any(|step| step == "recover") {
-            after.push(format!(
+            let recovered =
                 "The release was stuck pending, left by an earlier attempt that was stopped before helm finished; it \
                  was recovered first (rolled back to its last deployed revision, or uninstalled if it never was \
-                 deployed), as the lines above say. Nothing is left stuck: run `helm history {} --namespace {}` to see.",
-                names.release, names.namespace
-            ));
+                 deployed), as the lines above say, so it is not left stuck."
+                    .to_owned();
+            self.notes(run, secrets, &[recovered]).await;
         }
-        match &ended {
-            Ended::Failed { reason, .. } => after.push(reason.clone()),
-            Ended::Succeeded { .. } => after.push(format!("helm {helm} of release {} succeeded.", names.release)),
-            _ => {}
-        }
-        self.notes(run, secrets, &after).await;
         Ok(ended)
     }
 }
@@ -604,7 +605,7 @@ mod tests {
     fn secrets_go_in_files_never_in_the_environment() {
         let chart = chart_ref("jupyterhub", "4.4.0").expect("chart");
         let values = json!({ "hub": { "config": { "DummyAuthenticator": { "password": "shared-Secret-42" } } } });
-        let (env, files) = job_input(&JobInput {
+        let Prepared { env, inputs: files } = job_input(&JobInput {
             action: "deploy",
             names: &names("jupyterhub"),
             access: &access(),
@@ -639,7 +640,7 @@ mod tests {
 
     #[test]
     fn an_uninstall_gets_no_chart_and_no_values() {
-        let (env, files) = job_input(&JobInput {
+        let Prepared { env, inputs: files } = job_input(&JobInput {
             action: "uninstall",
             names: &fleet(),
             access: &access(),
@@ -724,8 +725,8 @@ mod tests {
             (
                 4,
                 failure("deploy", "unreachable", "unknown", "null", "null"),
-                vec!["Kubernetes cluster unreachable: Unauthorized"],
-                vec!["refused the token minted for this run: Kubernetes cluster unreachable: Unauthorized"],
+                vec!["Kubernetes cluster unreachable: the server has asked for the client to provide credentials"],
+                vec!["refused the token minted for this run: Kubernetes cluster unreachable: the server has asked"],
             ),
             (
                 5,
