@@ -10,6 +10,7 @@ mod deployments;
 mod errors;
 mod google;
 mod headers;
+mod helm_jobs;
 mod invitations;
 mod kube_tokens;
 mod live;

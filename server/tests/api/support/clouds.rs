@@ -239,11 +239,21 @@ async fn serve_tls(router: Router) -> (SocketAddr, String) {
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).expect("certificate");
     let certificate_pem = certified.cert.pem();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let addr = serve_tls_with(router, vec![certified.cert.der().clone()], key).await;
+    (addr, certificate_pem)
+}
+
+/// Serves `router` on 127.0.0.1 (a port of its own) over TLS with this certificate chain and key.
+pub async fn serve_tls_with(
+    router: Router,
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> SocketAddr {
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()
         .expect("protocols")
         .with_no_client_auth()
-        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .with_single_cert(chain, key)
         .expect("TLS config");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -260,7 +270,7 @@ async fn serve_tls(router: Router) -> (SocketAddr, String) {
             });
         }
     });
-    (addr, certificate_pem)
+    addr
 }
 
 /// An Azure tenant as the fake knows it.
