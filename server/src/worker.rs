@@ -5,8 +5,8 @@
 //! kept sealed in between, so an approval approves exactly what will be applied). The job's
 //! output is stored line by line, with secrets scrubbed, before anything else sees it. Jobs
 //! left behind by a worker that died are found by their labels and removed. Deployment runs are
-//! carried out by `worker::deploy` (the `local` target) and `worker::helm` (cloud clusters). The pool also
-//! runs the process's retention janitor ([`crate::janitor`]).
+//! carried out by `worker::deploy` (the `local` target) and `worker::helm` (cloud clusters).
+//! The pool also runs the process's retention janitor ([`crate::janitor`]).
 
 mod deploy;
 mod helm;
