@@ -300,3 +300,38 @@ async fn a_cluster_whose_api_server_does_not_answer_fails_saying_so() {
     assert_eq!(deployment["status"], "failed");
     assert!(log.contains(r#""error":"unreachable""#), "{log}");
 }
+
+#[tokio::test]
+#[ignore = "needs Docker and the helm image: run `cargo xtask test`"]
+async fn canceling_a_helm_job_stops_its_container_and_the_deployment_says_so() {
+    let (azure, credentials) = fake_azure("azure-Secret~cancel-0123456789").await;
+    let kube = FakeKubeApi::start_unresponsive().await;
+    let app = app_with(|config| for_azure(config, &azure)).await;
+    let ada = app.user("ada").await;
+    let account = link_account(&ada, "azure", credentials).await;
+    let cluster = seed_cloud_cluster(&app, "azure-aks", &account, &kube.url, &kube.ca_data()).await;
+    let created = ada
+        .post(&format!("/api/v1/orgs/ada/clusters/{cluster}/deployments"), json!({ "service": "fleet-telemetry" }))
+        .await
+        .expect_status(StatusCode::CREATED)
+        .json();
+    let run = created["run"]["id"].as_str().expect("run").to_owned();
+    // Helm is waiting for the API server's answer.
+    let started = std::time::Instant::now();
+    while kube.requests().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(60), "helm never called the API server");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(job_containers(&[&run]).len(), 1);
+
+    ada.post_empty(&format!("/api/v1/runs/{run}/cancel")).await.expect_status(StatusCode::OK);
+    let canceled = wait_until_finished(&ada, &run, 60).await;
+    assert_eq!(canceled["status"], "canceled", "{canceled}");
+    assert!(canceled["reason"].as_str().is_some_and(|r| r.contains("the deployment run was stopped")), "{canceled}");
+    assert!(job_containers(&[&run]).is_empty(), "the container is gone");
+    let log = log_text(&ada, &run).await;
+    assert!(log.contains("fleetplane: SIGINT received: stopping helm"), "the job got SIGINT: {log}");
+    let id = created["deployment"]["id"].as_str().expect("id");
+    let shown = ada.get(&format!("/api/v1/orgs/ada/deployments/{id}")).await.json();
+    assert_eq!(shown["status"], "failed", "a canceled first install leaves nothing deployed: {shown}");
+}

@@ -4,6 +4,8 @@
 //! certificate from a CA of its own (what a cluster's `ca_data` output holds), and to every
 //! request the API server's answer to a bearer token its authenticators do not accept, `401`
 //! with a `Status` object. It records each request's method, path and `Authorization` header.
+//! [`FakeKubeApi::start_unresponsive`] makes one that takes requests and never answers, as an
+//! overloaded or half-down API server does, to hold a job in its first call.
 
 use std::sync::{Arc, Mutex};
 
@@ -38,8 +40,23 @@ pub struct FakeKubeApi {
     requests: Arc<Mutex<Vec<KubeRequest>>>,
 }
 
+#[derive(Clone)]
+struct ApiState {
+    requests: Arc<Mutex<Vec<KubeRequest>>>,
+    answers: bool,
+}
+
 impl FakeKubeApi {
     pub async fn start() -> Self {
+        Self::serve(true).await
+    }
+
+    /// One that records requests and never answers them.
+    pub async fn start_unresponsive() -> Self {
+        Self::serve(false).await
+    }
+
+    async fn serve(answers: bool) -> Self {
         let ca_key = KeyPair::generate().expect("CA key");
         let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         ca.distinguished_name.push(DnType::CommonName, "kubernetes");
@@ -55,7 +72,7 @@ impl FakeKubeApi {
         let server_cert = server.signed_by(&server_key, &issuer).expect("server certificate");
 
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let router = Router::new().fallback(unauthorized).with_state(requests.clone());
+        let router = Router::new().fallback(unauthorized).with_state(ApiState { requests: requests.clone(), answers });
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into());
         let addr = serve_tls_with(router, vec![server_cert.der().clone()], key).await;
         Self { url: format!("https://127.0.0.1:{}", addr.port()), ca_pem: ca_cert.pem(), requests }
@@ -72,17 +89,15 @@ impl FakeKubeApi {
 }
 
 /// The API server's answer to a request whose credentials no authenticator accepts.
-async fn unauthorized(
-    State(requests): State<Arc<Mutex<Vec<KubeRequest>>>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    requests.lock().expect("lock").push(KubeRequest {
+async fn unauthorized(State(state): State<ApiState>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    state.requests.lock().expect("lock").push(KubeRequest {
         method: method.to_string(),
         path: uri.path_and_query().map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned()),
         authorization: headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned),
     });
+    if !state.answers {
+        std::future::pending::<()>().await;
+    }
     let status = json!({
         "kind": "Status",
         "apiVersion": "v1",
