@@ -701,16 +701,11 @@ impl Worker {
             Ok(Ended::Stopped(Stop::Cancel)) => {
                 let who =
                     current.reason.as_deref().unwrap_or("Canceled").split(';').next().unwrap_or("Canceled").to_owned();
-                let stopped = if Action::parse(&run.action).is_some_and(Action::is_deployment) {
-                    "the deployment run was stopped"
-                } else {
-                    "Terraform was stopped"
-                };
-                (status::CANCELED, format!("{who}; {stopped}"), None, None)
+                (status::CANCELED, format!("{who}; {}", stopped(run)), None, None)
             }
             Ok(Ended::Stopped(Stop::Timeout)) => (
                 status::FAILED,
-                format!("Timed out after {}; Terraform was stopped", span(self.state.config.runs.timeout_secs)),
+                format!("Timed out after {}; {}", span(self.state.config.runs.timeout_secs), stopped(run)),
                 None,
                 None,
             ),
@@ -763,6 +758,15 @@ impl Worker {
         }
         tracing::info!(run = %run.id, status = next, "run attempt ended");
         Ok(())
+    }
+}
+
+/// What an interrupt stopped, for the run's reason.
+fn stopped(run: &runs::Model) -> &'static str {
+    if Action::parse(&run.action).is_some_and(Action::is_deployment) {
+        "the deployment run was stopped"
+    } else {
+        "Terraform was stopped"
     }
 }
 

@@ -46,7 +46,9 @@
 //! `FP_RECOVER_PENDING=1`: the provisioner rolls the release back to its last deployed revision
 //! (or uninstalls a never-deployed one) before upgrading, and the log says so. Should one still
 //! be reported stuck (exit status 5), the run fails with the fix in its reason
-//! (`helm rollback <release> <N> --namespace <ns>`).
+//! (`helm rollback <release> <N> --namespace <ns>`). A run taken over from a worker that died
+//! may find that worker's job still running: it is removed before this attempt's starts, so
+//! that no other helm is working on the release when a pending one is rolled back.
 //!
 //! **Outcome.** The provisioner's `FLEETPLANE_RESULT` line and exit status ([`outcome`]): success
 //! makes the deployment `healthy` (helm's `--wait` waited for its resources to be ready) or
@@ -61,7 +63,7 @@ use fleetplane_cloud::{
     CloudError,
     kube::{KubeToken, kubeconfig},
 };
-use fleetplane_executor::{ExecError, HELM_TARGET, Job};
+use fleetplane_executor::{ExecError, Executor, HELM_TARGET, Job, labels};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -359,6 +361,33 @@ fn failed(reason: impl Into<String>) -> Result<Ended, ExecError> {
 }
 
 impl Worker {
+    /// Removes the jobs of this run's earlier attempts that are still there (their worker died,
+    /// and the sweep has not removed them yet): a helm still running on the release would race
+    /// this attempt's, whose recovery of a pending release counts on being the only one.
+    /// Returns what it did, for the log.
+    async fn earlier_attempts(&self, run: &runs::Model, executor: &dyn Executor) -> Result<Vec<String>, ExecError> {
+        let (id, attempt) = (run.id.to_string(), run.attempts.to_string());
+        let mut removed = Vec::new();
+        for found in executor.list().await? {
+            let earlier = found.label(labels::ATTEMPT).unwrap_or_default();
+            if found.label(labels::RUN) != Some(id.as_str()) || earlier == attempt {
+                continue;
+            }
+            if let Err(e) = executor.remove(&found.id).await {
+                // The sweep may have removed it meanwhile; one still there must not race this one.
+                if executor.list().await?.iter().any(|job| job.id == found.id) {
+                    return Err(ExecError::Unavailable(format!("the job of an earlier attempt is still there: {e}")));
+                }
+            }
+            removed.push(format!(
+                "Removed the job of attempt {earlier} ({}), left by a worker that stopped responding, before \
+                 starting this one.",
+                found.id.get(..12).unwrap_or(&found.id)
+            ));
+        }
+        Ok(removed)
+    }
+
     /// Carries out one attempt of a deployment run on a cloud cluster.
     pub(super) async fn carry_out_helm(
         &self,
@@ -419,6 +448,7 @@ impl Worker {
                 executor.kind()
             ));
         }
+        let leftovers = self.earlier_attempts(run, executor).await?;
         let token = match self.state.clouds.kubernetes_token(&credentials, &access.name).await {
             Ok(token) => token,
             Err(CloudError::Unreachable { message }) => {
@@ -447,7 +477,8 @@ impl Worker {
             inputs,
             outputs: vec![],
         };
-        let mut plan = vec![format!(
+        let mut plan = leftovers;
+        plan.push(format!(
             "Release {} in namespace {} on cluster {} ({}); a token for it was minted for this run, good for {} \
              seconds at most.",
             names.release,
@@ -455,7 +486,7 @@ impl Worker {
             access.name,
             access.endpoint,
             token.expires_in.as_secs()
-        )];
+        ));
         if let Some((number, chart, _)) = &install {
             let version = chart.version.as_deref().map(|v| format!(" {v}")).unwrap_or_default();
             let from = chart.repo.as_deref().map(|r| format!(" from {r}")).unwrap_or_default();

@@ -335,3 +335,60 @@ async fn canceling_a_helm_job_stops_its_container_and_the_deployment_says_so() {
     let shown = ada.get(&format!("/api/v1/orgs/ada/deployments/{id}")).await.json();
     assert_eq!(shown["status"], "failed", "a canceled first install leaves nothing deployed: {shown}");
 }
+
+#[tokio::test]
+#[ignore = "needs Docker and the helm image: run `cargo xtask test`"]
+async fn a_job_left_by_an_earlier_attempt_is_removed_before_helm_runs_again() {
+    let (azure, credentials) = fake_azure("azure-Secret~leftover-0123456789").await;
+    let kube = FakeKubeApi::start().await;
+    // No workers until the leftover is in place.
+    let app = app_with(|config| {
+        for_azure(config, &azure);
+        config.runs.workers = 0;
+    })
+    .await;
+    let ada = app.user("ada").await;
+    let account = link_account(&ada, "azure", credentials).await;
+    let cluster = seed_cloud_cluster(&app, "azure-aks", &account, &kube.url, &kube.ca_data()).await;
+    let created = ada
+        .post(&format!("/api/v1/orgs/ada/clusters/{cluster}/deployments"), json!({ "service": "fleet-telemetry" }))
+        .await
+        .expect_status(StatusCode::CREATED)
+        .json();
+    let run = created["run"]["id"].as_str().expect("run").to_owned();
+    // What a worker that died in attempt 0 leaves: its job still running, under its labels.
+    let leftover = docker(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--label",
+        "dev.fleetplane.managed=true",
+        "--label",
+        &format!("dev.fleetplane.run={run}"),
+        "--label",
+        "dev.fleetplane.attempt=0",
+        "--label",
+        "dev.fleetplane.worker=a-worker-that-died",
+        "--entrypoint",
+        "/bin/busybox",
+        HELM_IMAGE,
+        "sleep",
+        "600",
+    ]);
+    let leftover = leftover.trim().to_owned();
+    assert_eq!(job_containers(&[&run]).len(), 1);
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (state, until) = (app.state.clone(), stop.clone());
+    let workers =
+        tokio::spawn(async move { fleetplane::run_workers(state, until.cancelled_owned()).await.expect("workers") });
+    let ended = wait_until_finished(&ada, &run, 120).await;
+    stop.cancel();
+    workers.await.expect("workers stop");
+    assert_eq!(ended["status"], "failed", "{ended}");
+    let log = log_text(&ada, &run).await;
+    assert!(log.contains(&format!("Removed the job of attempt 0 ({})", &leftover[..12])), "{log}");
+    assert!(log.find("Removed the job of attempt 0") < log.find("Step: validate"), "before helm ran: {log}");
+    assert!(job_containers(&[&run]).is_empty(), "the leftover and the new job are both gone");
+}
