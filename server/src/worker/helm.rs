@@ -314,6 +314,7 @@ pub fn outcome(names: &Names, exit_code: i64, job: &JobResult) -> Ended {
         1 if result.error.as_deref() == Some("not_found") => {
             failed(format!("Release {release} is not in namespace {namespace}: {}.", detail(job)))
         }
+        1 if result.status == "unknown" => failed(format!("helm failed: {}.", detail(job))),
         1 => failed(format!("helm failed: {}. The release is {at} now.", detail(job))),
         2 => failed(format!(
             "The helm job refused the environment Fleetplane gave it (a Fleetplane bug): {}.",
@@ -731,6 +732,12 @@ mod tests {
                 failure("upgrade", "helm", "deployed", "5", "null"),
                 vec!["UPGRADE FAILED: timed out waiting for the condition"],
                 vec!["helm failed: UPGRADE FAILED: timed out", "deployed at helm revision 5"],
+            ),
+            (
+                1,
+                failure("deploy", "helm", "unknown", "null", "null"),
+                vec!["query: failed to query with labels: secrets is forbidden"],
+                vec!["helm failed: query: failed to query with labels: secrets is forbidden."],
             ),
             (1, failure("rollback", "not_found", "unknown", "null", "null"), vec![], vec!["is not in namespace"]),
             (
