@@ -389,6 +389,20 @@ impl Worker {
         Ok(removed)
     }
 
+    /// The revision that revision `number` of the run's deployment copies, for a rollback.
+    async fn rollback_of(&self, spec: &DeploymentRunSpec, number: i32) -> Result<Option<i32>, ExecError> {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
+        use crate::entity::deployment_revisions as revisions;
+        let revision = revisions::Entity::find()
+            .filter(revisions::Column::DeploymentId.eq(spec.deployment_id))
+            .filter(revisions::Column::Revision.eq(number))
+            .one(&self.state.db)
+            .await
+            .map_err(|e| ExecError::Unavailable(format!("reading the database: {e}")))?;
+        Ok(revision.and_then(|r| r.rollback_of))
+    }
+
     /// Carries out one attempt of a deployment run on a cloud cluster.
     pub(super) async fn carry_out_helm(
         &self,
@@ -491,13 +505,16 @@ impl Worker {
         if let Some((number, chart, _)) = &install {
             let version = chart.version.as_deref().map(|v| format!(" {v}")).unwrap_or_default();
             let from = chart.repo.as_deref().map(|r| format!(" from {r}")).unwrap_or_default();
+            let chart = format!("chart {}{version}{from}", chart.chart);
             plan.push(match action {
-                Action::Rollback => format!(
-                    "Rolling back by upgrading the release to revision {number}'s chart and values (a copy of an \
-                     earlier revision): chart {}{version}{from}.",
-                    chart.chart
-                ),
-                _ => format!("Installing revision {number}: chart {}{version}{from}.", chart.chart),
+                Action::Rollback => {
+                    let of = self.rollback_of(spec, *number).await?.map(|n| format!(" {n}")).unwrap_or_default();
+                    format!(
+                        "Rolling back to revision{of}: upgrading the release to its chart and values, copied as \
+                         revision {number}: {chart}."
+                    )
+                }
+                _ => format!("Installing revision {number}: {chart}."),
             });
         }
         let secrets = scrubbed(&token, &secret_values, &credentials.secrets());
