@@ -428,3 +428,65 @@ async fn a_job_left_by_an_earlier_attempt_is_removed_before_helm_runs_again() {
     assert!(log.find("Removed the job of attempt 0") < log.find("Step: validate"), "before helm ran: {log}");
     assert!(job_containers(&[&run]).is_empty(), "the leftover and the new job are both gone");
 }
+
+/// Waits for run `run` to end; returns it and its log.
+async fn finished(ada: &Client, answer: &Value) -> (Value, String) {
+    let run = answer["run"]["id"].as_str().expect("run");
+    let ended = wait_until_finished(ada, run, 120).await;
+    (ended, log_text(ada, run).await)
+}
+
+#[tokio::test]
+#[ignore = "needs Docker and the helm image: run `cargo xtask test`"]
+async fn upgrade_rollback_and_uninstall_run_their_helm_actions_up_to_the_api_server() {
+    let (azure, credentials) = fake_azure("azure-Secret~lifecycle-0123456789").await;
+    let kube = FakeKubeApi::start().await;
+    let app = app_with(|config| for_azure(config, &azure)).await;
+    let ada = app.user("ada").await;
+    let account = link_account(&ada, "azure", credentials).await;
+    let cluster = seed_cloud_cluster(&app, "azure-aks", &account, &kube.url, &kube.ca_data()).await;
+    let first = deploy_fleet_telemetry(&ada, &cluster).await;
+    assert_helm_called_the_api_server(&first, &kube);
+    let id = first.deployment["id"].as_str().expect("id").to_owned();
+    let path = format!("/api/v1/orgs/ada/deployments/{id}");
+
+    let upgraded = ada
+        .patch(&path, json!({ "values": { "resources": { "limits": { "memory": "768Mi" } } } }))
+        .await
+        .expect_status(StatusCode::OK)
+        .json();
+    let (run, log) = finished(&ada, &upgraded).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(run["reason"].as_str().is_some_and(|r| r.contains("refused the token minted for this run")), "{run}");
+    for expected in ["upgrade (docker executor)", "Installing revision 2:", "Step: validate", r#"{"action":"upgrade""#]
+    {
+        assert!(log.contains(expected), "{expected:?} is not in the log:\n{log}");
+    }
+
+    let rolled =
+        ada.post(&format!("{path}/rollback"), json!({ "revision": 1 })).await.expect_status(StatusCode::OK).json();
+    let (run, log) = finished(&ada, &rolled).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    for expected in [
+        "upgrade (docker executor)",
+        "Rolling back to revision 1: upgrading the release to its chart and values, copied as revision 3",
+        r#"{"action":"upgrade""#,
+    ] {
+        assert!(log.contains(expected), "{expected:?} is not in the log:\n{log}");
+    }
+
+    let uninstall = ada.delete(&path).await.expect_status(StatusCode::ACCEPTED).json();
+    let (run, log) = finished(&ada, &uninstall).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(run["reason"].as_str().is_some_and(|r| r.contains("refused the token minted for this run")), "{run}");
+    for expected in ["uninstall (docker executor)", "Step: status", r#"{"action":"uninstall""#] {
+        assert!(log.contains(expected), "{expected:?} is not in the log:\n{log}");
+    }
+    assert!(!log.contains("Step: validate") && !log.contains("Installing"), "an uninstall takes no chart:\n{log}");
+    let shown = ada.get(&path).await.json();
+    assert_eq!(shown["status"], "failed", "an uninstall that did not happen leaves it failed, not uninstalled");
+    // Each of the four jobs called the API server with a token of its own.
+    let tokens: std::collections::HashSet<String> =
+        kube.requests().into_iter().filter_map(|r| r.authorization).collect();
+    assert_eq!(tokens.len(), 4, "a token minted per run");
+}
