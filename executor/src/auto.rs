@@ -117,6 +117,10 @@ impl Executor for AutoExecutor {
             match self.engine().await {
                 Ok(engine) => Ok(engine as &dyn Executor),
                 Err(why) if target == LOCAL_TARGET => Ok(self.process(&why)? as &dyn Executor),
+                Err(why) if target == crate::HELM_TARGET => Err(ExecError::Unavailable(format!(
+                    "no Docker engine answers ({why}); a helm job holds a token for the cluster's API server, so it \
+                     runs only in the helm provisioner's container"
+                ))),
                 Err(why) => Err(ExecError::Unavailable(format!(
                     "no Docker engine answers ({why}); a {target} job runs Terraform with cloud credentials, so it \
                      runs only in a provisioner container, unless FLEETPLANE_EXECUTOR=process allows local processes"

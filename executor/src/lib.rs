@@ -1,7 +1,8 @@
 //! Runs provisioner jobs and reports their output, exit code and result files.
 //!
-//! A job is one phase of a run (plan or apply): a provisioner image for a target, environment
-//! variables, files to put in the work directory first and files to collect after. Two
+//! A job is one phase of a run (plan or apply), or one Helm action of a deployment run: a
+//! provisioner image for a target, environment variables, files to put in the work directory
+//! first and files to collect after. Two
 //! executors: [`docker::DockerExecutor`] (containers through bollard, the default when an engine
 //! answers) and [`process::ProcessExecutor`] (the same entrypoint and modules as local
 //! processes); [`auto::AutoExecutor`] picks between them per job, never running a cloud
@@ -33,6 +34,11 @@ pub mod labels {
     pub const WORKER: &str = "dev.fleetplane.worker";
 }
 
+/// The provisioner of deployments onto cloud clusters (`provisioners/helm/`): its image is
+/// `<image prefix>helm:<tag>`, like a Terraform target's. Its jobs hold a token for a cluster's
+/// API server, so they run only in that container, never as host processes.
+pub const HELM_TARGET: &str = "helm";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stream {
     Stdout,
@@ -51,7 +57,8 @@ pub struct LogLine {
 pub struct Job {
     /// Unique among jobs: the container (or job directory) name.
     pub name: String,
-    /// Which provisioner: `local`, `aws-eks`, `azure-aks`, `gcp-gke`.
+    /// Which provisioner: `local`, `aws-eks`, `azure-aks`, `gcp-gke` (Terraform), or
+    /// [`HELM_TARGET`] (a deployment's Helm action, container only).
     pub target: String,
     /// Environment for the entrypoint; may hold secrets, so `Debug` shows the names only.
     pub env: Vec<(String, String)>,

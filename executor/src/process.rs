@@ -55,6 +55,11 @@ impl ProcessExecutor {
     /// Writes the job's directory: its provisioner's files, its inputs and its labels.
     async fn prepare(&self, job: &Job) -> Result<PathBuf, ExecError> {
         let dir = self.settings.jobs_dir.join(&job.name);
+        if job.target == crate::HELM_TARGET {
+            return Err(ExecError::Failed(
+                "helm jobs run only in the helm provisioner's container, never as processes on this host".into(),
+            ));
+        }
         let files = provisioner_files(&job.target)?;
         let inputs = job.inputs.clone();
         let labels: String = job.labels.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
@@ -450,5 +455,26 @@ mod tests {
         let error = outcome.expect_err("an oversized plan is not collected");
         let ExecError::Failed(why) = error else { panic!("expected Failed, got {error:?}") };
         assert!(why.contains("plan.tfplan") && why.contains("128 MiB"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn a_helm_job_is_refused_and_never_written_to_the_host() {
+        let root = tempfile::tempdir().expect("jobs dir");
+        let settings =
+            ProcessSettings { jobs_dir: root.path().into(), terraform: "terraform".into(), grace: Duration::ZERO };
+        let executor = ProcessExecutor::new(settings).expect("executor");
+        let job = Job {
+            name: "helm-job".into(),
+            target: crate::HELM_TARGET.into(),
+            env: vec![("FP_ACTION".into(), "deploy".into())],
+            labels: vec![],
+            inputs: vec![("kubeconfig".into(), b"token".to_vec())],
+            outputs: vec![],
+        };
+        let (logs, _lines) = mpsc::channel(16);
+        let error = executor.run(job, logs, CancellationToken::new()).await.expect_err("refused");
+        let ExecError::Failed(why) = error else { panic!("expected Failed, got {error:?}") };
+        assert!(why.contains("never as processes"), "{why}");
+        assert!(!root.path().join("helm-job").exists(), "nothing of it reached the host");
     }
 }

@@ -5,8 +5,9 @@
 //! `uninstall`), so leases, approvals, cancel, retry, logs and notifications are the runs'
 //! own. A deploy, upgrade or rollback makes a new revision holding the version and values it
 //! installs (a rollback copies an earlier revision's). Secret values are sealed, per revision
-//! and for the deployment, and never leave the server except in the environment of the run that
-//! installs them. The deployment's status follows its runs ([`refresh`]), as a cluster's does.
+//! and for the deployment, and never leave the server except in the run that installs them (the
+//! local target's container environment, or a helm job's values file). The deployment's status
+//! follows its runs ([`refresh`]), as a cluster's does.
 
 use std::net::IpAddr;
 

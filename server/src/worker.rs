@@ -4,10 +4,12 @@
 //! cancel request. A run is planned in one job and applied in another (with the saved plan,
 //! kept sealed in between, so an approval approves exactly what will be applied). The job's
 //! output is stored line by line, with secrets scrubbed, before anything else sees it. Jobs
-//! left behind by a worker that died are found by their labels and removed. The pool also runs
-//! the process's retention janitor ([`crate::janitor`]).
+//! left behind by a worker that died are found by their labels and removed. Deployment runs are
+//! carried out by `worker::deploy` (the `local` target) and `worker::helm` (cloud clusters).
+//! The pool also runs the process's retention janitor ([`crate::janitor`]).
 
 mod deploy;
+mod helm;
 mod logs;
 
 pub use logs::LogHealth;
@@ -593,22 +595,45 @@ impl Worker {
             name: format!("fleetplane-{}-{}-{phase}", run.id.simple(), run.attempts),
             target: spec.target.clone(),
             env,
-            labels: vec![
-                (labels::RUN.into(), run.id.to_string()),
-                (labels::ATTEMPT.into(), run.attempts.to_string()),
-                (labels::PHASE.into(), phase.into()),
-                (labels::WORKER.into(), self.id.clone()),
-            ],
+            labels: self.job_labels(run, phase),
             inputs,
             outputs: if phase == "plan" { vec!["plan.tfplan".into()] } else { vec![] },
         };
-        let executor = self.executor.choose(&spec.target).await?;
+        self.run_job(run, job, phase, secrets, &[], interrupt).await
+    }
+
+    /// The labels that say whose a job is, so that a restarted worker finds it again.
+    fn job_labels(&self, run: &runs::Model, phase: &str) -> Vec<(String, String)> {
+        vec![
+            (labels::RUN.into(), run.id.to_string()),
+            (labels::ATTEMPT.into(), run.attempts.to_string()),
+            (labels::PHASE.into(), phase.into()),
+            (labels::WORKER.into(), self.id.clone()),
+        ]
+    }
+
+    /// Runs `job` on the executor chosen for its target, its log starting with `notes`, storing
+    /// its output as it comes with `secrets` replaced.
+    async fn run_job(
+        &self,
+        run: &runs::Model,
+        job: Job,
+        phase: &str,
+        secrets: Vec<String>,
+        notes: &[String],
+        interrupt: &CancellationToken,
+    ) -> Result<(fleetplane_executor::Outcome, JobResult), ExecError> {
+        let target = job.target.clone();
+        let executor = self.executor.choose(&target).await?;
         self.executor_used(run, executor.kind()).await;
         let (sender, receiver) = mpsc::channel(1024);
         let recorder = tokio::spawn(logs::record(self.state.clone(), run.id, run.attempts, secrets, receiver));
         let sink = LogNote { sender: sender.clone() };
         sink.note(&format!("Attempt {} of {}: {phase} ({} executor)", run.attempts, run.max_attempts, executor.kind()))
             .await;
+        for note in notes {
+            sink.note(note).await;
+        }
         let outcome = executor.run(job, sender, interrupt.clone()).await;
         drop(sink);
         let result = recorder.await.map_err(|e| ExecError::Failed(format!("log recorder: {e}")))?;
@@ -616,6 +641,24 @@ impl Worker {
             *self.lost_lines.lock().unwrap_or_else(|p| p.into_inner()).entry(run.id).or_default() += result.lost;
         }
         Ok((outcome?, result))
+    }
+
+    /// Adds Fleetplane's `notes` to the run's log, after what is stored of it already.
+    async fn notes(&self, run: &runs::Model, secrets: Vec<String>, notes: &[String]) {
+        let (sender, receiver) = mpsc::channel(notes.len().max(1));
+        let recorder = tokio::spawn(logs::record(self.state.clone(), run.id, run.attempts, secrets, receiver));
+        let sink = LogNote { sender };
+        for note in notes {
+            sink.note(note).await;
+        }
+        drop(sink);
+        match recorder.await {
+            Ok(result) if result.lost > 0 => {
+                *self.lost_lines.lock().unwrap_or_else(|p| p.into_inner()).entry(run.id).or_default() += result.lost;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(run = %run.id, error = %e, "the log recorder failed"),
+        }
     }
 
     async fn executor_used(&self, run: &runs::Model, kind: &str) {
@@ -658,16 +701,11 @@ impl Worker {
             Ok(Ended::Stopped(Stop::Cancel)) => {
                 let who =
                     current.reason.as_deref().unwrap_or("Canceled").split(';').next().unwrap_or("Canceled").to_owned();
-                let stopped = if Action::parse(&run.action).is_some_and(Action::is_deployment) {
-                    "the deployment run was stopped"
-                } else {
-                    "Terraform was stopped"
-                };
-                (status::CANCELED, format!("{who}; {stopped}"), None, None)
+                (status::CANCELED, format!("{who}; {}", stopped(run)), None, None)
             }
             Ok(Ended::Stopped(Stop::Timeout)) => (
                 status::FAILED,
-                format!("Timed out after {}; Terraform was stopped", span(self.state.config.runs.timeout_secs)),
+                format!("Timed out after {}; {}", span(self.state.config.runs.timeout_secs), stopped(run)),
                 None,
                 None,
             ),
@@ -723,6 +761,15 @@ impl Worker {
     }
 }
 
+/// What an interrupt stopped, for the run's reason.
+fn stopped(run: &runs::Model) -> &'static str {
+    if Action::parse(&run.action).is_some_and(Action::is_deployment) {
+        "the deployment run was stopped"
+    } else {
+        "Terraform was stopped"
+    }
+}
+
 fn is_secret(key: &str) -> bool {
     matches!(
         key,
@@ -763,6 +810,10 @@ struct JobResult {
     /// Terraform's first errors (at most [`MAX_ERRORS`]).
     errors: Vec<String>,
     stderr_tail: Vec<String>,
+    /// The helm provisioner's `FLEETPLANE_RESULT` line (its JSON), when it printed one.
+    helm_result: Option<String>,
+    /// The `FLEETPLANE_STEP` names, in order.
+    steps: Vec<String>,
     /// Lines that could not be stored.
     lost: u64,
 }
@@ -804,7 +855,15 @@ impl JobResult {
             self.outputs = outputs;
             ("system", format!("Outputs recorded: {} (sensitive outputs are not kept).", names.unwrap_or_default()))
         } else if let Some(step) = text.strip_prefix("FLEETPLANE_STEP ") {
+            if self.steps.len() < MAX_ERRORS {
+                self.steps.push(step.trim().to_owned());
+            }
             ("system", format!("Step: {step}"))
+        } else if let Some(json) = text.strip_prefix("FLEETPLANE_RESULT ") {
+            // Every field of it is a constant or a number (provisioners/helm/README.md): no
+            // secret can be in it, and it is kept as printed.
+            self.helm_result = Some(json.to_owned());
+            ("system", format!("Result: {json}"))
         } else {
             let stream = if line.stream == Stream::Stderr { "stderr" } else { "stdout" };
             let plain = text.trim_start_matches(['│', '╷', '╵', ' ']).trim_end();

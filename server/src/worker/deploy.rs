@@ -6,8 +6,8 @@
 //! volume for its data. Containers carry the cluster, deployment and revision as labels, so a
 //! worker that takes over a run finds what an earlier attempt started: the revision it installs
 //! already running is left running and checked, anything else is replaced. Health is the
-//! service's own `/readyz`. Cloud targets need the Helm provisioner, which is not built yet:
-//! their runs fail at once, saying so.
+//! service's own `/readyz`. Cloud targets get Helm releases from the helm provisioner's job
+//! ([`super::helm`]).
 
 use std::time::Duration;
 
@@ -58,21 +58,14 @@ impl Worker {
         let spec: DeploymentRunSpec = serde_json::from_value(run.spec.clone())
             .map_err(|e| ExecError::Failed(format!("the run's stored spec is unreadable: {e}")))?;
         let action = Action::parse(&run.action).unwrap_or(Action::Deploy);
-        if spec.target != "local" {
-            return Ok(Ended::Failed {
-                reason: format!(
-                    "The helm executor is not built yet: deployments onto {} clusters cannot run here. Only the \
-                     local target (the Docker engine) can run deployments today.",
-                    spec.target
-                ),
-                exit_code: None,
-            });
-        }
         // Approved runs come back as `applying`; a prod account's run waits for that first.
         if run.status == status::RUNNING
             && self.needs_approval_of(spec.cloud_account_id).await.map_err(|e| ExecError::Failed(e.to_string()))?
         {
             return Ok(Ended::AwaitingApproval);
+        }
+        if spec.target != "local" {
+            return self.carry_out_helm(run, &spec, action, &interrupt).await;
         }
         let runtime = self.services().await?;
         self.executor_used(run, "docker").await;

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use fleetplane::{
     config::ExecutorChoice,
-    entity::{audit_events, deployment_revisions, deployments, runs},
+    entity::{audit_events, clusters, deployment_revisions, deployments, runs},
 };
 use reqwest::StatusCode;
-use sea_orm::{EntityTrait, PaginatorTrait};
+use sea_orm::{ActiveModelTrait, EntityTrait, PaginatorTrait, Set};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -307,22 +307,46 @@ async fn secret_values_are_sealed_and_never_returned() {
 }
 
 #[tokio::test]
-async fn a_deployment_onto_a_cloud_cluster_fails_at_once_saying_the_helm_executor_is_not_built() {
+async fn a_cloud_deployment_helm_cannot_carry_out_fails_at_once_saying_why() {
     let app = TestApp::spawn_with(|config| with_workers(config, ExecutorChoice::Auto, 1)).await;
     let ada = app.user("ada").await;
     let cluster = seed_cluster(&app, "ada", "aws-eks", "ready").await;
-    let created = ada
-        .post(&deployments_of(&cluster), json!({ "service": "code-server" }))
+    let fails = |service: &'static str, cluster: String| {
+        let ada = ada.clone();
+        async move {
+            let created = ada
+                .post(&deployments_of(&cluster), json!({ "service": service }))
+                .await
+                .expect_status(StatusCode::CREATED)
+                .json();
+            let ended = wait_until_finished(&ada, created["run"]["id"].as_str().expect("run"), 60).await;
+            assert_eq!(ended["status"], "failed", "{ended}");
+            let shown = ada.get(&deployment(created["deployment"]["id"].as_str().expect("id"))).await.json();
+            assert_eq!((&shown["status"], &shown["revisions"][0]["status"]), (&json!("failed"), &json!("failed")));
+            ended["reason"].as_str().unwrap_or_default().to_owned()
+        }
+    };
+    // code-server's chart is only in a git repository, which helm cannot install from.
+    let reason = fails("code-server", cluster.clone()).await;
+    assert!(reason.contains("published only in its git repository"), "{reason}");
+    // A cluster whose apply recorded no outputs cannot be reached.
+    let reason = fails("fleet-telemetry", cluster.clone()).await;
+    assert!(reason.contains("outputs have no cluster_name"), "{reason}");
+    // Nor one without a cloud account to mint its token with.
+    let unlinked = seed_cluster(&app, "ada", "gcp-gke", "ready").await;
+    let mut reachable: clusters::ActiveModel = clusters::Entity::find_by_id(unlinked.parse::<Uuid>().expect("uuid"))
+        .one(app.db())
         .await
-        .expect_status(StatusCode::CREATED)
-        .json();
-    let run = created["run"]["id"].as_str().expect("run").to_owned();
-    let ended = wait_until_finished(&ada, &run, 60).await;
-    assert_eq!(ended["status"], "failed", "{ended}");
-    assert!(ended["reason"].as_str().unwrap_or_default().contains("helm executor is not built yet"), "{ended}");
-    let shown = ada.get(&deployment(created["deployment"]["id"].as_str().expect("id"))).await.json();
-    assert_eq!(shown["status"], "failed");
-    assert_eq!(shown["revisions"][0]["status"], "failed");
+        .expect("read")
+        .expect("row")
+        .into();
+    reachable.outputs = Set(Some(json!({
+        "cluster_name": "fleet", "endpoint": "https://127.0.0.1:1",
+        "ca_data": "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUIKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo=",
+    })));
+    reachable.update(app.db()).await.expect("outputs");
+    let reason = fails("fleet-telemetry", unlinked).await;
+    assert!(reason.contains("no linked cloud account"), "{reason}");
 }
 
 /// The containers of deployment `id` on the test engine, as `(container id, revision)`.

@@ -11,6 +11,7 @@ mod errors;
 mod fleet_proxy;
 mod google;
 mod headers;
+mod helm_jobs;
 mod invitations;
 mod kube_tokens;
 mod live;

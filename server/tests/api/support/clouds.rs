@@ -9,7 +9,7 @@
 //! checks each assertion's RS256 signature against the service account's public key.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     net::SocketAddr,
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -239,11 +239,21 @@ async fn serve_tls(router: Router) -> (SocketAddr, String) {
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).expect("certificate");
     let certificate_pem = certified.cert.pem();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let addr = serve_tls_with(router, vec![certified.cert.der().clone()], key).await;
+    (addr, certificate_pem)
+}
+
+/// Serves `router` on 127.0.0.1 (a port of its own) over TLS with this certificate chain and key.
+pub async fn serve_tls_with(
+    router: Router,
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> SocketAddr {
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()
         .expect("protocols")
         .with_no_client_auth()
-        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .with_single_cert(chain, key)
         .expect("TLS config");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -260,7 +270,7 @@ async fn serve_tls(router: Router) -> (SocketAddr, String) {
             });
         }
     });
-    (addr, certificate_pem)
+    addr
 }
 
 /// An Azure tenant as the fake knows it.
@@ -282,6 +292,8 @@ struct AzureState {
     tokens: Mutex<HashMap<String, String>>,
     /// access token → the scope it was issued for
     scopes: Mutex<HashMap<String, String>>,
+    /// access token → the client (application) it was issued to
+    clients: Mutex<HashMap<String, String>>,
     arm_audience: Mutex<String>,
 }
 
@@ -320,6 +332,16 @@ impl FakeAzure {
     /// The scope `token` was issued for, if this Entra ID issued it.
     pub fn scope_of(&self, token: &str) -> Option<String> {
         self.state.scopes.lock().expect("lock").get(token).cloned()
+    }
+
+    /// What an AKS cluster with Entra ID integration makes of a bearer token: the client it was
+    /// issued to, when this Entra ID issued it for the AKS server application.
+    pub fn aks_authenticator(&self) -> super::kube::Authenticator {
+        let state = self.state.clone();
+        Arc::new(move |token| {
+            let for_aks = state.scopes.lock().expect("lock").get(token).is_some_and(|scope| scope == AKS_SCOPE);
+            for_aks.then(|| state.clients.lock().expect("lock").get(token).cloned()).flatten()
+        })
     }
 }
 
@@ -402,6 +424,7 @@ async fn azure_token(
     let token = format!("eyFake.{}", uuid::Uuid::new_v4().simple());
     state.tokens.lock().expect("lock").insert(token.clone(), tenant_id);
     state.scopes.lock().expect("lock").insert(token.clone(), form.scope);
+    state.clients.lock().expect("lock").insert(token.clone(), form.client_id);
     Json(json!({ "token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token }))
         .into_response()
 }
@@ -523,7 +546,8 @@ struct GoogleState {
     /// client email → public key PEM of its active key
     keys: Mutex<HashMap<String, String>>,
     token_uri: Mutex<String>,
-    issued: Mutex<HashSet<String>>,
+    /// access token → the service account it was issued to
+    issued: Mutex<HashMap<String, String>>,
 }
 
 /// Google's OAuth 2.0 token endpoint for service accounts (JWT bearer grant, RFC 7523).
@@ -556,7 +580,14 @@ impl FakeGoogleOAuth {
 
     /// Whether it issued `token`.
     pub fn has_issued(&self, token: &str) -> bool {
-        self.state.issued.lock().expect("lock").contains(token)
+        self.state.issued.lock().expect("lock").contains_key(token)
+    }
+
+    /// What a GKE cluster makes of a bearer token: the service account it was issued to, when
+    /// Google issued it.
+    pub fn gke_authenticator(&self) -> super::kube::Authenticator {
+        let state = self.state.clone();
+        Arc::new(move |token| state.issued.lock().expect("lock").get(token).cloned())
     }
 }
 
@@ -601,6 +632,6 @@ async fn google_token(State(state): State<Arc<GoogleState>>, Form(form): Form<Jw
         return invalid_grant("Invalid JWT Signature.");
     }
     let token = format!("ya29.fake-{}", uuid::Uuid::new_v4().simple());
-    state.issued.lock().expect("lock").insert(token.clone());
+    state.issued.lock().expect("lock").insert(token.clone(), unverified.claims.iss.clone());
     Json(json!({ "access_token": token, "expires_in": 3599, "token_type": "Bearer" })).into_response()
 }

@@ -6,6 +6,7 @@
 //! each test gets a fresh PostgreSQL database instead; `cargo xtask test` runs the suite both ways.
 
 pub mod clouds;
+pub mod kube;
 pub mod oidc;
 pub use fleetplane_common::ports;
 pub mod redis;
