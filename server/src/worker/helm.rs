@@ -58,6 +58,8 @@
 //! later for cloud deployments, as it is on the local target: there is no Kubernetes API server
 //! on these machines to test that against, so the status is what the last run found.
 
+use std::time::Duration;
+
 use base64::Engine;
 use fleetplane_cloud::{
     CloudError,
@@ -75,6 +77,9 @@ use crate::{
     entity::{cloud_accounts, clusters, runs},
     runs::Action,
 };
+
+/// How long a leftover job that another remover (the sweep) is taking away may take to go.
+const LEFTOVER_GONE_WITHIN: Duration = Duration::from_secs(60);
 
 /// Where the job's input files are, in the container's working directory.
 const WORK_DIR: &str = "/work";
@@ -375,9 +380,16 @@ impl Worker {
                 continue;
             }
             if let Err(e) = executor.remove(&found.id).await {
-                // The sweep may have removed it meanwhile; one still there must not race this one.
-                if executor.list().await?.iter().any(|job| job.id == found.id) {
-                    return Err(ExecError::Unavailable(format!("the job of an earlier attempt is still there: {e}")));
+                // The sweep may be removing it at the same time (the engine answers 409: removal
+                // already in progress): wait for it to go. One still there must not race this one.
+                let deadline = tokio::time::Instant::now() + LEFTOVER_GONE_WITHIN;
+                while executor.list().await?.iter().any(|job| job.id == found.id) {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(ExecError::Unavailable(format!(
+                            "the job of an earlier attempt is still there: {e}"
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
                 }
             }
             removed.push(format!(

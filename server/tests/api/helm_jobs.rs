@@ -33,7 +33,7 @@ use crate::support::{
     clouds::{AzureTenant, FakeAzure, FakeGoogleOAuth, GcsEmulator, Moto, service_account},
     kube::FakeKubeApi,
     ports::free_port,
-    runs::{docker, docker_available, job_containers, log_text, wait_until_finished, with_workers},
+    runs::{docker, docker_available, job_containers, log_text, wait_for_run, wait_until_finished, with_workers},
 };
 
 const HELM_IMAGE: &str = "fleetplane/provisioner-helm:latest";
@@ -88,9 +88,14 @@ async fn seed_cloud_cluster(app: &TestApp, target: &str, account: &Value, endpoi
 }
 
 async fn link_account(ada: &Client, provider: &str, credentials: Value) -> Value {
+    link_account_in(ada, provider, "dev", credentials).await
+}
+
+/// [`link_account`] with its environment (`dev`, `staging`, `prod`).
+async fn link_account_in(ada: &Client, provider: &str, environment: &str, credentials: Value) -> Value {
     ada.post(
         "/api/v1/orgs/ada/cloud-accounts",
-        json!({ "provider": provider, "name": "deployer", "environment": "dev", "credentials": credentials }),
+        json!({ "provider": provider, "name": "deployer", "environment": environment, "credentials": credentials }),
     )
     .await
     .expect_status(StatusCode::CREATED)
@@ -489,4 +494,38 @@ async fn upgrade_rollback_and_uninstall_run_their_helm_actions_up_to_the_api_ser
     let tokens: std::collections::HashSet<String> =
         kube.requests().into_iter().filter_map(|r| r.authorization).collect();
     assert_eq!(tokens.len(), 4, "a token minted per run");
+}
+
+#[tokio::test]
+#[ignore = "needs Docker and the helm image: run `cargo xtask test`"]
+async fn a_deployment_onto_a_prod_accounts_cluster_waits_for_an_admins_approval() {
+    let (azure, credentials) = fake_azure("azure-Secret~approval-0123456789").await;
+    let ca_data = FakeKubeApi::start().await.ca_data();
+    let app = app_with(|config| for_azure(config, &azure)).await;
+    let ada = app.user("ada").await;
+    let otto = app.user("otto").await;
+    ada.add_to_org("ada", &otto, "operator").await;
+    let account = link_account_in(&ada, "azure", "prod", credentials).await;
+    let endpoint = format!("https://127.0.0.1:{}", free_port());
+    let cluster = seed_cloud_cluster(&app, "azure-aks", &account, &endpoint, &ca_data).await;
+
+    // An operator deploys; the run waits for an admin before any job starts.
+    let created = otto
+        .post(&format!("/api/v1/orgs/ada/clusters/{cluster}/deployments"), json!({ "service": "fleet-telemetry" }))
+        .await
+        .expect_status(StatusCode::CREATED)
+        .json();
+    let run = created["run"]["id"].as_str().expect("run").to_owned();
+    let waiting = wait_for_run(&otto, &run, 120, |r| r["status"] == "awaiting_approval").await;
+    assert!(job_containers(&[run.as_str()]).is_empty(), "no job before the approval: {waiting}");
+    let approve = format!("/api/v1/runs/{run}/approve");
+    otto.post_empty(&approve).await.expect_problem(StatusCode::FORBIDDEN, "forbidden");
+
+    // Approved, it runs the helm job, which reaches for the cluster.
+    ada.post_empty(&approve).await.expect_status(StatusCode::OK);
+    let ended = wait_until_finished(&ada, &run, 120).await;
+    assert_eq!(ended["approved_by"], "ada", "{ended}");
+    assert_eq!(ended["status"], "failed", "{ended}");
+    let reason = ended["reason"].as_str().expect("reason");
+    assert!(reason.starts_with("The cluster's API server did not answer"), "{reason}");
 }
