@@ -24,7 +24,7 @@ use crate::{
     auth::{Admin, MinRole, OrgMember},
     db::begin_write,
     domain::Invalid,
-    entity::{cloud_accounts, clusters, runs},
+    entity::{cloud_accounts, clusters, deployments, runs},
     error::{AppError, FieldErrors, Result},
     runs::{Action, RunSpec, Simulate, status as run_status},
     state::AppState,
@@ -341,6 +341,20 @@ pub async fn destroy(state: &AppState, actor: &OrgMember<Admin>, id: Uuid, ip: I
         ));
     }
     let txn = begin_write(&state.db).await?;
+    // Destroying the cluster would leave what is deployed on it running (on the local target,
+    // its containers) with nothing left to uninstall it: uninstall first.
+    let deployed = deployments::Entity::find()
+        .filter(deployments::Column::ClusterId.eq(id))
+        .filter(deployments::Column::Status.ne(crate::deployments::status::UNINSTALLED))
+        .all(&txn)
+        .await?;
+    if !deployed.is_empty() {
+        let names: Vec<String> = deployed.iter().map(|d| format!("{} ({})", d.release, d.status)).collect();
+        return Err(AppError::conflict(
+            "cluster_has_deployments",
+            format!("Uninstall this cluster's deployments before destroying it: {}.", names.join(", ")),
+        ));
+    }
     let run = queue_run(&txn, state, &cluster, Action::Destroy, None, Some(actor.user.id())).await?;
     Event::new("cluster.destroy_requested", Some(ip))
         .actor(&actor.user.user)

@@ -221,7 +221,7 @@ async fn update_cluster(
     params(("org" = String, Path, description = "Organization name"), ("id" = Uuid, Path, description = "Cluster id")),
     responses(
         (status = 202, description = "The destroy run is queued", body = api::Run),
-        (status = 409, description = "`cluster_destroyed` or `cluster_destroying`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`cluster_destroyed`, `cluster_destroying`, or `cluster_has_deployments`: uninstall them first", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn delete_cluster(
     State(state): State<AppState>,

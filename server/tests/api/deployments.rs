@@ -142,6 +142,32 @@ async fn only_ready_clusters_take_deployments_and_unknown_ones_are_not_found() {
 }
 
 #[tokio::test]
+async fn a_cluster_with_deployments_is_not_destroyed_until_they_are_uninstalled() {
+    let app = TestApp::spawn().await;
+    let ada = app.user("ada").await;
+    let cluster = seed_cluster(&app, "ada", "local", "ready").await;
+    let created = ada
+        .post(&deployments_of(&cluster), json!({ "service": "fleet-telemetry" }))
+        .await
+        .expect_status(StatusCode::CREATED)
+        .json();
+    let id = created["deployment"]["id"].as_str().expect("id").to_owned();
+    let destroy = format!("/api/v1/orgs/ada/clusters/{cluster}");
+    let before = counts(&app).await;
+    let problem = ada.delete(&destroy).await.expect_problem(StatusCode::CONFLICT, "cluster_has_deployments");
+    assert!(problem["detail"].as_str().is_some_and(|d| d.contains("fleet-telemetry (pending)")), "{problem}");
+    assert_eq!(counts(&app).await, before, "no destroy run is queued");
+
+    // Once it is uninstalled (as its uninstall run leaves it), the cluster can go.
+    let row = deployments::Entity::find_by_id(id.parse::<Uuid>().expect("uuid")).one(app.db()).await.expect("read");
+    let mut row: deployments::ActiveModel = row.expect("deployment").into();
+    row.status = Set("uninstalled".into());
+    row.update(app.db()).await.expect("update");
+    let run = ada.delete(&destroy).await.expect_status(StatusCode::ACCEPTED).json();
+    assert_eq!(run["action"], "destroy", "{run}");
+}
+
+#[tokio::test]
 async fn operators_deploy_viewers_read_and_other_organizations_see_nothing() {
     let app = TestApp::spawn().await;
     let ada = app.user("ada").await;
