@@ -17,23 +17,19 @@ use std::{
 };
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use chrono::Utc;
-use fleetplane::{
-    clusters::spec::ClusterSpec,
-    config::{Config, ExecutorChoice},
-    entity::{clusters, organizations},
-};
+use fleetplane::config::{Config, ExecutorChoice};
 use reqwest::StatusCode;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use crate::support::{
     Client, TestApp,
     clouds::{AzureTenant, FakeAzure, FakeGoogleOAuth, GcsEmulator, Moto, service_account},
     kube::FakeKubeApi,
     ports::free_port,
-    runs::{docker, docker_available, job_containers, log_text, wait_for_run, wait_until_finished, with_workers},
+    runs::{
+        docker, docker_available, job_containers, log_text, seed_cluster_with, wait_for_run, wait_until_finished,
+        with_workers,
+    },
 };
 
 const HELM_IMAGE: &str = "fleetplane/provisioner-helm:latest";
@@ -45,46 +41,9 @@ const AZURE_CLIENT: &str = "04b07795-8ddb-461a-bbee-02f9e1bf7b46";
 /// outputs say its API server is at `endpoint` with CA `ca_data`. Returns its id and its cloud
 /// name (`cluster_name`).
 async fn seed_cloud_cluster(app: &TestApp, target: &str, account: &Value, endpoint: &str, ca_data: &str) -> String {
-    let org = organizations::Entity::find()
-        .filter(organizations::Column::Name.eq("ada"))
-        .one(app.db())
-        .await
-        .expect("org")
-        .expect("ada's organization");
-    let id = Uuid::now_v7();
-    let spec = ClusterSpec {
-        name_prefix: "fleet".into(),
-        name_suffix: id.simple().to_string()[20..].to_owned(),
-        region: "eu-west-1".into(),
-        kubernetes_version: "1.33".into(),
-        vpc_cidr: "10.0.0.0/16".into(),
-        public_subnets: vec!["10.0.0.0/20".into()],
-        private_subnets: vec!["10.0.64.0/19".into()],
-        node_instance_type: "m6i.large".into(),
-        node_min: 1,
-        node_max: 3,
-        node_desired: 1,
-        state_backend: Default::default(),
-    };
-    let now = Utc::now();
-    clusters::ActiveModel {
-        id: Set(id),
-        org_id: Set(org.id),
-        cloud_account_id: Set(Some(account["id"].as_str().expect("account id").parse().expect("uuid"))),
-        name: Set(spec.name()),
-        name_key: Set(spec.name()),
-        target: Set(target.into()),
-        spec: Set(serde_json::to_value(&spec).expect("spec")),
-        status: Set("ready".into()),
-        outputs: Set(Some(json!({ "cluster_name": spec.name(), "endpoint": endpoint, "ca_data": ca_data }))),
-        created_by: Set(None),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(app.db())
-    .await
-    .expect("cluster");
-    id.to_string()
+    let account = account["id"].as_str().expect("account id").parse().expect("uuid");
+    let outputs = |name: &str| Some(json!({ "cluster_name": name, "endpoint": endpoint, "ca_data": ca_data }));
+    seed_cluster_with(app.db(), "ada", target, "ready", Some(account), outputs).await
 }
 
 async fn link_account(ada: &Client, provider: &str, credentials: Value) -> Value {

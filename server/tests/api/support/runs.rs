@@ -153,6 +153,19 @@ fn containers(flags: &str, runs: &[&str]) -> Vec<String> {
 /// A cluster of organization `org` on `target`, stored as a finished apply would leave it (no
 /// Terraform needed), in any database, a server's running as a process included.
 pub async fn seed_cluster(db: &sea_orm::DatabaseConnection, org: &str, target: &str, status: &str) -> String {
+    seed_cluster_with(db, org, target, status, None, |_| None).await
+}
+
+/// [`seed_cluster`] linked to cloud account `account`, with the Terraform outputs `outputs`
+/// makes from the cluster's name.
+pub async fn seed_cluster_with(
+    db: &sea_orm::DatabaseConnection,
+    org: &str,
+    target: &str,
+    status: &str,
+    account: Option<uuid::Uuid>,
+    outputs: impl FnOnce(&str) -> Option<Value>,
+) -> String {
     use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 
     let org = fleetplane::entity::organizations::Entity::find()
@@ -170,7 +183,7 @@ pub async fn seed_cluster(db: &sea_orm::DatabaseConnection, org: &str, target: &
         vpc_cidr: "10.0.0.0/16".into(),
         public_subnets: vec!["10.0.0.0/20".into()],
         private_subnets: vec!["10.0.64.0/19".into()],
-        node_instance_type: "local.small".into(),
+        node_instance_type: if target == "local" { "local.small".into() } else { "m6i.large".into() },
         node_min: 1,
         node_max: 3,
         node_desired: 1,
@@ -180,13 +193,13 @@ pub async fn seed_cluster(db: &sea_orm::DatabaseConnection, org: &str, target: &
     fleetplane::entity::clusters::ActiveModel {
         id: Set(id),
         org_id: Set(org.id),
-        cloud_account_id: Set(None),
+        cloud_account_id: Set(account),
         name: Set(spec.name()),
         name_key: Set(spec.name()),
         target: Set(target.into()),
         spec: Set(serde_json::to_value(&spec).expect("spec")),
         status: Set(status.into()),
-        outputs: Set(None),
+        outputs: Set(outputs(&spec.name())),
         created_by: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
