@@ -178,6 +178,13 @@ pub struct Slot {
     ended: CancellationToken,
 }
 
+impl Slot {
+    /// Cancelled when the stream must end: the server is stopping, or its credential was revoked.
+    pub fn ended(&self) -> &CancellationToken {
+        &self.ended
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut open = self.state.live.open.lock().unwrap_or_else(|p| p.into_inner());

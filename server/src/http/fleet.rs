@@ -103,6 +103,9 @@ struct Forward<'a> {
 impl Forward<'_> {
     async fn send(self) -> Result<Response> {
         let (deployment, token) = fleet_of(self.state, self.caller, self.deployment, self.needs).await?;
+        // A live stream counts against the caller's streams like Fleetplane's own, and ends
+        // with them (the server stopping, the caller's credential revoked).
+        let slot = if self.stream { Some(super::live::stream_slot(self.state, self.caller)?) } else { None };
         let base = deployment.outputs.as_ref().and_then(|o| o.get("url")).and_then(|u| u.as_str()).unwrap_or("");
         let mut url = reqwest::Url::parse(base)
             .ok()
@@ -149,10 +152,17 @@ impl Forward<'_> {
                 headers.insert(name, value.clone());
             }
         }
-        if self.stream && status.is_success() {
+        if let Some(slot) = slot.filter(|_| status.is_success()) {
+            use futures::StreamExt;
             // Proxies between here and the browser must not hold the stream back.
             headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-            return Ok((status, headers, Body::from_stream(answer.bytes_stream())).into_response());
+            let ended = slot.ended().clone().cancelled_owned();
+            // The slot is held for as long as the stream is.
+            let body = answer.bytes_stream().take_until(ended).map(move |chunk| {
+                let _held = &slot;
+                chunk
+            });
+            return Ok((status, headers, Body::from_stream(body)).into_response());
         }
         let body = answer.bytes().await.map_err(|e| unreachable(base, &e))?;
         Ok((status, headers, body).into_response())

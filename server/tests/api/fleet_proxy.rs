@@ -65,7 +65,7 @@ async fn start_fleet(app: &TestApp, id: &str, dir: &std::path::Path) -> Running 
 
 #[tokio::test]
 async fn the_fleet_is_read_and_changed_through_fleetplane_under_its_roles() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(|config| config.live.max_streams_per_user = 2).await;
     let ada = app.user("ada").await;
     let otto = app.user("otto").await;
     let vera = app.user("vera").await;
@@ -139,7 +139,32 @@ async fn the_fleet_is_read_and_changed_through_fleetplane_under_its_roles() {
         "{:?}",
         live.headers()
     );
+    // Live streams count against the caller's, as Fleetplane's own do; closing one frees it.
+    let open = || async {
+        vera.request(reqwest::Method::GET, &fleet(&id, &format!("bikes/{device}/live")))
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .expect("asked")
+    };
+    let second = open().await;
+    assert_eq!(second.status(), StatusCode::OK);
+    let refused = open().await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.text().await.expect("body").contains("too_many_streams"));
     drop(live);
+    // The proxy notices the closed connection when it next writes to it: the fleet's
+    // heartbeat comes every 15 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let again = open().await;
+        if again.status() == StatusCode::OK {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the closed stream's place was not freed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(second);
 
     // Admins decommission.
     otto.delete(&fleet(&id, &format!("bikes/{device}"))).await.expect_problem(StatusCode::FORBIDDEN, "forbidden");
