@@ -166,6 +166,12 @@ async fn the_fleet_is_read_and_changed_through_fleetplane_under_its_roles() {
     }
     drop(second);
 
+    // The fleet's pages render on the server too (a link opened in a new tab, a reload).
+    for page in ["fleet", &format!("fleet/bikes/{device}"), "fleet/quarantine"] {
+        let shown = vera.get(&format!("/orgs/ada/deployments/{id}/{page}")).await.expect_status(StatusCode::OK);
+        assert!(shown.text.to_lowercase().contains("<!doctype html>"), "{page}: {}", shown.text);
+    }
+
     // Admins decommission.
     otto.delete(&fleet(&id, &format!("bikes/{device}"))).await.expect_problem(StatusCode::FORBIDDEN, "forbidden");
     let gone = ada.delete(&fleet(&id, &format!("bikes/{device}"))).await.expect_status(StatusCode::OK).json();

@@ -49,14 +49,16 @@ fn bike_href(org: &str, deployment: Uuid, device: &str) -> String {
     format!("{}/bikes/{}", fleet_href(org, deployment), encode(device))
 }
 
-/// The caller's role in the organization, once known.
+/// The caller's role in the organization, once known (asked in the browser only).
 fn use_role(org: StoredValue<String>) -> RwSignal<Option<Role>> {
     let role = RwSignal::new(None);
-    leptos::task::spawn_local(async move {
-        let Some(name) = org.try_get_value() else { return };
-        if let Ok(found) = api::get_org(&name).await {
-            role.try_set(Some(found.role));
-        }
+    Effect::new(move |_| {
+        leptos::task::spawn_local(async move {
+            let Some(name) = org.try_get_value() else { return };
+            if let Ok(found) = api::get_org(&name).await {
+                role.try_set(Some(found.role));
+            }
+        });
     });
     role
 }
@@ -325,29 +327,32 @@ fn Bike(org: StoredValue<String>, deployment: Uuid, device: String) -> impl Into
     let points = RwSignal::new(Vec::<Point>::new());
     let feed = RwSignal::new(Vec::<(String, fleet::RecordView)>::new());
     let latest = RwSignal::new(None::<fleet::TelemetryView>);
-    browser::poll(move || async move {
-        let device = device.try_get_value()?;
-        let found = api::fleet_bike(deployment, &device).await;
-        let hopeless = found.as_ref().is_err_and(|e| matches!(e.status, 401 | 403 | 404 | 409));
-        if let Ok(found) = &found
-            && let Some(telemetry) = found.latest.as_ref().and_then(|l| l.telemetry.clone())
-        {
-            latest.try_update(|shown| {
-                if shown.as_ref().is_none_or(|s| s.recorded_at <= telemetry.recorded_at) {
-                    *shown = Some(telemetry);
-                }
-            });
-        }
-        bike.try_set(Some(found));
-        if let Some(now) = browser::now() {
-            let from = format::rfc3339(now - TimeDelta::hours(1));
-            let to = format::rfc3339(now + TimeDelta::minutes(1));
-            if let Ok(page) = api::fleet_telemetry(deployment, &device, &from, &to, "1m").await {
-                let history: Vec<Point> = page.buckets.unwrap_or_default().iter().filter_map(bucket_point).collect();
-                points.try_update(|shown| *shown = merge(&history, shown, now - TimeDelta::hours(1)));
+    Effect::new(move |_| {
+        browser::poll(move || async move {
+            let device = device.try_get_value()?;
+            let found = api::fleet_bike(deployment, &device).await;
+            let hopeless = found.as_ref().is_err_and(|e| matches!(e.status, 401 | 403 | 404 | 409));
+            if let Ok(found) = &found
+                && let Some(telemetry) = found.latest.as_ref().and_then(|l| l.telemetry.clone())
+            {
+                latest.try_update(|shown| {
+                    if shown.as_ref().is_none_or(|s| s.recorded_at <= telemetry.recorded_at) {
+                        *shown = Some(telemetry);
+                    }
+                });
             }
-        }
-        (!hopeless).then_some(BIKE_REFRESH)
+            bike.try_set(Some(found));
+            if let Some(now) = browser::now() {
+                let from = format::rfc3339(now - TimeDelta::hours(1));
+                let to = format::rfc3339(now + TimeDelta::minutes(1));
+                if let Ok(page) = api::fleet_telemetry(deployment, &device, &from, &to, "1m").await {
+                    let history: Vec<Point> =
+                        page.buckets.unwrap_or_default().iter().filter_map(bucket_point).collect();
+                    points.try_update(|shown| *shown = merge(&history, shown, now - TimeDelta::hours(1)));
+                }
+            }
+            (!hopeless).then_some(BIKE_REFRESH)
+        })
     });
     // Packets as they arrive; the browser resumes the stream after a drop with Last-Event-ID.
     const KINDS: &[&str] = &["telemetry", "trip_start", "trip_end", "fault", "boot"];
@@ -715,11 +720,13 @@ pub fn QuarantinePage() -> impl IntoView {
 #[component]
 fn Quarantine(org: StoredValue<String>, deployment: Uuid) -> impl IntoView {
     let page = RwSignal::new(None::<Result<fleet::QuarantinePage, ApiError>>);
-    browser::poll(move || async move {
-        let result = api::fleet_quarantine(deployment).await;
-        let hopeless = result.as_ref().is_err_and(|e| matches!(e.status, 401 | 403 | 404 | 409));
-        page.try_set(Some(result));
-        (!hopeless).then_some(BIKES_REFRESH)
+    Effect::new(move |_| {
+        browser::poll(move || async move {
+            let result = api::fleet_quarantine(deployment).await;
+            let hopeless = result.as_ref().is_err_and(|e| matches!(e.status, 401 | 403 | 404 | 409));
+            page.try_set(Some(result));
+            (!hopeless).then_some(BIKES_REFRESH)
+        })
     });
     view! {
         <PageHeader
