@@ -162,16 +162,12 @@ async fn wait_for_path(browser: &Client, path: &str) {
 }
 
 /// Polls `check` until it holds (15 s at most): the UI updates after its API call returns.
-async fn eventually<F, Fut>(what: &str, mut check: F)
+async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let started = Instant::now();
-    while !check().await {
-        assert!(started.elapsed() < Duration::from_secs(15), "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::eventually(what, 15, check).await;
 }
 
 async fn sign_in_with_the_form(browser: &Client, base: &str, email: &str) {
@@ -1006,16 +1002,14 @@ async fn deploy_fleet_telemetry_from_the_ui_and_watch_simulated_bikes_live_in_a_
     }));
 
     // They come online on the fleet page (it looks again every few seconds).
-    let started = Instant::now();
-    loop {
-        let online = browser.find_all(Locator::Css("[data-test=bike-row][data-online=true]")).await.expect("rows");
-        if online.len() == 5 {
-            break;
-        }
-        assert!(!sim.is_finished(), "the simulator stopped: {:?}", sim.await);
-        assert!(started.elapsed() < Duration::from_secs(180), "{} of 5 bikes online after 180 s", online.len());
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let online = || async {
+        browser.find_all(Locator::Css("[data-test=bike-row][data-online=true]")).await.expect("rows").len()
+    };
+    support::eventually("5 bikes online (or the simulator stopped)", 180, || async {
+        online().await == 5 || sim.is_finished()
+    })
+    .await;
+    assert!(!sim.is_finished(), "the simulator stopped: {:?}", sim.await);
     screenshot(&browser, "fleet-bikes-online").await;
 
     // A bike's page: its latest state, its packets live, and the chart moving as they come.
@@ -1031,11 +1025,7 @@ async fn deploy_fleet_telemetry_from_the_ui_and_watch_simulated_bikes_live_in_a_
             .unwrap_or(0)
     };
     let before = points().await;
-    let started = Instant::now();
-    while points().await <= before {
-        assert!(started.elapsed() < Duration::from_secs(60), "the chart stayed at {before} points for 60 s");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    support::eventually("the chart moving", 60, || async { points().await > before }).await;
     let speed = text_of(&browser, "[data-test=bike-speed]").await;
     assert!(speed.ends_with("km/h"), "{speed}");
     // The certificate the simulator was issued is listed; an owner issues another.

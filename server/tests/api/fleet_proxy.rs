@@ -6,8 +6,6 @@
 //! marked healthy at its address. The whole path through a container on the local target is
 //! `deployments.rs`'s Docker test and the browser test.
 
-use std::time::Duration;
-
 use fleet_telemetry::{
     config::{BrokerChoice, Config},
     serve::Running,
@@ -18,7 +16,7 @@ use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, Set};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::support::{Client, TestApp, ports::free_port, runs::seed_cluster};
+use crate::support::{Client, TestApp, eventually, ports::free_port, runs::seed_cluster};
 
 fn fleet(id: &str, rest: &str) -> String {
     format!("/api/v1/deployments/{id}/fleet/{rest}")
@@ -155,15 +153,7 @@ async fn the_fleet_is_read_and_changed_through_fleetplane_under_its_roles() {
     drop(live);
     // The proxy notices the closed connection when it next writes to it: the fleet's
     // heartbeat comes every 15 s.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let again = open().await;
-        if again.status() == StatusCode::OK {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the closed stream's place was not freed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the closed stream's place freed", 90, || async { open().await.status() == StatusCode::OK }).await;
     drop(second);
 
     // The fleet's pages render on the server too (a link opened in a new tab, a reload).
@@ -216,18 +206,12 @@ async fn the_proxy_says_why_a_fleet_cannot_be_reached() {
     let managed = registry.tokens().await.expect("tokens").into_iter().find(|t| t.scope.as_str() == "admin");
     registry.revoke_token("test", &managed.expect("the managed token").id, chrono::Utc::now()).await.expect("revoked");
     // The fleet remembers a good token for a few seconds.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let answer = ada.get(&fleet(&id, "bikes")).await;
-        if answer.status == StatusCode::BAD_GATEWAY {
-            let problem = answer.expect_problem(StatusCode::BAD_GATEWAY, "fleet_token_refused");
-            assert!(problem["detail"].as_str().is_some_and(|d| d.contains("revoked")), "{problem}");
-            break;
-        }
-        answer.expect_status(StatusCode::OK);
-        assert!(tokio::time::Instant::now() < deadline, "the revoked token was still taken after 60 s");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    eventually("the revoked token refused", 60, || async {
+        ada.get(&fleet(&id, "bikes")).await.status == StatusCode::BAD_GATEWAY
+    })
+    .await;
+    let problem = ada.get(&fleet(&id, "bikes")).await.expect_problem(StatusCode::BAD_GATEWAY, "fleet_token_refused");
+    assert!(problem["detail"].as_str().is_some_and(|d| d.contains("revoked")), "{problem}");
     running.stop().await.expect("stops");
 
     // Uninstalling, and uninstalled: not running.

@@ -42,6 +42,21 @@ pub fn has_fleet(deployment: &Deployment) -> bool {
         && matches!(deployment.status, DeploymentStatus::Healthy | DeploymentStatus::Degraded)
 }
 
+/// The values typed into a form: nothing for an empty box, else JSON, refused here as the API
+/// would refuse it.
+fn values_json(text: &str) -> Result<Option<serde_json::Value>, ApiError> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_str(text).map(Some).map_err(|error| ApiError {
+        status: 422,
+        code: "validation_failed".into(),
+        title: "Invalid values".into(),
+        detail: Some(format!("The values are not JSON: {error}.")),
+        errors: Vec::new(),
+    })
+}
+
 /// A deployment's status. Deployments at work show a live dot.
 #[component]
 pub fn DeploymentStatusBadge(status: DeploymentStatus) -> impl IntoView {
@@ -201,23 +216,9 @@ fn DeployForm(
     };
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        let text = values.get_untracked();
-        let values = if text.trim().is_empty() {
-            None
-        } else {
-            match serde_json::from_str::<serde_json::Value>(&text) {
-                Ok(value) => Some(value),
-                Err(error) => {
-                    form.error.set(Some(ApiError {
-                        status: 422,
-                        code: "validation_failed".into(),
-                        title: "Invalid values".into(),
-                        detail: Some(format!("The values are not JSON: {error}.")),
-                        errors: Vec::new(),
-                    }));
-                    return;
-                }
-            }
+        let values = match values_json(&values.get_untracked()) {
+            Ok(values) => values,
+            Err(error) => return form.error.set(Some(error)),
         };
         let request = CreateDeploymentRequest {
             service: Some(service.get_untracked()),
@@ -373,20 +374,11 @@ fn DeploymentDetails(
     };
     let on_upgrade = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        let parsed = match serde_json::from_str::<serde_json::Value>(&values.get_untracked()) {
-            Ok(value) => value,
-            Err(error) => {
-                upgrade.error.set(Some(ApiError {
-                    status: 422,
-                    code: "validation_failed".into(),
-                    title: "Invalid values".into(),
-                    detail: Some(format!("The values are not JSON: {error}.")),
-                    errors: Vec::new(),
-                }));
-                return;
-            }
+        let values = match values_json(&values.get_untracked()) {
+            Ok(values) => values,
+            Err(error) => return upgrade.error.set(Some(error)),
         };
-        let request = UpgradeDeploymentRequest { version: None, values: Some(parsed) };
+        let request = UpgradeDeploymentRequest { version: None, values };
         let org = org.get_value();
         upgrade.run(async move { api::upgrade_deployment(&org, id, &request).await }, after("Upgrade queued."));
     };
@@ -559,6 +551,15 @@ fn DeploymentDetails(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_are_json_or_nothing() {
+        assert_eq!(values_json("  "), Ok(None));
+        assert_eq!(values_json(r#"{"replicaCount": 1}"#), Ok(Some(serde_json::json!({ "replicaCount": 1 }))));
+        let refused = values_json("{replicaCount: 1}").unwrap_err();
+        assert_eq!((refused.status, refused.code.as_str()), (422, "validation_failed"));
+        assert!(refused.message().starts_with("The values are not JSON"), "{refused}");
+    }
 
     #[test]
     fn the_simulator_commands_name_the_deployments_container_and_address() {

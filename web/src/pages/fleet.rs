@@ -33,6 +33,12 @@ const FEED: usize = 20;
 /// Points of the chart: the last hour by the minute, and what arrived live since.
 const CHART_POINTS: usize = 600;
 
+/// An answer that asking again will not change: signed out, not allowed, gone, or the fleet not
+/// running; the page stops polling and shows it.
+fn hopeless(error: &ApiError) -> bool {
+    matches!(error.status, 401 | 403 | 404 | 409)
+}
+
 /// The page's organization and deployment, from its address.
 fn use_fleet_params() -> (Memo<String>, Memo<String>) {
     let org = use_org_name();
@@ -120,9 +126,9 @@ fn Bikes(org: StoredValue<String>, deployment: Uuid) -> impl IntoView {
             let query = query.clone();
             async move {
                 let result = api::fleet_bikes(deployment, &query).await;
-                let hopeless = result.as_ref().is_err_and(|e| matches!(e.status, 401 | 403 | 404 | 409));
+                let stop = result.as_ref().is_err_and(hopeless);
                 bikes.try_set(Some(result));
-                (!hopeless).then_some(BIKES_REFRESH)
+                (!stop).then_some(BIKES_REFRESH)
             }
         });
     });
@@ -331,7 +337,7 @@ fn Bike(org: StoredValue<String>, deployment: Uuid, device: String) -> impl Into
         browser::poll(move || async move {
             let device = device.try_get_value()?;
             let found = api::fleet_bike(deployment, &device).await;
-            let hopeless = found.as_ref().is_err_and(|e| matches!(e.status, 401 | 403 | 404 | 409));
+            let stop = found.as_ref().is_err_and(hopeless);
             if let Ok(found) = &found
                 && let Some(telemetry) = found.latest.as_ref().and_then(|l| l.telemetry.clone())
             {
@@ -351,7 +357,7 @@ fn Bike(org: StoredValue<String>, deployment: Uuid, device: String) -> impl Into
                     points.try_update(|shown| *shown = merge(&history, shown, now - TimeDelta::hours(1)));
                 }
             }
-            (!hopeless).then_some(BIKE_REFRESH)
+            (!stop).then_some(BIKE_REFRESH)
         })
     });
     // Packets as they arrive; the browser resumes the stream after a drop with Last-Event-ID.
@@ -723,9 +729,9 @@ fn Quarantine(org: StoredValue<String>, deployment: Uuid) -> impl IntoView {
     Effect::new(move |_| {
         browser::poll(move || async move {
             let result = api::fleet_quarantine(deployment).await;
-            let hopeless = result.as_ref().is_err_and(|e| matches!(e.status, 401 | 403 | 404 | 409));
+            let stop = result.as_ref().is_err_and(hopeless);
             page.try_set(Some(result));
-            (!hopeless).then_some(BIKES_REFRESH)
+            (!stop).then_some(BIKES_REFRESH)
         })
     });
     view! {

@@ -360,3 +360,18 @@ impl Resp {
         self.headers.get_all(header::SET_COOKIE).iter().filter_map(|v| v.to_str().ok().map(str::to_owned)).collect()
     }
 }
+
+/// Asks `check` again until it holds, for `seconds` at most; `what` names it in the failure.
+/// For state that changes on its own (a cache expiring, a connection noticed closed): the
+/// deadline is generous, and the pause between asks only spares the machine.
+pub async fn eventually<F, Fut>(what: &str, seconds: u64, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "still not {what} after {seconds} s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
