@@ -2,11 +2,21 @@
 //!
 //! One `telemetry` table, a ReplacingMergeTree partitioned by UTC day and ordered by
 //! `(device_id, recorded_at, seq)`. A packet delivered twice is written twice, and ClickHouse
-//! keeps one of the two when it merges parts. Every read uses `FINAL`, so an answer counts
-//! each packet once even before that merge. Retention drops whole day partitions (ClickHouse
-//! 18.16, which the tests use, has no TTL). [`insert`](TelemetryStore::insert) therefore
-//! returns how many packets it wrote, redeliveries included: finding out which were stored
-//! before would read the whole table for every batch.
+//! keeps one of the two when it merges parts. Every read of it uses `FINAL`, so an answer
+//! counts each packet once even before that merge. Retention drops whole day partitions
+//! (ClickHouse 18.16, which the tests use, has no TTL). [`insert`](TelemetryStore::insert)
+//! therefore returns how many packets it wrote, redeliveries included: finding out which
+//! were stored before would read the whole table for every batch.
+//!
+//! Beside it, `telemetry_minutes` keeps every bike's telemetry rolled up by minute, filled by
+//! a materialized view from every insert: an AggregatingMergeTree of the count, each field's
+//! sum, least and greatest value, and the set of the minute's `seq`s. A redelivery is rolled
+//! up again like any row, so a minute's rollup is trusted only where its count equals the
+//! number of distinct `seq`s in it; a minute with a redelivery in it is aggregated from the
+//! rows instead (with `FINAL`, exact). Redeliveries are rare (a broker or ingest restart), so
+//! history downsampled into whole minutes reads the rollup for nearly every minute the range
+//! covers whole: a bike-day at one minute is 1,440 rollup rows, not 86,400 packets. A
+//! database from before the rollup is rolled up once, when the store is first opened on it.
 //!
 //! Rows are sent as TabSeparated over HTTP: ClickHouse servers older than 22.6 mis-read
 //! RowBinary in rare cases, and TSV is what they read fastest. Every value sent is a number,
@@ -16,7 +26,6 @@
 //! in the background once it holds twice that.
 
 use std::{
-    collections::BTreeMap,
     fmt::Write as _,
     sync::atomic::{AtomicI64, Ordering},
     time::Duration,
@@ -29,8 +38,9 @@ use fleet_proto::{DeviceId, Envelope, Message, Telemetry, envelope::Body};
 use serde::Deserialize;
 
 use super::{
-    AGGREGATED, Bucket, Cursor, DEFAULT_QUARANTINE_CAP, History, MAX_BUCKETS, MAX_RECORDS, QuarantineEntry,
-    QuarantineFilter, Range, Record, Stat, TelemetryStore, bucket_millis, from_millis, millis,
+    AGGREGATED, Bucket, Cursor, DEFAULT_QUARANTINE_CAP, History, MAX_BUCKETS, MAX_RECORDS, MINUTE_MS, Partial,
+    QuarantineEntry, QuarantineFilter, Range, Record, TelemetryStore, bucket_millis, from_millis, merged_buckets,
+    millis, whole_minutes,
 };
 use crate::packet::{Packet, Quarantined, Reason};
 
@@ -88,6 +98,7 @@ impl ClickHouseStore {
             .execute()
             .await
             .context("creating the telemetry table")?;
+        create_rollup(&client).await?;
         client
             .query(
                 "CREATE TABLE IF NOT EXISTS quarantine (
@@ -120,6 +131,105 @@ impl ClickHouseStore {
         }
     }
 
+    /// `device_id`'s telemetry rows recorded in `[from, to)` ms, aggregated into buckets
+    /// `width` ms wide (only the buckets starting at `only`, unless it is empty): the earliest
+    /// [`MAX_BUCKETS`].
+    async fn aggregated(
+        &self,
+        device_id: &DeviceId,
+        (from, to): (i64, i64),
+        width: i64,
+        only: &[i64],
+    ) -> anyhow::Result<Vec<(i64, Partial)>> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let totals: String = AGGREGATED
+            .iter()
+            .map(|f| {
+                let total = |of: &str| format!("assumeNotNull(toFloat64({of}({f})))");
+                format!("{}, {}, {}", total("sum"), total("min"), total("max"))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        // The buckets are numbers this function was given: safe to put in the statement.
+        let only = if only.is_empty() {
+            String::new()
+        } else {
+            format!(" AND bucket IN ({})", only.iter().map(i64::to_string).collect::<Vec<_>>().join(", "))
+        };
+        let rows: Vec<BucketRow> = self
+            .client
+            .query(&format!(
+                "SELECT intDiv(recorded_at, ?) * ? AS bucket, count() AS n, toUInt8(0) AS redelivered,
+                        [{totals}] AS totals
+                 FROM telemetry FINAL
+                 WHERE kind = 'telemetry' AND device_id = ? AND recorded_at >= ? AND recorded_at < ? {only}
+                 GROUP BY bucket ORDER BY bucket LIMIT ?"
+            ))
+            .bind(width)
+            .bind(width)
+            .bind(device_id.as_str())
+            .bind(from)
+            .bind(to)
+            .bind(MAX_BUCKETS)
+            .fetch_all()
+            .await?;
+        rows.into_iter().map(|row| Ok((row.bucket, Partial::from_totals(row.n, &row.totals)?))).collect()
+    }
+
+    /// As [`aggregated`](Self::aggregated), from the minute rollup: `from`, `to` and `width`
+    /// are whole minutes. Buckets with a minute whose rollup holds a redelivery (more rows
+    /// than distinct `seq`s) are not among the buckets returned but the starts returned
+    /// beside them, to be aggregated from the rows.
+    async fn rolled_up(
+        &self,
+        device_id: &DeviceId,
+        (from, to): (i64, i64),
+        width: i64,
+    ) -> anyhow::Result<(Vec<(i64, Partial)>, Vec<i64>)> {
+        let minutes: String = AGGREGATED
+            .iter()
+            .enumerate()
+            .map(|(i, f)| format!(", sumMerge(sum_{f}) AS s{i}, minMerge(min_{f}) AS l{i}, maxMerge(max_{f}) AS g{i}"))
+            .collect();
+        let totals: String =
+            (0..AGGREGATED.len()).map(|i| format!("sum(s{i}), min(l{i}), max(g{i})")).collect::<Vec<_>>().join(", ");
+        let day = |at: i64| from_millis(at).map(|at| at.date_naive().to_string());
+        let rows: Vec<BucketRow> = self
+            .client
+            .query(&format!(
+                "SELECT intDiv(minute, ?) * ? AS bucket, sum(c) AS n, max(c > u) AS redelivered, [{totals}] AS totals
+                 FROM (
+                    SELECT minute, countMerge(n) AS c, uniqExactMerge(seqs) AS u {minutes}
+                    FROM telemetry_minutes
+                    WHERE device_id = ? AND day >= toDate(?) AND day <= toDate(?) AND minute >= ? AND minute < ?
+                    GROUP BY minute
+                 )
+                 GROUP BY bucket ORDER BY bucket LIMIT ?"
+            ))
+            .bind(width)
+            .bind(width)
+            .bind(device_id.as_str())
+            .bind(day(from)?)
+            .bind(day(to - 1)?)
+            .bind(from)
+            .bind(to)
+            .bind(MAX_BUCKETS)
+            .fetch_all()
+            .await?;
+        let mut buckets = Vec::with_capacity(rows.len());
+        let mut redelivered = Vec::new();
+        for row in rows {
+            if row.redelivered == 0 {
+                buckets.push((row.bucket, Partial::from_totals(row.n, &row.totals)?));
+            } else {
+                redelivered.push(row.bucket);
+            }
+        }
+        Ok((buckets, redelivered))
+    }
+
     /// The id of the oldest quarantine entry still shown (the cap-th newest), if it is full.
     async fn oldest_shown(&self) -> anyhow::Result<Option<i64>> {
         let ids: Vec<i64> = self
@@ -130,6 +240,72 @@ impl ClickHouseStore {
             .await?;
         Ok(ids.first().copied())
     }
+}
+
+/// `SELECT` of the minute rollup's columns from `telemetry` rows, grouped by bike and minute:
+/// what the materialized view runs on every insert, and what rolls up a database from
+/// before the rollup.
+fn rollup_select(from: &str) -> String {
+    let totals: String = AGGREGATED
+        .iter()
+        .map(|f| {
+            let value = format!("toFloat64(assumeNotNull({f}))");
+            format!(", sumState({value}) AS sum_{f}, minState({value}) AS min_{f}, maxState({value}) AS max_{f}")
+        })
+        .collect();
+    format!(
+        "SELECT device_id, day, intDiv(recorded_at, {MINUTE_MS}) * {MINUTE_MS} AS minute, countState() AS n,
+                uniqExactState(seq) AS seqs {totals}
+         FROM {from} WHERE kind = 'telemetry' GROUP BY device_id, day, minute"
+    )
+}
+
+/// Creates the minute rollup and the view that fills it, and rolls up what was stored before
+/// it existed. Rows the view takes while that runs are rolled up twice, which the reads see
+/// (a count above its distinct `seq`s) and answer from the rows: still exact.
+async fn create_rollup(client: &Client) -> anyhow::Result<()> {
+    let columns: String = AGGREGATED
+        .iter()
+        .map(|f| {
+            format!(
+                ", sum_{f} AggregateFunction(sum, Float64), min_{f} AggregateFunction(min, Float64), \
+                 max_{f} AggregateFunction(max, Float64)"
+            )
+        })
+        .collect();
+    client
+        .query(&format!(
+            "CREATE TABLE IF NOT EXISTS telemetry_minutes (
+                device_id String, day Date, minute Int64, n AggregateFunction(count),
+                seqs AggregateFunction(uniqExact, UInt64) {columns}
+            ) ENGINE = AggregatingMergeTree() PARTITION BY day ORDER BY (device_id, minute)"
+        ))
+        .execute()
+        .await
+        .context("creating the minute rollup")?;
+    client
+        .query(&format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS telemetry_minutes_view TO telemetry_minutes AS {}",
+            rollup_select("telemetry")
+        ))
+        .execute()
+        .await
+        .context("creating the view that rolls telemetry up")?;
+    client
+        .query("CREATE TABLE IF NOT EXISTS rollup_done (rolled_up UInt8) ENGINE = TinyLog")
+        .execute()
+        .await
+        .context("creating the rollup's marker")?;
+    let done: u64 = client.query("SELECT count() FROM rollup_done").fetch_one().await?;
+    if done == 0 {
+        client
+            .query(&format!("INSERT INTO telemetry_minutes {}", rollup_select("telemetry FINAL")))
+            .execute()
+            .await
+            .context("rolling up the telemetry stored before the rollup")?;
+        client.query("INSERT INTO rollup_done VALUES (1)").execute().await?;
+    }
+    Ok(())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -195,6 +371,16 @@ fn row(out: &mut String, packet: &Packet) {
         other => hex(&Envelope { body: Some(other.clone()), ..Envelope::default() }.encode_to_vec()),
     };
     let _ = writeln!(out, "\t{event}");
+}
+
+/// A bucket as read back: its start, how many rows, whether the rollup saw a redelivery in
+/// it, and each of [`AGGREGATED`]'s sum, least and greatest value, in that order.
+#[derive(clickhouse::Row, Deserialize)]
+struct BucketRow {
+    bucket: i64,
+    n: u64,
+    redelivered: u8,
+    totals: Vec<f64>,
 }
 
 /// A stored packet as read back, columns in the order of [`RECORD_COLUMNS`].
@@ -361,53 +547,26 @@ impl TelemetryStore for ClickHouseStore {
 
     async fn downsampled(&self, device_id: &DeviceId, range: Range, every: Duration) -> anyhow::Result<Vec<Bucket>> {
         let width = bucket_millis(every)?;
-        let aggregates: String = AGGREGATED
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                let (a, b, c) = (i * 3, i * 3 + 1, i * 3 + 2);
-                format!(
-                    ", assumeNotNull(toFloat64(avg({f}))) AS s{a}, assumeNotNull(toFloat64(min({f}))) AS s{b}, \
-                     assumeNotNull(toFloat64(max({f}))) AS s{c}"
-                )
-            })
-            .collect();
-        #[derive(clickhouse::Row, Deserialize)]
-        struct BucketRow {
-            bucket: i64,
-            n: u64,
-            stats: Vec<f64>,
+        let (from, to) = (millis(range.from), millis(range.to));
+        if from >= to {
+            return Ok(Vec::new());
         }
-        // The stats come back as one array: fields in AGGREGATED order, avg/min/max each.
-        let rows: Vec<BucketRow> = self
-            .client
-            .query(&format!(
-                "SELECT bucket, n, [{}] FROM (
-                    SELECT intDiv(recorded_at, ?) * ? AS bucket, count() AS n {aggregates}
-                    FROM telemetry FINAL
-                    WHERE kind = 'telemetry' AND device_id = ? AND recorded_at >= ? AND recorded_at < ?
-                    GROUP BY bucket ORDER BY bucket LIMIT ?
-                )",
-                (0..AGGREGATED.len() * 3).map(|i| format!("s{i}")).collect::<Vec<_>>().join(", ")
-            ))
-            .bind(width)
-            .bind(width)
-            .bind(device_id.as_str())
-            .bind(millis(range.from))
-            .bind(millis(range.to))
-            .bind(MAX_BUCKETS)
-            .fetch_all()
-            .await?;
-        rows.into_iter()
-            .map(|row| {
-                let mut stats = BTreeMap::new();
-                for (i, field) in AGGREGATED.iter().enumerate() {
-                    let value = |k: usize| row.stats.get(i * 3 + k).copied().context("a bucket's stats are short");
-                    stats.insert(*field, Stat { avg: value(0)?, min: value(1)?, max: value(2)? });
+        let mut parts = Vec::new();
+        match whole_minutes(from, to) {
+            Some((first, last)) if width % MINUTE_MS == 0 => {
+                // The whole minutes from the rollup, where it holds no redelivery; the rest,
+                // and the ragged ends, from the rows.
+                let (rolled_up, redelivered) = self.rolled_up(device_id, (first, last), width).await?;
+                parts.extend(rolled_up);
+                if !redelivered.is_empty() {
+                    parts.extend(self.aggregated(device_id, (first, last), width, &redelivered).await?);
                 }
-                Ok(Bucket { start: from_millis(row.bucket)?, count: row.n, stats })
-            })
-            .collect()
+                parts.extend(self.aggregated(device_id, (from, first), width, &[]).await?);
+                parts.extend(self.aggregated(device_id, (last, to), width, &[]).await?);
+            }
+            _ => parts.extend(self.aggregated(device_id, (from, to), width, &[]).await?),
+        }
+        merged_buckets(parts)
     }
 
     async fn count(&self, device_id: Option<&DeviceId>) -> anyhow::Result<u64> {
@@ -485,12 +644,15 @@ impl TelemetryStore for ClickHouseStore {
                 continue;
             };
             if partition_day < day {
-                // The day is a parsed date: safe to put in the statement.
-                self.client
-                    .query(&format!("ALTER TABLE telemetry DROP PARTITION '{partition_day}'"))
-                    .execute()
-                    .await
-                    .with_context(|| format!("dropping the day {partition_day}"))?;
+                // The day is a parsed date: safe to put in the statement. The rollup first: a
+                // day whose rows are gone is not downsampled from a rollup left behind.
+                for table in ["telemetry_minutes", "telemetry"] {
+                    self.client
+                        .query(&format!("ALTER TABLE {table} DROP PARTITION '{partition_day}'"))
+                        .execute()
+                        .await
+                        .with_context(|| format!("dropping the day {partition_day} from {table}"))?;
+                }
                 dropped.push(partition_day);
             }
         }
@@ -595,6 +757,8 @@ pub mod testing {
 
 #[cfg(test)]
 mod tests {
+    use chrono::TimeDelta;
+
     use super::*;
     use crate::store::tests as shared;
 
@@ -616,6 +780,72 @@ mod tests {
         // Reopening finds what was stored, and tables are not created twice.
         let again = server.store("once").await;
         assert_eq!(again.count(None).await.expect("count"), 50);
+        whole_minutes_are_answered_from_the_rollup(&server.store("rollup").await).await;
+        a_database_from_before_the_rollup_is_rolled_up_when_opened(&server).await;
+    }
+
+    async fn whole_minutes_are_answered_from_the_rollup(store: &ClickHouseStore) {
+        let bike = shared::device(7);
+        let start = shared::noon() - TimeDelta::minutes(30);
+        let packets = shared::ride(&bike, 360, start);
+        store.insert(&packets).await.expect("insert");
+        // A redelivery in one minute: its rollup counts it twice, and that minute alone is
+        // read from the rows.
+        store.insert(&packets[100..101]).await.expect("redelivered");
+        let window = Range { from: start, to: start + TimeDelta::minutes(30) };
+        let every = Duration::from_secs(60);
+        let buckets = store.downsampled(&bike, window, every).await.expect("downsampled");
+        assert_eq!(buckets.len(), 30);
+        assert_eq!(buckets.iter().map(|b| b.count).sum::<u64>(), 360);
+        shared::assert_matches_raw(store, &bike, window, every, &buckets).await;
+        let doubled: Vec<i64> = store
+            .client
+            .query(
+                "SELECT minute FROM (SELECT minute, countMerge(n) AS c, uniqExactMerge(seqs) AS u
+                 FROM telemetry_minutes GROUP BY minute) WHERE c > u",
+            )
+            .fetch_all()
+            .await
+            .expect("rollup");
+        let redelivered = millis(packets[100].recorded_at);
+        assert_eq!(doubled, [redelivered - redelivered.rem_euclid(MINUTE_MS)], "the rollup saw the redelivery");
+
+        // With the rows set aside, the minutes without a redelivery are still answered: from
+        // the rollup. (The one with it is not: it is read from the rows, now gone.)
+        let day = shared::noon().date_naive();
+        store.client.query(&format!("ALTER TABLE telemetry DETACH PARTITION '{day}'")).execute().await.expect("detach");
+        assert_eq!(store.count(Some(&bike)).await.expect("count"), 0);
+        let from_rollup = store.downsampled(&bike, window, every).await.expect("downsampled");
+        let expected: Vec<&Bucket> = buckets.iter().filter(|b| millis(b.start) != doubled[0]).collect();
+        assert_eq!(from_rollup.iter().collect::<Vec<_>>(), expected);
+        store.client.query(&format!("ALTER TABLE telemetry ATTACH PARTITION '{day}'")).execute().await.expect("attach");
+        assert_eq!(store.count(Some(&bike)).await.expect("count"), 360);
+    }
+
+    async fn a_database_from_before_the_rollup_is_rolled_up_when_opened(server: &testing::ClickHouseServer) {
+        let store = server.store("before").await;
+        let bike = shared::device(8);
+        let start = shared::noon() + TimeDelta::seconds(13);
+        let packets = shared::ride(&bike, 100, start);
+        store.insert(&packets).await.expect("insert");
+        store.insert(&packets[..10]).await.expect("redelivered");
+        for table in ["telemetry_minutes_view", "telemetry_minutes", "rollup_done"] {
+            store.client.query(&format!("DROP TABLE {table}")).execute().await.expect("drop");
+        }
+        let store = server.store("before").await;
+        let rolled_up: u64 =
+            store.client.query("SELECT countMerge(n) FROM telemetry_minutes").fetch_one().await.expect("rollup");
+        assert_eq!(rolled_up, 100, "what was stored, once each");
+        let window = Range { from: start - TimeDelta::minutes(1), to: start + TimeDelta::minutes(10) };
+        for every in [60, 120].map(Duration::from_secs) {
+            let buckets = store.downsampled(&bike, window, every).await.expect("downsampled");
+            shared::assert_matches_raw(&store, &bike, window, every, &buckets).await;
+        }
+        // Opened again, it is not rolled up twice.
+        let store = server.store("before").await;
+        let rolled_up: u64 =
+            store.client.query("SELECT countMerge(n) FROM telemetry_minutes").fetch_one().await.expect("rollup");
+        assert_eq!(rolled_up, 100);
     }
 
     #[tokio::test]

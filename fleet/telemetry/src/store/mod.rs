@@ -191,6 +191,84 @@ pub trait TelemetryStore: Send + Sync {
     async fn drop_days_before(&self, day: NaiveDate) -> anyhow::Result<Vec<NaiveDate>>;
 }
 
+/// The grain of both stores' rollups.
+const MINUTE_MS: i64 = 60_000;
+
+/// The whole minutes within `[from, to)` ms, if there are any: the part of a range that a
+/// minute rollup can answer. The rest, its ragged ends, is read from the rows.
+fn whole_minutes(from: i64, to: i64) -> Option<(i64, i64)> {
+    let first = from + (MINUTE_MS - from.rem_euclid(MINUTE_MS)) % MINUTE_MS;
+    let last = to - to.rem_euclid(MINUTE_MS);
+    (first < last).then_some((first, last))
+}
+
+/// Buckets from parts of them (the same start may come from several reads): merged, in
+/// order, the earliest [`MAX_BUCKETS`].
+fn merged_buckets(parts: impl IntoIterator<Item = (i64, Partial)>) -> anyhow::Result<Vec<Bucket>> {
+    let mut buckets: BTreeMap<i64, Partial> = BTreeMap::new();
+    for (start, partial) in parts {
+        buckets.entry(start).and_modify(|sum| sum.merge(&partial)).or_insert(partial);
+    }
+    buckets
+        .into_iter()
+        .take(usize::try_from(MAX_BUCKETS).unwrap_or(usize::MAX))
+        .map(|(start, partial)| partial.into_bucket(start))
+        .collect()
+}
+
+/// The running aggregate of one bucket (or one minute): how many rows, and each of
+/// [`AGGREGATED`]'s sum, least and greatest value, in that order.
+#[derive(Clone, Debug)]
+struct Partial {
+    count: i64,
+    totals: [(f64, f64, f64); AGGREGATED.len()],
+}
+
+impl Partial {
+    fn of(telemetry: &Telemetry) -> Self {
+        let mut totals = [(0.0, 0.0, 0.0); AGGREGATED.len()];
+        for (total, field) in totals.iter_mut().zip(AGGREGATED) {
+            let value = value_of(telemetry, field).unwrap_or_default();
+            *total = (value, value, value);
+        }
+        Self { count: 1, totals }
+    }
+
+    /// `count` rows whose totals are `values`: each of [`AGGREGATED`]'s sum, least and
+    /// greatest value, in that order.
+    fn from_totals(count: u64, values: &[f64]) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            values.len() == AGGREGATED.len() * 3,
+            "{} totals for {} fields",
+            values.len(),
+            AGGREGATED.len()
+        );
+        let mut totals = [(0.0, 0.0, 0.0); AGGREGATED.len()];
+        for (total, value) in totals.iter_mut().zip(values.chunks_exact(3)) {
+            *total = (value[0], value[1], value[2]);
+        }
+        Ok(Self { count: i64::try_from(count).unwrap_or(i64::MAX), totals })
+    }
+
+    fn merge(&mut self, other: &Self) {
+        self.count += other.count;
+        for (mine, theirs) in self.totals.iter_mut().zip(&other.totals) {
+            *mine = (mine.0 + theirs.0, mine.1.min(theirs.1), mine.2.max(theirs.2));
+        }
+    }
+
+    fn into_bucket(self, start: i64) -> anyhow::Result<Bucket> {
+        #[allow(clippy::cast_precision_loss)] // a bucket holds far fewer than 2^53 rows
+        let n = self.count as f64;
+        let stats = AGGREGATED
+            .iter()
+            .zip(self.totals)
+            .map(|(field, (sum, min, max))| (*field, Stat { avg: sum / n, min, max }))
+            .collect();
+        Ok(Bucket { start: from_millis(start)?, count: u64::try_from(self.count).unwrap_or_default(), stats })
+    }
+}
+
 /// Milliseconds since the Unix epoch, as the stores keep times.
 fn millis(time: DateTime<Utc>) -> i64 {
     time.timestamp_millis()

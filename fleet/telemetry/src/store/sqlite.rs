@@ -29,8 +29,9 @@ use sea_orm::sqlx::{
 use tokio::sync::Mutex;
 
 use super::{
-    AGGREGATED, Bucket, Cursor, DEFAULT_QUARANTINE_CAP, History, MAX_BUCKETS, MAX_RECORDS, QuarantineEntry,
-    QuarantineFilter, Range, Record, Stat, TelemetryStore, bucket_millis, from_millis, millis, value_of,
+    AGGREGATED, Bucket, Cursor, DEFAULT_QUARANTINE_CAP, History, MAX_BUCKETS, MAX_RECORDS, MINUTE_MS, Partial,
+    QuarantineEntry, QuarantineFilter, Range, Record, TelemetryStore, bucket_millis, from_millis, merged_buckets,
+    millis, whole_minutes,
 };
 use crate::packet::{Packet, Quarantined, Reason};
 
@@ -55,8 +56,6 @@ const TELEMETRY_COLUMNS: [&str; 16] = [
 ];
 /// Rows per INSERT statement: at most 45 values each, well under SQLite's 32,766 variables.
 const ROWS_PER_STATEMENT: usize = 500;
-/// The rollup's grain.
-const MINUTE_MS: i64 = 60_000;
 
 /// The days stored, and those of them with a minute rollup (all but days stored by a version
 /// before the rollups).
@@ -327,31 +326,8 @@ async fn roll_up(
     Ok(())
 }
 
-/// The running aggregate of one bucket (or one minute): how many rows, and each of
-/// [`AGGREGATED`]'s sum, least and greatest value, in that order.
-#[derive(Clone, Debug)]
-struct Partial {
-    count: i64,
-    totals: [(f64, f64, f64); AGGREGATED.len()],
-}
-
+/// How SQLite's rows and rollup blobs become partial aggregates.
 impl Partial {
-    fn of(telemetry: &Telemetry) -> Self {
-        let mut totals = [(0.0, 0.0, 0.0); AGGREGATED.len()];
-        for (total, field) in totals.iter_mut().zip(AGGREGATED) {
-            let value = value_of(telemetry, field).unwrap_or_default();
-            *total = (value, value, value);
-        }
-        Self { count: 1, totals }
-    }
-
-    fn merge(&mut self, other: &Self) {
-        self.count += other.count;
-        for (mine, theirs) in self.totals.iter_mut().zip(&other.totals) {
-            *mine = (mine.0 + theirs.0, mine.1.min(theirs.1), mine.2.max(theirs.2));
-        }
-    }
-
     /// A row of `bucket, n`, then each of [`AGGREGATED`]'s sum, min and max, in that order.
     fn from_row(row: &SqliteRow) -> anyhow::Result<(i64, Self)> {
         let mut totals = [(0.0, 0.0, 0.0); AGGREGATED.len()];
@@ -376,17 +352,6 @@ impl Partial {
             *total = (next(), next(), next());
         }
         Ok(Self { count, totals })
-    }
-
-    fn into_bucket(self, start: i64) -> anyhow::Result<Bucket> {
-        #[allow(clippy::cast_precision_loss)] // a bucket holds far fewer than 2^53 rows
-        let n = self.count as f64;
-        let stats = AGGREGATED
-            .iter()
-            .zip(self.totals)
-            .map(|(field, (sum, min, max))| (*field, Stat { avg: sum / n, min, max }))
-            .collect();
-        Ok(Bucket { start: from_millis(start)?, count: u64::try_from(self.count).unwrap_or_default(), stats })
     }
 }
 
@@ -621,29 +586,16 @@ impl TelemetryStore for SqliteStore {
             let known = self.known_days();
             days.iter().all(|day| known.rolled_up.contains(day))
         };
-        if width % MINUTE_MS == 0 && rolled_up {
-            // The whole minutes from the rollup, the ragged ends from the rows.
-            let first = from + (MINUTE_MS - from.rem_euclid(MINUTE_MS)) % MINUTE_MS;
-            let last = to - to.rem_euclid(MINUTE_MS);
-            if first < last {
+        match whole_minutes(from, to) {
+            Some((first, last)) if width % MINUTE_MS == 0 && rolled_up => {
+                // The whole minutes from the rollup, the ragged ends from the rows.
                 parts.push(self.rolled_up(&days, device_id, (first, last), width).await?);
                 parts.push(self.aggregated(&days, device_id, (from, first), width).await?);
                 parts.push(self.aggregated(&days, device_id, (last, to), width).await?);
-            } else {
-                parts.push(self.aggregated(&days, device_id, (from, to), width).await?);
             }
-        } else {
-            parts.push(self.aggregated(&days, device_id, (from, to), width).await?);
+            _ => parts.push(self.aggregated(&days, device_id, (from, to), width).await?),
         }
-        let mut buckets: BTreeMap<i64, Partial> = BTreeMap::new();
-        for (start, partial) in parts.into_iter().flatten() {
-            buckets.entry(start).and_modify(|sum| sum.merge(&partial)).or_insert(partial);
-        }
-        buckets
-            .into_iter()
-            .take(usize::try_from(MAX_BUCKETS).unwrap_or(usize::MAX))
-            .map(|(start, partial)| partial.into_bucket(start))
-            .collect()
+        merged_buckets(parts.into_iter().flatten())
     }
 
     async fn count(&self, device_id: Option<&DeviceId>) -> anyhow::Result<u64> {
