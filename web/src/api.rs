@@ -525,15 +525,17 @@ pub async fn fleet_revoke_certificate(
     call(Method::Post, &path, body(fleet::Revocation { reason: reason.to_owned() })).await
 }
 
-/// Telemetry of `device` from `from` to `to` (RFC 3339), downsampled into buckets of `every`.
+/// Telemetry of `device` from `from` to `to` (RFC 3339), downsampled into buckets of `every`,
+/// with the stats of `fields` only.
 pub async fn fleet_telemetry(
     deployment: Uuid,
     device: &str,
-    from: &str,
-    to: &str,
+    (from, to): (&str, &str),
     every: &str,
+    fields: &[&str],
 ) -> ApiResult<fleet::TelemetryPage> {
-    let query = format!("from={}&to={}&every={}", encode(from), encode(to), encode(every));
+    let query =
+        format!("from={}&to={}&every={}&fields={}", encode(from), encode(to), encode(every), encode(&fields.join(",")));
     call(Method::Get, &fleet_path(deployment, &format!("/bikes/{}/telemetry?{query}", encode(device))), None).await
 }
 

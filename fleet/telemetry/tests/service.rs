@@ -100,6 +100,17 @@ async fn a_bike_registered_through_the_api_publishes_and_its_state_history_and_l
     let counted: u64 =
         buckets["buckets"].as_array().expect("buckets").iter().map(|b| b["count"].as_u64().expect("n")).sum();
     assert_eq!(counted, 10, "{buckets}");
+    let some = service
+        .get(&format!("/api/v1/bikes/{device}/telemetry?every=1h&fields=speed_kmh,battery_soc_pct"), &token)
+        .await;
+    let (some, all) = (some["buckets"].as_array().expect("buckets"), buckets["buckets"].as_array().expect("buckets"));
+    assert_eq!(some.len(), all.len());
+    for (bucket, whole) in some.iter().zip(all) {
+        let names: Vec<&str> = bucket["stats"].as_object().expect("stats").keys().map(String::as_str).collect();
+        assert_eq!(names, ["battery_soc_pct", "speed_kmh"], "{bucket}");
+        assert_eq!(bucket["stats"]["speed_kmh"], whole["stats"]["speed_kmh"], "the same figures");
+        assert_eq!(bucket["count"], whole["count"]);
+    }
 
     // The live stream saw every packet, in order, each with its seq as id.
     let mut text = String::new();
@@ -307,6 +318,9 @@ async fn every_bad_request_gets_a_problem_with_a_stable_code_and_changes_nothing
             "too_many_buckets",
         ),
         bad(Method::GET, &format!("{history}?every=1m&limit=5"), a, None, 400, "invalid_query"),
+        bad(Method::GET, &format!("{history}?every=1m&fields=speed"), a, None, 400, "invalid_query"),
+        bad(Method::GET, &format!("{history}?every=1m&fields="), a, None, 400, "invalid_query"),
+        bad(Method::GET, &format!("{history}?fields=speed_kmh"), a, None, 400, "invalid_query"),
         bad(Method::GET, &format!("{history}?limit=0"), a, None, 400, "invalid_query"),
         bad(Method::GET, &format!("{history}?limit=10001"), a, None, 400, "invalid_query"),
         bad(Method::GET, &format!("{history}?cursor=yesterday"), a, None, 400, "invalid_query"),

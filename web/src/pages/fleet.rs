@@ -351,7 +351,7 @@ fn Bike(org: StoredValue<String>, deployment: Uuid, device: String) -> impl Into
             if let Some(now) = browser::now() {
                 let from = format::rfc3339(now - TimeDelta::hours(1));
                 let to = format::rfc3339(now + TimeDelta::minutes(1));
-                if let Ok(page) = api::fleet_telemetry(deployment, &device, &from, &to, "1m").await {
+                if let Ok(page) = api::fleet_telemetry(deployment, &device, (&from, &to), "1m", &CHARTED).await {
                     let history: Vec<Point> =
                         page.buckets.unwrap_or_default().iter().filter_map(bucket_point).collect();
                     points.try_update(|shown| *shown = merge(&history, shown, now - TimeDelta::hours(1)));
@@ -444,12 +444,15 @@ fn Bike(org: StoredValue<String>, deployment: Uuid, device: String) -> impl Into
     }
 }
 
+/// What the bike's chart draws: the fields its history asks for.
+const CHARTED: [&str; 2] = ["speed_kmh", "battery_soc_pct"];
+
 /// The average speed and battery of a bucket, if it has both.
 fn bucket_point(bucket: &fleet::BucketView) -> Option<Point> {
     Some(Point {
         at: bucket.start,
-        speed_kmh: bucket.stats.get("speed_kmh")?.avg,
-        battery_pct: bucket.stats.get("battery_soc_pct")?.avg,
+        speed_kmh: bucket.stats.get(CHARTED[0])?.avg,
+        battery_pct: bucket.stats.get(CHARTED[1])?.avg,
     })
 }
 

@@ -22,7 +22,7 @@ use super::{
 use crate::{
     packet::Reason,
     registry::tokens::Scope,
-    store::{Cursor, MAX_BUCKETS, MAX_RECORDS, QuarantineFilter, Range},
+    store::{AGGREGATED, Cursor, MAX_BUCKETS, MAX_RECORDS, QuarantineFilter, Range},
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -42,6 +42,9 @@ pub struct HistoryQuery {
     to: Option<String>,
     /// Downsample into buckets this wide: `30s`, `1m`, `5m`, `1h`, `1d` (at most 10,000 buckets).
     every: Option<String>,
+    /// Downsampled history only: the fields to aggregate, comma-separated (`speed_kmh,battery_soc_pct`);
+    /// default all of them.
+    fields: Option<String>,
     /// Raw history only: at most this many (1 to 10,000, default 500).
     limit: Option<u64>,
     /// Raw history only: the `next` of the previous page.
@@ -75,6 +78,21 @@ pub fn every(text: &str) -> Option<Duration> {
     number.checked_mul(unit).map(Duration::from_secs)
 }
 
+/// The fields a downsampled history keeps: `text`'s, comma-separated, each one of
+/// [`AGGREGATED`].
+fn fields(text: &str) -> Result<Vec<&'static str>> {
+    text.split(',')
+        .map(|name| {
+            AGGREGATED.iter().find(|field| **field == name).copied().ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("`fields` is a comma-separated list of {}", AGGREGATED.join(", ")),
+                )
+            })
+        })
+        .collect()
+}
+
 fn cursor_text(cursor: Cursor) -> String {
     format!("{}-{}", cursor.recorded_at.timestamp_millis(), cursor.seq)
 }
@@ -86,7 +104,7 @@ fn parse_cursor(text: &str) -> Option<Cursor> {
 
 /// A bike's packets recorded in `[from, to)`, ordered by `recorded_at` (an offline batch that
 /// came late sits where it was recorded). With `every`, its telemetry downsampled into buckets
-/// of that width: count, and avg/min/max of each field.
+/// of that width: count, and avg/min/max of each field (or of `fields` alone).
 #[utoipa::path(get, path = "/api/v1/bikes/{device_id}/telemetry", tag = "telemetry", params(HistoryQuery), responses(
     (status = 200, body = TelemetryPage),
     (status = 400, description = "`invalid_query`, `too_many_buckets`", body = Problem, content_type = "application/problem+json"),
@@ -126,12 +144,24 @@ async fn history(
                 ),
             ));
         }
-        let buckets = state.store.downsampled(&device, range, every).await.map_err(ApiError::store)?;
+        let fields = params.fields.as_deref().map(fields).transpose()?;
+        let mut buckets = state.store.downsampled(&device, range, every).await.map_err(ApiError::store)?;
+        if let Some(fields) = fields {
+            for bucket in &mut buckets {
+                bucket.stats.retain(|field, _| fields.contains(field));
+            }
+        }
         return Ok(Json(TelemetryPage {
             every_secs: Some(every.as_secs()),
             buckets: Some(buckets.into_iter().map(BucketView::from).collect()),
             ..TelemetryPage::default()
         }));
+    }
+    if params.fields.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "`fields` chooses what a downsampled history aggregates: give it with `every`",
+        ));
     }
     let limit = params.limit.unwrap_or(DEFAULT_RECORDS);
     if !(1..=MAX_RECORDS).contains(&limit) {
@@ -236,6 +266,15 @@ mod tests {
         assert_eq!(every("1d"), Some(Duration::from_secs(86_400)));
         for bad in ["", "m", "0s", "5", "5 m", "1w", "-1s", "99999999999999999999d"] {
             assert_eq!(every(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn fields_are_names_of_aggregated_values() {
+        assert_eq!(fields("speed_kmh,battery_soc_pct").expect("fields"), ["speed_kmh", "battery_soc_pct"]);
+        assert_eq!(fields("lat").expect("one"), ["lat"]);
+        for bad in ["", "speed", "speed_kmh,", "speed_kmh,,lat", " lat", "seq"] {
+            assert!(fields(bad).is_err(), "{bad}");
         }
     }
 
