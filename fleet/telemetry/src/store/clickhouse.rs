@@ -9,11 +9,11 @@
 //! were stored before would read the whole table for every batch.
 //!
 //! Beside it, `telemetry_minutes` keeps every bike's telemetry rolled up by minute, filled by
-//! a materialized view from every insert: an AggregatingMergeTree of the count, each field's
-//! sum, least and greatest value, and the set of the minute's `seq`s. A redelivery is rolled
-//! up again like any row, so a minute's rollup is trusted only where its count equals the
-//! number of distinct `seq`s in it; a minute with a redelivery in it is aggregated from the
-//! rows instead (with `FINAL`, exact). Redeliveries are rare (a broker or ingest restart), so
+//! a materialized view from every insert: an AggregatingMergeTree of the count, the fields'
+//! sums, least and greatest values (as arrays, `-ForEach`: three columns to read, not 42),
+//! and a bitmap of the minute's `seq`s. A redelivery is rolled up again like any row, so a
+//! minute's rollup is trusted only where its count equals the bits its `seq`s set; a minute
+//! that may hold a redelivery is aggregated from the rows instead (with `FINAL`, exact). Redeliveries are rare (a broker or ingest restart), so
 //! history downsampled into whole minutes reads the rollup for nearly every minute the range
 //! covers whole: a bike-day at one minute is 1,440 rollup rows, not 86,400 packets. A
 //! database from before the rollup is rolled up once, when the store is first opened on it.
@@ -144,14 +144,10 @@ impl ClickHouseStore {
         if from >= to {
             return Ok(Vec::new());
         }
-        let totals: String = AGGREGATED
-            .iter()
-            .map(|f| {
-                let total = |of: &str| format!("assumeNotNull(toFloat64({of}({f})))");
-                format!("{}, {}, {}", total("sum"), total("min"), total("max"))
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
+        let totals = |of: &str| {
+            AGGREGATED.iter().map(|f| format!("assumeNotNull(toFloat64({of}({f})))")).collect::<Vec<_>>().join(", ")
+        };
+        let (sums, mins, maxes) = (totals("sum"), totals("min"), totals("max"));
         // The buckets are numbers this function was given: safe to put in the statement.
         let only = if only.is_empty() {
             String::new()
@@ -162,7 +158,7 @@ impl ClickHouseStore {
             .client
             .query(&format!(
                 "SELECT intDiv(recorded_at, ?) * ? AS bucket, count() AS n, toUInt8(0) AS redelivered,
-                        [{totals}] AS totals
+                        [{sums}] AS sums, [{mins}] AS mins, [{maxes}] AS maxes
                  FROM telemetry FINAL
                  WHERE kind = 'telemetry' AND device_id = ? AND recorded_at >= ? AND recorded_at < ? {only}
                  GROUP BY bucket ORDER BY bucket LIMIT ?"
@@ -175,33 +171,30 @@ impl ClickHouseStore {
             .bind(MAX_BUCKETS)
             .fetch_all()
             .await?;
-        rows.into_iter().map(|row| Ok((row.bucket, Partial::from_totals(row.n, &row.totals)?))).collect()
+        rows.into_iter().map(BucketRow::into_partial).collect()
     }
 
     /// As [`aggregated`](Self::aggregated), from the minute rollup: `from`, `to` and `width`
-    /// are whole minutes. Buckets with a minute whose rollup holds a redelivery (more rows
-    /// than distinct `seq`s) are not among the buckets returned but the starts returned
-    /// beside them, to be aggregated from the rows.
+    /// are whole minutes. Buckets with a minute whose rollup may hold a redelivery (see
+    /// [`SEEN_BITS`]) are not among the buckets returned but the starts returned beside them,
+    /// to be aggregated from the rows.
     async fn rolled_up(
         &self,
         device_id: &DeviceId,
         (from, to): (i64, i64),
         width: i64,
     ) -> anyhow::Result<(Vec<(i64, Partial)>, Vec<i64>)> {
-        let minutes: String = AGGREGATED
-            .iter()
-            .enumerate()
-            .map(|(i, f)| format!(", sumMerge(sum_{f}) AS s{i}, minMerge(min_{f}) AS l{i}, maxMerge(max_{f}) AS g{i}"))
-            .collect();
-        let totals: String =
-            (0..AGGREGATED.len()).map(|i| format!("sum(s{i}), min(l{i}), max(g{i})")).collect::<Vec<_>>().join(", ");
+        let masks: String = (0..SEEN_WORDS).map(|k| format!(", groupBitOrMerge(seen{k}) AS m{k}")).collect();
+        let distinct: String = (0..SEEN_WORDS).map(|k| popcount(&format!("m{k}"))).collect::<Vec<_>>().join(" + ");
         let day = |at: i64| from_millis(at).map(|at| at.date_naive().to_string());
         let rows: Vec<BucketRow> = self
             .client
             .query(&format!(
-                "SELECT intDiv(minute, ?) * ? AS bucket, sum(c) AS n, max(c > u) AS redelivered, [{totals}] AS totals
+                "SELECT intDiv(minute, ?) * ? AS bucket, sum(c) AS n, max(c > {distinct}) AS redelivered,
+                        sumForEach(s) AS sums, minForEach(l) AS mins, maxForEach(g) AS maxes
                  FROM (
-                    SELECT minute, countMerge(n) AS c, uniqExactMerge(seqs) AS u {minutes}
+                    SELECT minute, countMerge(n) AS c, sumForEachMerge(sums) AS s, minForEachMerge(mins) AS l,
+                           maxForEachMerge(maxes) AS g {masks}
                     FROM telemetry_minutes
                     WHERE device_id = ? AND day >= toDate(?) AND day <= toDate(?) AND minute >= ? AND minute < ?
                     GROUP BY minute
@@ -222,7 +215,7 @@ impl ClickHouseStore {
         let mut redelivered = Vec::new();
         for row in rows {
             if row.redelivered == 0 {
-                buckets.push((row.bucket, Partial::from_totals(row.n, &row.totals)?));
+                buckets.push(row.into_partial()?);
             } else {
                 redelivered.push(row.bucket);
             }
@@ -242,20 +235,45 @@ impl ClickHouseStore {
     }
 }
 
+/// A minute's rollup tells its redeliveries by the `seq`s it has seen: one bit for each `seq`
+/// modulo this. Its count of rows equals the number of bits set only if no two of its rows
+/// share a `seq` (a redelivery shares one, and sets no new bit), so such a minute is exact;
+/// any other is aggregated from the rows. Two `seq`s a multiple of this apart in one minute
+/// (a bike sending more than four packets a second, or a reboot) only send that minute to
+/// the rows too: never a wrong answer.
+const SEEN_BITS: u64 = 256;
+const SEEN_WORDS: u64 = SEEN_BITS / 64;
+
+/// The number of bits set in the `UInt64` `x`, as ClickHouse 18.16 (without `bitCount`) can
+/// say it: the usual SWAR sum, its additions and shifts wrapping as `UInt64` does.
+fn popcount(x: &str) -> String {
+    let pairs = format!("minus({x}, bitAnd(bitShiftRight({x}, 1), toUInt64(6148914691236517205)))");
+    let nibbles = format!(
+        "plus(bitAnd({pairs}, toUInt64(3689348814741910323)), \
+         bitAnd(bitShiftRight({pairs}, 2), toUInt64(3689348814741910323)))"
+    );
+    let bytes = format!("bitAnd(plus({nibbles}, bitShiftRight({nibbles}, 4)), toUInt64(1085102592571150095))");
+    format!("bitShiftRight(multiply({bytes}, toUInt64(72340172838076673)), 56)")
+}
+
 /// `SELECT` of the minute rollup's columns from `telemetry` rows, grouped by bike and minute:
 /// what the materialized view runs on every insert, and what rolls up a database from
 /// before the rollup.
 fn rollup_select(from: &str) -> String {
-    let totals: String = AGGREGATED
-        .iter()
-        .map(|f| {
-            let value = format!("toFloat64(assumeNotNull({f}))");
-            format!(", sumState({value}) AS sum_{f}, minState({value}) AS min_{f}, maxState({value}) AS max_{f}")
+    let values: String =
+        AGGREGATED.iter().map(|f| format!("toFloat64(assumeNotNull({f}))")).collect::<Vec<_>>().join(", ");
+    let seen: String = (0..SEEN_WORDS)
+        .map(|k| {
+            format!(
+                ", groupBitOrState(if(intDiv(seq % {SEEN_BITS}, 64) = {k}, bitShiftLeft(toUInt64(1), seq % 64), \
+                 toUInt64(0))) AS seen{k}"
+            )
         })
         .collect();
     format!(
         "SELECT device_id, day, intDiv(recorded_at, {MINUTE_MS}) * {MINUTE_MS} AS minute, countState() AS n,
-                uniqExactState(seq) AS seqs {totals}
+                sumForEachState([{values}]) AS sums, minForEachState([{values}]) AS mins,
+                maxForEachState([{values}]) AS maxes {seen}
          FROM {from} WHERE kind = 'telemetry' GROUP BY device_id, day, minute"
     )
 }
@@ -264,20 +282,13 @@ fn rollup_select(from: &str) -> String {
 /// it existed. Rows the view takes while that runs are rolled up twice, which the reads see
 /// (a count above its distinct `seq`s) and answer from the rows: still exact.
 async fn create_rollup(client: &Client) -> anyhow::Result<()> {
-    let columns: String = AGGREGATED
-        .iter()
-        .map(|f| {
-            format!(
-                ", sum_{f} AggregateFunction(sum, Float64), min_{f} AggregateFunction(min, Float64), \
-                 max_{f} AggregateFunction(max, Float64)"
-            )
-        })
-        .collect();
+    let seen: String = (0..SEEN_WORDS).map(|k| format!(", seen{k} AggregateFunction(groupBitOr, UInt64)")).collect();
     client
         .query(&format!(
             "CREATE TABLE IF NOT EXISTS telemetry_minutes (
                 device_id String, day Date, minute Int64, n AggregateFunction(count),
-                seqs AggregateFunction(uniqExact, UInt64) {columns}
+                sums AggregateFunction(sumForEach, Array(Float64)), mins AggregateFunction(minForEach, Array(Float64)),
+                maxes AggregateFunction(maxForEach, Array(Float64)) {seen}
             ) ENGINE = AggregatingMergeTree() PARTITION BY day ORDER BY (device_id, minute)"
         ))
         .execute()
@@ -373,14 +384,22 @@ fn row(out: &mut String, packet: &Packet) {
     let _ = writeln!(out, "\t{event}");
 }
 
-/// A bucket as read back: its start, how many rows, whether the rollup saw a redelivery in
-/// it, and each of [`AGGREGATED`]'s sum, least and greatest value, in that order.
+/// A bucket as read back: its start, how many rows, whether the rollup may hold a
+/// redelivery in it, and [`AGGREGATED`]'s sums, least and greatest values.
 #[derive(clickhouse::Row, Deserialize)]
 struct BucketRow {
     bucket: i64,
     n: u64,
     redelivered: u8,
-    totals: Vec<f64>,
+    sums: Vec<f64>,
+    mins: Vec<f64>,
+    maxes: Vec<f64>,
+}
+
+impl BucketRow {
+    fn into_partial(self) -> anyhow::Result<(i64, Partial)> {
+        Ok((self.bucket, Partial::from_totals(self.n, &self.sums, &self.mins, &self.maxes)?))
+    }
 }
 
 /// A stored packet as read back, columns in the order of [`RECORD_COLUMNS`].
@@ -781,6 +800,7 @@ mod tests {
         let again = server.store("once").await;
         assert_eq!(again.count(None).await.expect("count"), 50);
         whole_minutes_are_answered_from_the_rollup(&server.store("rollup").await).await;
+        popcount_counts_the_bits_set(&server.store("rollup").await).await;
         a_database_from_before_the_rollup_is_rolled_up_when_opened(&server).await;
     }
 
@@ -798,12 +818,14 @@ mod tests {
         assert_eq!(buckets.len(), 30);
         assert_eq!(buckets.iter().map(|b| b.count).sum::<u64>(), 360);
         shared::assert_matches_raw(store, &bike, window, every, &buckets).await;
+        let distinct = (0..SEEN_WORDS).map(|k| popcount(&format!("m{k}"))).collect::<Vec<_>>().join(" + ");
+        let masks: String = (0..SEEN_WORDS).map(|k| format!(", groupBitOrMerge(seen{k}) AS m{k}")).collect();
         let doubled: Vec<i64> = store
             .client
-            .query(
-                "SELECT minute FROM (SELECT minute, countMerge(n) AS c, uniqExactMerge(seqs) AS u
-                 FROM telemetry_minutes GROUP BY minute) WHERE c > u",
-            )
+            .query(&format!(
+                "SELECT minute FROM (SELECT minute, countMerge(n) AS c {masks} FROM telemetry_minutes GROUP BY minute)
+                 WHERE c > {distinct}"
+            ))
             .fetch_all()
             .await
             .expect("rollup");
@@ -820,6 +842,19 @@ mod tests {
         assert_eq!(from_rollup.iter().collect::<Vec<_>>(), expected);
         store.client.query(&format!("ALTER TABLE telemetry ATTACH PARTITION '{day}'")).execute().await.expect("attach");
         assert_eq!(store.count(Some(&bike)).await.expect("count"), 360);
+    }
+
+    async fn popcount_counts_the_bits_set(store: &ClickHouseStore) {
+        let values = [0_u64, 1, 7, 1 << 63, u64::MAX, 12_345_678_901_234_567, 0x5555_5555_5555_5555];
+        for value in values {
+            let counted: u64 = store
+                .client
+                .query(&format!("SELECT {}", popcount(&format!("toUInt64({value})"))))
+                .fetch_one()
+                .await
+                .expect("popcount");
+            assert_eq!(counted, u64::from(value.count_ones()), "{value}");
+        }
     }
 
     async fn a_database_from_before_the_rollup_is_rolled_up_when_opened(server: &testing::ClickHouseServer) {

@@ -234,18 +234,20 @@ impl Partial {
         Self { count: 1, totals }
     }
 
-    /// `count` rows whose totals are `values`: each of [`AGGREGATED`]'s sum, least and
-    /// greatest value, in that order.
-    fn from_totals(count: u64, values: &[f64]) -> anyhow::Result<Self> {
+    /// `count` rows whose [`AGGREGATED`] values sum to `sums`, and whose least and greatest
+    /// are `mins` and `maxes`.
+    fn from_totals(count: u64, sums: &[f64], mins: &[f64], maxes: &[f64]) -> anyhow::Result<Self> {
+        let n = AGGREGATED.len();
         anyhow::ensure!(
-            values.len() == AGGREGATED.len() * 3,
-            "{} totals for {} fields",
-            values.len(),
-            AGGREGATED.len()
+            sums.len() == n && mins.len() == n && maxes.len() == n,
+            "totals of {}, {} and {} fields for {n}",
+            sums.len(),
+            mins.len(),
+            maxes.len()
         );
         let mut totals = [(0.0, 0.0, 0.0); AGGREGATED.len()];
-        for (total, value) in totals.iter_mut().zip(values.chunks_exact(3)) {
-            *total = (value[0], value[1], value[2]);
+        for (i, total) in totals.iter_mut().enumerate() {
+            *total = (sums[i], mins[i], maxes[i]);
         }
         Ok(Self { count: i64::try_from(count).unwrap_or(i64::MAX), totals })
     }
