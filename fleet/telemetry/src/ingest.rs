@@ -156,6 +156,23 @@ fn envelope(packet: &Packet) -> Envelope {
     }
 }
 
+/// What the ingest subscribes to on each connection: the bikes' topics (shared among the
+/// replicas when there are several), and the other replicas' latest states.
+fn subscriptions(settings: &IngestSettings) -> VecDeque<(String, QoS)> {
+    let mut filters: VecDeque<(String, QoS)> = Kind::ALL
+        .into_iter()
+        .map(|kind| {
+            let filter =
+                if settings.replicated { Topic::shared_filter(&settings.group, kind) } else { Topic::filter(kind) };
+            (filter, QoS::AtLeastOnce)
+        })
+        .collect();
+    if settings.replicated {
+        filters.push_back((format!("{REPLICAS_PREFIX}+/latest"), QoS::AtMostOnce));
+    }
+    filters
+}
+
 /// The ingest's shared parts.
 #[derive(Clone)]
 pub struct Ingest {
@@ -213,7 +230,17 @@ impl Ingest {
         let mut backoff = Duration::from_millis(100);
         // Subscriptions the broker has yet to confirm on this connection.
         let mut unconfirmed = 0;
+        // Subscriptions not yet handed to the connection. The poller never waits for room in
+        // the connection's request queue: the batcher fills it with acknowledgements, and only
+        // this loop, polling, empties it. (Waiting there once stopped the ingest for good.)
+        let mut to_subscribe: VecDeque<(String, QoS)> = VecDeque::new();
         loop {
+            while let Some((filter, qos)) = to_subscribe.front() {
+                if client.try_subscribe(filter.clone(), *qos).is_err() {
+                    break;
+                }
+                to_subscribe.pop_front();
+            }
             let event = tokio::select! {
                 () = shutdown.cancelled() => break,
                 event = eventloop.poll() => event,
@@ -246,21 +273,11 @@ impl Ingest {
                     self.stats.connections.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(session_present, "the ingest is connected to the broker");
                     self.stats.subscribed.store(false, Ordering::Relaxed);
-                    unconfirmed = Kind::ALL.len() + usize::from(settings.replicated);
                     // Also when the session is present: mosquitto 2.0 restores a session from its
                     // persistence without its shared subscriptions. Subscribing again is harmless
                     // (the same filter replaces itself).
-                    for kind in Kind::ALL {
-                        let filter = if settings.replicated {
-                            Topic::shared_filter(&settings.group, kind)
-                        } else {
-                            Topic::filter(kind)
-                        };
-                        client.subscribe(filter, QoS::AtLeastOnce).await?;
-                    }
-                    if settings.replicated {
-                        client.subscribe(format!("{REPLICAS_PREFIX}+/latest"), QoS::AtMostOnce).await?;
-                    }
+                    to_subscribe = subscriptions(settings);
+                    unconfirmed = to_subscribe.len();
                 }
                 Ok(Event::Incoming(Incoming::SubAck(_))) => {
                     unconfirmed = unconfirmed.saturating_sub(1);
@@ -290,8 +307,14 @@ impl Ingest {
                 break;
             }
         }
-        let _ = client.disconnect().await;
-        // Keep polling, or DISCONNECT is never sent.
+        // The request queue may still be full of acknowledgements: poll until it takes the
+        // DISCONNECT, then keep polling, or DISCONNECT is never sent.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while client.try_disconnect().is_err() && Instant::now() < deadline {
+            if tokio::time::timeout_at(deadline, eventloop.poll()).await.is_err() {
+                break;
+            }
+        }
         let _ = tokio::time::timeout(Duration::from_secs(2), async { while eventloop.poll().await.is_ok() {} }).await;
         Ok(())
     }
