@@ -129,6 +129,9 @@ pub struct IngestStats {
     /// Quarantined beyond the per-batch cap: counted, not kept.
     pub quarantine_dropped: AtomicU64,
     pub acknowledged: AtomicU64,
+    /// Acknowledgements not sent because their message came on an earlier connection: the
+    /// broker sends it again on this one (DUP), and it is acknowledged then.
+    pub superseded: AtomicU64,
     pub batches: AtomicU64,
     pub store_failures: AtomicU64,
     pub connections: AtomicU64,
@@ -206,13 +209,15 @@ impl Ingest {
         // The request queue also carries the subscriptions and the disconnect.
         let (client, eventloop) = AsyncClient::new(options, queue + settings.batch_size + 16);
         let (to_batcher, from_poller) = mpsc::channel(queue);
+        let connection = Arc::new(AtomicU64::new(0));
         let batcher = tokio::spawn({
             let ingest = self.clone();
             let settings = settings.clone();
             let client = client.clone();
-            async move { ingest.batch(&settings, &client, from_poller).await }
+            let connection = connection.clone();
+            async move { ingest.batch(&settings, &client, &connection, from_poller).await }
         });
-        let polled = self.poll(settings, &client, eventloop, to_batcher, shutdown).await;
+        let polled = self.poll(settings, &client, eventloop, (&connection, to_batcher), shutdown).await;
         // The poller has stopped (and dropped its end of the queue): the batcher stores and
         // acknowledges what it holds, then ends.
         batcher.await.context("the batcher panicked")?;
@@ -224,7 +229,7 @@ impl Ingest {
         settings: &IngestSettings,
         client: &AsyncClient,
         mut eventloop: EventLoop,
-        to_batcher: mpsc::Sender<Publish>,
+        (connection, to_batcher): (&AtomicU64, mpsc::Sender<(u64, Publish)>),
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let mut backoff = Duration::from_millis(100);
@@ -261,7 +266,7 @@ impl Ingest {
                     // While the batcher is behind, stop reading: the broker waits.
                     tokio::select! {
                         () = shutdown.cancelled() => break,
-                        sent = to_batcher.send(publish) => {
+                        sent = to_batcher.send((connection.load(Ordering::SeqCst), publish)) => {
                             if sent.is_err() {
                                 anyhow::bail!("the batcher stopped");
                             }
@@ -269,6 +274,7 @@ impl Ingest {
                     }
                 }
                 Ok(Event::Incoming(Incoming::ConnAck(ConnAck { session_present, .. }))) => {
+                    connection.fetch_add(1, Ordering::SeqCst);
                     backoff = Duration::from_millis(100);
                     self.stats.connections.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(session_present, "the ingest is connected to the broker");
@@ -287,6 +293,11 @@ impl Ingest {
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    // What came on the lost connection is not acknowledged on the next: the
+                    // broker sends it again there, and it is acknowledged then. An old packet
+                    // id on a new connection can name another message, one not yet stored
+                    // (mosquitto 2.0.11 reuses ids when it overruns the receive maximum).
+                    connection.fetch_add(1, Ordering::SeqCst);
                     self.stats.subscribed.store(false, Ordering::Relaxed);
                     tracing::warn!(error = %e, retry_in = ?backoff, "the ingest lost the broker");
                     tokio::select! {
@@ -300,7 +311,8 @@ impl Ingest {
         // Let the batcher finish while the connection still carries its acknowledgements.
         drop(to_batcher);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while self.stats.acknowledged.load(Ordering::Relaxed) < self.stats.messages.load(Ordering::Relaxed)
+        while self.stats.acknowledged.load(Ordering::Relaxed) + self.stats.superseded.load(Ordering::Relaxed)
+            < self.stats.messages.load(Ordering::Relaxed)
             && Instant::now() < deadline
         {
             if tokio::time::timeout_at(deadline, eventloop.poll()).await.is_err() {
@@ -319,11 +331,19 @@ impl Ingest {
         Ok(())
     }
 
-    async fn batch(&self, settings: &IngestSettings, client: &AsyncClient, mut queue: mpsc::Receiver<Publish>) {
+    async fn batch(
+        &self,
+        settings: &IngestSettings,
+        client: &AsyncClient,
+        connection: &AtomicU64,
+        mut queue: mpsc::Receiver<(u64, Publish)>,
+    ) {
         let mut batch = Vec::with_capacity(settings.batch_size);
+        // Which connection each message of the batch came on.
+        let mut came_on = Vec::with_capacity(settings.batch_size);
         let mut unsent = VecDeque::new();
         loop {
-            self.hand_over(client, &mut unsent);
+            self.hand_over(client, connection, &mut unsent);
             let first = if unsent.is_empty() {
                 queue.recv().await
             } else {
@@ -333,12 +353,16 @@ impl Ingest {
                     Err(_) => continue,
                 }
             };
-            let Some(first) = first else { break };
+            let Some((on, first)) = first else { break };
             batch.push(first);
+            came_on.push(on);
             let deadline = Instant::now() + settings.batch_linger;
             while batch.len() < settings.batch_size {
                 match tokio::time::timeout_at(deadline, queue.recv()).await {
-                    Ok(Some(publish)) => batch.push(publish),
+                    Ok(Some((on, publish))) => {
+                        batch.push(publish);
+                        came_on.push(on);
+                    }
                     Ok(None) | Err(_) => break,
                 }
             }
@@ -346,24 +370,30 @@ impl Ingest {
             if settings.replicated {
                 self.share(settings, client, &stored);
             }
-            unsent.extend(batch.drain(..).map(|mut publish| {
+            unsent.extend(came_on.drain(..).zip(batch.drain(..)).map(|(on, mut publish)| {
                 // Only the packet id and QoS are needed to acknowledge.
                 publish.payload = Default::default();
                 publish.topic = Default::default();
-                publish
+                (on, publish)
             }));
         }
         // The poller has stopped reading; it still carries acknowledgements until its deadline.
         let deadline = Instant::now() + Duration::from_secs(30);
         while !unsent.is_empty() && Instant::now() < deadline {
-            self.hand_over(client, &mut unsent);
+            self.hand_over(client, connection, &mut unsent);
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
-    /// Hands the connection as many acknowledgements as it takes now.
-    fn hand_over(&self, client: &AsyncClient, unsent: &mut VecDeque<Publish>) {
-        while let Some(publish) = unsent.front() {
+    /// Hands the connection as many acknowledgements as it takes now, and drops those of
+    /// messages that came on an earlier connection.
+    fn hand_over(&self, client: &AsyncClient, connection: &AtomicU64, unsent: &mut VecDeque<(u64, Publish)>) {
+        while let Some((on, publish)) = unsent.front() {
+            if *on != connection.load(Ordering::SeqCst) {
+                unsent.pop_front();
+                self.stats.superseded.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             if client.try_ack(publish).is_err() {
                 return;
             }
@@ -477,5 +507,35 @@ impl Ingest {
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.latest.update(&packets);
         packets
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_message_from_an_earlier_connection_is_not_acknowledged_on_this_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("t.db")).await.expect("store");
+        let ingest = Ingest {
+            store: Arc::new(store),
+            standings: Standings::default(),
+            latest: Latest::default(),
+            stats: Arc::new(IngestStats::default()),
+        };
+        // Never connected: the acknowledgements only go into its request queue.
+        let (client, _eventloop) = AsyncClient::new(MqttOptions::new("t", "127.0.0.1", 9), 10);
+        let publish = |pkid| {
+            let mut publish = Publish::new("bikes/x/telemetry", QoS::AtLeastOnce, Vec::new(), None);
+            publish.pkid = pkid;
+            publish
+        };
+        let connection = AtomicU64::new(2);
+        let mut unsent: VecDeque<(u64, Publish)> = [(1, publish(7)), (2, publish(8)), (1, publish(9))].into();
+        ingest.hand_over(&client, &connection, &mut unsent);
+        assert!(unsent.is_empty());
+        assert_eq!(ingest.stats.acknowledged.load(Ordering::Relaxed), 1, "only the one from this connection");
+        assert_eq!(ingest.stats.superseded.load(Ordering::Relaxed), 2);
     }
 }

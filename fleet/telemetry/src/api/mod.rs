@@ -259,7 +259,7 @@ impl Collector for IngestCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::result::Result<(), std::fmt::Error> {
         use std::sync::atomic::Ordering::Relaxed;
         let s = &self.0;
-        let counters: [(&str, &str, u64); 10] = [
+        let counters: [(&str, &str, u64); 11] = [
             ("ingest_messages", "MQTT messages the ingest took", s.messages.load(Relaxed)),
             (
                 "ingest_stored",
@@ -275,6 +275,11 @@ impl Collector for IngestCollector {
                 "ingest_acknowledged",
                 "Messages acknowledged to the broker after their batch committed",
                 s.acknowledged.load(Relaxed),
+            ),
+            (
+                "ingest_acks_superseded",
+                "Acknowledgements not sent: the message came on an earlier connection, and the broker sends it again",
+                s.superseded.load(Relaxed),
             ),
             ("ingest_batches", "Batches committed", s.batches.load(Relaxed)),
             ("ingest_store_failures", "Batch commits that failed and were retried", s.store_failures.load(Relaxed)),
