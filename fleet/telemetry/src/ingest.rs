@@ -209,6 +209,7 @@ impl Ingest {
         // The request queue also carries the subscriptions and the disconnect.
         let (client, eventloop) = AsyncClient::new(options, queue + settings.batch_size + 16);
         let (to_batcher, from_poller) = mpsc::channel(queue);
+        // Which connection the broker's messages come on: a new one after every error.
         let connection = Arc::new(AtomicU64::new(0));
         let batcher = tokio::spawn({
             let ingest = self.clone();
@@ -274,7 +275,6 @@ impl Ingest {
                     }
                 }
                 Ok(Event::Incoming(Incoming::ConnAck(ConnAck { session_present, .. }))) => {
-                    connection.fetch_add(1, Ordering::SeqCst);
                     backoff = Duration::from_millis(100);
                     self.stats.connections.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(session_present, "the ingest is connected to the broker");

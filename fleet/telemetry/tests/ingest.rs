@@ -15,6 +15,19 @@ use fleet_telemetry::{
 };
 use support::*;
 
+/// Publishes `total` telemetry packets from `bike` (seq 0 on), in a task of their own.
+fn publish_in_background(bike: &BikeClient, total: u64) -> tokio::task::JoinHandle<()> {
+    let client = bike.client.clone();
+    let device = bike.device.clone();
+    tokio::spawn(async move {
+        for seq in 0..total {
+            let payload = envelope(&device, seq, TimeDelta::seconds(1)).encode_to_vec();
+            let topic = fleet_proto::Topic::new(device.clone(), Kind::Telemetry).to_string();
+            client.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload).await.expect("queued");
+        }
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs mosquitto: run `cargo xtask test`"]
 async fn every_acknowledged_packet_is_stored_once_and_the_latest_state_is_the_last_packet() {
@@ -62,17 +75,7 @@ async fn an_ingest_that_dies_mid_stream_loses_nothing_and_stores_nothing_twice()
     let first = fleet.start_ingest();
     first.connected().await;
     const TOTAL: u64 = 3_000;
-    let publisher = {
-        let client = bike.client.clone();
-        let device = bike.device.clone();
-        tokio::spawn(async move {
-            for seq in 0..TOTAL {
-                let payload = envelope(&device, seq, TimeDelta::seconds(1)).encode_to_vec();
-                let topic = fleet_proto::Topic::new(device.clone(), Kind::Telemetry).to_string();
-                client.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload).await.expect("queued");
-            }
-        })
-    };
+    let publisher = publish_in_background(&bike, TOTAL);
     // Mid-stream: some stored, not all.
     wait_for("the ingest to store a first part", || async { fleet.count(&bike.device).await >= 300 }).await;
     first.task.abort();
@@ -276,19 +279,7 @@ async fn the_service_killed_with_sigkill_mid_stream_loses_nothing_and_stores_not
     };
     let bikes: Vec<BikeClient> = identities.iter().map(|identity| BikeClient::connect(&fleet, identity)).collect();
     const TOTAL: u64 = 2_000;
-    let publishers: Vec<_> = bikes
-        .iter()
-        .map(|bike| {
-            let (client, device) = (bike.client.clone(), bike.device.clone());
-            tokio::spawn(async move {
-                let topic = fleet_proto::Topic::new(device.clone(), Kind::Telemetry).to_string();
-                for seq in 0..TOTAL / 2 {
-                    let payload = envelope(&device, seq, TimeDelta::seconds(1)).encode_to_vec();
-                    client.publish(&topic, rumqttc::QoS::AtLeastOnce, false, payload).await.expect("queued");
-                }
-            })
-        })
-        .collect();
+    let publishers: Vec<_> = bikes.iter().map(|bike| publish_in_background(bike, TOTAL / 2)).collect();
     // Mid-stream: the first bike has some stored, not all.
     wait_for("a first part stored", || async { count(&service, &bikes[0].device).await >= 200 }).await;
     service.kill_and_restart().await;
@@ -326,17 +317,7 @@ async fn an_ingest_resuming_its_session_behind_a_large_backlog_loses_nothing() {
     let first = fleet.start_ingest();
     first.connected().await;
     const TOTAL: u64 = 70_000;
-    let publisher = {
-        let client = bike.client.clone();
-        let device = bike.device.clone();
-        tokio::spawn(async move {
-            for seq in 0..TOTAL {
-                let payload = envelope(&device, seq, TimeDelta::seconds(1)).encode_to_vec();
-                let topic = fleet_proto::Topic::new(device.clone(), Kind::Telemetry).to_string();
-                client.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload).await.expect("queued");
-            }
-        })
-    };
+    let publisher = publish_in_background(&bike, TOTAL);
     // Away without a word mid-stream, with messages in flight, as a connection dropped by a
     // missed keep-alive; the rest piles up at the broker.
     wait_for("the ingest to store a first part", || async { fleet.count(&bike.device).await >= 2_000 }).await;

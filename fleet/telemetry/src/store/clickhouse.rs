@@ -13,10 +13,11 @@
 //! sums, least and greatest values (as arrays, `-ForEach`: three columns to read, not 42),
 //! and a bitmap of the minute's `seq`s. A redelivery is rolled up again like any row, so a
 //! minute's rollup is trusted only where its count equals the bits its `seq`s set; a minute
-//! that may hold a redelivery is aggregated from the rows instead (with `FINAL`, exact). Redeliveries are rare (a broker or ingest restart), so
-//! history downsampled into whole minutes reads the rollup for nearly every minute the range
-//! covers whole: a bike-day at one minute is 1,440 rollup rows, not 86,400 packets. A
-//! database from before the rollup is rolled up once, when the store is first opened on it.
+//! that may hold a redelivery is aggregated from the rows instead (with `FINAL`, exact).
+//! Redeliveries are rare (a broker or ingest restart), so history downsampled into whole
+//! minutes reads the rollup for nearly every minute the range covers whole: a bike-day at one
+//! minute is 1,440 rollup rows, not 86,400 packets. A database from before the rollup is
+//! rolled up once, when the store is first opened on it.
 //!
 //! Rows are sent as TabSeparated over HTTP: ClickHouse servers older than 22.6 mis-read
 //! RowBinary in rare cases, and TSV is what they read fastest. Every value sent is a number,
@@ -184,8 +185,7 @@ impl ClickHouseStore {
         (from, to): (i64, i64),
         width: i64,
     ) -> anyhow::Result<(Vec<(i64, Partial)>, Vec<i64>)> {
-        let masks: String = (0..SEEN_WORDS).map(|k| format!(", groupBitOrMerge(seen{k}) AS m{k}")).collect();
-        let distinct: String = (0..SEEN_WORDS).map(|k| popcount(&format!("m{k}"))).collect::<Vec<_>>().join(" + ");
+        let (masks, distinct) = seen_in_minute();
         let day = |at: i64| from_millis(at).map(|at| at.date_naive().to_string());
         let rows: Vec<BucketRow> = self
             .client
@@ -244,6 +244,15 @@ impl ClickHouseStore {
 const SEEN_BITS: u64 = 256;
 const SEEN_WORDS: u64 = SEEN_BITS / 64;
 
+/// For a query grouped by minute over the rollup: the columns `, m0, m1, …` merging the
+/// minute's `seq` bitmap, and an expression counting the bits set in them. A count of rows
+/// above it means the minute may hold a redelivery.
+fn seen_in_minute() -> (String, String) {
+    let masks = (0..SEEN_WORDS).map(|k| format!(", groupBitOrMerge(seen{k}) AS m{k}")).collect();
+    let distinct = (0..SEEN_WORDS).map(|k| popcount(&format!("m{k}"))).collect::<Vec<_>>().join(" + ");
+    (masks, distinct)
+}
+
 /// The number of bits set in the `UInt64` `x`, as ClickHouse 18.16 (without `bitCount`) can
 /// say it: the usual SWAR sum, its additions and shifts wrapping as `UInt64` does.
 fn popcount(x: &str) -> String {
@@ -280,7 +289,7 @@ fn rollup_select(from: &str) -> String {
 
 /// Creates the minute rollup and the view that fills it, and rolls up what was stored before
 /// it existed. Rows the view takes while that runs are rolled up twice, which the reads see
-/// (a count above its distinct `seq`s) and answer from the rows: still exact.
+/// (a count above the bits its `seq`s set) and answer from the rows: still exact.
 async fn create_rollup(client: &Client) -> anyhow::Result<()> {
     let seen: String = (0..SEEN_WORDS).map(|k| format!(", seen{k} AggregateFunction(groupBitOr, UInt64)")).collect();
     client
@@ -818,8 +827,7 @@ mod tests {
         assert_eq!(buckets.len(), 30);
         assert_eq!(buckets.iter().map(|b| b.count).sum::<u64>(), 360);
         shared::assert_matches_raw(store, &bike, window, every, &buckets).await;
-        let distinct = (0..SEEN_WORDS).map(|k| popcount(&format!("m{k}"))).collect::<Vec<_>>().join(" + ");
-        let masks: String = (0..SEEN_WORDS).map(|k| format!(", groupBitOrMerge(seen{k}) AS m{k}")).collect();
+        let (masks, distinct) = seen_in_minute();
         let doubled: Vec<i64> = store
             .client
             .query(&format!(
