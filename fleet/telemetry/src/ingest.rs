@@ -6,18 +6,18 @@
 //! any moment loses nothing that was acknowledged, and what the broker sends again is stored
 //! once (the store keys packets by `(device_id, seq)`).
 //!
-//! Nothing waits in a circle. The batcher's acknowledgements travel through the poller (the
-//! MQTT connection is one task's), so the batcher never waits to hand one over: it keeps the
-//! acknowledgements the connection cannot take yet (a packet id each, no payload) and hands
-//! them over as the poller takes them. The poller may wait on the batcher: while the queue is
-//! full it stops reading the connection, and TCP holds the broker back. Memory is bounded by
-//! the queue, one batch, and those packet ids; the ingest also asks the broker (MQTT 5
-//! Receive Maximum) to keep no more than its inflight window unacknowledged. A store that
-//! fails is retried with back-off while nothing is acknowledged, so the broker keeps what is
-//! waiting.
+//! Nothing waits in a circle. The connection is the poller's ([`connection`]); the batcher
+//! hands it each committed batch's acknowledgements through a channel it never waits on (a
+//! packet id each, no payload), and the poller sends them all in one write before it reads
+//! on. The poller may wait on the batcher: while the queue is full it stops reading the
+//! connection, and TCP holds the broker back; it still acknowledges and pings meanwhile.
+//! Memory is bounded by the queue, one batch, and those packet ids; the ingest also asks the
+//! broker (MQTT 5 Receive Maximum) to keep no more than its inflight window unacknowledged. A
+//! store that fails is retried with back-off while nothing is acknowledged, so the broker
+//! keeps what is waiting.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{HashMap, HashSet},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -32,19 +32,14 @@ use fleet_proto::{
     envelope::Body,
     topic::{Kind, Topic},
 };
-use rumqttc::{
-    TlsConfiguration, Transport,
-    v5::{
-        AsyncClient, Event, EventLoop, MqttOptions,
-        mqttbytes::{
-            QoS,
-            v5::{ConnAck, Packet as Incoming, Publish},
-        },
-    },
+use rumqttc::v5::mqttbytes::{
+    QoS,
+    v5::{Packet as Incoming, Publish, SubscribeReasonCode},
 };
 use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 
+use self::connection::{Connection, Dialer};
 use crate::{
     fleet_state::{Latest, Standings},
     packet::{self, Limits, Packet, Quarantined},
@@ -96,6 +91,32 @@ pub fn replica_topic(client_id: &str) -> String {
 }
 
 const REPLICAS_PREFIX: &str = "fleet/replicas/";
+
+/// How often the broker and the ingest must hear from each other (MQTT keep-alive).
+const KEEP_ALIVE: Duration = Duration::from_secs(30);
+
+/// The packet id of the ingest's one SUBSCRIBE per connection (it publishes at QoS 0 only,
+/// so no other id is in use).
+const SUBSCRIBE_ID: u16 = 1;
+
+mod connection;
+
+/// What the batcher hands the poller to send.
+enum Outgoing {
+    /// A committed batch's acknowledgements: which connection each message came on, and its
+    /// packet id.
+    Acks(Vec<(u64, u16)>),
+    /// The newest packets of a batch, for the other replicas.
+    Share(Publish),
+}
+
+/// The connection being served, and what the poller knows of it.
+struct Link<'c> {
+    connection: &'c mut Connection,
+    /// Its number: one more for every connection opened.
+    on: u64,
+    keep_alive: Duration,
+}
 
 impl IngestSettings {
     pub fn new(host: impl Into<String>, port: u16, ca_pem: Vec<u8>, cert_pem: Vec<u8>, key_pem: Vec<u8>) -> Self {
@@ -161,8 +182,8 @@ fn envelope(packet: &Packet) -> Envelope {
 
 /// What the ingest subscribes to on each connection: the bikes' topics (shared among the
 /// replicas when there are several), and the other replicas' latest states.
-fn subscriptions(settings: &IngestSettings) -> VecDeque<(String, QoS)> {
-    let mut filters: VecDeque<(String, QoS)> = Kind::ALL
+fn subscriptions(settings: &IngestSettings) -> Vec<(String, QoS)> {
+    let mut filters: Vec<(String, QoS)> = Kind::ALL
         .into_iter()
         .map(|kind| {
             let filter =
@@ -171,7 +192,7 @@ fn subscriptions(settings: &IngestSettings) -> VecDeque<(String, QoS)> {
         })
         .collect();
     if settings.replicated {
-        filters.push_back((format!("{REPLICAS_PREFIX}+/latest"), QoS::AtMostOnce));
+        filters.push((format!("{REPLICAS_PREFIX}+/latest"), QoS::AtMostOnce));
     }
     filters
 }
@@ -190,170 +211,238 @@ impl Ingest {
     /// it stops taking messages, stores and acknowledges what it holds, then disconnects.
     pub async fn run(&self, settings: &IngestSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
         crate::install_crypto_provider();
-        let mut options = MqttOptions::new(&settings.client_id, &settings.host, settings.port);
-        options
-            .set_keep_alive(Duration::from_secs(30))
-            // The broker keeps the session (its subscriptions and what is unacknowledged) for
-            // a day while the ingest is away.
-            .set_clean_start(false)
-            .set_session_expiry_interval(Some(24 * 3600))
-            .set_manual_acks(true)
-            .set_receive_maximum(Some(settings.inflight.max(1)))
-            .set_max_packet_size(Some(u32::try_from(settings.max_message).unwrap_or(u32::MAX)))
-            .set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
-                ca: settings.ca_pem.clone(),
-                alpn: None,
-                client_auth: Some((settings.cert_pem.clone(), settings.key_pem.clone())),
-            }));
-        let queue = usize::from(settings.inflight).max(1);
-        // The request queue also carries the subscriptions and the disconnect.
-        let (client, eventloop) = AsyncClient::new(options, queue + settings.batch_size + 16);
-        let (to_batcher, from_poller) = mpsc::channel(queue);
-        // Which connection the broker's messages come on: a new one after every error.
-        let connection = Arc::new(AtomicU64::new(0));
+        let dialer = Dialer::new(settings)?;
+        let (to_batcher, from_poller) = mpsc::channel(usize::from(settings.inflight).max(1));
+        // Unbounded, yet bounded all the same: it holds at most one acknowledgement per
+        // message the batcher was handed, and the poller empties it before reading on.
+        let (to_poller, outgoing) = mpsc::unbounded_channel();
         let batcher = tokio::spawn({
             let ingest = self.clone();
             let settings = settings.clone();
-            let client = client.clone();
-            let connection = connection.clone();
-            async move { ingest.batch(&settings, &client, &connection, from_poller).await }
+            async move { ingest.batch(&settings, &to_poller, from_poller).await }
         });
-        let polled = self.poll(settings, &client, eventloop, (&connection, to_batcher), shutdown).await;
-        // The poller has stopped (and dropped its end of the queue): the batcher stores and
-        // acknowledges what it holds, then ends.
+        let polled = self.poll(settings, &dialer, to_batcher, outgoing, shutdown).await;
+        // The poller has stopped (and dropped its end of the queue): the batcher stores what it
+        // holds, then ends.
         batcher.await.context("the batcher panicked")?;
         polled
     }
 
+    /// Holds the connection: connects again after every error, and on shutdown sends the
+    /// batcher's last acknowledgements before it says goodbye.
     async fn poll(
         &self,
         settings: &IngestSettings,
-        client: &AsyncClient,
-        mut eventloop: EventLoop,
-        (connection, to_batcher): (&AtomicU64, mpsc::Sender<(u64, Publish)>),
+        dialer: &Dialer,
+        to_batcher: mpsc::Sender<(u64, Publish)>,
+        mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let mut backoff = Duration::from_millis(100);
-        // Subscriptions the broker has yet to confirm on this connection.
-        let mut unconfirmed = 0;
-        // Subscriptions not yet handed to the connection. The poller never waits for room in
-        // the connection's request queue: the batcher fills it with acknowledgements, and only
-        // this loop, polling, empties it. (Waiting there once stopped the ingest for good.)
-        let mut to_subscribe: VecDeque<(String, QoS)> = VecDeque::new();
-        loop {
-            while let Some((filter, qos)) = to_subscribe.front() {
-                if client.try_subscribe(filter.clone(), *qos).is_err() {
-                    break;
-                }
-                to_subscribe.pop_front();
-            }
-            let event = tokio::select! {
+        // Which connection the broker's messages come on. What came on a lost connection is
+        // not acknowledged on the next: the broker sends it again there, and it is
+        // acknowledged then. An old packet id on a new connection can name another message,
+        // one not yet stored (mosquitto 2.0.11 reuses ids when it overruns the receive maximum).
+        let mut on = 0;
+        let mut open = None;
+        while !shutdown.is_cancelled() {
+            let opened = tokio::select! {
                 () = shutdown.cancelled() => break,
-                event = eventloop.poll() => event,
+                opened = Connection::open(dialer, settings, KEEP_ALIVE) => opened,
             };
-            match event {
-                Ok(Event::Incoming(Incoming::Publish(publish)))
-                    if publish.topic.starts_with(REPLICAS_PREFIX.as_bytes()) =>
-                {
-                    self.take_in_replica(settings, &publish);
-                }
-                Ok(Event::Incoming(Incoming::Publish(publish))) => {
-                    self.stats.messages.fetch_add(1, Ordering::Relaxed);
-                    if publish.dup {
-                        self.stats.redelivered.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let depth = (to_batcher.max_capacity() - to_batcher.capacity()) as u64;
-                    self.stats.queue_high_water.fetch_max(depth + 1, Ordering::Relaxed);
-                    // While the batcher is behind, stop reading: the broker waits.
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        sent = to_batcher.send((connection.load(Ordering::SeqCst), publish)) => {
-                            if sent.is_err() {
-                                anyhow::bail!("the batcher stopped");
-                            }
-                        }
-                    }
-                }
-                Ok(Event::Incoming(Incoming::ConnAck(ConnAck { session_present, .. }))) => {
+            on += 1;
+            let served = match opened {
+                Ok((mut connection, accepted)) => {
                     backoff = Duration::from_millis(100);
                     self.stats.connections.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(session_present, "the ingest is connected to the broker");
-                    self.stats.subscribed.store(false, Ordering::Relaxed);
-                    // Also when the session is present: mosquitto 2.0 restores a session from its
-                    // persistence without its shared subscriptions. Subscribing again is harmless
-                    // (the same filter replaces itself).
-                    to_subscribe = subscriptions(settings);
-                    unconfirmed = to_subscribe.len();
-                }
-                Ok(Event::Incoming(Incoming::SubAck(_))) => {
-                    unconfirmed = unconfirmed.saturating_sub(1);
-                    if unconfirmed == 0 {
-                        self.stats.subscribed.store(true, Ordering::Relaxed);
+                    tracing::info!(session_present = accepted.session_present, "the ingest is connected to the broker");
+                    let link =
+                        Link { connection: &mut connection, on, keep_alive: accepted.keep_alive.unwrap_or(KEEP_ALIVE) };
+                    let served = self.serve(settings, link, &to_batcher, &mut outgoing, &shutdown).await;
+                    if served.is_ok() {
+                        open = Some(connection);
                     }
+                    served
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    // What came on the lost connection is not acknowledged on the next: the
-                    // broker sends it again there, and it is acknowledged then. An old packet
-                    // id on a new connection can name another message, one not yet stored
-                    // (mosquitto 2.0.11 reuses ids when it overruns the receive maximum).
-                    connection.fetch_add(1, Ordering::SeqCst);
-                    self.stats.subscribed.store(false, Ordering::Relaxed);
-                    tracing::warn!(error = %e, retry_in = ?backoff, "the ingest lost the broker");
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                Err(e) => Err(e),
+            };
+            self.stats.subscribed.store(false, Ordering::Relaxed);
+            if let Err(e) = served {
+                tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "the ingest lost the broker");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
                 }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
-        // Let the batcher finish while the connection still carries its acknowledgements.
+        // The batcher stores what it holds and hands over its acknowledgements; they go out
+        // while the connection lasts, until the batcher ends.
         drop(to_batcher);
+        let Some(mut connection) = open else { return Ok(()) };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while self.stats.acknowledged.load(Ordering::Relaxed) + self.stats.superseded.load(Ordering::Relaxed)
-            < self.stats.messages.load(Ordering::Relaxed)
-            && Instant::now() < deadline
-        {
-            if tokio::time::timeout_at(deadline, eventloop.poll()).await.is_err() {
+        while let Ok(Some(first)) = tokio::time::timeout_at(deadline, outgoing.recv()).await {
+            let staged = std::iter::once(first)
+                .chain(std::iter::from_fn(|| outgoing.try_recv().ok()))
+                .try_for_each(|out| self.stage(&mut connection, out, on));
+            let sent = async {
+                staged?;
+                connection.send().await
+            };
+            if tokio::time::timeout_at(deadline, sent).await.is_err() {
                 break;
             }
         }
-        // The request queue may still be full of acknowledgements: poll until it takes the
-        // DISCONNECT, then keep polling, or DISCONNECT is never sent.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while client.try_disconnect().is_err() && Instant::now() < deadline {
-            if tokio::time::timeout_at(deadline, eventloop.poll()).await.is_err() {
-                break;
-            }
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(2), async { while eventloop.poll().await.is_ok() {} }).await;
+        connection.close().await;
         Ok(())
+    }
+
+    /// Serves one connection until it fails (an error) or `shutdown` (`Ok`).
+    async fn serve(
+        &self,
+        settings: &IngestSettings,
+        Link { connection, on, keep_alive }: Link<'_>,
+        to_batcher: &mpsc::Sender<(u64, Publish)>,
+        outgoing: &mut mpsc::UnboundedReceiver<Outgoing>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        // Also when the session is present: mosquitto 2.0 restores a session from its
+        // persistence without its shared subscriptions. Subscribing again is harmless (the
+        // same filter replaces itself).
+        connection.subscribe(SUBSCRIBE_ID, subscriptions(settings))?;
+        connection.send().await?;
+        // A message read while the batcher's queue is full: nothing more is read until it is
+        // taken, and TCP holds the broker back.
+        let mut held: Option<Publish> = None;
+        // When the broker was last heard from while the ingest was listening.
+        let mut heard = Instant::now();
+        let mut ping = tokio::time::interval_at(Instant::now() + keep_alive / 2, keep_alive / 2);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            while held.is_none() {
+                let Some(packet) = connection.next_buffered()? else { break };
+                held = self.take(settings, packet, on, to_batcher)?;
+            }
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ok(()),
+                out = outgoing.recv() => {
+                    let first = out.context("the batcher stopped")?;
+                    std::iter::once(first)
+                        .chain(std::iter::from_fn(|| outgoing.try_recv().ok()))
+                        .try_for_each(|out| self.stage(connection, out, on))?;
+                    tokio::time::timeout(keep_alive, connection.send()).await.context("the broker stopped reading")??;
+                }
+                permit = to_batcher.reserve(), if held.is_some() => {
+                    permit.context("the batcher stopped")?.send((on, held.take().expect("a message is held")));
+                    // The broker waited on the ingest, not the other way round.
+                    heard = Instant::now();
+                }
+                read = connection.read_more(), if held.is_none() => {
+                    read?;
+                    heard = Instant::now();
+                }
+                _ = ping.tick() => {
+                    if held.is_none() && heard.elapsed() > keep_alive {
+                        anyhow::bail!("the broker has not answered for {keep_alive:?}, pings included");
+                    }
+                    connection.ping()?;
+                    tokio::time::timeout(keep_alive, connection.send()).await.context("the broker stopped reading")??;
+                }
+            }
+        }
+    }
+
+    /// Takes in one packet from the broker. A message the batcher has no room for yet comes
+    /// back, to be held.
+    fn take(
+        &self,
+        settings: &IngestSettings,
+        packet: Incoming,
+        on: u64,
+        to_batcher: &mpsc::Sender<(u64, Publish)>,
+    ) -> anyhow::Result<Option<Publish>> {
+        match packet {
+            Incoming::Publish(publish) if publish.topic.starts_with(REPLICAS_PREFIX.as_bytes()) => {
+                self.take_in_replica(settings, &publish);
+            }
+            Incoming::Publish(publish) => {
+                self.stats.messages.fetch_add(1, Ordering::Relaxed);
+                if publish.dup {
+                    self.stats.redelivered.fetch_add(1, Ordering::Relaxed);
+                }
+                let depth = (to_batcher.max_capacity() - to_batcher.capacity()) as u64;
+                self.stats.queue_high_water.fetch_max(depth + 1, Ordering::Relaxed);
+                return match to_batcher.try_send((on, publish)) {
+                    Ok(()) => Ok(None),
+                    Err(mpsc::error::TrySendError::Full((_, publish))) => Ok(Some(publish)),
+                    Err(mpsc::error::TrySendError::Closed(_)) => anyhow::bail!("the batcher stopped"),
+                };
+            }
+            Incoming::SubAck(suback) => {
+                let refused: Vec<_> = suback
+                    .return_codes
+                    .iter()
+                    .filter(|code| !matches!(code, SubscribeReasonCode::Success(_)))
+                    .collect();
+                if !refused.is_empty() {
+                    anyhow::bail!("the broker refused the ingest's subscriptions: {refused:?}");
+                }
+                // From now on the broker keeps every packet for the ingest, also while it is away.
+                self.stats.subscribed.store(true, Ordering::Relaxed);
+            }
+            Incoming::Disconnect(disconnect) => {
+                anyhow::bail!("the broker disconnected the ingest: {:?}", disconnect.reason_code);
+            }
+            _ => {}
+        }
+        Ok(None)
+    }
+
+    /// Encodes what the batcher handed over, to go with the connection's next write.
+    fn stage(&self, connection: &mut Connection, out: Outgoing, on: u64) -> anyhow::Result<()> {
+        match out {
+            Outgoing::Acks(acks) => {
+                for pkid in self.current(acks, on) {
+                    connection.acknowledge(pkid)?;
+                    self.stats.acknowledged.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Outgoing::Share(publish) => {
+                let packet = Incoming::Publish(publish);
+                if connection.fits(packet.size()) {
+                    connection.queue(&packet)?;
+                } else {
+                    tracing::debug!("too large for the broker; this batch's latest states are not shared");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The packet ids of `acks` that came on connection `on`; the others are counted as
+    /// superseded.
+    fn current(&self, acks: Vec<(u64, u16)>, on: u64) -> impl Iterator<Item = u16> + use<'_> {
+        acks.into_iter().filter_map(move |(came_on, pkid)| {
+            if came_on == on {
+                Some(pkid)
+            } else {
+                self.stats.superseded.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        })
     }
 
     async fn batch(
         &self,
         settings: &IngestSettings,
-        client: &AsyncClient,
-        connection: &AtomicU64,
+        to_poller: &mpsc::UnboundedSender<Outgoing>,
         mut queue: mpsc::Receiver<(u64, Publish)>,
     ) {
         let mut batch = Vec::with_capacity(settings.batch_size);
         // Which connection each message of the batch came on.
         let mut came_on = Vec::with_capacity(settings.batch_size);
-        let mut unsent = VecDeque::new();
-        loop {
-            self.hand_over(client, connection, &mut unsent);
-            let first = if unsent.is_empty() {
-                queue.recv().await
-            } else {
-                // Come back for the acknowledgements the connection could not take yet.
-                match tokio::time::timeout(Duration::from_millis(5), queue.recv()).await {
-                    Ok(first) => first,
-                    Err(_) => continue,
-                }
-            };
-            let Some((on, first)) = first else { break };
+        while let Some((on, first)) = queue.recv().await {
             batch.push(first);
             came_on.push(on);
             let deadline = Instant::now() + settings.batch_linger;
@@ -367,45 +456,26 @@ impl Ingest {
                 }
             }
             let stored = self.flush(settings, &mut batch).await;
-            if settings.replicated {
-                self.share(settings, client, &stored);
+            if settings.replicated
+                && let Some(share) = self.share(settings, &stored)
+            {
+                let _ = to_poller.send(Outgoing::Share(share));
             }
-            unsent.extend(came_on.drain(..).zip(batch.drain(..)).map(|(on, mut publish)| {
-                // Only the packet id and QoS are needed to acknowledge.
-                publish.payload = Default::default();
-                publish.topic = Default::default();
-                (on, publish)
-            }));
-        }
-        // The poller has stopped reading; it still carries acknowledgements until its deadline.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !unsent.is_empty() && Instant::now() < deadline {
-            self.hand_over(client, connection, &mut unsent);
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    /// Hands the connection as many acknowledgements as it takes now, and drops those of
-    /// messages that came on an earlier connection.
-    fn hand_over(&self, client: &AsyncClient, connection: &AtomicU64, unsent: &mut VecDeque<(u64, Publish)>) {
-        while let Some((on, publish)) = unsent.front() {
-            if *on != connection.load(Ordering::SeqCst) {
-                unsent.pop_front();
-                self.stats.superseded.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            if client.try_ack(publish).is_err() {
-                return;
-            }
-            unsent.pop_front();
-            self.stats.acknowledged.fetch_add(1, Ordering::Relaxed);
+            let acks = came_on
+                .drain(..)
+                .zip(batch.drain(..))
+                .filter(|(_, publish)| publish.qos != QoS::AtMostOnce)
+                .map(|(on, publish)| (on, publish.pkid))
+                .collect();
+            // Only a stopping ingest has no poller: the broker sends these again.
+            let _ = to_poller.send(Outgoing::Acks(acks));
         }
     }
 
     /// Publishes the newest packet of each bike in `packets`, and its newest telemetry, for the
-    /// other replicas. Best effort (QoS 0, dropped when the connection's queue is full): the
-    /// packets are stored already, and a replica that misses one catches up with the next.
-    fn share(&self, settings: &IngestSettings, client: &AsyncClient, packets: &[Packet]) {
+    /// other replicas. Best effort (QoS 0): the packets are stored already, and a replica that
+    /// misses one catches up with the next.
+    fn share(&self, settings: &IngestSettings, packets: &[Packet]) -> Option<Publish> {
         let mut newest: HashMap<&DeviceId, (&Packet, Option<&Packet>)> = HashMap::new();
         for packet in packets {
             let key = |p: &Packet| (p.recorded_at, p.seq);
@@ -418,7 +488,7 @@ impl Ingest {
             }
         }
         if newest.is_empty() {
-            return;
+            return None;
         }
         let mut envelopes = Vec::with_capacity(newest.len() * 2);
         for (packet, telemetry) in newest.into_values() {
@@ -428,9 +498,7 @@ impl Ingest {
             }
         }
         let payload = Batch { packets: envelopes }.encode_to_vec();
-        if client.try_publish(replica_topic(&settings.client_id), QoS::AtMostOnce, false, payload).is_err() {
-            tracing::debug!("the connection's queue is full; this batch's latest states are not shared");
-        }
+        Some(Publish::new(replica_topic(&settings.client_id), QoS::AtMostOnce, payload, None))
     }
 
     /// Takes in another replica's newest packets: its bikes' latest states, and its live feed.
@@ -524,18 +592,8 @@ mod tests {
             latest: Latest::default(),
             stats: Arc::new(IngestStats::default()),
         };
-        // Never connected: the acknowledgements only go into its request queue.
-        let (client, _eventloop) = AsyncClient::new(MqttOptions::new("t", "127.0.0.1", 9), 10);
-        let publish = |pkid| {
-            let mut publish = Publish::new("bikes/x/telemetry", QoS::AtLeastOnce, Vec::new(), None);
-            publish.pkid = pkid;
-            publish
-        };
-        let connection = AtomicU64::new(2);
-        let mut unsent: VecDeque<(u64, Publish)> = [(1, publish(7)), (2, publish(8)), (1, publish(9))].into();
-        ingest.hand_over(&client, &connection, &mut unsent);
-        assert!(unsent.is_empty());
-        assert_eq!(ingest.stats.acknowledged.load(Ordering::Relaxed), 1, "only the one from this connection");
+        let acks = vec![(1, 7), (2, 8), (1, 9)];
+        assert_eq!(ingest.current(acks, 2).collect::<Vec<_>>(), [8], "only the one from this connection");
         assert_eq!(ingest.stats.superseded.load(Ordering::Relaxed), 2);
     }
 }

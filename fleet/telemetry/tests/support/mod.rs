@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses its own part
 
+pub mod faults;
 pub mod ride;
 pub mod service;
 
@@ -192,8 +193,13 @@ impl Fleet {
     }
 
     pub fn start_ingest_with(&self, settings: IngestSettings) -> RunningIngest {
+        self.start_ingest_on(settings, self.store.clone())
+    }
+
+    /// Starts the ingest with `store` in place of the fleet's own.
+    pub fn start_ingest_on(&self, settings: IngestSettings, store: Arc<dyn TelemetryStore>) -> RunningIngest {
         let ingest = Ingest {
-            store: self.store.clone(),
+            store,
             standings: self.standings.clone(),
             latest: self.latest.clone(),
             stats: Arc::new(IngestStats::default()),
