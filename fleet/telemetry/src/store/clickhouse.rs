@@ -583,14 +583,16 @@ impl TelemetryStore for ClickHouseStore {
         match whole_minutes(from, to) {
             Some((first, last)) if width % MINUTE_MS == 0 => {
                 // The whole minutes from the rollup, where it holds no redelivery; the rest,
-                // and the ragged ends, from the rows.
-                let (rolled_up, redelivered) = self.rolled_up(device_id, (first, last), width).await?;
-                parts.extend(rolled_up);
+                // and the ragged ends, from the rows. The three queries go at once.
+                let ((rolled_up, redelivered), head, tail) = futures::try_join!(
+                    self.rolled_up(device_id, (first, last), width),
+                    self.aggregated(device_id, (from, first), width, &[]),
+                    self.aggregated(device_id, (last, to), width, &[]),
+                )?;
+                parts.extend(rolled_up.into_iter().chain(head).chain(tail));
                 if !redelivered.is_empty() {
                     parts.extend(self.aggregated(device_id, (first, last), width, &redelivered).await?);
                 }
-                parts.extend(self.aggregated(device_id, (from, first), width, &[]).await?);
-                parts.extend(self.aggregated(device_id, (last, to), width, &[]).await?);
             }
             _ => parts.extend(self.aggregated(device_id, (from, to), width, &[]).await?),
         }
