@@ -44,6 +44,7 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use chrono::{SecondsFormat, TimeDelta, Utc};
 use fleet_proto::{Envelope, Message, SCHEMA_VERSION, Topic, envelope::Body, topic::Kind};
+use fleet_telemetry::config::IngestDefaults;
 use futures::StreamExt;
 use rumqttc::QoS;
 use support::{BikeClient, BikeIdentity, BrokerLimits, Fleet, service::Service};
@@ -289,7 +290,8 @@ async fn run(options: &Options) -> Result<String> {
     eprintln!("==> {label}: {} bikes, {} s per phase", options.bikes, options.seconds);
     // The ingest's inflight window is the service's; the broker is let hold as many for it,
     // and queues without a limit, so that nothing acknowledged to a bike is dropped.
-    let inflight = options.inflight.unwrap_or(if options.clickhouse { 10_000 } else { 1_000 });
+    let defaults = if options.clickhouse { IngestDefaults::CLICKHOUSE } else { IngestDefaults::SQLITE };
+    let inflight = options.inflight.unwrap_or(u32::try_from(defaults.inflight)?);
     let fleet = Fleet::start_with(BrokerLimits { max_inflight: inflight, max_queued: 0 }).await;
     let started = Instant::now();
     let identities = enroll(&fleet, options.bikes + 1).await;
@@ -525,12 +527,13 @@ async fn run(options: &Options) -> Result<String> {
         out,
         "\nSetup: {} bikes registered in-process with generated keys in {:.0} s; the day of history stored in {:.0} s; \
          the ingest's inflight window {} (`FLEET_INFLIGHT`, mosquitto's `max_inflight_messages` the same), batches \
-         of up to {} messages (`FLEET_BATCH_SIZE`) or 50 ms.",
+         of up to {} messages (`FLEET_BATCH_SIZE`) or {} ms (`FLEET_BATCH_LINGER_MS`, the service's default for the store).",
         thousands(n + 1),
         enrolled_in.as_secs_f64(),
         seeded_in.as_secs_f64(),
         inflight,
         thousands(batch_size),
+        defaults.linger_ms,
     )?;
     Ok(out)
 }

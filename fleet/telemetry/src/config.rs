@@ -13,6 +13,23 @@ use serde::Deserialize;
 
 use crate::{crl::Reload, packet::Limits, store::DEFAULT_QUARANTINE_CAP};
 
+/// The ingest's defaults that depend on the store.
+#[derive(Clone, Copy, Debug)]
+pub struct IngestDefaults {
+    /// The most unacknowledged messages the broker may send the ingest (`FLEET_INFLIGHT`).
+    pub inflight: u64,
+    /// How long a batch may wait to fill (`FLEET_BATCH_LINGER_MS`).
+    pub linger_ms: u64,
+}
+
+impl IngestDefaults {
+    pub const SQLITE: Self = Self { inflight: 1_000, linger_ms: 50 };
+    /// ClickHouse takes a batch in hundreds of milliseconds, not tens, so the broker may hand
+    /// the ingest more while one is stored; and it wants few large inserts (each makes a part
+    /// to merge), so a batch waits longer to fill.
+    pub const CLICKHOUSE: Self = Self { inflight: 10_000, linger_ms: 250 };
+}
+
 /// Where the telemetry is kept.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreChoice {
@@ -214,13 +231,12 @@ impl Config {
         let mut online_window = file.online_window_secs.unwrap_or(120);
         let mut validity_days = file.certificate_validity_days.unwrap_or(365);
         let mut batch_size = file.batch_size.unwrap_or(2_000);
-        let mut linger_ms = file.batch_linger_ms.unwrap_or(50);
-        // ClickHouse takes a batch in hundreds of milliseconds, not tens: the broker may hand the
-        // ingest more while one is being stored.
-        let mut inflight = file.inflight.unwrap_or(match store {
-            StoreChoice::Sqlite(_) => 1_000,
-            StoreChoice::ClickHouse { .. } => 10_000,
-        });
+        let defaults = match store {
+            StoreChoice::Sqlite(_) => IngestDefaults::SQLITE,
+            StoreChoice::ClickHouse { .. } => IngestDefaults::CLICKHOUSE,
+        };
+        let mut linger_ms = file.batch_linger_ms.unwrap_or(defaults.linger_ms);
+        let mut inflight = file.inflight.unwrap_or(defaults.inflight);
         let mut quarantine_cap = file.quarantine_cap.unwrap_or(DEFAULT_QUARANTINE_CAP);
         let mut retention_days = file.retention_days.unwrap_or(90);
         let mut skew = file.max_clock_skew_secs.unwrap_or(300);
@@ -348,6 +364,7 @@ mod tests {
         assert_eq!(config.broker_url(), "mqtts://127.0.0.1:8883");
         assert_eq!(config.certificate_validity, Duration::from_secs(365 * 24 * 3600));
         assert_eq!(config.inflight, 1_000);
+        assert_eq!(config.batch_linger, Duration::from_millis(50));
     }
 
     #[test]
@@ -365,6 +382,7 @@ mod tests {
             StoreChoice::ClickHouse { url: "http://127.0.0.1:8123".into(), database: "telemetry".into() }
         );
         assert_eq!(config.inflight, 10_000, "ClickHouse's wider default window");
+        assert_eq!(config.batch_linger, Duration::from_millis(250), "and its fewer, larger inserts");
         let set = with_env(&[("FLEET_STORE", "http://127.0.0.1:8123/telemetry"), ("FLEET_INFLIGHT", "500")]);
         assert_eq!(set.expect("valid").inflight, 500);
         let default_port = with_env(&[("FLEET_BROKER", "mqtts://broker.example")]).expect("valid");

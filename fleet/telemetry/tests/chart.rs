@@ -81,6 +81,14 @@ fn the_production_set_runs_three_replicas_sharing_latest_states_with_every_secre
     for absent in ["FLEET_STORE", "FLEET_BROKER_LISTEN", "FLEET_DATABASE_URL", "FLEET_MASTER_KEYS"] {
         assert!(config.get(absent).is_none(), "{absent} is not in the ConfigMap: {config:?}");
     }
+    // ClickHouse's own window and batch wait, not SQLite's: the service picks them by store.
+    for absent in ["FLEET_INFLIGHT", "FLEET_BATCH_LINGER_MS"] {
+        assert!(config.get(absent).is_none(), "{absent} is left to the service: {config:?}");
+    }
+    let tuned =
+        Helm::new().template(&["--values", PRODUCTION, "--set", "config.inflight=20000,config.batchLingerMs=400"]);
+    assert_eq!(tuned.config()["FLEET_INFLIGHT"], "20000");
+    assert_eq!(tuned.config()["FLEET_BATCH_LINGER_MS"], "400");
 
     let container = manifests.container();
     for (variable, secret, key) in [
