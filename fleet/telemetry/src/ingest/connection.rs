@@ -75,7 +75,7 @@ impl Dialer {
 /// What the broker answered to CONNECT, as far as the ingest cares.
 pub(super) struct Accepted {
     pub(super) session_present: bool,
-    /// The keep-alive the broker asked for, if it overrode the ingest's.
+    /// The keep-alive the broker asked for, if it overrode the ingest's (never zero).
     pub(super) keep_alive: Option<Duration>,
 }
 
@@ -149,7 +149,12 @@ impl Connection {
         if code != ConnectReturnCode::Success {
             bail!("the broker refused the ingest: {code:?}");
         }
-        let keep_alive = properties.as_ref().and_then(|p| p.server_keep_alive).map(|s| Duration::from_secs(s.into()));
+        // A broker's keep-alive of 0 turns its check off; the ingest still pings at its own.
+        let keep_alive = properties
+            .as_ref()
+            .and_then(|p| p.server_keep_alive)
+            .filter(|&secs| secs > 0)
+            .map(|secs| Duration::from_secs(secs.into()));
         connection.max_outgoing = properties.and_then(|p| p.max_packet_size);
         Ok((connection, Accepted { session_present, keep_alive }))
     }
