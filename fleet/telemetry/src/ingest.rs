@@ -167,6 +167,21 @@ pub struct IngestStats {
     pub subscribed: AtomicBool,
 }
 
+impl IngestStats {
+    /// The packet ids of `acks` that came on connection `on`; the others are counted as
+    /// superseded.
+    fn current(&self, acks: Vec<(u64, u16)>, on: u64) -> impl Iterator<Item = u16> + use<'_> {
+        acks.into_iter().filter_map(move |(came_on, pkid)| {
+            if came_on == on {
+                Some(pkid)
+            } else {
+                self.superseded.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        })
+    }
+}
+
 fn envelope(packet: &Packet) -> Envelope {
     Envelope {
         schema_version: SCHEMA_VERSION,
@@ -250,9 +265,9 @@ impl Ingest {
                 () = shutdown.cancelled() => break,
                 opened = Connection::open(dialer, settings, KEEP_ALIVE) => opened,
             };
-            on += 1;
             let served = match opened {
                 Ok((mut connection, accepted)) => {
+                    on += 1;
                     backoff = Duration::from_millis(100);
                     self.stats.connections.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(session_present = accepted.session_present, "the ingest is connected to the broker");
@@ -282,14 +297,11 @@ impl Ingest {
         let Some(mut connection) = open else { return Ok(()) };
         let deadline = Instant::now() + Duration::from_secs(30);
         while let Ok(Some(first)) = tokio::time::timeout_at(deadline, outgoing.recv()).await {
-            let staged = std::iter::once(first)
-                .chain(std::iter::from_fn(|| outgoing.try_recv().ok()))
-                .try_for_each(|out| self.stage(&mut connection, out, on));
             let sent = async {
-                staged?;
+                self.stage_waiting(&mut connection, first, &mut outgoing, on)?;
                 connection.send().await
             };
-            if tokio::time::timeout_at(deadline, sent).await.is_err() {
+            if !matches!(tokio::time::timeout_at(deadline, sent).await, Ok(Ok(()))) {
                 break;
             }
         }
@@ -327,10 +339,7 @@ impl Ingest {
                 biased;
                 () = shutdown.cancelled() => return Ok(()),
                 out = outgoing.recv() => {
-                    let first = out.context("the batcher stopped")?;
-                    std::iter::once(first)
-                        .chain(std::iter::from_fn(|| outgoing.try_recv().ok()))
-                        .try_for_each(|out| self.stage(connection, out, on))?;
+                    self.stage_waiting(connection, out.context("the batcher stopped")?, outgoing, on)?;
                     tokio::time::timeout(keep_alive, connection.send()).await.context("the broker stopped reading")??;
                 }
                 permit = to_batcher.reserve(), if held.is_some() => {
@@ -399,38 +408,38 @@ impl Ingest {
         Ok(None)
     }
 
+    /// Encodes `first` and whatever else the batcher has handed over by now, to go out in the
+    /// connection's next write.
+    fn stage_waiting(
+        &self,
+        connection: &mut Connection,
+        first: Outgoing,
+        outgoing: &mut mpsc::UnboundedReceiver<Outgoing>,
+        on: u64,
+    ) -> anyhow::Result<()> {
+        std::iter::once(first)
+            .chain(std::iter::from_fn(|| outgoing.try_recv().ok()))
+            .try_for_each(|out| self.stage(connection, out, on))
+    }
+
     /// Encodes what the batcher handed over, to go with the connection's next write.
     fn stage(&self, connection: &mut Connection, out: Outgoing, on: u64) -> anyhow::Result<()> {
         match out {
             Outgoing::Acks(acks) => {
-                for pkid in self.current(acks, on) {
+                for pkid in self.stats.current(acks, on) {
                     connection.acknowledge(pkid)?;
                     self.stats.acknowledged.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Outgoing::Share(publish) => {
-                let packet = Incoming::Publish(publish);
-                if connection.fits(packet.size()) {
-                    connection.queue(&packet)?;
-                } else {
-                    tracing::debug!("too large for the broker; this batch's latest states are not shared");
+                // Best effort: the only way encoding a publish fails is being larger than the
+                // broker takes.
+                if let Err(e) = connection.queue(&Incoming::Publish(publish)) {
+                    tracing::debug!(error = format!("{e:#}"), "this batch's latest states are not shared");
                 }
             }
         }
         Ok(())
-    }
-
-    /// The packet ids of `acks` that came on connection `on`; the others are counted as
-    /// superseded.
-    fn current(&self, acks: Vec<(u64, u16)>, on: u64) -> impl Iterator<Item = u16> + use<'_> {
-        acks.into_iter().filter_map(move |(came_on, pkid)| {
-            if came_on == on {
-                Some(pkid)
-            } else {
-                self.stats.superseded.fetch_add(1, Ordering::Relaxed);
-                None
-            }
-        })
     }
 
     async fn batch(
@@ -582,8 +591,11 @@ impl Ingest {
 mod tests {
     use super::*;
 
+    /// mosquitto 2.0.11 grants a subscription its ACL denies (and delivers nothing on it), so
+    /// a refusal is taken here as the broker would send it.
     #[tokio::test]
-    async fn a_message_from_an_earlier_connection_is_not_acknowledged_on_this_one() {
+    async fn refused_subscriptions_end_the_connection_and_leave_the_ingest_unsubscribed() {
+        use rumqttc::v5::mqttbytes::v5::SubAck;
         let dir = tempfile::tempdir().expect("tempdir");
         let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("t.db")).await.expect("store");
         let ingest = Ingest {
@@ -592,8 +604,23 @@ mod tests {
             latest: Latest::default(),
             stats: Arc::new(IngestStats::default()),
         };
+        let settings = IngestSettings::new("127.0.0.1", 8883, Vec::new(), Vec::new(), Vec::new());
+        let (to_batcher, _queue) = mpsc::channel(1);
+        let suback = |return_codes| Incoming::SubAck(SubAck { pkid: SUBSCRIBE_ID, return_codes, properties: None });
+        let refused = suback(vec![SubscribeReasonCode::Success(QoS::AtLeastOnce), SubscribeReasonCode::NotAuthorized]);
+        let error = ingest.take(&settings, refused, 1, &to_batcher).expect_err("refused");
+        assert!(format!("{error:#}").contains("refused the ingest's subscriptions"), "{error:#}");
+        assert!(!ingest.stats.subscribed.load(Ordering::Relaxed));
+        let granted = suback(vec![SubscribeReasonCode::Success(QoS::AtLeastOnce); 3]);
+        assert!(ingest.take(&settings, granted, 1, &to_batcher).expect("granted").is_none());
+        assert!(ingest.stats.subscribed.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn a_message_from_an_earlier_connection_is_not_acknowledged_on_this_one() {
+        let stats = IngestStats::default();
         let acks = vec![(1, 7), (2, 8), (1, 9)];
-        assert_eq!(ingest.current(acks, 2).collect::<Vec<_>>(), [8], "only the one from this connection");
-        assert_eq!(ingest.stats.superseded.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.current(acks, 2).collect::<Vec<_>>(), [8], "only the one from this connection");
+        assert_eq!(stats.superseded.load(Ordering::Relaxed), 2);
     }
 }

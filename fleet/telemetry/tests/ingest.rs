@@ -349,7 +349,7 @@ async fn acknowledgements_from_a_cut_connection_are_not_sent_on_the_next() {
     let store = faults::GatedStore::shut(fleet.store.clone());
     let mut settings = fleet.ingest_settings();
     settings.port = proxy.port;
-    let ingest = fleet.start_ingest_on(settings.clone(), store.clone());
+    let ingest = fleet.start_ingest_on(settings, store.clone());
     ingest.connected().await;
     let identity = fleet.register("SN-cut").await;
     let bike = BikeClient::connect(&fleet, &identity);
@@ -359,11 +359,12 @@ async fn acknowledgements_from_a_cut_connection_are_not_sent_on_the_next() {
     // The batcher waits in the store with a batch from the first connection; the connection
     // is cut under it, and the ingest connects again before the batch is committed.
     wait_for("the batcher to hold a batch", || async { store.waiting() > 0 }).await;
+    let held = store.waiting() as u64;
     proxy.cut();
     wait_for("the ingest to connect again", || async { ingest.stats.connections.load(Ordering::Relaxed) >= 2 }).await;
     store.open();
     wait_for("the held batch's acknowledgements to be dropped", || async {
-        ingest.stats.superseded.load(Ordering::Relaxed) >= settings.batch_size as u64
+        ingest.stats.superseded.load(Ordering::Relaxed) >= held
     })
     .await;
 

@@ -38,7 +38,6 @@ use super::IngestSettings;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The TLS side of connecting, built once from the ingest's certificates.
-#[derive(Clone)]
 pub(super) struct Dialer {
     connector: TlsConnector,
     server_name: ServerName<'static>,
@@ -178,7 +177,8 @@ impl Connection {
         Ok(())
     }
 
-    /// Encodes `packet` to go with the next [`send`](Self::send).
+    /// Encodes `packet` to go with the next [`send`](Self::send); a packet larger than the
+    /// broker takes (its CONNACK may cap the size) is refused, and nothing is queued.
     pub(super) fn queue(&mut self, packet: &Packet) -> anyhow::Result<()> {
         packet.write(&mut self.outbound, self.max_outgoing).context("encoding a packet for the broker")?;
         Ok(())
@@ -202,11 +202,6 @@ impl Connection {
         self.queue(&Packet::Subscribe(subscribe))
     }
 
-    /// Whether a packet of `size` bytes may go to the broker (its CONNACK may cap the size).
-    pub(super) fn fits(&self, size: usize) -> bool {
-        self.max_outgoing.is_none_or(|max| size <= max as usize)
-    }
-
     /// Writes everything queued, in as few TLS records as it takes.
     pub(super) async fn send(&mut self) -> anyhow::Result<()> {
         if self.outbound.is_empty() {
@@ -224,5 +219,42 @@ impl Connection {
             let _ = self.send().await;
         }
         let _ = self.stream.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{CertificateParams, KeyPair};
+
+    use super::*;
+
+    /// A self-signed certificate and its key, both PEM.
+    fn certified() -> (String, String) {
+        let key = KeyPair::generate().expect("key");
+        let cert =
+            CertificateParams::new(vec!["localhost".to_owned()]).expect("params").self_signed(&key).expect("cert");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn settings(ca: &str, cert: &str, key: &str, host: &str) -> IngestSettings {
+        IngestSettings::new(host, 8883, ca.into(), cert.into(), key.into())
+    }
+
+    fn refused(settings: &IngestSettings) -> String {
+        format!("{:#}", Dialer::new(settings).err().expect("refused"))
+    }
+
+    #[test]
+    fn certificates_that_cannot_make_a_tls_client_are_refused_naming_what_is_wrong() {
+        crate::install_crypto_provider();
+        let (cert, key) = certified();
+        let (_, other_key) = certified();
+        assert!(Dialer::new(&settings(&cert, &cert, &key, "localhost")).is_ok());
+        assert!(refused(&settings("", &cert, &key, "localhost")).contains("holds no certificate"));
+        let garbled = "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n";
+        assert!(refused(&settings(garbled, &cert, &key, "localhost")).contains("CA chain is not PEM"));
+        assert!(refused(&settings(&cert, &cert, "", "localhost")).contains("key is not PEM"));
+        assert!(refused(&settings(&cert, &cert, &other_key, "localhost")).contains("do not go together"));
+        assert!(refused(&settings(&cert, &cert, &key, "not a host")).contains("not a host name"));
     }
 }

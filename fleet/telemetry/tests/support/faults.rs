@@ -74,7 +74,7 @@ impl GatedStore {
         Arc::new(Self { inner, open: watch::Sender::new(false), waiting: AtomicUsize::new(0) })
     }
 
-    /// How many inserts wait at the gate.
+    /// How many packets wait at the gate.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::SeqCst)
     }
@@ -87,9 +87,9 @@ impl GatedStore {
 #[async_trait::async_trait]
 impl TelemetryStore for GatedStore {
     async fn insert(&self, packets: &[Packet]) -> anyhow::Result<u64> {
-        self.waiting.fetch_add(1, Ordering::SeqCst);
+        self.waiting.fetch_add(packets.len(), Ordering::SeqCst);
         let _ = self.open.subscribe().wait_for(|open| *open).await;
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.waiting.fetch_sub(packets.len(), Ordering::SeqCst);
         self.inner.insert(packets).await
     }
 
