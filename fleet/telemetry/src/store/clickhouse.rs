@@ -1,19 +1,22 @@
 //! The production telemetry store: ClickHouse.
 //!
 //! One `telemetry` table, a ReplacingMergeTree partitioned by UTC day and ordered by
-//! `(device_id, recorded_at, seq)`. A packet delivered twice is written twice, and ClickHouse
-//! keeps one of the two when it merges parts. Every read of it uses `FINAL`, so an answer
-//! counts each packet once even before that merge. Retention drops whole day partitions
-//! (ClickHouse 18.16, which the tests use, has no TTL). [`insert`](TelemetryStore::insert)
-//! therefore returns how many packets it wrote, redeliveries included: finding out which
-//! were stored before would read the whole table for every batch.
+//! `(device_id, recorded_at, seq)`. Retention drops whole day partitions (ClickHouse 18.16,
+//! which the tests use, has no TTL). A packet delivered twice is written twice, and
+//! ClickHouse keeps one of the two when it merges parts; [`insert`](TelemetryStore::insert)
+//! therefore returns how many packets it wrote, redeliveries included (finding out which were
+//! stored before would read the whole table for every batch). Every read counts each packet
+//! once even before that merge: a bike's rows are read keeping one per `(recorded_at, seq)`
+//! (`LIMIT 1 BY`), and the count of all uses `FINAL`. `FINAL` on one bike's range would merge,
+//! row by row, every part's whole index granules around it, other bikes' rows included, before
+//! the `WHERE` drops them: tens of thousands of rows merged for a minute's few.
 //!
 //! Beside it, `telemetry_minutes` keeps every bike's telemetry rolled up by minute, filled by
 //! a materialized view from every insert: an AggregatingMergeTree of the count, the fields'
 //! sums, least and greatest values (as arrays, `-ForEach`: three columns to read, not 42),
 //! and a bitmap of the minute's `seq`s. A redelivery is rolled up again like any row, so a
 //! minute's rollup is trusted only where its count equals the bits its `seq`s set; a minute
-//! that may hold a redelivery is aggregated from the rows instead (with `FINAL`, exact).
+//! that may hold a redelivery is aggregated from the rows instead (de-duplicated, so exact).
 //! Redeliveries are rare (a broker or ingest restart), so history downsampled into whole
 //! minutes reads the rollup for nearly every minute the range covers whole: a bike-day at one
 //! minute is 1,440 rollup rows, not 86,400 packets. A database from before the rollup is
@@ -149,6 +152,7 @@ impl ClickHouseStore {
             AGGREGATED.iter().map(|f| format!("assumeNotNull(toFloat64({of}({f})))")).collect::<Vec<_>>().join(", ")
         };
         let (sums, mins, maxes) = (totals("sum"), totals("min"), totals("max"));
+        let fields = AGGREGATED.join(", ");
         // The buckets are numbers this function was given: safe to put in the statement.
         let only = if only.is_empty() {
             String::new()
@@ -158,10 +162,14 @@ impl ClickHouseStore {
         let rows: Vec<BucketRow> = self
             .client
             .query(&format!(
-                "SELECT intDiv(recorded_at, ?) * ? AS bucket, count() AS n, toUInt8(0) AS redelivered,
+                "SELECT bucket, count() AS n, toUInt8(0) AS redelivered,
                         [{sums}] AS sums, [{mins}] AS mins, [{maxes}] AS maxes
-                 FROM telemetry FINAL
-                 WHERE kind = 'telemetry' AND device_id = ? AND recorded_at >= ? AND recorded_at < ? {only}
+                 FROM (
+                    SELECT intDiv(recorded_at, ?) * ? AS bucket, recorded_at, seq, {fields}
+                    FROM telemetry
+                    WHERE kind = 'telemetry' AND device_id = ? AND recorded_at >= ? AND recorded_at < ? {only}
+                    LIMIT 1 BY recorded_at, seq
+                 )
                  GROUP BY bucket ORDER BY bucket LIMIT ?"
             ))
             .bind(width)
@@ -555,10 +563,10 @@ impl TelemetryStore for ClickHouseStore {
         let rows: Vec<StoredRow> = self
             .client
             .query(&format!(
-                "SELECT {RECORD_COLUMNS} FROM telemetry FINAL
+                "SELECT {RECORD_COLUMNS} FROM telemetry
                  WHERE device_id = ? AND recorded_at >= ? AND recorded_at < ?
                    AND (recorded_at > ? OR (recorded_at = ? AND seq > ?))
-                 ORDER BY recorded_at, seq LIMIT ?"
+                 ORDER BY recorded_at, seq LIMIT 1 BY recorded_at, seq LIMIT ?"
             ))
             .bind(device_id.as_str())
             .bind(millis(range.from))
@@ -603,7 +611,10 @@ impl TelemetryStore for ClickHouseStore {
         let count = match device_id {
             Some(device_id) => {
                 self.client
-                    .query("SELECT count() FROM telemetry FINAL WHERE device_id = ?")
+                    .query(
+                        "SELECT count() FROM (SELECT recorded_at, seq FROM telemetry WHERE device_id = ? \
+                         LIMIT 1 BY recorded_at, seq)",
+                    )
                     .bind(device_id.as_str())
                     .fetch_one()
                     .await?
