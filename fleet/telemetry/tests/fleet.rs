@@ -49,6 +49,7 @@ async fn fifty_simulated_bikes_ride_on_clickhouse_and_every_acknowledged_packet_
 async fn two_replicas_share_one_subscription_and_each_knows_every_bikes_latest_state() {
     use chrono::TimeDelta;
     use fleet_proto::{Message, topic::Kind};
+    use reqwest::{Method, StatusCode};
     use support::{BikeClient, envelope, wait_for};
 
     fleet_telemetry::install_crypto_provider();
@@ -117,5 +118,14 @@ async fn two_replicas_share_one_subscription_and_each_knows_every_bikes_latest_s
             let count = format!("/api/v1/bikes/{}/telemetry/count", bike.device);
             wait_for("every packet stored", || async { replica.get(&count, &token).await["count"] == PACKETS }).await;
         }
+    }
+
+    // With ClickHouse gone, a replica is alive but not ready, and says why.
+    drop(clickhouse);
+    for replica in &replicas {
+        let (status, problem) = replica.call(Method::GET, "/readyz", "", None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+        assert_eq!(problem["code"], "store_unavailable", "{problem}");
+        assert_eq!(replica.call(Method::GET, "/healthz", "", None).await.0, StatusCode::OK);
     }
 }

@@ -47,7 +47,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>> {
             detail: "The registry's database is not reachable.".into(),
         }
     })?;
-    state.store.count(None).await.map_err(ApiError::store)?;
+    state.store.ping().await.map_err(ApiError::store)?;
     // The API serves while the broker is away: the ingest's state is told, not judged.
     let subscribed = state.stats.subscribed.load(std::sync::atomic::Ordering::Relaxed);
     let ingest = if subscribed { "subscribed" } else { "connecting" };

@@ -699,6 +699,11 @@ impl TelemetryStore for ClickHouseStore {
         }
         Ok(dropped)
     }
+
+    async fn ping(&self) -> anyhow::Result<()> {
+        self.client.query("SELECT 1").execute().await?;
+        Ok(())
+    }
 }
 
 /// A throwaway clickhouse-server for tests (Debian's 18.16, which `cargo xtask test` installs).

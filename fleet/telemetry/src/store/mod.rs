@@ -176,7 +176,8 @@ pub trait TelemetryStore: Send + Sync {
     /// [`MAX_BUCKETS`] of them, the earliest).
     async fn downsampled(&self, device_id: &DeviceId, range: Range, every: Duration) -> anyhow::Result<Vec<Bucket>>;
 
-    /// How many packets are stored, of one bike or of all.
+    /// How many packets are stored, of one bike or of all. Of all, it reads every row: not
+    /// for a readiness check, which has [`ping`](Self::ping).
     async fn count(&self, device_id: Option<&DeviceId>) -> anyhow::Result<u64>;
 
     /// Quarantine entries, newest first, before the entry `before`, at most `limit`.
@@ -189,6 +190,9 @@ pub trait TelemetryStore: Send + Sync {
 
     /// Drops every day before `day` whole, and returns the days dropped.
     async fn drop_days_before(&self, day: NaiveDate) -> anyhow::Result<Vec<NaiveDate>>;
+
+    /// Answers when the store can be reached, at once whatever it holds.
+    async fn ping(&self) -> anyhow::Result<()>;
 }
 
 /// The grain of both stores' rollups.

@@ -675,6 +675,11 @@ impl TelemetryStore for SqliteStore {
         }
         Ok(old)
     }
+
+    async fn ping(&self) -> anyhow::Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

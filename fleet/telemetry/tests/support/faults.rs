@@ -120,6 +120,10 @@ impl TelemetryStore for GatedStore {
         self.inner.count(device_id).await
     }
 
+    async fn ping(&self) -> anyhow::Result<()> {
+        self.inner.ping().await
+    }
+
     async fn quarantined(
         &self,
         filter: &QuarantineFilter,
