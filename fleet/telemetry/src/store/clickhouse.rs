@@ -68,6 +68,10 @@ const TELEMETRY_COLUMNS: [(&str, &str); 16] = [
     ("odometer_m", "Int64"),
 ];
 
+/// How many rows [`insert`](TelemetryStore::insert) writes out at a time before it lets the
+/// other tasks on its worker run.
+const ROWS_BETWEEN_YIELDS: usize = 500;
+
 pub struct ClickHouseStore {
     client: Client,
     quarantine_cap: u64,
@@ -507,8 +511,13 @@ impl TelemetryStore for ClickHouseStore {
             return Ok(0);
         }
         let mut body = String::with_capacity(packets.len() * 160);
-        for packet in packets {
-            row(&mut body, packet);
+        for chunk in packets.chunks(ROWS_BETWEEN_YIELDS) {
+            for packet in chunk {
+                row(&mut body, packet);
+            }
+            // A batch of thousands of rows takes milliseconds to write out: the tasks sharing
+            // this worker (API requests among them) get their turns in between.
+            tokio::task::yield_now().await;
         }
         let mut insert = self.client.insert_formatted_with("INSERT INTO telemetry FORMAT TabSeparated");
         insert.send(body.into()).await.context("sending packets to ClickHouse")?;
