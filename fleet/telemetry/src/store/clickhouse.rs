@@ -7,7 +7,7 @@
 //! therefore returns how many packets it wrote, redeliveries included (finding out which were
 //! stored before would read the whole table for every batch). Every read counts each packet
 //! once even before that merge: a bike's rows are read keeping one per `(recorded_at, seq)`
-//! (`LIMIT 1 BY`), and the count of all uses `FINAL`. `FINAL` on one bike's range would merge,
+//! ([`ONCE_EACH`]), and the count of all uses `FINAL`. `FINAL` on one bike's range would merge,
 //! row by row, every part's whole index granules around it, other bikes' rows included, before
 //! the `WHERE` drops them: tens of thousands of rows merged for a minute's few.
 //!
@@ -67,6 +67,10 @@ const TELEMETRY_COLUMNS: [(&str, &str); 16] = [
     ("cadence_rpm", "Float64"),
     ("odometer_m", "Int64"),
 ];
+
+/// How a read of one bike's rows counts each packet once before ClickHouse has merged its
+/// copies away: one row per `(recorded_at, seq)`, the rest of the sorting key.
+const ONCE_EACH: &str = "LIMIT 1 BY recorded_at, seq";
 
 /// How many rows [`insert`](TelemetryStore::insert) writes out at a time before it lets the
 /// other tasks on its worker run.
@@ -154,34 +158,34 @@ impl ClickHouseStore {
         if ranges.is_empty() {
             return Ok(Vec::new());
         }
-        // Every value here is a number this function was given: safe to put in the statement.
-        let within = ranges
-            .iter()
-            .map(|(from, to)| format!("(recorded_at >= {from} AND recorded_at < {to})"))
-            .collect::<Vec<_>>()
-            .join(" OR ");
+        let within = vec!["(recorded_at >= ? AND recorded_at < ?)"; ranges.len()].join(" OR ");
+        // The buckets are numbers this function was given: safe to put in the statement.
         let only = if only.is_empty() {
             String::new()
         } else {
             format!(" AND bucket IN ({})", only.iter().map(i64::to_string).collect::<Vec<_>>().join(", "))
         };
-        let rows: Vec<BucketRow> = self
+        let mut query = self
             .client
             .query(&format!(
                 "SELECT bucket, count() AS n, toUInt8(0) AS redelivered,
                         sumForEach(v) AS sums, minForEach(v) AS mins, maxForEach(v) AS maxes
                  FROM (
-                    SELECT intDiv(recorded_at, {width}) * {width} AS bucket, [{values}] AS v
+                    SELECT intDiv(recorded_at, ?) * ? AS bucket, [{values}] AS v
                     FROM telemetry
                     PREWHERE device_id = ? AND ({within}) WHERE kind = 'telemetry' {only}
-                    LIMIT 1 BY recorded_at, seq
+                    {ONCE_EACH}
                  )
-                 GROUP BY bucket ORDER BY bucket LIMIT {MAX_BUCKETS}",
+                 GROUP BY bucket ORDER BY bucket LIMIT ?",
                 values = aggregated_values(),
             ))
-            .bind(device_id.as_str())
-            .fetch_all()
-            .await?;
+            .bind(width)
+            .bind(width)
+            .bind(device_id.as_str());
+        for (from, to) in ranges {
+            query = query.bind(from).bind(to);
+        }
+        let rows: Vec<BucketRow> = query.bind(MAX_BUCKETS).fetch_all().await?;
         rows.into_iter().map(BucketRow::into_partial).collect()
     }
 
@@ -575,7 +579,7 @@ impl TelemetryStore for ClickHouseStore {
                 "SELECT {RECORD_COLUMNS} FROM telemetry
                  WHERE device_id = ? AND recorded_at >= ? AND recorded_at < ?
                    AND (recorded_at > ? OR (recorded_at = ? AND seq > ?))
-                 ORDER BY recorded_at, seq LIMIT 1 BY recorded_at, seq LIMIT ?"
+                 ORDER BY recorded_at, seq {ONCE_EACH} LIMIT ?"
             ))
             .bind(device_id.as_str())
             .bind(millis(range.from))
@@ -620,10 +624,9 @@ impl TelemetryStore for ClickHouseStore {
         let count = match device_id {
             Some(device_id) => {
                 self.client
-                    .query(
-                        "SELECT count() FROM (SELECT recorded_at, seq FROM telemetry WHERE device_id = ? \
-                         LIMIT 1 BY recorded_at, seq)",
-                    )
+                    .query(&format!(
+                        "SELECT count() FROM (SELECT recorded_at, seq FROM telemetry WHERE device_id = ? {ONCE_EACH})"
+                    ))
                     .bind(device_id.as_str())
                     .fetch_one()
                     .await?
