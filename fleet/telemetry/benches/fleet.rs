@@ -24,7 +24,9 @@
 //! During every phase ~100 bikes' live streams (`GET /api/v1/bikes/{id}/live`, whose events go
 //! out right after the batch commit) are read: publish → visible is the time from handing a
 //! packet to the bike's client to its event arriving, per `(bike, seq)`. During the peaks
-//! reader loops time `GET /api/v1/bikes/{id}` and a bike-day of history at 1 minute.
+//! readers send `GET /api/v1/bikes/{id}` (`--bike-rate`, 2,000 a second) and ask for a bike-day
+//! of history at 1 minute (`--day-rate`, 10 a second), each sent when due, answered or not the
+//! ones before it.
 //! Stored throughput is `fleet_ingest_stored_total` over the measured window. Resident memory
 //! and CPU time come from `/proc`.
 
@@ -77,7 +79,11 @@ struct Options {
     single_rate: u64,
     batch_packets: u64,
     sample: usize,
-    readers: usize,
+    /// `GET /api/v1/bikes/{id}` a second during the peaks: each of 10,000 riders' apps asking
+    /// for its bike every 5 s.
+    bike_rate: u64,
+    /// Bike-days of history a second during the peaks.
+    day_rate: u64,
     /// The ingest's inflight window (`FLEET_INFLIGHT`); unset, the service's default for the
     /// store (1,000 on SQLite, 10,000 on ClickHouse).
     inflight: Option<u32>,
@@ -96,7 +102,8 @@ impl Options {
             single_rate: 15_000,
             batch_packets: 25,
             sample: 100,
-            readers: 4,
+            bike_rate: 2_000,
+            day_rate: 10,
             inflight: None,
             batch_size: None,
         };
@@ -112,7 +119,8 @@ impl Options {
                 "--single-rate" => options.single_rate = number()?,
                 "--batch-packets" => options.batch_packets = number()?,
                 "--sample" => options.sample = usize::try_from(number()?)?,
-                "--readers" => options.readers = usize::try_from(number()?)?,
+                "--bike-rate" => options.bike_rate = number()?,
+                "--day-rate" => options.day_rate = number()?,
                 "--inflight" => options.inflight = Some(u32::try_from(number()?)?),
                 "--batch-size" => options.batch_size = Some(number()?),
                 "--store" => match args.next().as_deref() {
@@ -124,7 +132,7 @@ impl Options {
                 "--bench" => {}
                 other => bail!(
                     "unexpected argument `{other}` (options: --store sqlite|clickhouse, --bikes N, --seconds N, \
-                     --peak-rate N, --single-rate N, --batch-packets N, --sample N, --readers N, --inflight N)"
+                     --peak-rate N, --single-rate N, --batch-packets N, --sample N, --bike-rate N, --day-rate N, --inflight N, --batch-size N)"
                 ),
             }
         }
@@ -340,7 +348,11 @@ async fn run(options: &Options) -> Result<String> {
         .await?,
     );
     let rss_sending = (rss_kib(pids.service), rss_kib(pids.broker));
-    let readers = Readers { day_device: history.bike.device_id.as_str().to_owned(), count: options.readers };
+    let readers = Readers {
+        day_device: history.bike.device_id.as_str().to_owned(),
+        bike_rate: options.bike_rate,
+        day_rate: options.day_rate,
+    };
     phases.push(
         send(
             "peak, single packets",
@@ -487,9 +499,10 @@ async fn run(options: &Options) -> Result<String> {
         let reads = percentiles(&phase.bike_reads);
         writeln!(
             out,
-            "| {}: `GET /api/v1/bikes/{{id}}`, {} readers, {} requests | p50 {:.2} ms, p99 {:.2} ms | p99 ≤ 5 ms | {} |",
+            "| {}: `GET /api/v1/bikes/{{id}}`, {} a second, {} requests | p50 {:.2} ms, p99 {:.2} ms | p99 ≤ 5 ms | {} \
+             |",
             phase.name,
-            options.readers,
+            thousands(options.bike_rate),
             thousands(phase.bike_reads.len() as u64),
             reads.p50,
             reads.p99,
@@ -498,10 +511,11 @@ async fn run(options: &Options) -> Result<String> {
         let day = percentiles(&phase.day_reads);
         writeln!(
             out,
-            "| {}: a bike-day ({} packets) downsampled to 1 min, {} requests | p50 {:.1} ms, p99 {:.1} ms | ≤ 50 ms | \
-             {} |",
+            "| {}: a bike-day ({} packets) downsampled to 1 min, {} a second, {} requests | p50 {:.1} ms, p99 {:.1} \
+             ms | ≤ 50 ms | {} |",
             phase.name,
             thousands(DAY_PACKETS),
+            thousands(options.day_rate),
             thousands(phase.day_reads.len() as u64),
             day.p50,
             day.p99,
@@ -715,21 +729,27 @@ struct Rate {
     packets: u64,
 }
 
-/// The peak's readers: loops on `GET /api/v1/bikes/{id}`, and one on the day of history.
+/// The peak's readers: `GET /api/v1/bikes/{id}` and the day of history, each at its own rate.
 struct Readers {
     day_device: String,
-    count: usize,
+    bike_rate: u64,
+    day_rate: u64,
 }
 
-/// The reader loops of one phase. They run on a thread and a runtime of their own, with their
-/// own connections, as a client on another machine would: what they time is the service's
+/// The readers of one phase. They run on a thread and a runtime of their own, with their own
+/// connections, as a client on another machine would: what they time is the service's
 /// answer, not their turn in the queue of the runtime that drives ten thousand bikes.
+///
+/// The load is open: each request is sent when it falls due at its rate, whether or not the
+/// ones before it have been answered. A slow answer then holds up no other request's sending
+/// (no coordinated omission), and the readers offer the same load to every store and phase.
 struct Readings {
     base: String,
     token: String,
     devices: Arc<Vec<String>>,
     day_device: String,
-    count: usize,
+    bike_rate: u64,
+    day_rate: u64,
     measuring: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     bike_reads: Arc<Mutex<Vec<f64>>>,
@@ -741,48 +761,66 @@ impl Readings {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let api = Api { base: self.base.clone(), token: self.token.clone(), http: reqwest::Client::new() };
         runtime.block_on(async {
-            let timed = |path: String, reads: Arc<Mutex<Vec<f64>>>| {
-                let (api, measuring) = (&api, &self.measuring);
-                async move {
-                    let at = Instant::now();
-                    let ok = match api.get(&path).await {
-                        Ok(response) => response.bytes().await.is_ok(),
-                        Err(_) => false,
-                    };
-                    if measuring.load(Ordering::Relaxed) {
-                        let ms = if ok { at.elapsed().as_secs_f64() * 1000.0 } else { f64::INFINITY };
-                        reads.lock().expect("lock").push(ms);
-                    }
-                }
-            };
-            let this = &self;
-            let bikes = (0..self.count).map(|r| {
-                let timed = &timed;
-                async move {
-                    let mut k = r;
-                    while !this.stop.load(Ordering::Relaxed) {
-                        k = k.wrapping_add(7_919);
-                        let path = format!("/api/v1/bikes/{}", this.devices[k % this.devices.len()]);
-                        timed(path, this.bike_reads.clone()).await;
-                    }
-                }
+            let mut k = 0usize;
+            let bikes = self.paced(&api, self.bike_rate, &self.bike_reads, || {
+                k = k.wrapping_add(7_919);
+                format!("/api/v1/bikes/{}", self.devices[k % self.devices.len()])
             });
-            let day = async {
-                while !self.stop.load(Ordering::Relaxed) {
-                    let to = Utc::now();
-                    let from = to - TimeDelta::days(1);
-                    let path = format!(
-                        "/api/v1/bikes/{}/telemetry?from={}&to={}&every=1m",
-                        self.day_device,
-                        from.to_rfc3339_opts(SecondsFormat::Secs, true),
-                        to.to_rfc3339_opts(SecondsFormat::Secs, true)
-                    );
-                    timed(path, self.day_reads.clone()).await;
-                }
-            };
-            futures::join!(futures::future::join_all(bikes), day);
+            let day = self.paced(&api, self.day_rate, &self.day_reads, || {
+                let to = Utc::now();
+                let from = to - TimeDelta::days(1);
+                format!(
+                    "/api/v1/bikes/{}/telemetry?from={}&to={}&every=1m",
+                    self.day_device,
+                    from.to_rfc3339_opts(SecondsFormat::Secs, true),
+                    to.to_rfc3339_opts(SecondsFormat::Secs, true)
+                )
+            });
+            futures::join!(bikes, day);
         });
         Ok(())
+    }
+
+    /// Sends `rate` requests a second to the paths `next` makes until told to stop, and puts
+    /// in `reads` how long each took to be answered (∞ for a failed one), for those sent while
+    /// measuring.
+    async fn paced(&self, api: &Api, rate: u64, reads: &Mutex<Vec<f64>>, mut next: impl FnMut() -> String) {
+        if rate == 0 {
+            return;
+        }
+        let timed = |path: String, measured: bool| async move {
+            let at = Instant::now();
+            let ok = match api.get(&path).await {
+                Ok(response) => response.bytes().await.is_ok(),
+                Err(_) => false,
+            };
+            (measured, if ok { at.elapsed().as_secs_f64() * 1000.0 } else { f64::INFINITY })
+        };
+        let period = Duration::from_secs_f64(1.0 / rate as f64);
+        let mut due = tokio::time::Instant::now();
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        let record = |(measured, ms): (bool, f64)| {
+            if measured {
+                reads.lock().expect("lock").push(ms);
+            }
+        };
+        while !self.stop.load(Ordering::Relaxed) {
+            tokio::select! {
+                () = tokio::time::sleep_until(due) => {
+                    // Sent when due, however many are still unanswered; any that fell due
+                    // while this thread was held up go now.
+                    let now = tokio::time::Instant::now();
+                    while due <= now {
+                        in_flight.push(timed(next(), self.measuring.load(Ordering::Relaxed)));
+                        due += period;
+                    }
+                }
+                Some(read) = in_flight.next() => record(read),
+            }
+        }
+        while let Some(read) = in_flight.next().await {
+            record(read);
+        }
     }
 }
 
@@ -825,7 +863,8 @@ async fn send(
             token: api.token.clone(),
             devices: devices.clone(),
             day_device: readers.day_device.clone(),
-            count: readers.count,
+            bike_rate: readers.bike_rate,
+            day_rate: readers.day_rate,
             measuring: reading.clone(),
             stop: stop_reading.clone(),
             bike_reads: bike_reads.clone(),
