@@ -121,10 +121,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let ingest =
         Ingest { store: store.clone(), standings: standings.clone(), latest: latest.clone(), stats: stats.clone() };
-    tasks.spawn({
+    // The ingest runs on a thread and a runtime of its own. A batch takes milliseconds of CPU
+    // to decode, check and write out; on the API's workers, every request queued behind it
+    // would wait that long, `GET /bikes/{id}`s answered from memory in microseconds among them.
+    // As threads of their own, the kernel shares the cores between the two.
+    tasks.spawn_blocking({
         let stop = stop.clone();
-        async move {
-            if let Err(e) = ingest.run(&ingest_settings, stop).await {
+        move || {
+            let ended = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the ingest's runtime")
+                .and_then(|runtime| runtime.block_on(ingest.run(&ingest_settings, stop)));
+            if let Err(e) = ended {
                 tracing::error!(error = format!("{e:#}"), "the ingest stopped");
             }
         }
