@@ -22,14 +22,6 @@
 //! minute is 1,440 rollup rows, not 86,400 packets. A database from before the rollup is
 //! rolled up once, when the store is first opened on it.
 //!
-//! The rollup also keeps each minute's first and last `recorded_at`. A range's ragged ends,
-//! the part minutes at each end, are answered from it too when all of that minute's rows lie
-//! inside the range, or when the minute has none: the end of "the last 24 hours" is the
-//! current minute, whose rows are all before now. Only the other ragged ends are read from
-//! the rows, and a read of the current day's rows reads a granule of every one of the many
-//! young parts the ingest's inserts have made. A rollup made before it kept these bounds
-//! (found by its columns when the store is opened) reads both ends from the rows, as before.
-//!
 //! Rows are sent as TabSeparated over HTTP: ClickHouse servers older than 22.6 mis-read
 //! RowBinary in rare cases, and TSV is what they read fastest. Every value sent is a number,
 //! a day, a checked device id, or hex, so none needs escaping. Reads go through the client
@@ -87,8 +79,6 @@ const ROWS_BETWEEN_YIELDS: usize = 500;
 pub struct ClickHouseStore {
     client: Client,
     quarantine_cap: u64,
-    /// Whether the rollup keeps each minute's first and last `recorded_at` (see the module).
-    minute_bounds: bool,
     /// The last quarantine id handed out: ids grow within a process (microseconds, then +1).
     last_id: AtomicI64,
 }
@@ -120,7 +110,7 @@ impl ClickHouseStore {
             .execute()
             .await
             .context("creating the telemetry table")?;
-        let minute_bounds = create_rollup(&client).await?;
+        create_rollup(&client).await?;
         client
             .query(
                 "CREATE TABLE IF NOT EXISTS quarantine (
@@ -131,7 +121,7 @@ impl ClickHouseStore {
             .execute()
             .await
             .context("creating the quarantine table")?;
-        Ok(Self { client, quarantine_cap: DEFAULT_QUARANTINE_CAP, minute_bounds, last_id: AtomicI64::new(0) })
+        Ok(Self { client, quarantine_cap: DEFAULT_QUARANTINE_CAP, last_id: AtomicI64::new(0) })
     }
 
     /// Shows (and keeps) at most `cap` quarantine entries.
@@ -168,10 +158,7 @@ impl ClickHouseStore {
         if ranges.is_empty() {
             return Ok(Vec::new());
         }
-        // Each range's days as well, so that ClickHouse skips the other days' partitions.
-        let within =
-            vec!["(recorded_at >= ? AND recorded_at < ? AND day >= toDate(?) AND day <= toDate(?))"; ranges.len()]
-                .join(" OR ");
+        let within = vec!["(recorded_at >= ? AND recorded_at < ?)"; ranges.len()].join(" OR ");
         // The buckets are numbers this function was given: safe to put in the statement.
         let only = if only.is_empty() {
             String::new()
@@ -196,7 +183,7 @@ impl ClickHouseStore {
             .bind(width)
             .bind(device_id.as_str());
         for (from, to) in ranges {
-            query = query.bind(from).bind(to).bind(day_of(from)?).bind(day_of(to - 1)?);
+            query = query.bind(from).bind(to);
         }
         let rows: Vec<BucketRow> = query.bind(MAX_BUCKETS).fetch_all().await?;
         rows.into_iter().map(BucketRow::into_partial).collect()
@@ -213,6 +200,7 @@ impl ClickHouseStore {
         width: i64,
     ) -> anyhow::Result<(Vec<(i64, Partial)>, Vec<i64>)> {
         let (masks, distinct) = seen_in_minute();
+        let day = |at: i64| from_millis(at).map(|at| at.date_naive().to_string());
         let rows: Vec<BucketRow> = self
             .client
             .query(&format!(
@@ -232,8 +220,8 @@ impl ClickHouseStore {
             .bind(device_id.as_str())
             .bind(from)
             .bind(to)
-            .bind(day_of(from)?)
-            .bind(day_of(to - 1)?)
+            .bind(day(from)?)
+            .bind(day(to - 1)?)
             .bind(MAX_BUCKETS)
             .fetch_all()
             .await?;
@@ -247,58 +235,6 @@ impl ClickHouseStore {
             }
         }
         Ok((buckets, redelivered))
-    }
-
-    /// `device_id`'s telemetry in a range's ragged `ends` (each within one minute), in buckets
-    /// `width` ms wide (a whole number of minutes). A minute with no rows, or whose rows all
-    /// lie inside its end and hold no redelivery, is answered from the rollup; the other ends
-    /// are read from the rows. See the module.
-    async fn ragged_ends(
-        &self,
-        device_id: &DeviceId,
-        ends: [(i64, i64); 2],
-        width: i64,
-    ) -> anyhow::Result<Vec<(i64, Partial)>> {
-        let ends: Vec<(i64, i64)> = ends.into_iter().filter(|(from, to)| from < to).collect();
-        if ends.is_empty() || !self.minute_bounds {
-            return self.aggregated(device_id, &ends, width, &[]).await;
-        }
-        let minute_of = |at: i64| at - at.rem_euclid(MINUTE_MS);
-        let (masks, distinct) = seen_in_minute();
-        let mut query = self.client.query(&format!(
-            "SELECT minute, c AS n, c > {distinct} AS redelivered, fa AS first_at, la AS last_at, s AS sums, l AS mins,
-                    g AS maxes
-             FROM (
-                SELECT minute, countMerge(n) AS c, sumForEachMerge(sums) AS s, minForEachMerge(mins) AS l,
-                       maxForEachMerge(maxes) AS g, minMerge(first_at) AS fa, maxMerge(last_at) AS la {masks}
-                FROM telemetry_minutes
-                PREWHERE device_id = ? AND minute IN ({minutes}) WHERE day IN ({minutes})
-                GROUP BY minute
-             )",
-            minutes = vec!["?"; ends.len()].join(", "),
-        ));
-        query = query.bind(device_id.as_str());
-        for (from, _) in &ends {
-            query = query.bind(minute_of(*from));
-        }
-        for (from, _) in &ends {
-            query = query.bind(day_of(*from)?);
-        }
-        let minutes: Vec<MinuteRow> = query.fetch_all().await?;
-        let mut parts = Vec::new();
-        let mut from_rows = Vec::new();
-        for (from, to) in ends {
-            match minutes.iter().find(|m| m.minute == minute_of(from)) {
-                None => {}
-                Some(m) if m.redelivered == 0 && m.first_at >= from && m.last_at < to => {
-                    let bucket = m.minute - m.minute.rem_euclid(width);
-                    parts.push((bucket, Partial::from_totals(m.n, &m.sums, &m.mins, &m.maxes)?));
-                }
-                Some(_) => from_rows.push((from, to)),
-            }
-        }
-        parts.extend(self.aggregated(device_id, &from_rows, width, &[]).await?);
-        Ok(parts)
     }
 
     /// The id of the oldest quarantine entry still shown (the cap-th newest), if it is full.
@@ -346,7 +282,7 @@ fn aggregated_values() -> String {
 /// `SELECT` of the minute rollup's columns from `telemetry` rows, grouped by bike and minute:
 /// what the materialized view runs on every insert, and what rolls up a database from
 /// before the rollup.
-fn rollup_select(from: &str, bounds: bool) -> String {
+fn rollup_select(from: &str) -> String {
     let values = aggregated_values();
     let seen: String = (0..SEEN_WORDS)
         .map(|k| {
@@ -356,34 +292,37 @@ fn rollup_select(from: &str, bounds: bool) -> String {
             )
         })
         .collect();
-    let bounds = if bounds { ", minState(recorded_at) AS first_at, maxState(recorded_at) AS last_at" } else { "" };
     format!(
         "SELECT device_id, day, intDiv(recorded_at, {MINUTE_MS}) * {MINUTE_MS} AS minute, countState() AS n,
                 sumForEachState([{values}]) AS sums, minForEachState([{values}]) AS mins,
-                maxForEachState([{values}]) AS maxes {seen} {bounds}
+                maxForEachState([{values}]) AS maxes {seen}
          FROM {from} WHERE kind = 'telemetry' GROUP BY device_id, day, minute"
     )
 }
 
 /// Creates the minute rollup and the view that fills it, and rolls up what was stored before
 /// it existed. Rows the view takes while that runs are rolled up twice, which the reads see
-/// (a count above the bits its `seq`s set) and answer from the rows: still exact. Returns
-/// whether the rollup keeps its minutes' bounds: one made by an earlier version does not.
-async fn create_rollup(client: &Client) -> anyhow::Result<bool> {
-    client.query(&rollup_table(true)).execute().await.context("creating the minute rollup")?;
-    let bounds: u64 = client
-        .query(
-            "SELECT count() FROM system.columns
-             WHERE database = currentDatabase() AND table = 'telemetry_minutes' AND name IN ('first_at', 'last_at')",
-        )
-        .fetch_one()
+/// (a count above the bits its `seq`s set) and answer from the rows: still exact. The
+/// rollup's granules are small: a bike-day is 1,440 rows, and with the default 8,192 a read
+/// of them would decode thousands of other bikes' states in every part too.
+async fn create_rollup(client: &Client) -> anyhow::Result<()> {
+    let seen: String = (0..SEEN_WORDS).map(|k| format!(", seen{k} AggregateFunction(groupBitOr, UInt64)")).collect();
+    client
+        .query(&format!(
+            "CREATE TABLE IF NOT EXISTS telemetry_minutes (
+                device_id String, day Date, minute Int64, n AggregateFunction(count),
+                sums AggregateFunction(sumForEach, Array(Float64)), mins AggregateFunction(minForEach, Array(Float64)),
+                maxes AggregateFunction(maxForEach, Array(Float64)) {seen}
+            ) ENGINE = AggregatingMergeTree() PARTITION BY day ORDER BY (device_id, minute)
+              SETTINGS index_granularity = 256"
+        ))
+        .execute()
         .await
-        .context("reading the minute rollup's columns")?;
-    let bounds = bounds == 2;
+        .context("creating the minute rollup")?;
     client
         .query(&format!(
             "CREATE MATERIALIZED VIEW IF NOT EXISTS telemetry_minutes_view TO telemetry_minutes AS {}",
-            rollup_select("telemetry", bounds)
+            rollup_select("telemetry")
         ))
         .execute()
         .await
@@ -396,36 +335,13 @@ async fn create_rollup(client: &Client) -> anyhow::Result<bool> {
     let done: u64 = client.query("SELECT count() FROM rollup_done").fetch_one().await?;
     if done == 0 {
         client
-            .query(&format!("INSERT INTO telemetry_minutes {}", rollup_select("telemetry FINAL", bounds)))
+            .query(&format!("INSERT INTO telemetry_minutes {}", rollup_select("telemetry FINAL")))
             .execute()
             .await
             .context("rolling up the telemetry stored before the rollup")?;
         client.query("INSERT INTO rollup_done VALUES (1)").execute().await?;
     }
-    Ok(bounds)
-}
-
-/// The minute rollup's `CREATE TABLE`, with its minutes' first and last `recorded_at` or (as
-/// an earlier version made it) without. Its granules are small: a bike-day is 1,440 rows,
-/// and with the default 8,192 a read of them would decode thousands of other bikes' states in
-/// every part too.
-fn rollup_table(bounds: bool) -> String {
-    let seen: String = (0..SEEN_WORDS).map(|k| format!(", seen{k} AggregateFunction(groupBitOr, UInt64)")).collect();
-    let bounds =
-        if bounds { ", first_at AggregateFunction(min, Int64), last_at AggregateFunction(max, Int64)" } else { "" };
-    format!(
-        "CREATE TABLE IF NOT EXISTS telemetry_minutes (
-            device_id String, day Date, minute Int64, n AggregateFunction(count),
-            sums AggregateFunction(sumForEach, Array(Float64)), mins AggregateFunction(minForEach, Array(Float64)),
-            maxes AggregateFunction(maxForEach, Array(Float64)) {seen} {bounds}
-        ) ENGINE = AggregatingMergeTree() PARTITION BY day ORDER BY (device_id, minute)
-          SETTINGS index_granularity = 256"
-    )
-}
-
-/// The UTC day of `millis`, as the tables' `day` column and `toDate` take it.
-fn day_of(millis: i64) -> anyhow::Result<String> {
-    Ok(from_millis(millis)?.date_naive().to_string())
+    Ok(())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -509,20 +425,6 @@ impl BucketRow {
     fn into_partial(self) -> anyhow::Result<(i64, Partial)> {
         Ok((self.bucket, Partial::from_totals(self.n, &self.sums, &self.mins, &self.maxes)?))
     }
-}
-
-/// A minute of the rollup as [`ragged_ends`](ClickHouseStore::ragged_ends) reads it: as a
-/// [`BucketRow`], with the first and last `recorded_at` of its rows.
-#[derive(clickhouse::Row, Deserialize)]
-struct MinuteRow {
-    minute: i64,
-    n: u64,
-    redelivered: u8,
-    first_at: i64,
-    last_at: i64,
-    sums: Vec<f64>,
-    mins: Vec<f64>,
-    maxes: Vec<f64>,
 }
 
 /// A stored packet as read back, columns in the order of [`RECORD_COLUMNS`].
@@ -701,12 +603,12 @@ impl TelemetryStore for ClickHouseStore {
         let mut parts = Vec::new();
         match whole_minutes(from, to) {
             Some((first, last)) if width % MINUTE_MS == 0 => {
-                // The whole minutes from the rollup, where it holds no redelivery, and the rest
-                // from the rows; the two ragged ends from the rollup where it can answer them.
-                // The two go at once.
+                // The whole minutes from the rollup, where it holds no redelivery; the rest,
+                // and the two ragged ends, from the rows. The two queries go at once.
+                let ends = [(from, first), (last, to)];
                 let ((rolled_up, redelivered), ends) = futures::try_join!(
                     self.rolled_up(device_id, (first, last), width),
-                    self.ragged_ends(device_id, [(from, first), (last, to)], width),
+                    self.aggregated(device_id, &ends, width, &[]),
                 )?;
                 parts.extend(rolled_up.into_iter().chain(ends));
                 if !redelivered.is_empty() {
@@ -937,7 +839,6 @@ mod tests {
         let again = server.store("once").await;
         assert_eq!(again.count(None).await.expect("count"), 50);
         whole_minutes_are_answered_from_the_rollup(&server.store("rollup").await).await;
-        a_rollup_without_minute_bounds_reads_the_ragged_ends_from_the_rows(&server).await;
         the_bits_set_are_counted(&server.store("rollup").await).await;
         a_database_from_before_the_rollup_is_rolled_up_when_opened(&server).await;
     }
@@ -977,48 +878,8 @@ mod tests {
         let from_rollup = store.downsampled(&bike, window, every).await.expect("downsampled");
         let expected: Vec<&Bucket> = buckets.iter().filter(|b| millis(b.start) != doubled[0]).collect();
         assert_eq!(from_rollup.iter().collect::<Vec<_>>(), expected);
-        // So are ragged ends whose minutes have no rows (the first) or only rows inside the
-        // range (the last: its packets come every 5 s up to 29:55).
-        assert!(store.minute_bounds, "a rollup made now keeps its minutes' bounds");
-        let ragged =
-            Range { from: start - TimeDelta::seconds(30), to: start + TimeDelta::minutes(30) - TimeDelta::seconds(2) };
-        let from_rollup = store.downsampled(&bike, ragged, every).await.expect("downsampled");
-        assert_eq!(from_rollup.iter().collect::<Vec<_>>(), expected);
         store.client.query(&format!("ALTER TABLE telemetry ATTACH PARTITION '{day}'")).execute().await.expect("attach");
         assert_eq!(store.count(Some(&bike)).await.expect("count"), 360);
-    }
-
-    /// A rollup made before it kept its minutes' first and last `recorded_at` is still read,
-    /// with every ragged end from the rows.
-    async fn a_rollup_without_minute_bounds_reads_the_ragged_ends_from_the_rows(server: &testing::ClickHouseServer) {
-        let store = server.store("unbounded").await;
-        for table in ["telemetry_minutes_view", "telemetry_minutes"] {
-            store.client.query(&format!("DROP TABLE {table}")).execute().await.expect("drop");
-        }
-        store.client.query(&rollup_table(false)).execute().await.expect("the earlier rollup");
-        store
-            .client
-            .query(&format!(
-                "CREATE MATERIALIZED VIEW telemetry_minutes_view TO telemetry_minutes AS {}",
-                rollup_select("telemetry", false)
-            ))
-            .execute()
-            .await
-            .expect("the earlier view");
-        let store = server.store("unbounded").await;
-        assert!(!store.minute_bounds);
-        let bike = shared::device(9);
-        let start = shared::noon() + TimeDelta::milliseconds(2_345);
-        store.insert(&shared::ride(&bike, 120, start)).await.expect("insert");
-        let every = Duration::from_secs(60);
-        for window in [
-            Range { from: start - TimeDelta::seconds(30), to: start + TimeDelta::minutes(10) - TimeDelta::seconds(2) },
-            Range { from: start + TimeDelta::seconds(1), to: start + TimeDelta::minutes(5) + TimeDelta::seconds(1) },
-        ] {
-            let buckets = store.downsampled(&bike, window, every).await.expect("downsampled");
-            assert!(!buckets.is_empty());
-            shared::assert_matches_raw(&store, &bike, window, every, &buckets).await;
-        }
     }
 
     async fn the_bits_set_are_counted(store: &ClickHouseStore) {
