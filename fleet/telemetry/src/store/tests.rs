@@ -183,6 +183,13 @@ pub async fn downsampled_history_matches_the_raw_rows_at_any_width_and_edge(stor
         range(start + TimeDelta::seconds(61), midnight + TimeDelta::seconds(59)),
         range(midnight + TimeDelta::seconds(10), midnight + TimeDelta::seconds(50)),
         range(midnight + TimeDelta::seconds(10), midnight + TimeDelta::seconds(70)),
+        // Ragged ends whose minutes' rows all lie inside the range, and were delivered twice:
+        // minute 15's packets come from 15:02.345 (from is a second before), minute 25's up to
+        // 25:57.345 (to is two seconds after).
+        range(
+            start + TimeDelta::minutes(15) - TimeDelta::milliseconds(1_345),
+            start + TimeDelta::minutes(26) - TimeDelta::milliseconds(2_845),
+        ),
     ];
     for window in ranges {
         for every in [7, 60, 90, 300, 3_600].map(Duration::from_secs) {
