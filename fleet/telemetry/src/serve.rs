@@ -1,5 +1,7 @@
 //! `fleet-telemetry serve`: the registry and its CA, the telemetry store, the broker (embedded
 //! or external), the ingest, the upkeep and the API, started together and stopped together.
+//! The ingest runs on a thread and a tokio runtime of its own, so that the milliseconds a
+//! batch takes hold up none of the API's requests.
 
 use std::{
     net::SocketAddr,
