@@ -563,7 +563,7 @@ async fn enroll(fleet: &Fleet, count: usize) -> Vec<BikeIdentity> {
 }
 
 async fn start_service(fleet: &Fleet, store: Option<&str>, inflight: u32, batch_size: u64) -> Service {
-    let broker = format!("mqtts://127.0.0.1:{}", fleet.broker.port);
+    let broker = format!("mqtts://127.0.0.1:{}", fleet.broker.ingest_port);
     let crl = fleet.dir.path().join("mosquitto").join("crl.pem").display().to_string();
     let reload = format!("pid:{}", fleet.broker.pid());
     let (inflight, batch_size) = (inflight.to_string(), batch_size.to_string());

@@ -9,7 +9,7 @@ use support::{Fleet, ride, service::Service};
 
 /// The service over `fleet`'s registry and mosquitto, with `store` as FLEET_STORE if given.
 async fn service(fleet: &Fleet, store: Option<&str>) -> Service {
-    let broker = format!("mqtts://127.0.0.1:{}", fleet.broker.port);
+    let broker = format!("mqtts://127.0.0.1:{}", fleet.broker.ingest_port);
     let crl = fleet.dir.path().join("mosquitto").join("crl.pem").display().to_string();
     let reload = format!("pid:{}", fleet.broker.pid());
     let mut env = vec![
@@ -60,7 +60,7 @@ async fn two_replicas_share_one_subscription_and_each_knows_every_bikes_latest_s
     for i in 0..4 {
         identities.push(fleet.register(&format!("SN-replica-{i}")).await);
     }
-    let broker = format!("mqtts://127.0.0.1:{}", fleet.broker.port);
+    let broker = format!("mqtts://127.0.0.1:{}", fleet.broker.ingest_port);
     let crl = fleet.dir.path().join("mosquitto").join("crl.pem").display().to_string();
     let reload = format!("pid:{}", fleet.broker.pid());
     let mut replicas = Vec::new();

@@ -206,6 +206,47 @@ async fn a_bike_cannot_publish_as_another_and_a_packet_naming_another_is_quarant
     ingest.stop().await;
 }
 
+/// MQTT names a session by the client id the client sends. A bike that sends another bike's,
+/// or the ingest's, must not take over that connection: the broker names each bike's session
+/// by its certificate instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto: run `cargo xtask test`"]
+async fn a_bike_sending_another_client_id_takes_over_no_one_s_connection() {
+    let fleet = Fleet::start().await;
+    let ours = fleet.register("SN-a").await;
+    let theirs = fleet.register("SN-b").await;
+    let ingest = fleet.start_ingest();
+    ingest.connected().await;
+    let bike = BikeClient::connect(&fleet, &ours);
+    bike.publish(Kind::Telemetry, envelope(&bike.device, 1, TimeDelta::seconds(1)).encode_to_vec()).await;
+    bike.wait_acked(1).await;
+
+    // The other bike, with its own certificate, sends our bike's client id, then the ingest's.
+    let ingest_id = fleet_proto::DeviceId::parse(&fleet.ingest_settings().client_id).expect("an id");
+    for claimed in [&bike.device, &ingest_id] {
+        let intruder = BikeClient::connect_as(&fleet, claimed, &theirs.cert_pem, &theirs.key_pem);
+        wait_for("the other bike to connect", || async { intruder.is_connected() }).await;
+        // It is itself: what it publishes on its own topic is stored as its own.
+        let seq = fleet.count(&theirs.bike.device_id).await + 1;
+        let topic = fleet_proto::Topic::new(theirs.bike.device_id.clone(), Kind::Telemetry).to_string();
+        intruder.publish_on(&topic, envelope(&theirs.bike.device_id, seq, TimeDelta::seconds(1)).encode_to_vec()).await;
+        wait_for("its packet stored", || async { fleet.count(&theirs.bike.device_id).await == seq }).await;
+        // Our bike's connection and the ingest's were not closed under them. (Had the broker
+        // closed one, its client would have seen that before anything on a new connection.)
+        let seq = bike.acked() + 1;
+        bike.publish(Kind::Telemetry, envelope(&bike.device, seq, TimeDelta::seconds(1)).encode_to_vec()).await;
+        bike.wait_acked(seq).await;
+        wait_for("our packet stored", || async { fleet.count(&bike.device).await == seq }).await;
+        assert_eq!(bike.refused(), None, "our bike was disconnected when another sent its client id");
+        assert_eq!(
+            ingest.stats.connections.load(Ordering::Relaxed),
+            1,
+            "the ingest was disconnected when a bike sent its client id"
+        );
+    }
+    ingest.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs mosquitto: run `cargo xtask test`"]
 async fn a_flood_of_bad_packets_is_counted_and_bounded_and_good_packets_still_get_stored() {
@@ -251,7 +292,7 @@ async fn a_flood_of_bad_packets_is_counted_and_bounded_and_good_packets_still_ge
 async fn the_service_killed_with_sigkill_mid_stream_loses_nothing_and_stores_nothing_twice() {
     fleet_telemetry::install_crypto_provider();
     let fleet = Fleet::start().await;
-    let broker = format!("mqtts://127.0.0.1:{}", fleet.broker.port);
+    let broker = format!("mqtts://127.0.0.1:{}", fleet.broker.ingest_port);
     let crl = fleet.dir.path().join("mosquitto").join("crl.pem");
     let (crl, reload) = (crl.display().to_string(), format!("pid:{}", fleet.broker.pid()));
     // Registered before the service starts, so that it knows them from its first packet.
@@ -345,7 +386,7 @@ async fn an_ingest_resuming_its_session_behind_a_large_backlog_loses_nothing() {
 #[ignore = "needs mosquitto: run `cargo xtask test`"]
 async fn acknowledgements_from_a_cut_connection_are_not_sent_on_the_next() {
     let fleet = Fleet::start_with(BrokerLimits { max_inflight: 200, max_queued: 1_000_000 }).await;
-    let proxy = faults::CutProxy::start(fleet.broker.port).await;
+    let proxy = faults::CutProxy::start(fleet.broker.ingest_port).await;
     let store = faults::GatedStore::shut(fleet.store.clone());
     let mut settings = fleet.ingest_settings();
     settings.port = proxy.port;

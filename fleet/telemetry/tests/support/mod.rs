@@ -177,7 +177,7 @@ impl Fleet {
     pub fn ingest_settings(&self) -> IngestSettings {
         let mut settings = IngestSettings::new(
             "127.0.0.1",
-            self.broker.port,
+            self.broker.ingest_port,
             self.authority.chain_pem().into_bytes(),
             self.ingest_identity.0.clone().into_bytes(),
             self.ingest_identity.1.clone().into_bytes(),
@@ -241,11 +241,14 @@ impl RunningIngest {
     }
 }
 
-/// mosquitto on a loopback port, with the fleet CA's chain, a server certificate, the CRL and
-/// the ACL; its persistence in the directory, so a restart keeps its sessions.
+/// mosquitto on loopback, with the fleet CA's chain, a server certificate, the CRL and the
+/// ACL; its persistence in the directory, so a restart keeps its sessions. Two listeners, as
+/// in production: the bikes' (`port`), where a session is named by the certificate whatever
+/// client id a bike sends, and the ingest's (`ingest_port`), where each replica names its own.
 pub struct Mosquitto {
     child: Option<Child>,
     pub port: u16,
+    pub ingest_port: u16,
     dir: PathBuf,
 }
 
@@ -275,8 +278,12 @@ impl Mosquitto {
              topic readwrite fleet/replicas/#\n\n\
              pattern readwrite bikes/%u/#\n",
         );
-        let port = free_port();
+        let (port, ingest_port) = (free_port(), free_port());
         let d = dir.display();
+        let tls = format!(
+            "cafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n\
+             require_certificate true\nuse_identity_as_username true\ncrlfile {d}/crl.pem\n"
+        );
         write(
             "mosquitto.conf",
             &format!(
@@ -285,14 +292,13 @@ impl Mosquitto {
                  max_inflight_messages {inflight}\nmax_queued_messages {queued}\n\
                  log_dest stderr\nlog_type error\nlog_type warning\n\
                  acl_file {d}/acl\n\
-                 listener {port} 127.0.0.1\n\
-                 cafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n\
-                 require_certificate true\nuse_identity_as_username true\ncrlfile {d}/crl.pem\n",
+                 listener {port} 127.0.0.1\n{tls}use_username_as_clientid true\n\
+                 listener {ingest_port} 127.0.0.1\n{tls}",
                 inflight = limits.max_inflight,
                 queued = limits.max_queued,
             ),
         );
-        let mut broker = Self { child: None, port, dir };
+        let mut broker = Self { child: None, port, ingest_port, dir };
         broker.spawn().await;
         broker
     }
@@ -308,12 +314,12 @@ impl Mosquitto {
             .spawn()
             .expect("mosquitto starts (cargo xtask test installs it)");
         self.child = Some(child);
-        let port = self.port;
+        let ports = [self.port, self.ingest_port];
         let dir = self.dir.clone();
         wait_for("mosquitto to listen", move || {
             let dir = dir.clone();
             async move {
-                let up = TcpStream::connect(("127.0.0.1", port)).is_ok();
+                let up = ports.iter().all(|port| TcpStream::connect(("127.0.0.1", *port)).is_ok());
                 if !up {
                     let log = fs::read_to_string(dir.join("mosquitto.log")).unwrap_or_default();
                     assert!(!log.contains("Error"), "mosquitto failed to start: {log}");
