@@ -199,10 +199,10 @@ fn fleet(options: &Options, root: &Path) -> Result<()> {
          messages of 25 packets offered at 30,000 packets a second, above the target (an offline buffer, on `bikes/{{id}}/batch`); the figure \
          is `fleet_ingest_stored_total` over the measured window: the ingest acknowledges a message to the broker \
          only after its batch has committed, so what is stored is durably acknowledged. During the peaks, \
-         readers send `GET /api/v1/bikes/{{id}}` 2,000 times a second (each of 10,000 riders' apps asking for its \
-         bike every 5 s) and ask for one bike's day of history (86,400 packets, seeded first) downsampled to 1 \
-         minute 10 times a second. The load is open: a request is sent when it falls due, answered or not the ones \
-         before it, so a slow answer holds up no other request. Memory is each process's VmRSS; CPU is each process's CPU time over the window.\n"
+         readers send `GET /api/v1/bikes/{{id}}` and ask for one bike's day of history (86,400 packets, seeded \
+         first) downsampled to 1 minute, each at the rate its row states. The load is open: a request is sent when \
+         it falls due, answered or not the ones before it, so a slow answer holds up no other request. Memory is \
+         each process's VmRSS; CPU is each process's CPU time over the window.\n"
     )?;
     for store in &stores {
         writeln!(out, "{}\n", store.trim_end())?;

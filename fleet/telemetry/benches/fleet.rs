@@ -82,7 +82,7 @@ struct Options {
     /// `GET /api/v1/bikes/{id}` a second during the peaks: each of 10,000 riders' apps asking
     /// for its bike every 5 s.
     bike_rate: u64,
-    /// Bike-days of history a second during the peaks.
+    /// Bike-days of history a second during the peaks. Either rate 0: no such reads.
     day_rate: u64,
     /// The ingest's inflight window (`FLEET_INFLIGHT`); unset, the service's default for the
     /// store (1,000 on SQLite, 10,000 on ClickHouse).
@@ -132,7 +132,8 @@ impl Options {
                 "--bench" => {}
                 other => bail!(
                     "unexpected argument `{other}` (options: --store sqlite|clickhouse, --bikes N, --seconds N, \
-                     --peak-rate N, --single-rate N, --batch-packets N, --sample N, --bike-rate N, --day-rate N, --inflight N, --batch-size N)"
+                     --peak-rate N, --single-rate N, --batch-packets N, --sample N, --bike-rate N, --day-rate N, \
+                     --inflight N, --batch-size N)"
                 ),
             }
         }
@@ -729,7 +730,9 @@ struct Rate {
     packets: u64,
 }
 
-/// The peak's readers: `GET /api/v1/bikes/{id}` and the day of history, each at its own rate.
+/// The peak's readers: `GET /api/v1/bikes/{id}` and the day of history, each at its own rate
+/// (0: none).
+#[derive(Clone)]
 struct Readers {
     day_device: String,
     bike_rate: u64,
@@ -747,9 +750,7 @@ struct Readings {
     base: String,
     token: String,
     devices: Arc<Vec<String>>,
-    day_device: String,
-    bike_rate: u64,
-    day_rate: u64,
+    readers: Readers,
     measuring: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     bike_reads: Arc<Mutex<Vec<f64>>>,
@@ -762,16 +763,16 @@ impl Readings {
         let api = Api { base: self.base.clone(), token: self.token.clone(), http: reqwest::Client::new() };
         runtime.block_on(async {
             let mut k = 0usize;
-            let bikes = self.paced(&api, self.bike_rate, &self.bike_reads, || {
+            let bikes = self.paced(&api, self.readers.bike_rate, &self.bike_reads, || {
                 k = k.wrapping_add(7_919);
                 format!("/api/v1/bikes/{}", self.devices[k % self.devices.len()])
             });
-            let day = self.paced(&api, self.day_rate, &self.day_reads, || {
+            let day = self.paced(&api, self.readers.day_rate, &self.day_reads, || {
                 let to = Utc::now();
                 let from = to - TimeDelta::days(1);
                 format!(
                     "/api/v1/bikes/{}/telemetry?from={}&to={}&every=1m",
-                    self.day_device,
+                    self.readers.day_device,
                     from.to_rfc3339_opts(SecondsFormat::Secs, true),
                     to.to_rfc3339_opts(SecondsFormat::Secs, true)
                 )
@@ -862,9 +863,7 @@ async fn send(
             base: api.base.clone(),
             token: api.token.clone(),
             devices: devices.clone(),
-            day_device: readers.day_device.clone(),
-            bike_rate: readers.bike_rate,
-            day_rate: readers.day_rate,
+            readers: readers.clone(),
             measuring: reading.clone(),
             stop: stop_reading.clone(),
             bike_reads: bike_reads.clone(),
