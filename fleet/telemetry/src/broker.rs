@@ -3,11 +3,11 @@
 //! with its own (MQTT 5, on a loopback port of its own, for its manual acknowledgements and
 //! receive window).
 //!
-//! What it cannot do, and what stands in for it: rumqttd checks no CRL and has no per-client
-//! ACL. The ingest refuses a revoked or decommissioned bike's packets (quarantined as
-//! `revoked`), and a packet whose `device_id` is not its topic's (`device_mismatch`); but a bike
-//! could publish on another bike's topic with that bike's id. Production runs mosquitto
-//! (`--broker mqtts://…`), which checks the CRL at connect and enforces the per-bike ACL.
+//! rumqttd checks no CRL, has no per-client ACL, and names a session by whatever client id a
+//! client sends. So bikes do not reach it directly: they connect to [`front`], which checks
+//! the CRL at connect, accepts only a bike's own id as its client id, and closes the
+//! connection of a bike that strays outside its own topics, before passing its bytes on to
+//! rumqttd's listener on a loopback port. Production runs mosquitto (`--broker mqtts://…`).
 
 use std::{
     collections::HashMap,
@@ -19,6 +19,8 @@ use anyhow::Context;
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings, TlsConfig};
 
 use crate::pki::Bundle;
+
+mod front;
 
 /// Where the embedded broker listens, and the files it reads.
 pub struct EmbeddedBroker {
@@ -33,13 +35,16 @@ pub const MAX_MESSAGE: usize = 1024 * 1024;
 
 impl EmbeddedBroker {
     /// Writes the broker's certificate and trust anchor into `dir` and starts the broker on a
-    /// thread of its own (rumqttd runs its own runtime). It runs until the process ends.
+    /// thread of its own (rumqttd runs its own runtime), and its front for bikes on this
+    /// runtime, with `front` as its certificate towards rumqttd and the CRL read from
+    /// `crl_path`. They run until the process ends.
     pub fn start(
         dir: &Path,
-        bikes: SocketAddr,
-        ingest: SocketAddr,
+        (bikes, ingest): (SocketAddr, SocketAddr),
         server: &Bundle,
+        front: &Bundle,
         issuing_ca_pem: &str,
+        crl_path: &Path,
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let write = |name: &str, text: &str| -> anyhow::Result<PathBuf> {
@@ -52,6 +57,8 @@ impl EmbeddedBroker {
         let ca = write("broker-ca.pem", issuing_ca_pem)?;
         let cert = write("broker.pem", &format!("{}{}", server.issued.cert_pem, issuing_ca_pem))?;
         let key = write("broker.key", &server.key_pem)?;
+        // Bikes reach rumqttd through the front only.
+        let behind_front = SocketAddr::from(([127, 0, 0, 1], fleetplane_common::ports::free_port()));
         let tls =
             TlsConfig::Rustls { capath: Some(path_text(&ca)?), certpath: path_text(&cert)?, keypath: path_text(&key)? };
         let server_settings = |name: &str, listen: SocketAddr, inflight: usize| ServerSettings {
@@ -79,16 +86,35 @@ impl EmbeddedBroker {
                 initialized_filters: None,
                 shared_subscriptions_strategy: rumqttd::Strategy::default(),
             },
-            v4: Some(HashMap::from([("bikes".to_owned(), server_settings("bikes", bikes, 100))])),
+            v4: Some(HashMap::from([("bikes".to_owned(), server_settings("bikes", behind_front, 100))])),
             v5: Some(HashMap::from([("ingest".to_owned(), server_settings("ingest", ingest, 1_000))])),
             ..Config::default()
         };
-        // Bind both addresses first, so that one already taken is an error here, not a log
-        // line on the broker's thread.
-        for addr in [bikes, ingest] {
+        // Bind rumqttd's addresses first, so that one already taken is an error here, not a
+        // log line on the broker's thread.
+        for addr in [behind_front, ingest] {
             std::net::TcpListener::bind(addr)
                 .with_context(|| format!("the embedded broker cannot listen on {addr}"))?;
         }
+        let listener = std::net::TcpListener::bind(bikes)
+            .and_then(|listener| {
+                listener.set_nonblocking(true)?;
+                tokio::net::TcpListener::from_std(listener)
+            })
+            .with_context(|| format!("the embedded broker cannot listen on {bikes}"))?;
+        front::spawn(
+            listener,
+            behind_front,
+            front::FrontTls {
+                cert_pem: format!("{}{}", server.issued.cert_pem, issuing_ca_pem),
+                key_pem: server.key_pem.clone(),
+                issuing_ca_pem: issuing_ca_pem.to_owned(),
+                crl_path: crl_path.to_owned(),
+                client_cert_pem: front.issued.cert_pem.clone(),
+                client_key_pem: front.key_pem.clone(),
+            },
+            MAX_MESSAGE,
+        )?;
         std::thread::Builder::new()
             .name("broker".into())
             .spawn(move || {

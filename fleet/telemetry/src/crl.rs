@@ -19,7 +19,7 @@ use crate::{pki::Authority, registry::CrlInput};
 /// How the broker is told that the CRL changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reload {
-    /// It is not (the embedded broker has no CRL; the ingest refuses revoked bikes itself).
+    /// It is not (the embedded broker's front reads the file again whenever it changes).
     Nothing,
     /// SIGHUP to this process.
     Pid(u32),

@@ -32,6 +32,8 @@ pub const MASTER_KEYS_VARIABLE: &str = "FLEET_MASTER_KEYS";
 
 /// The ingest's identity: its certificate's CN, and the user mosquitto's ACL names.
 pub const INGEST_IDENTITY: &str = "fleet-ingest";
+/// The certificate the embedded broker's front for bikes presents to rumqttd.
+const FRONT_IDENTITY: &str = "fleet-broker-front";
 
 /// The master keys: from `FLEET_MASTER_KEYS`, or `master.key` in the data directory (created on
 /// the first start).
@@ -201,12 +203,16 @@ fn ingest_settings(config: &Config, authority: &Authority) -> anyhow::Result<Ing
             names.extend(config.broker_public_host.clone());
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             let server = authority.issue_server(&names, now, validity).context("the broker's certificate")?;
+            let front = authority
+                .issue_generated(&DeviceId::parse(FRONT_IDENTITY).expect("a valid id"), now, validity)
+                .context("the broker front's certificate")?;
             let broker = EmbeddedBroker::start(
                 &config.data_dir.join("broker"),
-                *bikes,
-                ingest_addr,
+                (*bikes, ingest_addr),
                 &server,
+                &front,
                 authority.issuing_cert_pem(),
+                &config.crl_path,
             )?;
             let ingest = authority.issue_generated(&identity, now, validity).context("the ingest's certificate")?;
             let mut settings = IngestSettings::new(

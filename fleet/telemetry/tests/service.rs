@@ -181,6 +181,99 @@ async fn a_certificate_revoked_through_the_api_quarantines_the_bikes_packets_at_
     assert!(metrics.contains(r#"fleet_ingest_quarantined_total{reason="revoked"} 1"#), "{metrics}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_or_foreign_certificate_is_refused_by_the_embedded_broker_at_its_next_connect() {
+    let (_dir, service, token) = started().await;
+    let (device, cert, key, serial) = certified(&service, &token, "SN-R").await;
+    let ca = service.text("/api/v1/ca.pem", &token).await;
+    let before = BikeClient::connect_to(service.broker_port, &ca, &device, &cert, &key);
+    wait_for("the bike to connect", || async { before.is_connected() }).await;
+    drop(before);
+    let (status, revoked) = service
+        .call(
+            Method::POST,
+            &format!("/api/v1/certificates/{serial}/revoke"),
+            &token,
+            Some(json!({ "reason": "superseded" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{revoked}");
+
+    let after = BikeClient::connect_to(service.broker_port, &ca, &device, &cert, &key);
+    wait_for("the revoked bike to be refused", || async { after.refused().is_some() }).await;
+    assert!(!after.is_connected(), "a revoked certificate connected");
+    let why = after.refused().expect("refused");
+    assert!(why.contains("Tls") || why.contains("Io"), "refused in the TLS handshake: {why}");
+
+    // A certificate naming a registered bike, from a CA that is not the fleet's.
+    let (other, _, _, _) = certified(&service, &token, "SN-F").await;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name.push(rcgen::DnType::CommonName, other.as_str());
+    let key = rcgen::KeyPair::generate().expect("key");
+    let foreign = params.self_signed(&key).expect("self-signed");
+    let stranger = BikeClient::connect_to(service.broker_port, &ca, &other, &foreign.pem(), &key.serialize_pem());
+    wait_for("the foreign certificate to be refused", || async { stranger.refused().is_some() }).await;
+    assert!(!stranger.is_connected(), "a certificate from another CA connected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_broker_holds_each_bike_to_its_own_client_id_topics_and_commands() {
+    let (_dir, service, token) = started().await;
+    let ca = service.text("/api/v1/ca.pem", &token).await;
+    let (victim, victim_cert, victim_key, _) = certified(&service, &token, "SN-V").await;
+    let (intruder, intruder_cert, intruder_key, _) = certified(&service, &token, "SN-I").await;
+    let (listener, listener_cert, listener_key, _) = certified(&service, &token, "SN-L").await;
+    let count = |device: &DeviceId| format!("/api/v1/bikes/{device}/telemetry/count");
+
+    let bike = BikeClient::connect_to(service.broker_port, &ca, &victim, &victim_cert, &victim_key);
+    wait_for("the bike to connect", || async { bike.is_connected() }).await;
+
+    // Another bike's client id, with its own certificate: refused, and the bike stays connected.
+    let takeover = BikeClient::connect_to(service.broker_port, &ca, &victim, &intruder_cert, &intruder_key);
+    wait_for("the takeover to be refused", || async { takeover.refused().is_some() }).await;
+    assert!(takeover.refused().expect("refused").contains("BadClientId"), "{:?}", takeover.refused());
+    assert!(!takeover.is_connected());
+    drop(takeover);
+    assert!(service.log().contains("another client id"), "{}", service.log());
+    bike.publish(Kind::Telemetry, envelope(&victim, 1, TimeDelta::zero()).encode_to_vec()).await;
+    bike.wait_acked(1).await;
+    assert!(bike.is_connected() && bike.refused().is_none(), "the bike's connection was taken: {:?}", bike.refused());
+
+    // Publishing on another bike's topic, as that bike: disconnected, and nothing stored.
+    let forger = BikeClient::connect_to(service.broker_port, &ca, &intruder, &intruder_cert, &intruder_key);
+    wait_for("the intruder to connect", || async { forger.is_connected() }).await;
+    forger
+        .publish_on(&format!("bikes/{victim}/telemetry"), envelope(&victim, 2, TimeDelta::zero()).encode_to_vec())
+        .await;
+    wait_for("the forger to be disconnected", || async { forger.refused().is_some() }).await;
+    // The bike's own packet after it is stored: the forged one, sent before, is not.
+    bike.publish(Kind::Telemetry, envelope(&victim, 3, TimeDelta::zero()).encode_to_vec()).await;
+    bike.wait_acked(2).await;
+    wait_for("the bike's packets to be stored", || async { service.get(&count(&victim), &token).await["count"] == 2 })
+        .await;
+    let stored = service.get(&format!("/api/v1/bikes/{victim}/telemetry"), &token).await;
+    let seqs: Vec<u64> =
+        stored["items"].as_array().expect("items").iter().map(|r| r["seq"].as_u64().expect("seq")).collect();
+    assert_eq!(seqs, [1, 3], "{stored}");
+    assert_eq!(forger.acked(), 0, "the forged packet was acknowledged");
+    drop(forger);
+
+    // Subscribing to another bike's commands: disconnected.
+    let snoop = BikeClient::connect_to(service.broker_port, &ca, &listener, &listener_cert, &listener_key);
+    wait_for("the listener to connect", || async { snoop.is_connected() }).await;
+    snoop.client.subscribe(format!("bikes/{victim}/commands/#"), rumqttc::QoS::AtLeastOnce).await.expect("queued");
+    wait_for("the snoop to be disconnected", || async { snoop.refused().is_some() }).await;
+    assert!(service.log().contains("outside its own commands"), "{}", service.log());
+
+    // Its own commands are fine.
+    let own = BikeClient::connect_to(service.broker_port, &ca, &intruder, &intruder_cert, &intruder_key);
+    wait_for("the bike to connect", || async { own.is_connected() }).await;
+    own.client.subscribe(format!("bikes/{intruder}/commands/#"), rumqttc::QoS::AtLeastOnce).await.expect("queued");
+    own.publish(Kind::Telemetry, envelope(&intruder, 1, TimeDelta::zero()).encode_to_vec()).await;
+    own.wait_acked(1).await;
+    assert!(own.refused().is_none(), "{:?}", own.refused());
+}
+
 /// One bad request: what is sent, and the status and code it must get.
 struct Bad {
     method: Method,

@@ -1,0 +1,279 @@
+//! The embedded broker's front door for bikes: what rumqttd cannot check, checked before a
+//! bike's bytes reach it.
+//!
+//! A bike connects here over TLS with its own certificate. The front
+//! - refuses a certificate on the CRL (the file is read again whenever it changes);
+//! - refuses a CONNECT whose client id is not the certificate's CN, so that no bike can take
+//!   over another's session (`ConnAck` "identifier rejected");
+//! - closes the connection of a bike that publishes outside `bikes/{its id}/…` or subscribes
+//!   outside `bikes/{its id}/commands/#`: the per-bike ACL mosquitto has.
+//!
+//! Everything else passes through unchanged, both ways, to rumqttd's own TLS listener on a
+//! loopback port, which the front reaches with a certificate of its own.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{Context, bail};
+use bytes::BytesMut;
+use fleet_proto::{DeviceId, Topic};
+use rumqttc::mqttbytes::{
+    self,
+    v4::{ConnAck, ConnectReturnCode, Packet},
+};
+use rustls::{
+    ClientConfig, RootCertStore, ServerConfig,
+    pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, pem::PemObject},
+    server::WebPkiClientVerifier,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+/// How long a client has to finish its TLS handshake and send CONNECT, as rumqttd gives it.
+const OPENING_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The PEM files the front is made of.
+pub struct FrontTls {
+    /// The broker's certificate chain and key, as bikes see it.
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// The issuing CA: bikes' certificates are signed by it.
+    pub issuing_ca_pem: String,
+    /// The CRL file, replaced on every revocation.
+    pub crl_path: PathBuf,
+    /// The front's own certificate and key, for rumqttd's listener.
+    pub client_cert_pem: String,
+    pub client_key_pem: String,
+}
+
+/// The TLS set-up for bikes, rebuilt when the CRL file changes.
+struct Acceptor {
+    tls: FrontTls,
+    current: Mutex<(Option<SystemTime>, TlsAcceptor)>,
+}
+
+impl Acceptor {
+    fn new(tls: FrontTls) -> anyhow::Result<Self> {
+        let stamp = crl_stamp(&tls.crl_path);
+        let acceptor = server_config(&tls)?;
+        Ok(Self { tls, current: Mutex::new((stamp, acceptor)) })
+    }
+
+    /// The acceptor for the CRL as it is now on disk.
+    fn current(&self) -> anyhow::Result<TlsAcceptor> {
+        let stamp = crl_stamp(&self.tls.crl_path);
+        let mut current = self.current.lock().expect("front lock");
+        if current.0 != stamp {
+            *current = (stamp, server_config(&self.tls)?);
+        }
+        Ok(current.1.clone())
+    }
+}
+
+fn crl_stamp(path: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn certificates(pem: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    CertificateDer::pem_slice_iter(pem.as_bytes()).collect::<Result<_, _>>().context("reading certificates")
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn server_config(tls: &FrontTls) -> anyhow::Result<TlsAcceptor> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates(&tls.issuing_ca_pem)? {
+        roots.add(cert).context("trusting the issuing CA")?;
+    }
+    let crls: Vec<CertificateRevocationListDer<'static>> = match std::fs::read(&tls.crl_path) {
+        Ok(pem) => CertificateRevocationListDer::pem_slice_iter(&pem)
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("reading the CRL {}", tls.crl_path.display()))?,
+        // Not written yet: nothing is revoked.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading the CRL {}", tls.crl_path.display())),
+    };
+    let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .with_crls(crls.clone())
+        .only_check_end_entity_revocation();
+    if crls.is_empty() {
+        verifier = verifier.allow_unknown_revocation_status();
+    }
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier.build().context("the bikes' certificate check")?)
+        .with_single_cert(
+            certificates(&tls.cert_pem)?,
+            PrivateKeyDer::from_pem_slice(tls.key_pem.as_bytes()).context("reading the broker's key")?,
+        )
+        .context("the broker's certificate")?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+fn client_config(tls: &FrontTls) -> anyhow::Result<TlsConnector> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates(&tls.issuing_ca_pem)? {
+        roots.add(cert).context("trusting the issuing CA")?;
+    }
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            certificates(&tls.client_cert_pem)?,
+            PrivateKeyDer::from_pem_slice(tls.client_key_pem.as_bytes()).context("reading the front's key")?,
+        )
+        .context("the front's certificate")?;
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// Serves bikes on `listener`, passing each one through to rumqttd at `upstream`, until the
+/// runtime ends.
+pub fn spawn(listener: TcpListener, upstream: SocketAddr, tls: FrontTls, max_message: usize) -> anyhow::Result<()> {
+    let connector = client_config(&tls)?;
+    let acceptor = Arc::new(Acceptor::new(tls)?);
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the broker's front could not accept a connection");
+                    continue;
+                }
+            };
+            let acceptor = acceptor.clone();
+            let connector = connector.clone();
+            tokio::spawn(async move {
+                if let Err(e) = serve_bike(stream, &acceptor, &connector, upstream, max_message).await {
+                    tracing::info!(%peer, error = format!("{e:#}"), "a bike's connection ended");
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+/// Reads the next whole MQTT 3.1.1 packet from `from` (buffered in `buffer`): the packet, and
+/// its bytes as they came. `None` at the end of the stream.
+async fn next_packet(
+    from: &mut (impl AsyncReadExt + Unpin),
+    buffer: &mut BytesMut,
+    max_message: usize,
+) -> anyhow::Result<Option<(Packet, BytesMut)>> {
+    loop {
+        match mqttbytes::check(buffer.iter(), max_message) {
+            Ok(header) => {
+                let frame = buffer.split_to(header.frame_length());
+                let packet = Packet::read(&mut frame.clone(), max_message).context("a malformed MQTT packet")?;
+                return Ok(Some((packet, frame)));
+            }
+            Err(mqttbytes::Error::InsufficientBytes(_)) => {
+                if from.read_buf(buffer).await? == 0 {
+                    return if buffer.is_empty() { Ok(None) } else { bail!("the connection ended inside a packet") };
+                }
+            }
+            Err(e) => bail!("a malformed MQTT packet: {e}"),
+        }
+    }
+}
+
+/// Why `packet` from `device` is not passed on, if it is not.
+fn refused(device: &DeviceId, packet: &Packet) -> Option<String> {
+    match packet {
+        Packet::Publish(publish) => match Topic::parse(&publish.topic) {
+            Ok(topic) if topic.device == *device => None,
+            _ => Some(format!("published on `{}`, outside its own topics", publish.topic)),
+        },
+        Packet::Subscribe(subscribe) => {
+            let own = Topic::commands_filter(device);
+            let prefix = own.trim_end_matches('#');
+            subscribe
+                .filters
+                .iter()
+                .find(|filter| filter.path != own && !filter.path.starts_with(prefix))
+                .map(|filter| format!("subscribed to `{}`, outside its own commands", filter.path))
+        }
+        Packet::Connect(_) => Some("sent a second CONNECT".to_owned()),
+        _ => None,
+    }
+}
+
+async fn serve_bike(
+    stream: TcpStream,
+    acceptor: &Acceptor,
+    connector: &TlsConnector,
+    upstream: SocketAddr,
+    max_message: usize,
+) -> anyhow::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let mut buffer = BytesMut::with_capacity(4096);
+    let opening = async {
+        let mut bike = acceptor.current()?.accept(stream).await.context("the TLS handshake")?;
+        let device = {
+            let (_, session) = bike.get_ref();
+            let cert = session.peer_certificates().and_then(|chain| chain.first()).context("no client certificate")?;
+            common_name(cert)?
+        };
+        let Some((Packet::Connect(connect), frame)) = next_packet(&mut bike, &mut buffer, max_message).await? else {
+            bail!("{device} did not open with a CONNECT");
+        };
+        anyhow::Ok((bike, device, connect, frame))
+    };
+    let (mut bike, device, connect, frame) =
+        tokio::time::timeout(OPENING_TIMEOUT, opening).await.context("no CONNECT within a minute")??;
+    if connect.client_id != device.as_str() {
+        let mut refusal = BytesMut::new();
+        ConnAck::new(ConnectReturnCode::BadClientId, false).write(&mut refusal)?;
+        bike.write_all(&refusal).await?;
+        bike.shutdown().await?;
+        tracing::warn!(%device, client_id = connect.client_id, "a bike connected with another client id: refused");
+        return Ok(());
+    }
+    let tcp = TcpStream::connect(upstream).await.context("reaching the embedded broker")?;
+    let _ = tcp.set_nodelay(true);
+    let broker = connector
+        .connect(ServerName::try_from("localhost").expect("a valid name"), tcp)
+        .await
+        .context("the TLS handshake with the embedded broker")?;
+    let (mut from_broker, mut to_broker) = tokio::io::split(broker);
+    let (mut from_bike, mut to_bike) = tokio::io::split(bike);
+    to_broker.write_all(&frame).await?;
+    let upward = async {
+        while let Some((packet, frame)) = next_packet(&mut from_bike, &mut buffer, max_message).await? {
+            if let Some(why) = refused(&device, &packet) {
+                tracing::warn!(%device, "a bike {why}: disconnected");
+                return Ok(());
+            }
+            to_broker.write_all(&frame).await?;
+        }
+        anyhow::Ok(())
+    };
+    let downward = async {
+        tokio::io::copy(&mut from_broker, &mut to_bike).await?;
+        anyhow::Ok(())
+    };
+    tokio::select! {
+        ended = upward => ended,
+        ended = downward => ended,
+    }
+}
+
+/// The device id a bike's certificate names (its CN).
+fn common_name(cert: &CertificateDer<'_>) -> anyhow::Result<DeviceId> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert.as_ref()).context("reading the client certificate")?;
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .context("the client certificate has no CN")?;
+    DeviceId::parse(cn).map_err(|e| anyhow::anyhow!("the client certificate's CN `{cn}`: {e}"))
+}
