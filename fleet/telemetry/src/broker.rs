@@ -5,9 +5,8 @@
 //!
 //! rumqttd checks no CRL, has no per-client ACL, and names a session by whatever client id a
 //! client sends. So bikes do not reach it directly: they connect to [`front`], which checks
-//! the CRL at connect, accepts only a bike's own id as its client id, and closes the
-//! connection of a bike that strays outside its own topics, before passing its bytes on to
-//! rumqttd's listener on a loopback port. Production runs mosquitto (`--broker mqtts://…`).
+//! the CRL at connect, accepts only a bike's own id as its client id, and holds a bike to its
+//! own topics, before passing its bytes on to rumqttd's listener on a loopback port. Production runs mosquitto (`--broker mqtts://…`).
 
 use std::{
     collections::HashMap,

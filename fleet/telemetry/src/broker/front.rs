@@ -5,8 +5,9 @@
 //! - refuses a certificate on the CRL (the file is read again whenever it changes);
 //! - refuses a CONNECT whose client id is not the certificate's CN, so that no bike can take
 //!   over another's session (`ConnAck` "identifier rejected");
-//! - closes the connection of a bike that publishes outside `bikes/{its id}/…` or subscribes
-//!   outside `bikes/{its id}/commands/#`: the per-bike ACL mosquitto has.
+//! - holds a bike to its own topics, as mosquitto's per-bike ACL does: a publish outside
+//!   `bikes/{its id}/…` is dropped (and acknowledged, as MQTT 3.1.1 has no refusal), and a
+//!   subscription outside `bikes/{its id}/commands/#` closes the connection.
 //!
 //! Everything else passes through unchanged, both ways, to rumqttd's own TLS listener on a
 //! loopback port, which the front reaches with a certificate of its own.
@@ -22,8 +23,8 @@ use anyhow::{Context, bail};
 use bytes::BytesMut;
 use fleet_proto::{DeviceId, Topic};
 use rumqttc::mqttbytes::{
-    self,
-    v4::{ConnAck, ConnectReturnCode, Packet},
+    self, QoS,
+    v4::{ConnAck, ConnectReturnCode, Packet, PubAck},
 };
 use rustls::{
     ClientConfig, RootCertStore, ServerConfig,
@@ -168,13 +169,20 @@ async fn next_packet(
     buffer: &mut BytesMut,
     max_message: usize,
 ) -> anyhow::Result<Option<(Packet, BytesMut)>> {
+    let Some(frame) = next_frame(from, buffer, max_message).await? else { return Ok(None) };
+    let packet = Packet::read(&mut frame.clone(), max_message).context("a malformed MQTT packet")?;
+    Ok(Some((packet, frame)))
+}
+
+/// The bytes of the next whole MQTT packet from `from` (buffered in `buffer`), unread.
+async fn next_frame(
+    from: &mut (impl AsyncReadExt + Unpin),
+    buffer: &mut BytesMut,
+    max_message: usize,
+) -> anyhow::Result<Option<BytesMut>> {
     loop {
         match mqttbytes::check(buffer.iter(), max_message) {
-            Ok(header) => {
-                let frame = buffer.split_to(header.frame_length());
-                let packet = Packet::read(&mut frame.clone(), max_message).context("a malformed MQTT packet")?;
-                return Ok(Some((packet, frame)));
-            }
+            Ok(header) => return Ok(Some(buffer.split_to(header.frame_length()))),
             Err(mqttbytes::Error::InsufficientBytes(_)) => {
                 if from.read_buf(buffer).await? == 0 {
                     return if buffer.is_empty() { Ok(None) } else { bail!("the connection ended inside a packet") };
@@ -185,12 +193,28 @@ async fn next_packet(
     }
 }
 
-/// Why `packet` from `device` is not passed on, if it is not.
-fn refused(device: &DeviceId, packet: &Packet) -> Option<String> {
+/// What the front does with a packet from a bike.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Passed on to rumqttd.
+    Pass,
+    /// A publish outside the bike's topics: dropped, and acknowledged as mosquitto's ACL does
+    /// (MQTT 3.1.1 has no way to refuse one), so that the bike's session goes on.
+    Drop(String),
+    /// The connection is closed.
+    Close(String),
+}
+
+fn verdict(device: &DeviceId, packet: &Packet) -> Verdict {
     match packet {
         Packet::Publish(publish) => match Topic::parse(&publish.topic) {
-            Ok(topic) if topic.device == *device => None,
-            _ => Some(format!("published on `{}`, outside its own topics", publish.topic)),
+            Ok(topic) if topic.device == *device => Verdict::Pass,
+            // An acknowledgement of a dropped QoS 2 publish would take a PUBREC/PUBREL
+            // exchange rumqttd never saw: bikes publish QoS 1.
+            _ if publish.qos == QoS::ExactlyOnce => {
+                Verdict::Close(format!("published QoS 2 on `{}`, outside its own topics", publish.topic))
+            }
+            _ => Verdict::Drop(format!("published on `{}`, outside its own topics", publish.topic)),
         },
         Packet::Subscribe(subscribe) => {
             let own = Topic::commands_filter(device);
@@ -199,10 +223,12 @@ fn refused(device: &DeviceId, packet: &Packet) -> Option<String> {
                 .filters
                 .iter()
                 .find(|filter| filter.path != own && !filter.path.starts_with(prefix))
-                .map(|filter| format!("subscribed to `{}`, outside its own commands", filter.path))
+                .map_or(Verdict::Pass, |filter| {
+                    Verdict::Close(format!("subscribed to `{}`, outside its own commands", filter.path))
+                })
         }
-        Packet::Connect(_) => Some("sent a second CONNECT".to_owned()),
-        _ => None,
+        Packet::Connect(_) => Verdict::Close("sent a second CONNECT".to_owned()),
+        _ => Verdict::Pass,
     }
 }
 
@@ -246,23 +272,67 @@ async fn serve_bike(
     let (mut from_broker, mut to_broker) = tokio::io::split(broker);
     let (mut from_bike, mut to_bike) = tokio::io::split(bike);
     to_broker.write_all(&frame).await?;
-    let upward = async {
-        while let Some((packet, frame)) = next_packet(&mut from_bike, &mut buffer, max_message).await? {
-            if let Some(why) = refused(&device, &packet) {
-                tracing::warn!(%device, "a bike {why}: disconnected");
-                return Ok(());
-            }
-            to_broker.write_all(&frame).await?;
+    // Whole frames to the bike, from the broker and from the front's own acknowledgements, by
+    // one writer: bounded, so a bike that does not read holds up the broker's side, as it
+    // would without the front.
+    let (frames, mut to_write) = tokio::sync::mpsc::channel::<BytesMut>(64);
+    let writer = async {
+        while let Some(frame) = to_write.recv().await {
+            to_bike.write_all(&frame).await?;
         }
         anyhow::Ok(())
     };
-    let downward = async {
-        tokio::io::copy(&mut from_broker, &mut to_bike).await?;
-        anyhow::Ok(())
+    let downward = {
+        let frames = frames.clone();
+        async move {
+            let mut buffer = BytesMut::with_capacity(4096);
+            while let Some(frame) = next_frame(&mut from_broker, &mut buffer, usize::MAX).await? {
+                if frames.send(frame).await.is_err() {
+                    break;
+                }
+            }
+            anyhow::Ok(())
+        }
+    };
+    let upward = async {
+        let mut dropped = 0u64;
+        let ended = async {
+            while let Some((packet, frame)) = next_packet(&mut from_bike, &mut buffer, max_message).await? {
+                match verdict(&device, &packet) {
+                    Verdict::Pass => to_broker.write_all(&frame).await?,
+                    Verdict::Drop(why) => {
+                        dropped += 1;
+                        if dropped == 1 {
+                            tracing::warn!(%device, "a bike {why}: dropped (and any more on this connection)");
+                        }
+                        if let Packet::Publish(publish) = &packet
+                            && publish.qos == QoS::AtLeastOnce
+                        {
+                            let mut ack = BytesMut::new();
+                            PubAck::new(publish.pkid).write(&mut ack)?;
+                            if frames.send(ack).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    Verdict::Close(why) => {
+                        tracing::warn!(%device, "a bike {why}: disconnected");
+                        break;
+                    }
+                }
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        if dropped > 1 {
+            tracing::warn!(%device, dropped, "a bike's publishes outside its own topics were dropped");
+        }
+        ended
     };
     tokio::select! {
         ended = upward => ended,
         ended = downward => ended,
+        ended = writer => ended,
     }
 }
 
