@@ -15,6 +15,7 @@ pub mod pki;
 pub mod registry;
 pub mod serve;
 pub mod store;
+pub mod tls;
 pub mod upkeep;
 
 /// Makes aws-lc-rs the process's TLS crypto provider (the build links ring too, through

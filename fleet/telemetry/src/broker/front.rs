@@ -26,16 +26,16 @@ use rumqttc::mqttbytes::{
     self, QoS,
     v4::{ConnAck, ConnectReturnCode, Packet, PubAck},
 };
+use rumqttc::tokio_rustls::{TlsAcceptor, TlsConnector};
 use rustls::{
-    ClientConfig, RootCertStore, ServerConfig,
-    pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, pem::PemObject},
+    ServerConfig,
+    pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, pem::PemObject},
     server::WebPkiClientVerifier,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
 };
-use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// How long a client has to finish its TLS handshake and send CONNECT, as rumqttd gives it.
 const OPENING_TIMEOUT: Duration = Duration::from_secs(60);
@@ -82,19 +82,7 @@ fn crl_stamp(path: &std::path::Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-fn certificates(pem: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    CertificateDer::pem_slice_iter(pem.as_bytes()).collect::<Result<_, _>>().context("reading certificates")
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
 fn server_config(tls: &FrontTls) -> anyhow::Result<TlsAcceptor> {
-    let mut roots = RootCertStore::empty();
-    for cert in certificates(&tls.issuing_ca_pem)? {
-        roots.add(cert).context("trusting the issuing CA")?;
-    }
     let crls: Vec<CertificateRevocationListDer<'static>> = match std::fs::read(&tls.crl_path) {
         Ok(pem) => CertificateRevocationListDer::pem_slice_iter(&pem)
             .collect::<Result<_, _>>()
@@ -103,43 +91,32 @@ fn server_config(tls: &FrontTls) -> anyhow::Result<TlsAcceptor> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e).with_context(|| format!("reading the CRL {}", tls.crl_path.display())),
     };
-    let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-        .with_crls(crls.clone())
-        .only_check_end_entity_revocation();
+    let roots = crate::tls::roots(tls.issuing_ca_pem.as_bytes()).context("the bikes' CA")?;
+    let mut verifier =
+        WebPkiClientVerifier::builder(Arc::new(roots)).with_crls(crls.clone()).only_check_end_entity_revocation();
     if crls.is_empty() {
         verifier = verifier.allow_unknown_revocation_status();
     }
-    let config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
+    let (chain, key) =
+        crate::tls::identity(tls.cert_pem.as_bytes(), tls.key_pem.as_bytes()).context("the broker's certificate")?;
+    let config = ServerConfig::builder()
         .with_client_cert_verifier(verifier.build().context("the bikes' certificate check")?)
-        .with_single_cert(
-            certificates(&tls.cert_pem)?,
-            PrivateKeyDer::from_pem_slice(tls.key_pem.as_bytes()).context("reading the broker's key")?,
-        )
+        .with_single_cert(chain, key)
         .context("the broker's certificate")?;
     Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-fn client_config(tls: &FrontTls) -> anyhow::Result<TlsConnector> {
-    let mut roots = RootCertStore::empty();
-    for cert in certificates(&tls.issuing_ca_pem)? {
-        roots.add(cert).context("trusting the issuing CA")?;
-    }
-    let config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            certificates(&tls.client_cert_pem)?,
-            PrivateKeyDer::from_pem_slice(tls.client_key_pem.as_bytes()).context("reading the front's key")?,
-        )
-        .context("the front's certificate")?;
-    Ok(TlsConnector::from(Arc::new(config)))
 }
 
 /// Serves bikes on `listener`, passing each one through to rumqttd at `upstream`, until the
 /// runtime ends.
 pub fn spawn(listener: TcpListener, upstream: SocketAddr, tls: FrontTls, max_message: usize) -> anyhow::Result<()> {
-    let connector = client_config(&tls)?;
+    let connector = TlsConnector::from(
+        crate::tls::client_config(
+            tls.issuing_ca_pem.as_bytes(),
+            tls.client_cert_pem.as_bytes(),
+            tls.client_key_pem.as_bytes(),
+        )
+        .context("the front's certificate towards rumqttd")?,
+    );
     let acceptor = Arc::new(Acceptor::new(tls)?);
     tokio::spawn(async move {
         loop {

@@ -12,7 +12,7 @@
 //! and writing are separate steps, so the poller can stop reading (the batcher is behind) and
 //! still acknowledge and ping.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::BytesMut;
@@ -26,7 +26,7 @@ use rumqttc::{
         },
     },
 };
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+use rustls::pki_types::ServerName;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -46,28 +46,11 @@ pub(super) struct Dialer {
 
 impl Dialer {
     pub(super) fn new(settings: &IngestSettings) -> anyhow::Result<Self> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(&settings.ca_pem) {
-            roots.add(cert.context("the broker's CA chain is not PEM")?).context("a CA certificate is not valid")?;
-        }
-        if roots.is_empty() {
-            bail!("the broker's CA chain holds no certificate");
-        }
-        let chain = CertificateDer::pem_slice_iter(&settings.cert_pem)
-            .collect::<Result<Vec<_>, _>>()
-            .context("the ingest's certificate is not PEM")?;
-        let key = PrivateKeyDer::from_pem_slice(&settings.key_pem).context("the ingest's key is not PEM")?;
-        let config = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .context("the ingest's certificate and key do not go together")?;
+        let config = crate::tls::client_config(&settings.ca_pem, &settings.cert_pem, &settings.key_pem)
+            .context("the ingest's TLS set-up")?;
         let server_name = ServerName::try_from(settings.host.clone())
             .with_context(|| format!("{:?} is not a host name or an IP address", settings.host))?;
-        Ok(Self {
-            connector: TlsConnector::from(Arc::new(config)),
-            server_name,
-            address: (settings.host.clone(), settings.port),
-        })
+        Ok(Self { connector: TlsConnector::from(config), server_name, address: (settings.host.clone(), settings.port) })
     }
 }
 
