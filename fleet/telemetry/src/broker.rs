@@ -4,9 +4,10 @@
 //! receive window).
 //!
 //! rumqttd checks no CRL, has no per-client ACL, and names a session by whatever client id a
-//! client sends. So bikes do not reach it directly: they connect to [`front`], which checks
-//! the CRL at connect, accepts only a bike's own id as its client id, and holds a bike to its
-//! own topics, before passing its bytes on to rumqttd's listener on a loopback port. Production runs mosquitto (`--broker mqtts://…`).
+//! client sends. So bikes do not reach it directly: they connect to its front
+//! (`broker/front.rs`), which checks the CRL at connect, accepts only a bike's own id as its
+//! client id, and holds a bike to its own topics, before passing its bytes on to rumqttd's
+//! listener on a loopback port. Production runs mosquitto (`--broker mqtts://…`).
 
 use std::{
     collections::HashMap,
