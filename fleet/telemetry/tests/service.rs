@@ -45,6 +45,15 @@ async fn certified(service: &Service, token: &str, serial: &str) -> (DeviceId, S
     )
 }
 
+/// Revokes the certificate `serial` through the API for `reason`: the certificate as it is now.
+async fn revoke(service: &Service, token: &str, serial: &str, reason: &str) -> Value {
+    let (status, revoked) = service
+        .call(Method::POST, &format!("/api/v1/certificates/{serial}/revoke"), token, Some(json!({ "reason": reason })))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{revoked}");
+    revoked
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bike_registered_through_the_api_publishes_and_its_state_history_and_live_telemetry_show() {
     let (_dir, service, token) = started().await;
@@ -154,15 +163,7 @@ async fn a_certificate_revoked_through_the_api_quarantines_the_bikes_packets_at_
     let count = format!("/api/v1/bikes/{device}/telemetry/count");
     wait_for("the first packet to be stored", || async { service.get(&count, &token).await["count"] == 1 }).await;
 
-    let (status, revoked) = service
-        .call(
-            Method::POST,
-            &format!("/api/v1/certificates/{serial}/revoke"),
-            &token,
-            Some(json!({ "reason": "key_compromise" })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{revoked}");
+    let revoked = revoke(&service, &token, &serial, "key_compromise").await;
     assert_eq!(revoked["revocation_reason"], "key_compromise");
     let crl = service.text("/api/v1/crl.pem", &token).await;
     assert!(crl.contains("BEGIN X509 CRL"), "{crl}");
@@ -189,15 +190,7 @@ async fn a_revoked_or_foreign_certificate_is_refused_by_the_embedded_broker_at_i
     let before = BikeClient::connect_to(service.broker_port, &ca, &device, &cert, &key);
     wait_for("the bike to connect", || async { before.is_connected() }).await;
     drop(before);
-    let (status, revoked) = service
-        .call(
-            Method::POST,
-            &format!("/api/v1/certificates/{serial}/revoke"),
-            &token,
-            Some(json!({ "reason": "superseded" })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{revoked}");
+    revoke(&service, &token, &serial, "superseded").await;
 
     let after = BikeClient::connect_to(service.broker_port, &ca, &device, &cert, &key);
     wait_for("the revoked bike to be refused", || async { after.refused().is_some() }).await;

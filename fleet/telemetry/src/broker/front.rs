@@ -28,8 +28,8 @@ use rumqttc::mqttbytes::{
 };
 use rumqttc::tokio_rustls::{TlsAcceptor, TlsConnector};
 use rustls::{
-    ServerConfig,
-    pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, pem::PemObject},
+    RootCertStore, ServerConfig,
+    pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, pem::PemObject},
     server::WebPkiClientVerifier,
 };
 use tokio::{
@@ -54,17 +54,53 @@ pub struct FrontTls {
     pub client_key_pem: String,
 }
 
-/// The TLS set-up for bikes, rebuilt when the CRL file changes.
+/// What the bikes' TLS is made of, parsed once.
+struct BikesTls {
+    roots: Arc<RootCertStore>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    crl_path: PathBuf,
+}
+
+impl BikesTls {
+    /// An acceptor checking bikes against the CRL file as it is now.
+    fn acceptor(&self) -> anyhow::Result<TlsAcceptor> {
+        let crls: Vec<CertificateRevocationListDer<'static>> = match std::fs::read(&self.crl_path) {
+            Ok(pem) => CertificateRevocationListDer::pem_slice_iter(&pem)
+                .collect::<Result<_, _>>()
+                .with_context(|| format!("reading the CRL {}", self.crl_path.display()))?,
+            // Not written yet: nothing is revoked.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e).with_context(|| format!("reading the CRL {}", self.crl_path.display())),
+        };
+        let none_revoked = crls.is_empty();
+        let mut verifier =
+            WebPkiClientVerifier::builder(self.roots.clone()).with_crls(crls).only_check_end_entity_revocation();
+        if none_revoked {
+            verifier = verifier.allow_unknown_revocation_status();
+        }
+        let config = ServerConfig::builder()
+            .with_client_cert_verifier(verifier.build().context("the bikes' certificate check")?)
+            .with_single_cert(self.chain.clone(), self.key.clone_key())
+            .context("the broker's certificate")?;
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+}
+
+/// The bikes' acceptor, made again when the CRL file changes.
 struct Acceptor {
-    tls: FrontTls,
+    tls: BikesTls,
     current: Mutex<(Option<SystemTime>, TlsAcceptor)>,
 }
 
 impl Acceptor {
-    fn new(tls: FrontTls) -> anyhow::Result<Self> {
-        let stamp = crl_stamp(&tls.crl_path);
-        let acceptor = server_config(&tls)?;
-        Ok(Self { tls, current: Mutex::new((stamp, acceptor)) })
+    fn new(tls: &FrontTls) -> anyhow::Result<Self> {
+        let roots = crate::tls::roots(tls.issuing_ca_pem.as_bytes()).context("the bikes' CA")?;
+        let (chain, key) = crate::tls::identity(tls.cert_pem.as_bytes(), tls.key_pem.as_bytes())
+            .context("the broker's certificate")?;
+        let tls = BikesTls { roots: Arc::new(roots), chain, key, crl_path: tls.crl_path.clone() };
+        let current = (crl_stamp(&tls.crl_path), tls.acceptor()?);
+        Ok(Self { tls, current: Mutex::new(current) })
     }
 
     /// The acceptor for the CRL as it is now on disk.
@@ -72,7 +108,7 @@ impl Acceptor {
         let stamp = crl_stamp(&self.tls.crl_path);
         let mut current = self.current.lock().expect("front lock");
         if current.0 != stamp {
-            *current = (stamp, server_config(&self.tls)?);
+            *current = (stamp, self.tls.acceptor()?);
         }
         Ok(current.1.clone())
     }
@@ -80,30 +116,6 @@ impl Acceptor {
 
 fn crl_stamp(path: &std::path::Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-fn server_config(tls: &FrontTls) -> anyhow::Result<TlsAcceptor> {
-    let crls: Vec<CertificateRevocationListDer<'static>> = match std::fs::read(&tls.crl_path) {
-        Ok(pem) => CertificateRevocationListDer::pem_slice_iter(&pem)
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("reading the CRL {}", tls.crl_path.display()))?,
-        // Not written yet: nothing is revoked.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e).with_context(|| format!("reading the CRL {}", tls.crl_path.display())),
-    };
-    let roots = crate::tls::roots(tls.issuing_ca_pem.as_bytes()).context("the bikes' CA")?;
-    let mut verifier =
-        WebPkiClientVerifier::builder(Arc::new(roots)).with_crls(crls.clone()).only_check_end_entity_revocation();
-    if crls.is_empty() {
-        verifier = verifier.allow_unknown_revocation_status();
-    }
-    let (chain, key) =
-        crate::tls::identity(tls.cert_pem.as_bytes(), tls.key_pem.as_bytes()).context("the broker's certificate")?;
-    let config = ServerConfig::builder()
-        .with_client_cert_verifier(verifier.build().context("the bikes' certificate check")?)
-        .with_single_cert(chain, key)
-        .context("the broker's certificate")?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Serves bikes on `listener`, passing each one through to rumqttd at `upstream`, until the
@@ -117,7 +129,7 @@ pub fn spawn(listener: TcpListener, upstream: SocketAddr, tls: FrontTls, max_mes
         )
         .context("the front's certificate towards rumqttd")?,
     );
-    let acceptor = Arc::new(Acceptor::new(tls)?);
+    let acceptor = Arc::new(Acceptor::new(&tls)?);
     tokio::spawn(async move {
         loop {
             let (stream, peer) = match listener.accept().await {
